@@ -80,3 +80,15 @@ class KycIdentity:
     occupation: str
     nationality: str
     id_expiry_date: str
+
+
+@dataclass(frozen=True, slots=True)
+class WalletAccount:
+    """A KasPro account together with our link state (OTP-verified or not)."""
+
+    account: Account
+    linked_at: float | None
+
+    @property
+    def linked(self) -> bool:
+        return self.linked_at is not None

@@ -1,0 +1,148 @@
+"""AccountService: onboarding and account reads, translated to and from protobuf."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from wallet.v1 import account_service_pb2 as pb
+from wallet.v1 import account_service_pb2_grpc as pb_grpc
+
+from wallet_service.api import convert
+from wallet_service.api.auth import current_caller
+from wallet_service.api.fields import Fields
+from wallet_service.api.idempotent import Idempotency
+from wallet_service.domain.customer import (
+    NewCustomer,
+    email_problem,
+    name_problem,
+    postal_code_problem,
+    text_problem,
+)
+from wallet_service.domain.images import image_problem
+from wallet_service.flows.onboarding import Onboarding
+
+ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def _time_left(context: ServicerContext) -> float | None:
+    remaining: float | None = context.time_remaining()
+    return remaining
+
+
+class AccountServicer(pb_grpc.AccountServiceServicer):
+    def __init__(
+        self, onboarding: Onboarding, idempotency: Idempotency, max_image_bytes: int
+    ) -> None:
+        self._flow = onboarding
+        self._idempotency = idempotency
+        self._max_image_bytes = max_image_bytes
+
+    async def RegisterCustomer(
+        self, request: pb.RegisterCustomerRequest, context: ServicerContext
+    ) -> pb.RegisterCustomerResponse:
+        f = Fields()
+        request_id = f.request_id(request.request_id)
+        customer = NewCustomer(
+            mobile_number=f.mobile("mobile_number", request.mobile_number),
+            first_name=f.apply(
+                "first_name", request.first_name, lambda v: name_problem(v, required=True)
+            ),
+            middle_name=f.apply(
+                "middle_name", request.middle_name, lambda v: name_problem(v, required=False)
+            ),
+            last_name=f.apply(
+                "last_name", request.last_name, lambda v: name_problem(v, required=False)
+            ),
+            email=f.apply("email", request.email, email_problem),
+            address=f.apply("address", request.address, lambda v: text_problem(v, max_length=200)),
+            city=f.apply("city", request.city, lambda v: text_problem(v, max_length=100)),
+            province=f.apply(
+                "province", request.province, lambda v: text_problem(v, max_length=100)
+            ),
+            postal_code=f.apply("postal_code", request.postal_code, postal_code_problem),
+        )
+        f.done()
+
+        async def register() -> pb.RegisterCustomerResponse:
+            wallet = await self._flow.register(
+                current_caller.get().name, request_id, customer, timeout=_time_left(context)
+            )
+            return pb.RegisterCustomerResponse(account=convert.account(wallet))
+
+        return await self._idempotency.run(
+            "RegisterCustomer", request, request_id, pb.RegisterCustomerResponse, register
+        )
+
+    async def RequestOtp(
+        self, request: pb.RequestOtpRequest, context: ServicerContext
+    ) -> pb.RequestOtpResponse:
+        f = Fields()
+        mobile = f.mobile("mobile_number", request.mobile_number)
+        f.done()
+        sent = await self._flow.request_otp(mobile, timeout=_time_left(context))
+        return pb.RequestOtpResponse(
+            expires_in_seconds=sent.expires_in_seconds,
+            resend_after_seconds=sent.resend_after_seconds,
+        )
+
+    async def VerifyOtp(
+        self, request: pb.VerifyOtpRequest, context: ServicerContext
+    ) -> pb.VerifyOtpResponse:
+        f = Fields()
+        mobile = f.mobile("mobile_number", request.mobile_number)
+        otp = f.otp(request.otp)
+        f.done()
+        wallet = await self._flow.verify_otp(mobile, otp, timeout=_time_left(context))
+        return pb.VerifyOtpResponse(account=convert.account(wallet))
+
+    async def UpgradeKyc(
+        self, request: pb.UpgradeKycRequest, context: ServicerContext
+    ) -> pb.UpgradeKycResponse:
+        f = Fields()
+        request_id = f.request_id(request.request_id)
+        mobile = f.mobile("mobile_number", request.mobile_number)
+        for name in ("id_card_image", "selfie_image", "selfie_with_id_card_image"):
+            f.check(name, image_problem(getattr(request, name), max_bytes=self._max_image_bytes))
+        f.done()
+
+        async def upgrade() -> pb.UpgradeKycResponse:
+            result = await self._flow.upgrade_kyc(
+                current_caller.get().name,
+                request_id,
+                mobile,
+                request.id_card_image,
+                request.selfie_image,
+                request.selfie_with_id_card_image,
+                timeout=_time_left(context),
+            )
+            account = convert.account(result.account)
+            return pb.UpgradeKycResponse(
+                kyc_status=account.kyc_status,
+                identity=convert.kyc_identity(result.identity, result.nik_problem),
+                account=account,
+            )
+
+        return await self._idempotency.run(
+            "UpgradeKyc", request, request_id, pb.UpgradeKycResponse, upgrade
+        )
+
+    async def GetAccount(
+        self, request: pb.GetAccountRequest, context: ServicerContext
+    ) -> pb.GetAccountResponse:
+        f = Fields()
+        mobile = f.mobile("mobile_number", request.mobile_number)
+        f.done()
+        wallet = await self._flow.account(mobile, timeout=_time_left(context))
+        return pb.GetAccountResponse(account=convert.account(wallet))
+
+    async def CheckFunds(
+        self, request: pb.CheckFundsRequest, context: ServicerContext
+    ) -> pb.CheckFundsResponse:
+        f = Fields()
+        mobile = f.mobile("mobile_number", request.mobile_number)
+        amount = f.positive_amount("amount_idr", request.amount_idr)
+        f.done()
+        wallet = await self._flow.account(mobile, timeout=_time_left(context))
+        available = wallet.account.balance.available_idr
+        return pb.CheckFundsResponse(sufficient=available >= amount, available_idr=available)

@@ -1,0 +1,96 @@
+"""Domain values → wallet.v1 messages."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from wallet.v1 import common_pb2 as pb
+
+from wallet_service.domain.account import (
+    AccountStatus,
+    AccountType,
+    CustomerType,
+    KycIdentity,
+    KycStatus,
+    WalletAccount,
+)
+from wallet_service.domain.phone import MobileNumber
+
+ACCOUNT_TYPES = {
+    AccountType.UNKNOWN: pb.ACCOUNT_TYPE_UNSPECIFIED,
+    AccountType.BASIC: pb.ACCOUNT_TYPE_BASIC,
+    AccountType.PREMIUM: pb.ACCOUNT_TYPE_PREMIUM,
+}
+ACCOUNT_STATUSES = {
+    AccountStatus.UNKNOWN: pb.ACCOUNT_STATUS_UNSPECIFIED,
+    AccountStatus.ACTIVE: pb.ACCOUNT_STATUS_ACTIVE,
+    AccountStatus.INACTIVE: pb.ACCOUNT_STATUS_INACTIVE,
+    AccountStatus.BLOCKED: pb.ACCOUNT_STATUS_BLOCKED,
+}
+CUSTOMER_TYPES = {
+    CustomerType.UNKNOWN: pb.CUSTOMER_TYPE_UNSPECIFIED,
+    CustomerType.SUBSCRIBER: pb.CUSTOMER_TYPE_SUBSCRIBER,
+    CustomerType.MERCHANT: pb.CUSTOMER_TYPE_MERCHANT,
+    CustomerType.CORPORATE: pb.CUSTOMER_TYPE_CORPORATE,
+}
+KYC_STATUSES = {
+    KycStatus.UNKNOWN: pb.KYC_STATUS_UNSPECIFIED,
+    KycStatus.UNVERIFIED: pb.KYC_STATUS_UNVERIFIED,
+    KycStatus.PENDING: pb.KYC_STATUS_PENDING,
+    KycStatus.VERIFIED: pb.KYC_STATUS_VERIFIED,
+    KycStatus.REJECTED: pb.KYC_STATUS_REJECTED,
+}
+
+
+def e164(mobile: MobileNumber) -> str:
+    return "+" + mobile.canonical
+
+
+def timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
+def account(wallet: WalletAccount) -> pb.Account:
+    a = wallet.account
+    message = pb.Account(
+        mobile_number=e164(a.mobile_number),
+        first_name=a.first_name,
+        middle_name=a.middle_name,
+        last_name=a.last_name,
+        full_name=a.full_name,
+        email=a.email,
+        account_type=ACCOUNT_TYPES[a.account_type],
+        account_status=ACCOUNT_STATUSES[a.account_status],
+        customer_type=CUSTOMER_TYPES[a.customer_type],
+        kyc_status=KYC_STATUSES[a.kyc_status],
+        linked=wallet.linked,
+        balance=pb.Balance(pocket_id=a.balance.pocket_id, available_idr=a.balance.available_idr),
+    )
+    if wallet.linked_at is not None:
+        message.link_time.CopyFrom(timestamp(wallet.linked_at))
+    return message
+
+
+def kyc_identity(identity: KycIdentity, nik_problem: str | None) -> pb.KycIdentity:
+    return pb.KycIdentity(
+        id_card_number=identity.id_card_number,
+        id_card_number_valid=nik_problem is None,
+        id_card_number_problem=nik_problem or "",
+        name=identity.name,
+        birth_place=identity.birth_place,
+        birth_date=identity.birth_date,
+        gender=identity.gender,
+        blood_type=identity.blood_type,
+        address=identity.address,
+        rt_rw=identity.rt_rw,
+        village_district=identity.village_district,
+        sub_district=identity.sub_district,
+        district=identity.district,
+        province=identity.province,
+        religion=identity.religion,
+        marital_status=identity.marital_status,
+        occupation=identity.occupation,
+        nationality=identity.nationality,
+        id_expiry_date=identity.id_expiry_date,
+    )

@@ -1,0 +1,71 @@
+"""Request validation at the edge: proto fields → domain values, every problem collected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+from wallet_service.domain.errors import FieldViolation, invalid
+from wallet_service.domain.phone import InvalidMobileNumber, MobileNumber, parse_mobile_number
+
+T = TypeVar("T")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_OTP = re.compile(r"[0-9]{4,8}")
+
+
+class Fields:
+    """Collects field violations so one answer names every bad field (AIP-193)."""
+
+    def __init__(self) -> None:
+        self._violations: list[FieldViolation] = []
+
+    def bad(self, field: str, description: str) -> None:
+        self._violations.append(FieldViolation(field, description))
+
+    def check(self, field: str, problem: str | None) -> None:
+        if problem is not None:
+            self.bad(field, f"{field} {problem}")
+
+    def done(self) -> None:
+        """Raise INVALID_ARGUMENT naming every bad field, if any."""
+        if self._violations:
+            raise invalid(self._violations)
+
+    def mobile(self, field: str, text: str) -> MobileNumber:
+        """A mobile number; on a problem, records it and returns a placeholder."""
+        if not text:
+            self.bad(field, f"{field} is required")
+        else:
+            try:
+                return parse_mobile_number(text)
+            except InvalidMobileNumber as exc:
+                self.bad(
+                    field,
+                    f"{field} must be an Indonesian mobile number (08…, 628… or +628…): {exc}",
+                )
+        return _PLACEHOLDER
+
+    def request_id(self, text: str) -> str:
+        if not _REQUEST_ID.fullmatch(text):
+            self.bad("request_id", "request_id is required: 1-64 characters of [A-Za-z0-9._:-]")
+        return text
+
+    def otp(self, text: str) -> str:
+        if not _OTP.fullmatch(text):
+            self.bad("otp", "otp must be 4-8 ASCII digits")
+        return text
+
+    def positive_amount(self, field: str, value: int) -> int:
+        if value <= 0:
+            self.bad(field, f"{field} must be a whole number of rupiah, 1 or more")
+        return value
+
+    def apply(self, field: str, value: T, problem: Callable[[T], str | None]) -> T:
+        self.check(field, problem(value))
+        return value
+
+
+# Stands in for a bad number until done() raises; never reaches a flow.
+_PLACEHOLDER = MobileNumber("8111111111")

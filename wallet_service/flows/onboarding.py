@@ -1,0 +1,226 @@
+"""Onboarding: register at KasPro, link the wallet with an OTP, upgrade with eKYC, read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from wallet_service.domain import otp as otp_rules
+from wallet_service.domain.account import KycIdentity, WalletAccount
+from wallet_service.domain.customer import NewCustomer
+from wallet_service.domain.errors import Reason, WalletError
+from wallet_service.domain.nik import nik_problem
+from wallet_service.domain.otp import OtpLimits
+from wallet_service.domain.phone import MobileNumber
+from wallet_service.kaspro import (
+    KasProClient,
+    KasProRejected,
+    KasProUnavailable,
+    Registration,
+    Rejection,
+    kaspro_request_id,
+)
+from wallet_service.store import onboarding as rows
+from wallet_service.store.database import Database
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+# How KasPro's definite refusals read to our callers.
+_REJECTIONS: dict[Rejection, tuple[Reason, str]] = {
+    Rejection.CUSTOMER_NOT_FOUND: (Reason.CUSTOMER_NOT_FOUND, "no KasPro customer has this number"),
+    Rejection.CUSTOMER_ALREADY_REGISTERED: (
+        Reason.CUSTOMER_ALREADY_REGISTERED,
+        "this number is already registered at KasPro",
+    ),
+    Rejection.OTP_INVALID: (Reason.OTP_INVALID, "the OTP is wrong"),
+    Rejection.OTP_EXPIRED: (Reason.OTP_EXPIRED, "the OTP expired: request a new one"),
+    Rejection.IMAGE_REJECTED: (Reason.IMAGE_REJECTED, "KasPro could not use an eKYC image"),
+    Rejection.INSUFFICIENT_FUNDS: (Reason.INSUFFICIENT_FUNDS, "the balance is too low"),
+    Rejection.LIMIT_EXCEEDED: (Reason.LIMIT_EXCEEDED, "a KasPro limit would be exceeded"),
+}
+
+
+def provider_error(exc: KasProRejected | KasProUnavailable) -> WalletError:
+    """Translate an adapter error for a caller of a non-money call."""
+    if isinstance(exc, KasProUnavailable):
+        return WalletError(
+            Reason.PROVIDER_UNAVAILABLE,
+            "KasPro is unavailable or answered unreadably; retry later",
+            retry_after_seconds=1.0,
+        )
+    known = _REJECTIONS.get(exc.rejection)
+    if known is not None:
+        return WalletError(*known, metadata={"kaspro_code": str(exc.code)})
+    log.error("KasPro refused a request as invalid: code %s", exc.code)
+    return WalletError(
+        Reason.PROVIDER_REJECTED,
+        "KasPro refused the request",
+        metadata={"kaspro_code": str(exc.code)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OtpSent:
+    expires_in_seconds: int
+    resend_after_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class KycResult:
+    identity: KycIdentity
+    nik_problem: str | None
+    account: WalletAccount
+
+
+class Onboarding:
+    """The onboarding use cases. Holds no state of its own besides its collaborators."""
+
+    def __init__(self, db: Database, kaspro: KasProClient, limits: OtpLimits, clock: Clock) -> None:
+        self._db = db
+        self._kaspro = kaspro
+        self._limits = limits
+        self._clock = clock
+
+    async def register(
+        self, caller: str, request_id: str, customer: NewCustomer, *, timeout: float | None
+    ) -> WalletAccount:
+        mobile = customer.mobile_number
+        reference = kaspro_request_id(caller, "RegisterCustomer", request_id)
+        registration = Registration(
+            request_id=reference,
+            mobile_number=mobile,
+            first_name=customer.first_name,
+            middle_name=customer.middle_name,
+            last_name=customer.last_name,
+            email=customer.email,
+            address=customer.address,
+            city=customer.city,
+            province=customer.province,
+            postal_code=customer.postal_code,
+        )
+        try:
+            await self._kaspro.register_customer(registration, timeout=timeout)
+        except KasProRejected as exc:
+            # A retry of a registration that succeeded before KasPro's answer reached
+            # us: KasPro says "registered", and it was us, with this very reference.
+            ours = await rows.registration_request_id(self._db, mobile)
+            if exc.rejection is not Rejection.CUSTOMER_ALREADY_REGISTERED or ours != reference:
+                raise provider_error(exc) from None
+        except KasProUnavailable as exc:
+            raise provider_error(exc) from None
+        await rows.record_registration(self._db, mobile, reference, self._clock())
+        return await self.account(mobile, timeout=timeout)
+
+    async def request_otp(self, mobile: MobileNumber, *, timeout: float | None) -> OtpSent:
+        now = self._clock()
+        # Reserve the send before calling KasPro so concurrent requests cannot
+        # both pass the cooldown and the hourly cap.
+        async with self._db.transaction() as tx:
+            state = await rows.load_otp_state(tx, mobile)
+            sends = await rows.sends_since(tx, mobile, now - otp_rules.HOUR)
+            otp_rules.check_can_send(state, sends, now, self._limits)
+            await rows.record_send(tx, mobile, now)
+            await rows.save_otp_state(tx, mobile, replace(state, last_sent_at=now))
+        try:
+            expiry = await self._kaspro.request_otp(mobile, timeout=timeout)
+        except KasProRejected as exc:
+            # Definitely not sent: give the slot back.
+            async with self._db.transaction() as tx:
+                await rows.forget_send(tx, mobile, now)
+                state = await rows.load_otp_state(tx, mobile)
+                if state.last_sent_at == now:
+                    await rows.save_otp_state(tx, mobile, replace(state, last_sent_at=None))
+            raise provider_error(exc) from None
+        except KasProUnavailable as exc:
+            # Maybe sent: the slot stays taken, so a flaky KasPro cannot be used to
+            # flood a customer with messages.
+            raise provider_error(exc) from None
+        async with self._db.transaction() as tx:
+            state = await rows.load_otp_state(tx, mobile)
+            await rows.save_otp_state(tx, mobile, replace(state, expires_at=now + expiry))
+        return OtpSent(
+            expires_in_seconds=expiry,
+            resend_after_seconds=round(self._limits.resend_cooldown_seconds),
+        )
+
+    async def verify_otp(
+        self, mobile: MobileNumber, otp: str, *, timeout: float | None
+    ) -> WalletAccount:
+        otp_rules.check_verifiable(await rows.read_otp_state(self._db, mobile), self._clock())
+        try:
+            await self._kaspro.validate_otp(mobile, otp, timeout=timeout)
+        except KasProRejected as exc:
+            await self._record_rejected_otp(mobile, exc.rejection)
+            raise provider_error(exc) from None
+        except KasProUnavailable as exc:
+            raise provider_error(exc) from None
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            state = await rows.load_otp_state(tx, mobile)
+            await rows.save_otp_state(
+                tx, mobile, replace(state, expires_at=None, failed_attempts=0, locked_until=None)
+            )
+            await rows.mark_linked(tx, mobile, now)
+        log.info("wallet %s linked", mobile.masked)
+        return await self.account(mobile, timeout=timeout)
+
+    async def _record_rejected_otp(self, mobile: MobileNumber, rejection: Rejection) -> None:
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            state = await rows.load_otp_state(tx, mobile)
+            if rejection is Rejection.OTP_INVALID:
+                new_state = otp_rules.after_wrong_otp(state, now, self._limits)
+                if (
+                    new_state.locked_until is not None
+                    and state.locked_until != new_state.locked_until
+                ):
+                    log.warning("wallet %s locked after too many wrong OTPs", mobile.masked)
+            elif rejection is Rejection.OTP_EXPIRED:
+                new_state = replace(state, expires_at=None)
+            else:
+                return
+            await rows.save_otp_state(tx, mobile, new_state)
+
+    async def upgrade_kyc(
+        self,
+        caller: str,
+        request_id: str,
+        mobile: MobileNumber,
+        id_card_image: bytes,
+        selfie_image: bytes,
+        selfie_with_id_card_image: bytes,
+        *,
+        timeout: float | None,
+    ) -> KycResult:
+        if await rows.linked_at(self._db, mobile) is None:
+            raise WalletError(
+                Reason.WALLET_NOT_LINKED, "link the wallet with an OTP before the eKYC upgrade"
+            )
+        reference = kaspro_request_id(caller, "UpgradeKyc", request_id)
+        try:
+            identity = await self._kaspro.upgrade_kyc(
+                reference,
+                mobile,
+                id_card_image,
+                selfie_image,
+                selfie_with_id_card_image,
+                timeout=timeout,
+            )
+        except (KasProRejected, KasProUnavailable) as exc:
+            raise provider_error(exc) from None
+        problem = nik_problem(identity.id_card_number)
+        if problem is not None:
+            log.warning("KasPro eKYC for %s returned a malformed NIK: %s", mobile.masked, problem)
+        await rows.mark_kyc_verified(self._db, mobile, self._clock())
+        account = await self.account(mobile, timeout=timeout)
+        return KycResult(identity=identity, nik_problem=problem, account=account)
+
+    async def account(self, mobile: MobileNumber, *, timeout: float | None) -> WalletAccount:
+        try:
+            account = await self._kaspro.account_inquiry(mobile, timeout=timeout)
+        except (KasProRejected, KasProUnavailable) as exc:
+            raise provider_error(exc) from None
+        return WalletAccount(account, await rows.linked_at(self._db, mobile))

@@ -1,0 +1,172 @@
+"""Assembly of the service: database, KasPro client, gRPC server, health, reflection, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from wallet.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    funding_service_pb2,
+    funding_service_pb2_grpc,
+    payment_service_pb2,
+    payment_service_pb2_grpc,
+    transaction_service_pb2,
+    transaction_service_pb2_grpc,
+)
+
+from wallet_service.api.account import AccountServicer
+from wallet_service.api.auth import Authenticator
+from wallet_service.api.edge import EdgeInterceptor
+from wallet_service.api.idempotent import Idempotency
+from wallet_service.config import Config
+from wallet_service.flows.onboarding import Onboarding
+from wallet_service.kaspro import KasProClient
+from wallet_service.store.database import Database
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+    funding_service_pb2.DESCRIPTOR.services_by_name["FundingService"].full_name,
+    payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
+    transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
+)
+
+
+@dataclass
+class WalletService:
+    """A running service; ``stop()`` shuts it down gracefully."""
+
+    config: Config
+    port: int
+    kaspro_base_url: str
+    _server: grpc.aio.Server
+    _health: health.aio.HealthServicer
+    _db: Database
+    _kaspro: KasProClient
+    _closers: list[Callable[[], object]] = field(default_factory=list)
+    _stopped: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.grpc_listen.rsplit(':', 1)[0]}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight calls finish within the grace period, close all."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
+        await self._kaspro.aclose()
+        for close in reversed(self._closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        await self._db.close()
+        log.info("wallet service stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def start(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    kaspro_base_url: str | None = None,
+) -> WalletService:
+    """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
+    closers: list[Callable[[], object]] = []
+    db = await Database.open(config.db_path)
+    if kaspro_base_url is None and config.embedded_sandbox:
+        from kaspro_sandbox.config import SandboxConfig
+        from kaspro_sandbox.runner import start_sandbox
+
+        host, sandbox_port = config.sandbox_listen.rsplit(":", 1)
+        sandbox = await start_sandbox(
+            SandboxConfig(
+                client_id=config.kaspro_client_id,
+                client_secret=config.kaspro_client_secret,
+                hmac_key=config.kaspro_hmac_key,
+                hmac_secret=config.kaspro_hmac_secret,
+            ),
+            host=host,
+            port=int(sandbox_port),
+        )
+        closers.append(sandbox.stop)
+        kaspro_base_url = sandbox.base_url
+    base_url = kaspro_base_url or config.kaspro_base_url
+    kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
+
+    server = grpc.aio.server(
+        interceptors=[EdgeInterceptor(Authenticator(config.callers))],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    onboarding = Onboarding(db, kaspro, config.otp, clock)
+    idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)
+    account_service_pb2_grpc.add_AccountServiceServicer_to_server(
+        AccountServicer(onboarding, idempotency, config.max_image_bytes), server
+    )
+    # Contract first: these answer UNIMPLEMENTED until their issue lands.
+    funding_service_pb2_grpc.add_FundingServiceServicer_to_server(
+        funding_service_pb2_grpc.FundingServiceServicer(),  # type: ignore[abstract]
+        server,
+    )
+    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
+        payment_service_pb2_grpc.PaymentServiceServicer(),  # type: ignore[abstract]
+        server,
+    )
+    transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
+        transaction_service_pb2_grpc.TransactionServiceServicer(),  # type: ignore[abstract]
+        server,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(config.grpc_listen)
+    except RuntimeError as exc:
+        await kaspro.aclose()
+        await db.close()
+        for close in reversed(closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        raise OSError(f"cannot listen on {config.grpc_listen}: {exc}") from exc
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("wallet service serving on port %d (KasPro at %s)", port, base_url)
+    return WalletService(config, port, base_url, server, health_servicer, db, kaspro, closers)
+
+
+async def serve(
+    config: Config, *, on_started: Callable[[WalletService], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    service = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_started is not None:
+        on_started(service)
+    await stop.wait()
+    log.info("stopping: finishing in-flight calls (grace %.0f s)", config.grace_period_seconds)
+    await service.stop()
