@@ -1,0 +1,570 @@
+"""KasProClient against a fake gateway: tokens, signatures, retries, deadlines, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from wallet_service.domain.account import AccountType, KycStatus
+from wallet_service.domain.phone import MobileNumber
+from wallet_service.kaspro import (
+    KasProAuthError,
+    KasProClient,
+    KasProRejected,
+    KasProSettings,
+    KasProUnavailable,
+    Registration,
+    Rejection,
+)
+from wallet_service.kaspro.signing import signature
+
+MOBILE = MobileNumber("81234567890")
+HMAC_KEY = "partner-key"
+HMAC_SECRET = "hmac-s3cr3t"
+CLIENT_SECRET = "client-s3cr3t"
+
+Reply = httpx.Response | Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+ACCOUNT = {
+    "code": 0,
+    "message": "Berhasil",
+    "data": {
+        "firstName": "Budi",
+        "middleName": "",
+        "lastName": "Santoso",
+        "fullName": "Budi Santoso",
+        "accountType": "Basic",
+        "accountStatus": "Active",
+        "customerType": "Subscriber",
+        "email": "",
+        "mobileNumber": 6281234567890,
+        "kycStatus": "Unverified",
+        "balance": {"pocketId": "2", "availableBalance": "150000"},
+    },
+}
+
+_SIGNATURE_HEADER = re.compile(
+    r'Signature keyId="(?P<key>[^"]*)",algorithm="hmac-sha256",'
+    r'headers="\(request-target\) date",signature="(?P<sig>[^"]*)"'
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_633_330_830.0  # Mon, 04 Oct 2021 07:00:30 GMT
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeGateway:
+    """Plays KasPro's partner gateway: issues tokens and checks every signed call."""
+
+    expires_in: int | None = 3600
+    token_delay: float = 0.0
+    call_delay: float = 0.0
+    token_reply: httpx.Response | None = None
+    routes: dict[str, list[Reply]] = field(default_factory=dict)
+    tokens_issued: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+    calls: list[httpx.Request] = field(default_factory=list)
+
+    def reply(self, path: str, *replies: Reply) -> None:
+        """Queue answers for ``path``; the last one repeats."""
+        self.routes[path] = list(replies)
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        if request.url.path.endswith("/authentication-server/oauth/token"):
+            return await self._token(request)
+        self.calls.append(request)
+        if self.call_delay:
+            await asyncio.sleep(self.call_delay)
+        problem = self._check(request)
+        if problem is not None:
+            return httpx.Response(401, json=problem)
+        replies = self.routes[request.url.path]
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if isinstance(reply, httpx.Response):
+            return reply
+        return await reply(request)
+
+    async def _token(self, request: httpx.Request) -> httpx.Response:
+        form = parse_qs(request.content.decode())
+        assert form == {
+            "grant_type": ["client_credentials"],
+            "client_id": ["client"],
+            "client_secret": [CLIENT_SECRET],
+        }
+        assert "Authorization" not in request.headers
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
+        if self.token_reply is not None:
+            return self.token_reply
+        token = f"token-{len(self.tokens_issued) + 1}"
+        self.tokens_issued.append(token)
+        body: dict[str, Any] = {"access_token": token, "token_type": "bearer", "scope": "partner"}
+        if self.expires_in is not None:
+            body["expires_in"] = self.expires_in
+        return httpx.Response(200, json=body)
+
+    def _check(self, request: httpx.Request) -> dict[str, Any] | None:
+        headers = request.headers
+        match = _SIGNATURE_HEADER.fullmatch(headers.get("KasPro-Signature", ""))
+        if match is None or match["key"] != HMAC_KEY or headers.get("Partner-Key") != HMAC_KEY:
+            return {"code": 401001, "message": "Invalid signature"}
+        expected = signature(HMAC_SECRET, request.method, request.url.path, headers["Date"])
+        if match["sig"] != expected:
+            return {"code": 401001, "message": "Invalid signature"}
+        bearer = headers.get("Authorization", "").removeprefix("Bearer ")
+        if bearer not in self.tokens_issued or bearer in self.revoked:
+            return {"code": 401002, "message": "Invalid or expired token"}
+        return None
+
+
+def settings(**overrides: Any) -> KasProSettings:
+    values: dict[str, Any] = {
+        "base_url": "https://kaspro.test",
+        "client_id": "client",
+        "client_secret": CLIENT_SECRET,
+        "hmac_key": HMAC_KEY,
+        "hmac_secret": HMAC_SECRET,
+    }
+    values.update(overrides)
+    return KasProSettings(**values)
+
+
+def client_for(
+    gateway: FakeGateway, clock: Callable[[], float] = time.time, **overrides: Any
+) -> KasProClient:
+    return KasProClient(settings(**overrides), transport=httpx.MockTransport(gateway), clock=clock)
+
+
+@pytest.fixture
+def gateway() -> FakeGateway:
+    fake = FakeGateway()
+    fake.reply("/customer-account-inquiry/", httpx.Response(200, json=ACCOUNT))
+    return fake
+
+
+# Headers and signature.
+
+
+async def test_every_call_is_signed_and_carries_the_token(gateway: FakeGateway) -> None:
+    clock = FakeClock()
+    async with client_for(gateway, clock) as client:
+        account = await client.account_inquiry(MOBILE)
+    assert account.mobile_number == MOBILE
+    assert account.account_type is AccountType.BASIC
+    assert account.kyc_status is KycStatus.UNVERIFIED
+    assert account.balance.available_idr == 150000
+
+    [call] = gateway.calls
+    assert call.method == "GET"
+    assert (
+        str(call.url) == "https://kaspro.test/customer-account-inquiry/?mobileNumber=081234567890"
+    )
+    headers = call.headers
+    assert headers["Authorization"] == "Bearer token-1"
+    assert headers["Date"] == "Mon, 04 Oct 2021 07:00:30 GMT"
+    assert headers["Partner-Key"] == HMAC_KEY
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "application/json"
+    assert headers["KasPro-Signature"] == (
+        'Signature keyId="partner-key",algorithm="hmac-sha256",'
+        'headers="(request-target) date",signature="'
+        + signature(HMAC_SECRET, "GET", "/customer-account-inquiry/", headers["Date"])
+        + '"'
+    )
+
+
+async def test_each_call_gets_a_fresh_date_and_signature(gateway: FakeGateway) -> None:
+    clock = FakeClock()
+    async with client_for(gateway, clock) as client:
+        await client.account_inquiry(MOBILE)
+        clock.now += 7
+        await client.account_inquiry(MOBILE)
+    first, second = gateway.calls
+    assert second.headers["Date"] == "Mon, 04 Oct 2021 07:00:37 GMT"
+    assert first.headers["KasPro-Signature"] != second.headers["KasPro-Signature"]
+
+
+async def test_base_url_path_prefix_is_part_of_the_signed_path(gateway: FakeGateway) -> None:
+    gateway.reply("/gw/validate-otp/", httpx.Response(200, json={"code": 0}))
+    async with client_for(gateway, base_url="https://kaspro.test/gw") as client:
+        await client.validate_otp(MOBILE, "123456")
+    [call] = gateway.calls
+    assert call.url.path == "/gw/validate-otp/"
+    assert json.loads(call.content) == {"mobileNumber": "081234567890", "otp": "123456"}
+
+
+# Token cache and refresh.
+
+
+async def test_token_is_cached_between_calls(gateway: FakeGateway) -> None:
+    async with client_for(gateway) as client:
+        for _ in range(3):
+            await client.account_inquiry(MOBILE)
+    assert gateway.tokens_issued == ["token-1"]
+    assert {call.headers["Authorization"] for call in gateway.calls} == {"Bearer token-1"}
+
+
+@pytest.mark.parametrize("expires_in", [3600, None])
+async def test_token_is_refreshed_within_the_margin_of_expiry(
+    gateway: FakeGateway, expires_in: int | None
+) -> None:
+    gateway.expires_in = expires_in  # None: the client assumes an hour
+    clock = FakeClock()
+    async with client_for(gateway, clock, token_refresh_margin_seconds=60.0) as client:
+        await client.account_inquiry(MOBILE)
+        clock.now += 3539
+        await client.account_inquiry(MOBILE)
+        assert gateway.tokens_issued == ["token-1"]
+        clock.now += 2
+        await client.account_inquiry(MOBILE)
+    assert gateway.tokens_issued == ["token-1", "token-2"]
+    assert gateway.calls[-1].headers["Authorization"] == "Bearer token-2"
+
+
+async def test_concurrent_callers_share_one_token_fetch(gateway: FakeGateway) -> None:
+    gateway.token_delay = 0.05
+    async with client_for(gateway) as client:
+        accounts = await asyncio.gather(*(client.account_inquiry(MOBILE) for _ in range(10)))
+    assert len(accounts) == 10
+    assert gateway.tokens_issued == ["token-1"]
+
+
+async def test_refused_token_is_refreshed_once_and_the_call_retried(gateway: FakeGateway) -> None:
+    async with client_for(gateway) as client:
+        await client.account_inquiry(MOBILE)
+        gateway.revoked.add("token-1")
+        account = await client.account_inquiry(MOBILE)
+    assert account.mobile_number == MOBILE
+    assert gateway.tokens_issued == ["token-1", "token-2"]
+    assert [c.headers["Authorization"] for c in gateway.calls] == [
+        "Bearer token-1",
+        "Bearer token-1",
+        "Bearer token-2",
+    ]
+
+
+async def test_concurrent_refusals_share_one_refresh(gateway: FakeGateway) -> None:
+    async with client_for(gateway) as client:
+        await client.account_inquiry(MOBILE)
+        gateway.revoked.add("token-1")
+        # Delays make the five calls overlap: all are refused before any refresh ends.
+        gateway.call_delay = gateway.token_delay = 0.02
+        await asyncio.gather(*(client.account_inquiry(MOBILE) for _ in range(5)))
+    assert gateway.tokens_issued == ["token-1", "token-2"]
+    assert len(gateway.calls) == 1 + 5 + 5
+
+
+async def test_unreadable_401_is_refreshed_and_retried_once(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/customer-account-inquiry/",
+        httpx.Response(401, text="<html>Unauthorized</html>"),
+        httpx.Response(200, json=ACCOUNT),
+    )
+    async with client_for(gateway) as client:
+        account = await client.account_inquiry(MOBILE)
+    assert account.balance.available_idr == 150000
+    assert gateway.tokens_issued == ["token-1", "token-2"]
+    assert len(gateway.calls) == 2
+
+
+async def test_a_second_token_refusal_is_an_auth_error(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/customer-account-inquiry/",
+        httpx.Response(401, json={"code": 401002, "message": "Invalid or expired token"}),
+    )
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProAuthError) as caught:
+            await client.account_inquiry(MOBILE)
+    assert caught.value.code == 401002
+    assert len(gateway.calls) == 2
+    assert gateway.tokens_issued == ["token-1", "token-2"]
+
+
+@pytest.mark.parametrize("code", [401001, 401003])
+async def test_signature_and_clock_refusals_are_not_retried(
+    gateway: FakeGateway, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway.reply("/customer-account-inquiry/", httpx.Response(401, json={"code": code}))
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProAuthError) as caught:
+            await client.account_inquiry(MOBILE)
+    assert isinstance(caught.value, KasProUnavailable)
+    assert caught.value.code == code
+    assert len(gateway.calls) == 1
+    assert gateway.tokens_issued == ["token-1"]
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_wrong_hmac_secret_is_an_auth_error(gateway: FakeGateway) -> None:
+    async with client_for(gateway, hmac_secret="wrong") as client:
+        with pytest.raises(KasProAuthError) as caught:
+            await client.account_inquiry(MOBILE)
+    assert caught.value.code == 401001
+
+
+async def test_bad_client_credentials_are_an_auth_error(gateway: FakeGateway) -> None:
+    gateway.token_reply = httpx.Response(
+        401, json={"error": "invalid_client", "error_description": "Bad client credentials"}
+    )
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProAuthError, match="invalid_client"):
+            await client.account_inquiry(MOBILE)
+    assert gateway.calls == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(503, text="down"),
+        httpx.Response(200, text="<html>maintenance</html>"),
+        httpx.Response(200, json={"token_type": "bearer"}),
+    ],
+)
+async def test_token_endpoint_failures_are_unavailable(
+    gateway: FakeGateway, reply: httpx.Response
+) -> None:
+    gateway.token_reply = reply
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProUnavailable) as caught:
+            await client.account_inquiry(MOBILE)
+    assert not isinstance(caught.value, KasProAuthError)
+    assert gateway.calls == []
+
+
+# Deadlines and transport failures.
+
+
+async def test_a_hanging_gateway_times_out_within_the_callers_budget(
+    gateway: FakeGateway,
+) -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    gateway.reply("/customer-account-inquiry/", hang)
+    async with client_for(gateway) as client:
+        started = time.monotonic()
+        with pytest.raises(KasProUnavailable, match="timeout"):
+            await client.account_inquiry(MOBILE, timeout=0.1)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_the_token_fetch_counts_against_the_budget(gateway: FakeGateway) -> None:
+    gateway.token_delay = 30
+    async with client_for(gateway) as client:
+        started = time.monotonic()
+        with pytest.raises(KasProUnavailable, match="timeout"):
+            await client.account_inquiry(MOBILE, timeout=0.1)
+    assert time.monotonic() - started < 1.0
+    assert gateway.calls == []
+
+
+async def test_without_a_timeout_the_settings_bound_the_call(gateway: FakeGateway) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    gateway.reply("/customer-account-inquiry/", slow)
+    async with client_for(gateway, timeout_seconds=0.1) as client:
+        with pytest.raises(KasProUnavailable, match="timeout"):
+            await client.account_inquiry(MOBILE)
+
+
+async def test_ekyc_uses_its_own_longer_default_timeout(gateway: FakeGateway) -> None:
+    async def ocr(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        return httpx.Response(200, json={"code": 0, "data": {"idCardNumber": "x"}})
+
+    gateway.reply("/pil-partner/ekyc-upgrade-premium-inquiry/", ocr)
+    async with client_for(gateway, timeout_seconds=0.05, ekyc_timeout_seconds=2.0) as client:
+        identity = await client.upgrade_kyc("ABCDEFGHIJKLMNOP", MOBILE, b"ktp", b"me", b"both")
+        assert identity.id_card_number == "x"
+        with pytest.raises(KasProUnavailable, match="timeout"):
+            await client.upgrade_kyc(
+                "ABCDEFGHIJKLMNOP", MOBILE, b"ktp", b"me", b"both", timeout=0.05
+            )
+
+
+async def test_no_time_left_sends_nothing(gateway: FakeGateway) -> None:
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProUnavailable):
+            await client.account_inquiry(MOBILE, timeout=0)
+    assert gateway.tokens_issued == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ConnectError("connection refused"),
+        httpx.ReadError("connection reset"),
+        httpx.RemoteProtocolError("server disconnected"),
+        httpx.ReadTimeout("read timed out"),
+    ],
+)
+async def test_transport_errors_are_unavailable(gateway: FakeGateway, error: Exception) -> None:
+    async def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    gateway.reply("/customer-account-inquiry/", fail)
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProUnavailable):
+            await client.account_inquiry(MOBILE)
+
+
+async def test_connection_refused_on_a_real_socket_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with KasProClient(settings(base_url=f"http://127.0.0.1:{port}")) as client:
+        with pytest.raises(KasProUnavailable, match="transport error"):
+            await client.account_inquiry(MOBILE, timeout=2)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(500, json={"code": 0, "message": "Berhasil"}),
+        httpx.Response(502, text="<html>Bad Gateway</html>"),
+        httpx.Response(200, text="<html>ok</html>"),
+        httpx.Response(200, content=b"\xff\xfe{"),
+        httpx.Response(200, json=[ACCOUNT]),
+        httpx.Response(200, json={"message": "Berhasil"}),
+        httpx.Response(200, json={"code": 1, "message": "In Process"}),
+        httpx.Response(200, json={"code": 777, "message": "?"}),
+        httpx.Response(404, text="Not Found"),
+        httpx.Response(302, headers={"Location": "https://elsewhere.test/"}),
+    ],
+)
+async def test_answers_without_a_known_outcome_are_unavailable(
+    gateway: FakeGateway, reply: httpx.Response
+) -> None:
+    gateway.reply("/customer-account-inquiry/", reply)
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProUnavailable):
+            await client.account_inquiry(MOBILE)
+
+
+async def test_answer_for_another_number_is_unavailable(gateway: FakeGateway) -> None:
+    other = json.loads(json.dumps(ACCOUNT))
+    other["data"]["mobileNumber"] = 6281299998888
+    gateway.reply("/customer-account-inquiry/", httpx.Response(200, json=other))
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProUnavailable, match="another mobile number"):
+            await client.account_inquiry(MOBILE)
+
+
+# Endpoints end to end through the client.
+
+
+async def test_register_customer(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/register-customer/",
+        httpx.Response(200, json={"responseId": "REG1", "message": "Berhasil", "code": 0}),
+        httpx.Response(
+            200,
+            json={
+                "responseId ": "REG2",
+                "code": 110006,
+                "message": "Mobile number already registered",
+            },
+        ),
+    )
+    registration = Registration(
+        "ABCDEFGHIJKLMNOP", MOBILE, "Budi", "", "Santoso", "", "", "", "", ""
+    )
+    async with client_for(gateway) as client:
+        assert await client.register_customer(registration) == "REG1"
+        with pytest.raises(KasProRejected) as caught:
+            await client.register_customer(registration)
+    assert caught.value.rejection is Rejection.CUSTOMER_ALREADY_REGISTERED
+    body = json.loads(gateway.calls[0].content)
+    assert body["mobileNumber"] == "081234567890"
+    assert body["country"] == "ID"
+
+
+async def test_request_and_validate_otp(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/pil-partner-get-otp/",
+        httpx.Response(200, json={"message": "Berhasil", "code": 0, "data": {"expiry": 300}}),
+    )
+    gateway.reply(
+        "/validate-otp/",
+        httpx.Response(200, json={"code": 120001, "message": "Invalid OTP"}),
+        httpx.Response(200, json={"message": "Berhasil", "code": 0}),
+    )
+    async with client_for(gateway) as client:
+        assert await client.request_otp(MOBILE) == 300
+        with pytest.raises(KasProRejected) as caught:
+            await client.validate_otp(MOBILE, "000000")
+        assert caught.value.rejection is Rejection.OTP_INVALID
+        await client.validate_otp(MOBILE, "123456")
+    assert gateway.calls[0].url.params["mobileNumber"] == "081234567890"
+
+
+async def test_customer_not_found_is_a_rejection(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/customer-account-inquiry/",
+        httpx.Response(200, json={"code": 110005, "message": "Customer not found"}),
+    )
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProRejected) as caught:
+            await client.account_inquiry(MOBILE)
+    assert caught.value.rejection is Rejection.CUSTOMER_NOT_FOUND
+
+
+# Logging.
+
+
+async def test_one_log_line_per_call_without_secrets_or_full_numbers(
+    gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway.reply(
+        "/validate-otp/", httpx.Response(200, json={"code": 120001, "message": "Invalid OTP"})
+    )
+    caplog.set_level(logging.DEBUG, logger="wallet_service.kaspro")
+    async with client_for(gateway) as client:
+        with pytest.raises(KasProRejected):
+            await client.validate_otp(MOBILE, "987654")
+    lines = [r.getMessage() for r in caplog.records if r.name == "wallet_service.kaspro"]
+    assert len(lines) == 2  # the token fetch and the call
+    token_line, call_line = lines
+    assert "/authentication-server/oauth/token" in token_line
+    assert "status=200" in token_line
+    assert "POST /validate-otp/" in call_line
+    assert "status=200" in call_line
+    assert "code=120001" in call_line
+    assert "duration_ms=" in call_line
+    assert "mobile=0812****7890" in call_line
+    signed = gateway.calls[0]
+    for secret in (
+        "987654",
+        "81234567890",
+        "token-1",
+        CLIENT_SECRET,
+        HMAC_SECRET,
+        signed.headers["KasPro-Signature"].rsplit('signature="', 1)[1].rstrip('"'),
+    ):
+        assert all(secret not in line for line in lines)
+
+
+def test_settings_repr_hides_secrets() -> None:
+    text = repr(settings())
+    assert CLIENT_SECRET not in text
+    assert HMAC_SECRET not in text

@@ -1,0 +1,332 @@
+"""The KasPro HTTP client: token, signature, deadlines, and one log line per call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import httpx
+
+from wallet_service.domain.account import Account, KycIdentity
+from wallet_service.domain.phone import MobileNumber
+from wallet_service.kaspro import endpoints
+from wallet_service.kaspro.codes import INVALID_TOKEN
+from wallet_service.kaspro.endpoints import HttpRequest, Registration
+from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
+from wallet_service.kaspro.signing import HmacSigner, Signer
+
+logger = logging.getLogger("wallet_service.kaspro")
+
+T = TypeVar("T")
+
+# Stands for a body that is not JSON, so that a 401 can still be told apart from others.
+_UNREADABLE: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class KasProSettings:
+    base_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    hmac_key: str
+    hmac_secret: str = field(repr=False)
+    timeout_seconds: float = 10.0
+    connect_timeout_seconds: float = 3.0
+    ekyc_timeout_seconds: float = 30.0
+    token_refresh_margin_seconds: float = 60.0
+    max_connections: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedToken:
+    value: str = field(repr=False)
+    expires_at: float
+
+
+class KasProClient:
+    """Calls KasPro's partner gateway. Share one instance: it holds the connection pool.
+
+    Every method raises KasProRejected for a definite refusal and KasProUnavailable
+    when the outcome is unknown; no httpx or JSON exception escapes. ``timeout`` is the
+    time left on the caller's deadline (seconds): a plain argument rather than an outer
+    asyncio.timeout so that the token fetch, the retry and httpx share one budget.
+    """
+
+    def __init__(
+        self,
+        settings: KasProSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(
+                settings.timeout_seconds, connect=settings.connect_timeout_seconds
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            # A redirect would be re-sent unsigned to a place KasPro did not document.
+            follow_redirects=False,
+        )
+        self._token: _CachedToken | None = None
+        self._token_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # Endpoints.
+
+    async def register_customer(
+        self, registration: Registration, *, timeout: float | None = None
+    ) -> str:
+        """Open a KasPro wallet; returns KasPro's responseId."""
+        return await self._call(
+            endpoints.register_customer_request(registration),
+            endpoints.parse_register_customer,
+            mobile=registration.mobile_number,
+            seconds=timeout,
+        )
+
+    async def request_otp(self, mobile: MobileNumber, *, timeout: float | None = None) -> int:
+        """Have KasPro send the customer an OTP; returns its lifetime in seconds."""
+        return await self._call(
+            endpoints.get_otp_request(mobile),
+            endpoints.parse_get_otp,
+            mobile=mobile,
+            seconds=timeout,
+        )
+
+    async def validate_otp(
+        self, mobile: MobileNumber, otp: str, *, timeout: float | None = None
+    ) -> None:
+        await self._call(
+            endpoints.validate_otp_request(mobile, otp),
+            endpoints.parse_validate_otp,
+            mobile=mobile,
+            seconds=timeout,
+        )
+
+    async def upgrade_kyc(
+        self,
+        request_id: str,
+        mobile: MobileNumber,
+        id_card_image: bytes,
+        selfie_image: bytes,
+        selfie_with_id_card_image: bytes,
+        *,
+        timeout: float | None = None,
+    ) -> KycIdentity:
+        """Send the KTP and selfies for OCR; on success the customer becomes Premium."""
+        return await self._call(
+            endpoints.ekyc_upgrade_request(
+                request_id, mobile, id_card_image, selfie_image, selfie_with_id_card_image
+            ),
+            endpoints.parse_ekyc_upgrade,
+            mobile=mobile,
+            seconds=self._settings.ekyc_timeout_seconds if timeout is None else timeout,
+        )
+
+    async def account_inquiry(
+        self, mobile: MobileNumber, *, timeout: float | None = None
+    ) -> Account:
+        account = await self._call(
+            endpoints.account_inquiry_request(mobile),
+            endpoints.parse_account_inquiry,
+            mobile=mobile,
+            seconds=timeout,
+        )
+        if account.mobile_number != mobile:
+            logger.error(
+                "kaspro account inquiry for %s answered for %s",
+                mobile.masked,
+                account.mobile_number.masked,
+            )
+            raise KasProUnavailable("answer is for another mobile number")
+        return account
+
+    # Plumbing.
+
+    async def _call(
+        self,
+        request: HttpRequest,
+        parse: Callable[[Any], T],
+        *,
+        mobile: MobileNumber,
+        seconds: float | None,
+    ) -> T:
+        """Send ``request`` within ``seconds`` (token fetch included) and parse the answer."""
+        budget = self._settings.timeout_seconds if seconds is None else seconds
+        if budget <= 0:
+            raise KasProUnavailable("no time left for the call")
+        deadline = asyncio.get_running_loop().time() + budget
+        try:
+            # httpx's own timeouts are per socket operation; this bounds the whole call.
+            async with asyncio.timeout_at(deadline):
+                body = await self._authorised(request, mobile, deadline)
+        except TimeoutError:
+            raise KasProUnavailable("timeout") from None
+        return parse(body)
+
+    async def _authorised(self, request: HttpRequest, mobile: MobileNumber, deadline: float) -> Any:
+        """The decoded answer, after one token refresh and retry if the token was refused."""
+        token = await self._bearer(deadline)
+        status, body = await self._send(request, mobile, deadline, token)
+        if status == httpx.codes.UNAUTHORIZED:
+            code = endpoints.peek_code(body)
+            if code is not None and code != INVALID_TOKEN:
+                raise self._auth_error(code)
+            token = await self._bearer(deadline, refused=token)
+            status, body = await self._send(request, mobile, deadline, token)
+            if status == httpx.codes.UNAUTHORIZED:
+                raise self._auth_error(endpoints.peek_code(body))
+        if status >= httpx.codes.INTERNAL_SERVER_ERROR:
+            raise KasProUnavailable(f"HTTP {status}")
+        if body is _UNREADABLE:
+            raise KasProUnavailable(f"HTTP {status} answer is not JSON")
+        return body
+
+    def _auth_error(self, code: int | None) -> KasProAuthError:
+        # Our key, signature or clock is wrong: nothing a retry fixes, so say it loudly.
+        logger.error("kaspro gateway refused our credentials: code=%s", code)
+        return KasProAuthError(f"gateway refused the call (code {code})", code)
+
+    async def _bearer(self, deadline: float, *, refused: str | None = None) -> str:
+        """A token that is not near expiry and is not ``refused``; one refresh at a time."""
+        token = self._token
+        if token is not None and self._usable(token, refused):
+            return token.value
+        async with self._token_lock:
+            # Another caller may have refreshed while we waited for the lock.
+            token = self._token
+            if token is not None and self._usable(token, refused):
+                return token.value
+            self._token = await self._fetch_token(deadline)
+            return self._token.value
+
+    def _usable(self, token: _CachedToken, refused: str | None) -> bool:
+        margin = self._settings.token_refresh_margin_seconds
+        return token.value != refused and self._clock() < token.expires_at - margin
+
+    async def _fetch_token(self, deadline: float) -> _CachedToken:
+        settings = self._settings
+        request = endpoints.token_request(settings.client_id, settings.client_secret)
+        # Counted from before the request so that a slow answer errs towards early refresh.
+        asked_at = self._clock()
+        status, body = await self._exchange(request, None, deadline, {"Accept": "application/json"})
+        if status == httpx.codes.OK:
+            token = endpoints.parse_token(body)
+            return _CachedToken(token.value, asked_at + token.expires_in_seconds)
+        if status in (httpx.codes.BAD_REQUEST, httpx.codes.UNAUTHORIZED):
+            reason = endpoints.token_refusal(body)
+            logger.error("kaspro %s (HTTP %s)", reason, status)
+            raise KasProAuthError(reason)
+        raise KasProUnavailable(f"token endpoint HTTP {status}")
+
+    async def _send(
+        self, request: HttpRequest, mobile: MobileNumber, deadline: float, token: str
+    ) -> tuple[int, Any]:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        return await self._exchange(request, mobile, deadline, headers, signed=True)
+
+    async def _exchange(
+        self,
+        request: HttpRequest,
+        mobile: MobileNumber | None,
+        deadline: float,
+        headers: dict[str, str],
+        *,
+        signed: bool = False,
+    ) -> tuple[int, Any]:
+        """One HTTP round trip: (status, decoded JSON or _UNREADABLE). Logs one line."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status: int | None = None
+        code: int | None = None
+        problem = "interrupted"
+        try:
+            remaining = max(deadline - started, 0.001)
+            http_request = self._http.build_request(
+                request.method,
+                request.path,
+                params=request.query or None,
+                json=request.json,
+                data=request.form,
+                headers=headers,
+                timeout=httpx.Timeout(
+                    remaining, connect=min(self._settings.connect_timeout_seconds, remaining)
+                ),
+            )
+            if signed:
+                # Sign what goes on the wire, base URL prefix included, query excluded.
+                target = http_request.url.raw_path.decode("ascii")
+                http_request.headers.update(self._signer.headers(request.method, target))
+            response = await self._http.send(http_request)
+            status = response.status_code
+            body = _decode(response)
+            code = endpoints.peek_code(body)
+            problem = ""
+            return status, body
+        except httpx.TimeoutException:
+            problem = "timeout"
+            raise KasProUnavailable("timeout") from None
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            problem = type(exc).__name__
+            raise KasProUnavailable(f"transport error: {problem}") from exc
+        finally:
+            _log_call(request, mobile, status, code, loop.time() - started, problem)
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        return _UNREADABLE
+
+
+def _log_call(
+    request: HttpRequest,
+    mobile: MobileNumber | None,
+    status: int | None,
+    code: int | None,
+    seconds: float,
+    problem: str,
+) -> None:
+    failed = bool(problem) or status is None or status >= httpx.codes.BAD_REQUEST
+    logger.log(
+        logging.WARNING if failed else logging.INFO,
+        "kaspro %s %s status=%s code=%s duration_ms=%d mobile=%s%s",
+        request.method,
+        request.path,
+        "-" if status is None else status,
+        "-" if code is None else code,
+        round(seconds * 1000),
+        "-" if mobile is None else mobile.masked,
+        f" error={problem}" if problem else "",
+    )
