@@ -15,17 +15,16 @@ _WALKTHROUGH = """\
 Wallet service listening on {address} (KasPro sandbox at {sandbox})
 Development token (role admin): {token}
 
-Onboard a customer (copy-paste):
-  TOKEN={token}
-  GRPCURL=".venv/bin/grpcurl -plaintext -H 'authorization: Bearer {token}'"
-  eval $GRPCURL {address} list
-  eval $GRPCURL -d '{{"request_id":"reg-1","mobile_number":"081234567890","first_name":"Siti","last_name":"Rahayu","email":"siti@example.com"}}' {address} wallet.v1.AccountService/RegisterCustomer
-  eval $GRPCURL -d '{{"mobile_number":"081234567890"}}' {address} wallet.v1.AccountService/RequestOtp
-  curl -s '{sandbox}/_sandbox/otp?mobileNumber=081234567890'     # the OTP the sandbox "sent"
-  eval $GRPCURL -d '{{"mobile_number":"081234567890","otp":"<OTP>"}}' {address} wallet.v1.AccountService/VerifyOtp
-  eval $GRPCURL -d "{{\\"request_id\\":\\"kyc-1\\",\\"mobile_number\\":\\"081234567890\\",\\"id_card_image\\":\\"$(base64 -w0 docs/samples/ktp.jpg)\\",\\"selfie_image\\":\\"$(base64 -w0 docs/samples/selfie.jpg)\\",\\"selfie_with_id_card_image\\":\\"$(base64 -w0 docs/samples/selfie-ktp.jpg)\\"}}" {address} wallet.v1.AccountService/UpgradeKyc
-  eval $GRPCURL -d '{{"mobile_number":"081234567890"}}' {address} wallet.v1.AccountService/GetAccount
-Stop with Ctrl-C.
+Onboard a customer (copy-paste into a shell at the repository root; README.md explains):
+  g() {{ .venv/bin/grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {token}' "$@"; }}
+  g {address} list
+  g -d '{{"request_id":"reg-1","mobile_number":"081234567890","first_name":"Siti","last_name":"Rahayu","email":"siti@example.com"}}' {address} wallet.v1.AccountService/RegisterCustomer
+  g -d '{{"mobile_number":"081234567890"}}' {address} wallet.v1.AccountService/RequestOtp
+  curl -s '{sandbox}/_sandbox/otp?mobileNumber=081234567890'; echo    # the OTP the sandbox "sent"
+  g -d '{{"mobile_number":"081234567890","otp":"<the OTP>"}}' {address} wallet.v1.AccountService/VerifyOtp
+  g -d "{{\\"request_id\\":\\"kyc-1\\",\\"mobile_number\\":\\"081234567890\\",\\"id_card_image\\":\\"$(base64 -w0 docs/samples/ktp.jpg)\\",\\"selfie_image\\":\\"$(base64 -w0 docs/samples/selfie.jpg)\\",\\"selfie_with_id_card_image\\":\\"$(base64 -w0 docs/samples/selfie-ktp.jpg)\\"}}" {address} wallet.v1.AccountService/UpgradeKyc
+  g -d '{{"mobile_number":"081234567890"}}' {address} wallet.v1.AccountService/GetAccount
+Stop with Ctrl-C (in-flight calls get {grace:.0f} s to finish).
 """
 
 
@@ -35,7 +34,10 @@ def _banner(service: WalletService) -> None:
         return
     print(
         _WALKTHROUGH.format(
-            address=service.address, sandbox=service.kaspro_base_url, token=tokens[0]
+            address=service.address,
+            sandbox=service.kaspro_base_url,
+            token=tokens[0],
+            grace=service.config.grace_period_seconds,
         ),
         flush=True,
     )

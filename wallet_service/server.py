@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -31,6 +32,7 @@ from wallet_service.config import Config
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.kaspro import KasProClient
 from wallet_service.store.database import Database
+from wallet_service.workers.housekeeping import run_housekeeping
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class WalletService:
     _health: health.aio.HealthServicer
     _db: Database
     _kaspro: KasProClient
-    _closers: list[Callable[[], object]] = field(default_factory=list)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = False
 
     @property
@@ -69,9 +71,7 @@ class WalletService:
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
         await self._kaspro.aclose()
         for close in reversed(self._closers):
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+            await close()
         await self._db.close()
         log.info("wallet service stopped")
 
@@ -86,7 +86,7 @@ async def start(
     kaspro_base_url: str | None = None,
 ) -> WalletService:
     """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
-    closers: list[Callable[[], object]] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
     db = await Database.open(config.db_path)
     if kaspro_base_url is None and config.embedded_sandbox:
         from kaspro_sandbox.config import SandboxConfig
@@ -145,15 +145,24 @@ async def start(
         await kaspro.aclose()
         await db.close()
         for close in reversed(closers):
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+            await close()
         raise OSError(f"cannot listen on {config.grpc_listen}: {exc}") from exc
     await server.start()
+    housekeeping = asyncio.create_task(
+        run_housekeeping(db, clock, idempotency_ttl_seconds=config.idempotency_ttl_hours * 3600),
+        name="housekeeping",
+    )
+    closers.append(lambda: _cancel(housekeeping))
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("wallet service serving on port %d (KasPro at %s)", port, base_url)
     return WalletService(config, port, base_url, server, health_servicer, db, kaspro, closers)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def serve(

@@ -51,7 +51,7 @@ class Running:
     def grpcurl_raw(
         self, *args: str, data: object | None = None, token: str | None = TOKEN
     ) -> subprocess.CompletedProcess[str]:
-        command = [GRPCURL, "-plaintext", "-format-error"]
+        command = [GRPCURL, "-plaintext", "-format-error", "-emit-defaults"]
         if token is not None:
             command += ["-H", f"authorization: Bearer {token}"]
         if data is not None:
@@ -135,7 +135,7 @@ def test_onboarding_walkthrough(service: Running) -> None:
     account = registered["account"]
     assert isinstance(account, dict)
     assert account["mobile_number"] == "+6281298765432"
-    assert account.get("linked", False) is False
+    assert account["linked"] is False
 
     sent = service.grpcurl("wallet.v1.AccountService/RequestOtp", data={"mobile_number": MOBILE})
     assert int(str(sent["expires_in_seconds"])) > 0
@@ -210,3 +210,25 @@ def test_errors_reach_grpcurl_with_reasons(service: Running) -> None:
 def test_sigterm_stops_cleanly(service: Running) -> None:
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=15) == 0
+
+
+def test_readme_walkthrough_runs_as_written(service: Running) -> None:
+    """The README's shell block, run by bash (only the ports are swapped for free ones)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh\ng() {")
+    script = readme[start + len("```sh\n") : readme.index("```\n", start + 5)]
+    script = script.replace("127.0.0.1:50051", service.address).replace(
+        "http://127.0.0.1:8090", service.sandbox
+    )
+    result = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"kyc_status": "KYC_STATUS_VERIFIED"' in result.stdout
+    assert '"linked": true' in result.stdout
+    assert '"sufficient": false' in result.stdout
