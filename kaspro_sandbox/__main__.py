@@ -1,0 +1,98 @@
+"""`python -m kaspro_sandbox`: serve the sandbox standalone until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from kaspro_sandbox import config as defaults
+from kaspro_sandbox.app import create_app
+from kaspro_sandbox.config import SandboxConfig
+from kaspro_sandbox.runner import base_url_for, bind_socket
+
+CONTROL_ENDPOINTS = (
+    "GET    /_sandbox/otp?mobileNumber=08…        the last OTP 'sent' to a number",
+    "POST   /_sandbox/otp/expire?mobileNumber=08… expire that OTP",
+    "GET    /_sandbox/customers[/08…]             customers as the sandbox sees them",
+    'POST   /_sandbox/customers/08…/balance       set a balance: {"balance": 150000}',
+    "POST   /_sandbox/ocr-override                the idCardNumber the next eKYC returns",
+    "GET    /_sandbox/requests                    request log (DELETE clears it)",
+    "POST   /_sandbox/faults                      arm a fault (GET lists, DELETE clears)",
+    "POST   /_sandbox/tokens/expire               expire every issued token",
+    "POST   /_sandbox/reset                       forget everything",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kaspro_sandbox",
+        description="A stateful fake of the KasPro partner gateway, for development and tests.",
+    )
+    env = os.environ.get
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8090, help="port to listen on (0 = any)")
+    parser.add_argument(
+        "--otp-ttl", type=int, default=300, help="OTP lifetime in seconds (default 300)"
+    )
+    parser.add_argument(
+        "--token-ttl",
+        type=int,
+        default=3600,
+        help="access token lifetime in seconds (default 3600)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="make OTPs reproducible")
+    parser.add_argument(
+        "--client-id",
+        default=env("WALLET_KASPRO_CLIENT_ID", defaults.DEV_CLIENT_ID),
+        help="OAuth client id (env WALLET_KASPRO_CLIENT_ID)",
+    )
+    parser.add_argument(
+        "--client-secret",
+        default=env("WALLET_KASPRO_CLIENT_SECRET", defaults.DEV_CLIENT_SECRET),
+        help="OAuth client secret (env WALLET_KASPRO_CLIENT_SECRET)",
+    )
+    parser.add_argument(
+        "--hmac-key",
+        default=env("WALLET_KASPRO_HMAC_KEY", defaults.DEV_HMAC_KEY),
+        help="HMAC key id, also the Partner-Key (env WALLET_KASPRO_HMAC_KEY)",
+    )
+    parser.add_argument(
+        "--hmac-secret",
+        default=env("WALLET_KASPRO_HMAC_SECRET", defaults.DEV_HMAC_SECRET),
+        help="HMAC signing secret (env WALLET_KASPRO_HMAC_SECRET)",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    return SandboxConfig(
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        hmac_key=args.hmac_key,
+        hmac_secret=args.hmac_secret,
+        token_ttl_seconds=args.token_ttl,
+        otp_ttl_seconds=args.otp_ttl,
+        seed=args.seed,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    sock = bind_socket(args.host, args.port)
+    base_url = base_url_for(args.host, sock.getsockname()[1])
+    print(f"KasPro sandbox listening on {base_url}")
+    print(f"client id {config.client_id}, HMAC key {config.hmac_key}")
+    print("Control endpoints (no auth):")
+    for line in CONTROL_ENDPOINTS:
+        print(f"  {line}")
+    print("OTPs are printed here as they are 'sent'. Ctrl+C stops.", flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(config), lifespan="off", log_level="info"))
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

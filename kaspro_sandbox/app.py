@@ -1,0 +1,24 @@
+"""The sandbox's ASGI app: the partner gateway paths plus the `/_sandbox/` control paths."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from kaspro_sandbox.config import SandboxConfig
+from kaspro_sandbox.control import ControlApi
+from kaspro_sandbox.partner import PartnerGateway
+from kaspro_sandbox.state import SandboxState
+
+
+def create_app(config: SandboxConfig | None = None, state: SandboxState | None = None) -> Starlette:
+    """A fake KasPro gateway; its state is `app.state.sandbox`, its config `app.state.config`."""
+    config = config if config is not None else SandboxConfig()
+    state = state if state is not None else SandboxState(seed=config.seed)
+    app = Starlette(
+        routes=[*PartnerGateway(config, state).routes(), *ControlApi(config, state).routes()]
+    )
+    # The gateway knows paths exactly as KasPro spells them: no redirect to a trailing slash.
+    app.router.redirect_slashes = False
+    app.state.sandbox = state
+    app.state.config = config
+    return app

@@ -1,0 +1,1 @@
+"""Tests of the KasPro sandbox (a package so its conftest has a module name of its own)."""

@@ -1,0 +1,40 @@
+"""One sandbox per test module, served over real HTTP, reset before every test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
+
+from .partner_client import FakeClock, Partner
+
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sandbox(clock: FakeClock) -> AsyncIterator[RunningSandbox]:
+    running = await start_sandbox(SandboxConfig(seed=SEED, clock=clock))
+    yield running
+    await running.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def http(sandbox: RunningSandbox) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sandbox.base_url, timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+def partner(sandbox: RunningSandbox, http: httpx.AsyncClient, clock: FakeClock) -> Partner:
+    sandbox.state.reset()
+    clock.offset = 0.0
+    return Partner(http, clock)
