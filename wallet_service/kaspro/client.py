@@ -146,7 +146,8 @@ class KasProClient:
             ),
             endpoints.parse_ekyc_upgrade,
             mobile=mobile,
-            seconds=self._settings.ekyc_timeout_seconds if timeout is None else timeout,
+            seconds=timeout,
+            limit=self._settings.ekyc_timeout_seconds,
         )
 
     async def account_inquiry(
@@ -176,9 +177,12 @@ class KasProClient:
         *,
         mobile: MobileNumber,
         seconds: float | None,
+        limit: float | None = None,
     ) -> T:
-        """Send ``request`` within ``seconds`` (token fetch included) and parse the answer."""
-        budget = self._settings.timeout_seconds if seconds is None else seconds
+        """Send ``request`` and parse the answer, all within ``seconds`` (the caller's time
+        left) and ``limit`` (this endpoint's configured timeout), token fetch included."""
+        limit = self._settings.timeout_seconds if limit is None else limit
+        budget = limit if seconds is None else min(seconds, limit)
         if budget <= 0:
             raise KasProUnavailable("no time left for the call")
         deadline = asyncio.get_running_loop().time() + budget
