@@ -5,6 +5,8 @@ The README's configuration table lists the same variables; keep them in step.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +102,13 @@ def parse_callers(text: str) -> dict[str, Caller]:
     return callers
 
 
+def log_level(text: str) -> str:
+    level = text.upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ConfigError(f"WALLET_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return level
+
+
 def load(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from the environment (``os.environ`` by default)."""
     env = os.environ if env is None else env
@@ -115,6 +124,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
         if value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}")
         return value
@@ -123,7 +134,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         raw = env.get(name, "").strip()
         if not raw:
             return default
-        if not raw.isdigit() or int(raw) < minimum:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
             raise ConfigError(f"{name} must be an integer of at least {minimum}, got {raw!r}")
         return int(raw)
 
@@ -165,5 +176,5 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         max_image_bytes=integer("WALLET_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1024),
         max_concurrent_rpcs=integer("WALLET_MAX_CONCURRENT_RPCS", 1000, minimum=1),
         grace_period_seconds=number("WALLET_GRACE_PERIOD_SECONDS", 10.0),
-        log_level=text("WALLET_LOG_LEVEL", "INFO").upper(),
+        log_level=log_level(text("WALLET_LOG_LEVEL", "INFO")),
     )

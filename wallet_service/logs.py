@@ -17,7 +17,8 @@ _EXTRA_FIELDS = ("method", "caller", "code", "duration_ms", "peer", "incident")
 
 
 def mask(text: str) -> str:
-    return _SIXTEEN_DIGITS.sub(r"\1**********\2", mask_mobile_numbers(text))
+    """Mask NIKs first: a NIK may contain a run of digits that looks like a phone number."""
+    return mask_mobile_numbers(_SIXTEEN_DIGITS.sub(r"\1**********\2", text))
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,329 @@
+"""Settings from WALLET_* variables: defaults, dev credentials only when embedded, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from wallet_service.config import (
+    DEV_TOKEN,
+    EMBEDDED,
+    Caller,
+    Config,
+    ConfigError,
+    load,
+    parse_callers,
+)
+from wallet_service.domain.otp import OtpLimits
+
+PRODUCTION = {
+    "WALLET_KASPRO_BASE_URL": "https://apigw.example.id/",
+    "WALLET_KASPRO_CLIENT_ID": "prod-client",
+    "WALLET_KASPRO_CLIENT_SECRET": "prod-client-secret",
+    "WALLET_KASPRO_HMAC_KEY": "prod-key",
+    "WALLET_KASPRO_HMAC_SECRET": "prod-hmac-secret",
+    "WALLET_CALLER_TOKENS": "dispatch:dispatch:dispatch-token-1;app:app:app-token-12",
+}
+CREDENTIAL_VARIABLES = [
+    "WALLET_KASPRO_CLIENT_ID",
+    "WALLET_KASPRO_CLIENT_SECRET",
+    "WALLET_KASPRO_HMAC_KEY",
+    "WALLET_KASPRO_HMAC_SECRET",
+]
+
+
+def with_(base: dict[str, str], **changes: str) -> dict[str, str]:
+    return {**base, **changes}
+
+
+# The embedded default.
+
+
+def test_an_empty_environment_is_the_embedded_development_setup() -> None:
+    config = load({})
+    assert config.kaspro_base_url == EMBEDDED
+    assert config.embedded_sandbox
+    assert config.callers == {DEV_TOKEN: Caller("dev", frozenset({"admin"}))}
+    assert (config.kaspro_client_id, config.kaspro_client_secret) == (
+        "wallet-dev",
+        "wallet-dev-secret",
+    )
+    assert (config.kaspro_hmac_key, config.kaspro_hmac_secret) == (
+        "wallet-dev-key",
+        "wallet-dev-hmac-secret",
+    )
+    assert config.grpc_listen == "127.0.0.1:50051"
+    assert config.db_path == "var/wallet.db"
+    assert config.sandbox_listen == "127.0.0.1:8090"
+    assert config.kaspro_timeout_seconds == 10.0
+    assert config.kaspro_ekyc_timeout_seconds == 30.0
+    assert config.otp == OtpLimits()
+    assert config.idempotency_ttl_hours == 72.0
+    assert config.max_image_bytes == 5 * 1024 * 1024
+    assert config.max_concurrent_rpcs == 1000
+    assert config.grace_period_seconds == 10.0
+    assert config.log_level == "INFO"
+
+
+def test_load_defaults_match_the_dataclass_defaults() -> None:
+    assert load({}) == Config(callers={DEV_TOKEN: Caller("dev", frozenset({"admin"}))})
+
+
+@pytest.mark.parametrize("value", ["", "   ", "embedded", " embedded ", "embedded/"])
+def test_blank_or_embedded_base_url_means_the_embedded_sandbox(value: str) -> None:
+    config = load({"WALLET_KASPRO_BASE_URL": value})
+    assert config.embedded_sandbox
+    assert DEV_TOKEN in config.callers
+
+
+def test_embedded_mode_uses_configured_callers_instead_of_the_dev_token() -> None:
+    config = load({"WALLET_CALLER_TOKENS": "ops:admin:ops-token-123"})
+    assert config.callers == {"ops-token-123": Caller("ops", frozenset({"admin"}))}
+
+
+def test_embedded_mode_takes_configured_credentials_over_dev_ones() -> None:
+    config = load({"WALLET_KASPRO_CLIENT_ID": "mine"})
+    assert config.kaspro_client_id == "mine"
+    assert config.kaspro_client_secret == "wallet-dev-secret"
+
+
+def test_os_environ_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WALLET_GRPC_LISTEN", "0.0.0.0:6000")
+    monkeypatch.delenv("WALLET_KASPRO_BASE_URL", raising=False)
+    monkeypatch.delenv("WALLET_CALLER_TOKENS", raising=False)
+    assert load().grpc_listen == "0.0.0.0:6000"
+
+
+# A real KasPro gateway: no development defaults.
+
+
+def test_a_production_setup() -> None:
+    config = load(PRODUCTION)
+    assert not config.embedded_sandbox
+    assert config.kaspro_base_url == "https://apigw.example.id"
+    assert config.kaspro_client_id == "prod-client"
+    assert config.kaspro_client_secret == "prod-client-secret"
+    assert config.kaspro_hmac_key == "prod-key"
+    assert config.kaspro_hmac_secret == "prod-hmac-secret"
+    assert DEV_TOKEN not in config.callers
+    assert config.callers == {
+        "dispatch-token-1": Caller("dispatch", frozenset({"dispatch"})),
+        "app-token-12": Caller("app", frozenset({"app"})),
+    }
+
+
+@pytest.mark.parametrize("variable", CREDENTIAL_VARIABLES)
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_production_requires_every_credential(variable: str, value: str | None) -> None:
+    env = dict(PRODUCTION)
+    if value is None:
+        del env[variable]
+    else:
+        env[variable] = value
+    with pytest.raises(ConfigError, match=variable):
+        load(env)
+
+
+@pytest.mark.parametrize("value", [None, "", " ; ;"])
+def test_production_requires_caller_tokens(value: str | None) -> None:
+    env = dict(PRODUCTION)
+    if value is None:
+        del env["WALLET_CALLER_TOKENS"]
+    else:
+        env["WALLET_CALLER_TOKENS"] = value
+    with pytest.raises(ConfigError, match="WALLET_CALLER_TOKENS"):
+        load(env)
+
+
+def test_kaspro_settings_carry_the_credentials_and_timeouts() -> None:
+    config = load(
+        with_(
+            PRODUCTION,
+            WALLET_KASPRO_TIMEOUT_SECONDS="2.5",
+            WALLET_KASPRO_EKYC_TIMEOUT_SECONDS="45",
+        )
+    )
+    settings = config.kaspro_settings("http://127.0.0.1:9999")
+    assert settings.base_url == "http://127.0.0.1:9999"
+    assert settings.client_id == "prod-client"
+    assert settings.client_secret == "prod-client-secret"
+    assert settings.hmac_key == "prod-key"
+    assert settings.hmac_secret == "prod-hmac-secret"
+    assert settings.timeout_seconds == 2.5
+    assert settings.ekyc_timeout_seconds == 45.0
+
+
+# Every other variable.
+
+
+def test_every_variable_is_read() -> None:
+    config = load(
+        {
+            "WALLET_GRPC_LISTEN": " [::]:50052 ",
+            "WALLET_DB_PATH": "/data/wallet.db",
+            "WALLET_SANDBOX_LISTEN": "127.0.0.1:0",
+            "WALLET_KASPRO_TIMEOUT_SECONDS": "0.1",
+            "WALLET_KASPRO_EKYC_TIMEOUT_SECONDS": "60",
+            "WALLET_OTP_RESEND_COOLDOWN_SECONDS": "0",
+            "WALLET_OTP_HOURLY_CAP": "3",
+            "WALLET_OTP_MAX_FAILED_ATTEMPTS": "1",
+            "WALLET_OTP_LOCK_SECONDS": "900.5",
+            "WALLET_IDEMPOTENCY_TTL_HOURS": "96",
+            "WALLET_MAX_IMAGE_BYTES": "1024",
+            "WALLET_MAX_CONCURRENT_RPCS": "1",
+            "WALLET_GRACE_PERIOD_SECONDS": "0",
+            "WALLET_LOG_LEVEL": "debug",
+        }
+    )
+    assert config.grpc_listen == "[::]:50052"
+    assert config.db_path == "/data/wallet.db"
+    assert config.sandbox_listen == "127.0.0.1:0"
+    assert config.kaspro_timeout_seconds == 0.1
+    assert config.kaspro_ekyc_timeout_seconds == 60.0
+    assert config.otp == OtpLimits(
+        resend_cooldown_seconds=0.0, hourly_cap=3, max_failed_attempts=1, lock_seconds=900.5
+    )
+    assert config.idempotency_ttl_hours == 96.0
+    assert config.max_image_bytes == 1024
+    assert config.max_concurrent_rpcs == 1
+    assert config.grace_period_seconds == 0.0
+    assert config.log_level == "DEBUG"
+
+
+def test_the_message_cap_leaves_room_for_three_images_at_their_cap() -> None:
+    config = load({"WALLET_MAX_IMAGE_BYTES": "1048576"})
+    assert config.max_message_bytes == 4 * 1048576 + 1048576
+    assert config.max_message_bytes > 3 * config.max_image_bytes
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WALLET_KASPRO_TIMEOUT_SECONDS", "ten"),
+        ("WALLET_KASPRO_TIMEOUT_SECONDS", "0.09"),
+        ("WALLET_KASPRO_TIMEOUT_SECONDS", "0"),
+        ("WALLET_KASPRO_TIMEOUT_SECONDS", "-1"),
+        ("WALLET_KASPRO_TIMEOUT_SECONDS", "10s"),
+        ("WALLET_KASPRO_EKYC_TIMEOUT_SECONDS", "0.05"),
+        ("WALLET_OTP_RESEND_COOLDOWN_SECONDS", "-1"),
+        ("WALLET_OTP_LOCK_SECONDS", "-0.5"),
+        ("WALLET_GRACE_PERIOD_SECONDS", "-1"),
+        ("WALLET_IDEMPOTENCY_TTL_HOURS", "71.9"),
+        ("WALLET_IDEMPOTENCY_TTL_HOURS", "24"),
+        ("WALLET_OTP_HOURLY_CAP", "0"),
+        ("WALLET_OTP_HOURLY_CAP", "-1"),
+        ("WALLET_OTP_HOURLY_CAP", "2.5"),
+        ("WALLET_OTP_HOURLY_CAP", "five"),
+        ("WALLET_OTP_MAX_FAILED_ATTEMPTS", "0"),
+        ("WALLET_MAX_IMAGE_BYTES", "1023"),
+        ("WALLET_MAX_IMAGE_BYTES", "5MB"),
+        ("WALLET_MAX_CONCURRENT_RPCS", "0"),
+        ("WALLET_MAX_CONCURRENT_RPCS", "1e3"),
+    ],
+)
+def test_malformed_or_too_small_values_are_config_errors(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load({variable: value})
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "WALLET_KASPRO_TIMEOUT_SECONDS",
+        "WALLET_OTP_RESEND_COOLDOWN_SECONDS",
+        "WALLET_OTP_LOCK_SECONDS",
+    ],
+)
+def test_nan_is_not_a_number_setting(variable: str) -> None:
+    # float("nan") parses, and NaN fails every comparison, so "nan" slips past the
+    # minimum check: an OTP cooldown or lock of NaN silently never applies.
+    with pytest.raises(ConfigError, match=variable):
+        load({variable: "nan"})
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661\u0662", "\uff15"])
+def test_integers_are_ascii_digits_and_refused_with_a_config_error(value: str) -> None:
+    # str.isdigit() is true for a superscript two and for Arabic-Indic or fullwidth
+    # digits; int() then raises a bare ValueError (superscript) or reads them as 12 and 5.
+    with pytest.raises(ConfigError, match="WALLET_OTP_HOURLY_CAP"):
+        load({"WALLET_OTP_HOURLY_CAP": value})
+
+
+@pytest.mark.parametrize("value", ["LOUD", "verbose", "5x"])
+def test_an_unknown_log_level_is_a_config_error(value: str) -> None:
+    # Accepting it here only moves the failure to logging.setLevel at start-up, as a
+    # traceback instead of the one-line ConfigError message.
+    with pytest.raises(ConfigError, match="WALLET_LOG_LEVEL"):
+        load({"WALLET_LOG_LEVEL": value})
+
+
+@pytest.mark.parametrize("value", ["debug", "INFO", "Warning", "ERROR", "CRITICAL"])
+def test_standard_log_levels_are_upper_cased(value: str) -> None:
+    assert load({"WALLET_LOG_LEVEL": value}).log_level == value.upper()
+
+
+# Caller tokens.
+
+
+def test_parse_callers_maps_tokens_to_callers() -> None:
+    callers = parse_callers(
+        " dispatch:dispatch:tok-dispatch-1 ; app:app+admin:tok-app-123;;pricing:pricing:p:r:i:c:e "
+    )
+    assert callers == {
+        "tok-dispatch-1": Caller("dispatch", frozenset({"dispatch"})),
+        "tok-app-123": Caller("app", frozenset({"app", "admin"})),
+        # Only the first two colons separate: a token may contain colons.
+        "p:r:i:c:e": Caller("pricing", frozenset({"pricing"})),
+    }
+
+
+@pytest.mark.parametrize("text", ["", " ", ";", " ; ; "])
+def test_parse_callers_of_nothing_is_empty(text: str) -> None:
+    assert parse_callers(text) == {}
+
+
+def test_one_name_may_hold_several_tokens() -> None:
+    callers = parse_callers("app:app:old-token-1;app:app:new-token-2")
+    assert set(callers) == {"old-token-1", "new-token-2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("app", "name:roles:token"),
+        ("app:app", "name:roles:token"),
+        (":app:token-token", "name:roles:token"),
+        ("app::token-token", "name:roles:token"),
+        ("app:app:", "name:roles:token"),
+        ("app:root:token-token", "unknown role"),
+        ("app:app+root:token-token", "unknown role"),
+        ("app:app+:token-token", "unknown role"),
+        ("app:App:token-token", "unknown role"),
+        ("app:app:short12", "8\\+ characters"),
+        ("a:app:same-token;b:dispatch:same-token", "used twice"),
+    ],
+)
+def test_parse_callers_refuses_malformed_entries(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_callers(text)
+
+
+def test_a_token_of_eight_characters_is_enough() -> None:
+    assert parse_callers("app:app:12345678") == {"12345678": Caller("app", frozenset({"app"}))}
+
+
+def test_config_errors_do_not_echo_tokens() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_callers("app:app:secret7")
+    assert "secret7" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_callers("a:app:secret-token;b:app:secret-token")
+    assert "secret-token" not in str(caught.value)
+
+
+def test_load_reports_caller_errors() -> None:
+    with pytest.raises(ConfigError, match="WALLET_CALLER_TOKENS"):
+        load({"WALLET_CALLER_TOKENS": "app:wizard:token-token"})
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
