@@ -109,12 +109,14 @@ async def start(
     kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
 
     server = grpc.aio.server(
-        interceptors=[EdgeInterceptor(Authenticator(config.callers))],
+        interceptors=[EdgeInterceptor(Authenticator(config.callers), config.max_concurrent_rpcs)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
+            # gRPC turns SO_REUSEPORT on by default: a second instance would then share
+            # the port (and split calls between two SQLite writers) instead of failing.
+            ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     onboarding = Onboarding(db, kaspro, config.otp, clock)
     idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.otp import (
+    ATTEMPT_LEASE_SECONDS,
     HOUR,
     OtpLimits,
     OtpState,
@@ -17,6 +18,8 @@ from wallet_service.domain.otp import (
     check_can_send,
     check_not_locked,
     check_verifiable,
+    end_attempt,
+    start_attempt,
 )
 
 NOW = 1_700_000_000.0
@@ -25,7 +28,7 @@ LIMITS = OtpLimits(
 )
 
 
-def refusal(check: Callable[[], None]) -> WalletError:
+def refusal(check: Callable[[], object]) -> WalletError:
     with pytest.raises(WalletError) as caught:
         check()
     return caught.value
@@ -227,3 +230,47 @@ def test_wrong_otps_lock_exactly_at_the_limit(limit: int, wrong: int) -> None:
             state = OtpState(expires_at=NOW + 300)
         assert 0 <= state.failed_attempts < limit
     assert locks == wrong // limit
+
+
+# Attempts in flight.
+
+
+def test_attempts_in_flight_count_against_the_wrong_otp_limit() -> None:
+    state = OtpState(expires_at=NOW + 300, failed_attempts=3)
+    state = start_attempt(state, NOW, LIMITS)
+    state = start_attempt(state, NOW, LIMITS)
+    assert state.attempts_in_flight == 2
+    error = refusal(lambda: start_attempt(state, NOW, LIMITS))
+    assert error.reason is Reason.OTP_LOCKED
+    assert error.retry_after_seconds == pytest.approx(1.0)
+    # One answer comes back: a slot is free again.
+    state = end_attempt(state, NOW)
+    assert start_attempt(state, NOW, LIMITS).attempts_in_flight == 2
+
+
+def test_an_attempt_needs_a_verifiable_otp() -> None:
+    assert refusal(lambda: start_attempt(OtpState(), NOW, LIMITS)).reason is Reason.OTP_EXPIRED
+    locked = OtpState(expires_at=NOW + 300, locked_until=NOW + 10)
+    assert refusal(lambda: start_attempt(locked, NOW, LIMITS)).reason is Reason.OTP_LOCKED
+
+
+def test_attempts_of_a_dead_process_stop_counting_after_the_lease() -> None:
+    state = OtpState(expires_at=NOW + 1000, attempts_in_flight=5, attempt_started_at=NOW)
+    assert refusal(lambda: start_attempt(state, NOW + 1, LIMITS)).reason is Reason.OTP_LOCKED
+    later = NOW + ATTEMPT_LEASE_SECONDS
+    assert start_attempt(state, later, LIMITS).attempts_in_flight == 1
+    assert end_attempt(state, later).attempts_in_flight == 0
+
+
+@given(st.integers(1, 10), st.integers(0, 10))
+def test_never_more_attempts_than_the_limit_allows(limit: int, failed: int) -> None:
+    limits = OtpLimits(max_failed_attempts=limit)
+    state = OtpState(expires_at=NOW + 300, failed_attempts=min(failed, limit - 1))
+    started = 0
+    while True:
+        try:
+            state = start_attempt(state, NOW, limits)
+        except WalletError:
+            break
+        started += 1
+    assert started == limit - state.failed_attempts

@@ -7,6 +7,7 @@ from typing import Any, TypeAlias
 import grpc
 from wallet.v1 import account_service_pb2 as pb
 from wallet.v1 import account_service_pb2_grpc as pb_grpc
+from wallet.v1 import common_pb2
 
 from wallet_service.api import convert
 from wallet_service.api.auth import current_caller
@@ -118,7 +119,8 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             )
             account = convert.account(result.account)
             return pb.UpgradeKycResponse(
-                kyc_status=account.kyc_status,
+                # KasPro accepted the eKYC; its answer is synchronous (docs/kaspro.md).
+                kyc_status=account.kyc_status or common_pb2.KYC_STATUS_VERIFIED,
                 identity=convert.kyc_identity(result.identity, result.nik_problem),
                 account=account,
             )
@@ -143,6 +145,5 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         mobile = f.mobile("mobile_number", request.mobile_number)
         amount = f.positive_amount("amount_idr", request.amount_idr)
         f.done()
-        wallet = await self._flow.account(mobile, timeout=_time_left(context))
-        available = wallet.account.balance.available_idr
+        available = await self._flow.available_balance(mobile, timeout=_time_left(context))
         return pb.CheckFundsResponse(sufficient=available >= amount, available_idr=available)

@@ -52,23 +52,28 @@ def timestamp(seconds: float) -> Timestamp:
 
 
 def account(wallet: WalletAccount) -> pb.Account:
-    a = wallet.account
-    message = pb.Account(
-        mobile_number=e164(a.mobile_number),
-        first_name=a.first_name,
-        middle_name=a.middle_name,
-        last_name=a.last_name,
-        full_name=a.full_name,
-        email=a.email,
-        account_type=ACCOUNT_TYPES[a.account_type],
-        account_status=ACCOUNT_STATUSES[a.account_status],
-        customer_type=CUSTOMER_TYPES[a.customer_type],
-        kyc_status=KYC_STATUSES[a.kyc_status],
-        linked=wallet.linked,
-        balance=pb.Balance(pocket_id=a.balance.pocket_id, available_idr=a.balance.available_idr),
-    )
+    message = pb.Account(mobile_number=e164(wallet.mobile_number), linked=wallet.linked)
     if wallet.linked_at is not None:
         message.link_time.CopyFrom(timestamp(wallet.linked_at))
+    a = wallet.account
+    if a is None:  # KasPro could not be read back: only what we know ourselves
+        return message
+    message.MergeFrom(
+        pb.Account(
+            first_name=a.first_name,
+            middle_name=a.middle_name,
+            last_name=a.last_name,
+            full_name=a.full_name,
+            email=a.email,
+            account_type=ACCOUNT_TYPES[a.account_type],
+            account_status=ACCOUNT_STATUSES[a.account_status],
+            customer_type=CUSTOMER_TYPES[a.customer_type],
+            kyc_status=KYC_STATUSES[a.kyc_status],
+            balance=pb.Balance(
+                pocket_id=a.balance.pocket_id, available_idr=a.balance.available_idr
+            ),
+        )
+    )
     return message
 
 

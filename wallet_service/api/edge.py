@@ -16,7 +16,7 @@ import grpc
 
 from wallet_service.api.auth import PUBLIC_PREFIXES, Authenticator, current_caller
 from wallet_service.api.errors import STATUS_DETAILS_KEY, internal_status, to_status
-from wallet_service.domain.errors import WalletError
+from wallet_service.domain.errors import Reason, WalletError
 
 log = logging.getLogger("wallet_service.calls")
 
@@ -27,8 +27,10 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, max_concurrent_calls: int) -> None:
         self._auth = authenticator
+        self._max_calls = max_concurrent_calls
+        self._calls = 0
 
     async def intercept_service(
         self,
@@ -56,7 +58,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, method: str, behaviour: Unary) -> Unary:
         async def wrapped(request: Any, context: ServicerContext) -> Any:
             call = _Call(method)
+            self._calls += 1
             try:
+                if self._calls > self._max_calls:
+                    # Refused at once rather than queued behind calls waiting on KasPro.
+                    raise WalletError(
+                        Reason.OVERLOADED,
+                        "the wallet service is at its concurrency limit: retry shortly",
+                        retry_after_seconds=0.1,
+                    )
                 caller = self._admit(method, context)
                 call.caller = caller.name
                 current_caller.set(caller)
@@ -65,6 +75,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 await call.fail(exc, context)
                 raise
             finally:
+                self._calls -= 1
                 call.log(context)
 
         return wrapped

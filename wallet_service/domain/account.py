@@ -84,9 +84,13 @@ class KycIdentity:
 
 @dataclass(frozen=True, slots=True)
 class WalletAccount:
-    """A KasPro account together with our link state (OTP-verified or not)."""
+    """A KasPro account together with our link state (OTP-verified or not).
 
-    account: Account
+    ``account`` is None when KasPro could not be read right after a change it accepted.
+    """
+
+    mobile_number: MobileNumber
+    account: Account | None
     linked_at: float | None
 
     @property

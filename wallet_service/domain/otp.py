@@ -8,6 +8,9 @@ from dataclasses import dataclass, replace
 from wallet_service.domain.errors import Reason, WalletError
 
 HOUR = 3600.0
+# A verification attempt not finished within this time died with its process: it no
+# longer holds one of the attempts a number is allowed.
+ATTEMPT_LEASE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class OtpState:
     last_sent_at: float | None = None
     failed_attempts: int = 0
     locked_until: float | None = None
+    # Verifications sent to KasPro and not answered yet, and when the last one began.
+    attempts_in_flight: int = 0
+    attempt_started_at: float | None = None
 
 
 def check_not_locked(state: OtpState, now: float) -> None:
@@ -77,3 +83,32 @@ def after_wrong_otp(state: OtpState, now: float, limits: OtpLimits) -> OtpState:
             state, failed_attempts=0, locked_until=now + limits.lock_seconds, expires_at=None
         )
     return replace(state, failed_attempts=failures)
+
+
+def _in_flight(state: OtpState, now: float) -> int:
+    started = state.attempt_started_at
+    if started is None or now - started >= ATTEMPT_LEASE_SECONDS:
+        return 0
+    return state.attempts_in_flight
+
+
+def start_attempt(state: OtpState, now: float, limits: OtpLimits) -> OtpState:
+    """Reserve one verification attempt before asking KasPro.
+
+    Attempts in flight count against the wrong-OTP limit, so parallel guesses cannot
+    get more tries to KasPro than the limit allows.
+    """
+    check_verifiable(state, now)
+    in_flight = _in_flight(state, now)
+    if state.failed_attempts + in_flight >= limits.max_failed_attempts:
+        raise WalletError(
+            Reason.OTP_LOCKED,
+            "too many OTP attempts at once for this number: wait for their answers",
+            retry_after_seconds=1.0,
+        )
+    return replace(state, attempts_in_flight=in_flight + 1, attempt_started_at=now)
+
+
+def end_attempt(state: OtpState, now: float) -> OtpState:
+    """Give back the attempt reserved by start_attempt (whatever KasPro answered)."""
+    return replace(state, attempts_in_flight=max(_in_flight(state, now) - 1, 0))

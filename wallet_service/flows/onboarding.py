@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from wallet_service.domain import otp as otp_rules
-from wallet_service.domain.account import KycIdentity, WalletAccount
+from wallet_service.domain.account import Account, KycIdentity, WalletAccount
 from wallet_service.domain.customer import NewCustomer
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.nik import nik_problem
@@ -101,18 +102,19 @@ class Onboarding:
             province=customer.province,
             postal_code=customer.postal_code,
         )
+        await rows.record_registration_attempt(self._db, mobile, reference)
         try:
             await self._kaspro.register_customer(registration, timeout=timeout)
         except KasProRejected as exc:
-            # A retry of a registration that succeeded before KasPro's answer reached
-            # us: KasPro says "registered", and it was us, with this very reference.
+            # A retry of a registration whose answer we never got: KasPro says
+            # "registered", and the registration carrying this very reference was ours.
             ours = await rows.registration_request_id(self._db, mobile)
             if exc.rejection is not Rejection.CUSTOMER_ALREADY_REGISTERED or ours != reference:
                 raise provider_error(exc) from None
         except KasProUnavailable as exc:
             raise provider_error(exc) from None
-        await rows.record_registration(self._db, mobile, reference, self._clock())
-        return await self.account(mobile, timeout=timeout)
+        await rows.mark_registered(self._db, mobile, reference, self._clock())
+        return await self._account_after_change(mobile, timeout=timeout)
 
     async def request_otp(self, mobile: MobileNumber, *, timeout: float | None) -> OtpSent:
         now = self._clock()
@@ -149,40 +151,47 @@ class Onboarding:
     async def verify_otp(
         self, mobile: MobileNumber, otp: str, *, timeout: float | None
     ) -> WalletAccount:
-        otp_rules.check_verifiable(await rows.read_otp_state(self._db, mobile), self._clock())
+        async with self._db.transaction() as tx:
+            state = await rows.load_otp_state(tx, mobile)
+            reserved = otp_rules.start_attempt(state, self._clock(), self._limits)
+            await rows.save_otp_state(tx, mobile, reserved)
         try:
             await self._kaspro.validate_otp(mobile, otp, timeout=timeout)
         except KasProRejected as exc:
-            await self._record_rejected_otp(mobile, exc.rejection)
+            await self._end_attempt(mobile, exc.rejection)
             raise provider_error(exc) from None
-        except KasProUnavailable as exc:
-            raise provider_error(exc) from None
+        except BaseException as exc:
+            await asyncio.shield(self._end_attempt(mobile, None))
+            if isinstance(exc, KasProUnavailable):
+                raise provider_error(exc) from None
+            raise
         now = self._clock()
         async with self._db.transaction() as tx:
             state = await rows.load_otp_state(tx, mobile)
+            done = otp_rules.end_attempt(state, now)
             await rows.save_otp_state(
-                tx, mobile, replace(state, expires_at=None, failed_attempts=0, locked_until=None)
+                tx, mobile, replace(done, expires_at=None, failed_attempts=0, locked_until=None)
             )
             await rows.mark_linked(tx, mobile, now)
         log.info("wallet %s linked", mobile.masked)
-        return await self.account(mobile, timeout=timeout)
+        return await self._account_after_change(mobile, timeout=timeout)
 
-    async def _record_rejected_otp(self, mobile: MobileNumber, rejection: Rejection) -> None:
+    async def _end_attempt(self, mobile: MobileNumber, rejection: Rejection | None) -> None:
+        """Record how a verification attempt ended (``None``: no answer from KasPro)."""
         now = self._clock()
         async with self._db.transaction() as tx:
-            state = await rows.load_otp_state(tx, mobile)
+            state = otp_rules.end_attempt(await rows.load_otp_state(tx, mobile), now)
             if rejection is Rejection.OTP_INVALID:
                 new_state = otp_rules.after_wrong_otp(state, now, self._limits)
                 if (
                     new_state.locked_until is not None
-                    and state.locked_until != new_state.locked_until
+                    and new_state.locked_until != state.locked_until
                 ):
                     log.warning("wallet %s locked after too many wrong OTPs", mobile.masked)
+                state = new_state
             elif rejection is Rejection.OTP_EXPIRED:
-                new_state = replace(state, expires_at=None)
-            else:
-                return
-            await rows.save_otp_state(tx, mobile, new_state)
+                state = replace(state, expires_at=None)
+            await rows.save_otp_state(tx, mobile, state)
 
     async def upgrade_kyc(
         self,
@@ -215,12 +224,34 @@ class Onboarding:
         if problem is not None:
             log.warning("KasPro eKYC for %s returned a malformed NIK: %s", mobile.masked, problem)
         await rows.mark_kyc_verified(self._db, mobile, self._clock())
-        account = await self.account(mobile, timeout=timeout)
+        account = await self._account_after_change(mobile, timeout=timeout)
         return KycResult(identity=identity, nik_problem=problem, account=account)
 
-    async def account(self, mobile: MobileNumber, *, timeout: float | None) -> WalletAccount:
+    async def _account_after_change(
+        self, mobile: MobileNumber, *, timeout: float | None
+    ) -> WalletAccount:
+        """The account after KasPro accepted a change, read back when KasPro answers.
+
+        The change is done and is the caller's answer; failing the call because the read
+        that follows failed would make the caller retry a change that already happened.
+        """
         try:
-            account = await self._kaspro.account_inquiry(mobile, timeout=timeout)
+            return await self.account(mobile, timeout=timeout)
+        except WalletError as exc:
+            if exc.reason is not Reason.PROVIDER_UNAVAILABLE:
+                raise
+            log.warning("KasPro read-back after a change to %s failed", mobile.masked)
+            return WalletAccount(mobile, None, await rows.linked_at(self._db, mobile))
+
+    async def account(self, mobile: MobileNumber, *, timeout: float | None) -> WalletAccount:
+        account = await self._inquiry(mobile, timeout=timeout)
+        return WalletAccount(mobile, account, await rows.linked_at(self._db, mobile))
+
+    async def available_balance(self, mobile: MobileNumber, *, timeout: float | None) -> int:
+        return (await self._inquiry(mobile, timeout=timeout)).balance.available_idr
+
+    async def _inquiry(self, mobile: MobileNumber, *, timeout: float | None) -> Account:
+        try:
+            return await self._kaspro.account_inquiry(mobile, timeout=timeout)
         except (KasProRejected, KasProUnavailable) as exc:
             raise provider_error(exc) from None
-        return WalletAccount(account, await rows.linked_at(self._db, mobile))

@@ -15,6 +15,8 @@ def _otp_state(row: Row | None) -> OtpState:
         last_sent_at=row["last_sent_at"],
         failed_attempts=row["failed_attempts"],
         locked_until=row["locked_until"],
+        attempts_in_flight=row["attempts_in_flight"],
+        attempt_started_at=row["attempt_started_at"],
     )
 
 
@@ -31,19 +33,23 @@ async def read_otp_state(db: Database, mobile: MobileNumber) -> OtpState:
 async def save_otp_state(tx: Transaction, mobile: MobileNumber, state: OtpState) -> None:
     await tx.execute(
         """INSERT INTO otp_state (mobile_number, expires_at, last_sent_at, failed_attempts,
-                                  locked_until)
-           VALUES (?, ?, ?, ?, ?)
+                                  locked_until, attempts_in_flight, attempt_started_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (mobile_number) DO UPDATE SET
                expires_at = excluded.expires_at,
                last_sent_at = excluded.last_sent_at,
                failed_attempts = excluded.failed_attempts,
-               locked_until = excluded.locked_until""",
+               locked_until = excluded.locked_until,
+               attempts_in_flight = excluded.attempts_in_flight,
+               attempt_started_at = excluded.attempt_started_at""",
         (
             mobile.canonical,
             state.expires_at,
             state.last_sent_at,
             state.failed_attempts,
             state.locked_until,
+            state.attempts_in_flight,
+            state.attempt_started_at,
         ),
     )
 
@@ -83,17 +89,28 @@ async def registration_request_id(db: Database, mobile: MobileNumber) -> str | N
     return None if row is None else row["kaspro_request_id"]
 
 
-async def record_registration(
+async def record_registration_attempt(
+    db: Database, mobile: MobileNumber, kaspro_request_id: str
+) -> None:
+    """Save the requestId before sending it (rule 2), unless the number is registered."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            """INSERT INTO customers (mobile_number, kaspro_request_id) VALUES (?, ?)
+               ON CONFLICT (mobile_number) DO UPDATE SET
+                   kaspro_request_id = excluded.kaspro_request_id
+               WHERE customers.registered_at IS NULL""",
+            (mobile.canonical, kaspro_request_id),
+        )
+
+
+async def mark_registered(
     db: Database, mobile: MobileNumber, kaspro_request_id: str, now: float
 ) -> None:
     async with db.transaction() as tx:
         await tx.execute(
-            """INSERT INTO customers (mobile_number, kaspro_request_id, registered_at)
-               VALUES (?, ?, ?)
-               ON CONFLICT (mobile_number) DO UPDATE SET
-                   kaspro_request_id = excluded.kaspro_request_id,
-                   registered_at = excluded.registered_at""",
-            (mobile.canonical, kaspro_request_id, now),
+            """UPDATE customers SET registered_at = COALESCE(registered_at, ?)
+               WHERE mobile_number = ? AND kaspro_request_id = ?""",
+            (now, mobile.canonical, kaspro_request_id),
         )
 
 

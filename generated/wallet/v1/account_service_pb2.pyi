@@ -88,7 +88,10 @@ class RegisterCustomerResponse(_message.Message):
     ACCOUNT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def account(self) -> _common_pb2.Account:
-        """The new account (basic, not linked)."""
+        """The new account (basic, not linked).
+        When KasPro accepted the change but could not be read right after it, only
+        mobile_number, linked and link_time are set (no balance): call GetAccount later.
+        """
 
     def __init__(
         self,
@@ -186,7 +189,10 @@ class VerifyOtpResponse(_message.Message):
     ACCOUNT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def account(self) -> _common_pb2.Account:
-        """The account, now linked."""
+        """The account, now linked.
+        When KasPro accepted the change but could not be read right after it, only
+        mobile_number, linked and link_time are set (no balance): call GetAccount later.
+        """
 
     def __init__(
         self,
@@ -258,7 +264,10 @@ class UpgradeKycResponse(_message.Message):
 
     @_builtins.property
     def account(self) -> _common_pb2.Account:
-        """The account after the upgrade."""
+        """The account after the upgrade.
+        When KasPro accepted the change but could not be read right after it, only
+        mobile_number, linked and link_time are set (no balance): call GetAccount later.
+        """
 
     def __init__(
         self,

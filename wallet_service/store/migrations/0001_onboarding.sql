@@ -18,7 +18,11 @@ CREATE TABLE otp_state (
     expires_at      REAL,
     last_sent_at    REAL,
     failed_attempts INTEGER NOT NULL DEFAULT 0,
-    locked_until    REAL
+    locked_until    REAL,
+    -- Verifications sent to KasPro and not answered yet (they count against the
+    -- wrong-OTP limit), and when the last one began (stale ones stop counting).
+    attempts_in_flight INTEGER NOT NULL DEFAULT 0,
+    attempt_started_at REAL
 );
 
 -- One row per OTP send (or send in flight), for the hourly cap.

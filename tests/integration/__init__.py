@@ -1,0 +1,1 @@
+"""Integration tests: the real service over gRPC against the real KasPro sandbox."""

@@ -1,0 +1,138 @@
+"""KasPro misbehaving: unreadable answers, 5xx, unknown codes, unreachable, slow."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from wallet.v1 import account_service_pb2
+
+from .conftest import (
+    APP,
+    GET_OTP_PATH,
+    INQUIRY_PATH,
+    LOCAL,
+    REGISTER_PATH,
+    TOKEN_PATH,
+    VALIDATE_OTP_PATH,
+    Harness,
+    assert_failure,
+    closed_port,
+    expect_failure,
+    failure_of,
+)
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+async def get_account(h: Harness, timeout: float | None) -> account_service_pb2.GetAccountResponse:
+    return await h.accounts.GetAccount(
+        account_service_pb2.GetAccountRequest(mobile_number=LOCAL), metadata=APP, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("kind", ["garbage", "http_500", "unknown_code"])
+async def test_unreadable_inquiry_is_provider_unavailable(h: Harness, kind: str) -> None:
+    await h.register()
+    await h.arm_fault(INQUIRY_PATH, kind)
+
+    failure = await expect_failure(h.get_account())
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert failure.retry_delay is not None
+    faults = [r["fault"] for r in await h.kaspro_requests(INQUIRY_PATH)]
+    assert faults[-1] == kind
+    # The fault was for one call: the next read works again.
+    assert (await h.get_account()).mobile_number == "+6281234567890"
+
+
+@pytest.mark.parametrize("kind", ["garbage", "http_500", "unknown_code"])
+@pytest.mark.parametrize("path", [TOKEN_PATH, REGISTER_PATH])
+async def test_faults_while_registering_are_provider_unavailable(
+    h: Harness, path: str, kind: str
+) -> None:
+    await h.arm_fault(path, kind)
+
+    failure = await expect_failure(h.register())
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "http_500", "unknown_code"])
+@pytest.mark.parametrize("path", [GET_OTP_PATH, VALIDATE_OTP_PATH])
+async def test_faults_while_linking_are_provider_unavailable(
+    h: Harness, path: str, kind: str
+) -> None:
+    await h.register()
+    if path == VALIDATE_OTP_PATH:
+        await h.request_otp()
+    await h.arm_fault(path, kind)
+
+    if path == GET_OTP_PATH:
+        failure = await expect_failure(h.request_otp())
+    else:
+        failure = await expect_failure(h.verify_otp(await h.otp(LOCAL)))
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert (await h.get_account()).linked is False
+
+
+async def test_unreachable_kaspro_is_provider_unavailable_quickly(h: Harness) -> None:
+    await h.restart(kaspro_base_url=f"http://127.0.0.1:{closed_port()}")
+
+    started = time.monotonic()
+    failure = await expect_failure(get_account(h, timeout=5.0))
+    elapsed = time.monotonic() - started
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert elapsed < 1.0
+
+
+async def test_slow_kaspro_beyond_the_caller_deadline_is_deadline_exceeded(h: Harness) -> None:
+    await h.register()
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
+
+    started = time.monotonic()
+    failure = await expect_failure(get_account(h, timeout=0.3))
+    elapsed = time.monotonic() - started
+
+    assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.25 < elapsed < 0.8
+
+
+async def test_slow_kaspro_beyond_the_kaspro_timeout_is_provider_unavailable(h: Harness) -> None:
+    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
+    await h.register()
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
+
+    started = time.monotonic()
+    failure = await expect_failure(get_account(h, timeout=None))
+    elapsed = time.monotonic() - started
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert 0.25 < elapsed < 0.8
+
+
+async def test_kaspro_timeout_applies_under_a_longer_caller_deadline(h: Harness) -> None:
+    # Callers normally set deadlines; a generous one must not switch off the configured
+    # KasPro timeout (the answer should be PROVIDER_UNAVAILABLE after ~0.3 s).
+    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
+    await h.register()
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
+
+    started = time.monotonic()
+    try:
+        answer = await get_account(h, timeout=5.0)
+    except grpc.aio.AioRpcError as error:
+        failure = failure_of(error)
+    else:
+        elapsed = time.monotonic() - started
+        pytest.fail(
+            f"answered OK ({answer.account.mobile_number}) after {elapsed:.2f} s: "
+            "the configured 0.3 s KasPro timeout was not applied"
+        )
+    elapsed = time.monotonic() - started
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert elapsed < 0.8

@@ -1,0 +1,183 @@
+"""The server's life: health, graceful stop with calls in flight, migrations, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from wallet.v1 import account_service_pb2
+
+from wallet_service.server import WalletService, start
+
+from .conftest import (
+    APP,
+    DEADLINE,
+    INQUIRY_PATH,
+    LOCAL,
+    REGISTER_PATH,
+    Harness,
+    expect_failure,
+    wait_for,
+)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = (
+    "",
+    "wallet.v1.AccountService",
+    "wallet.v1.FundingService",
+    "wallet.v1.PaymentService",
+    "wallet.v1.TransactionService",
+)
+
+
+def read_database(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read the service's database through a separate read-only connection."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return list(connection.execute(sql).fetchall())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_health_reports_serving(h: Harness, service: str) -> None:
+    answer = await h.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE)
+
+    assert answer.status == SERVING
+
+
+async def test_health_of_an_unknown_service_is_not_found(h: Harness) -> None:
+    failure = await expect_failure(
+        h.health.Check(health_pb2.HealthCheckRequest(service="wallet.v1.Nope"), timeout=DEADLINE)
+    )
+
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(h: Harness) -> None:
+    await h.register()
+    inquiries = len(await h.kaspro_requests(INQUIRY_PATH))
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=0.5)
+    watches = [
+        h.health.Watch(health_pb2.HealthCheckRequest(service=name), timeout=DEADLINE)
+        for name in SERVICES
+    ]
+    for watch in watches:
+        assert (await watch.read()).status == SERVING
+
+    in_flight = asyncio.ensure_future(h.get_account())
+
+    async def reached_kaspro() -> bool:
+        return len(await h.kaspro_requests(INQUIRY_PATH)) > inquiries
+
+    await wait_for(reached_kaspro)
+    started = time.monotonic()
+    stopping = asyncio.ensure_future(h.running.stop(grace=5.0))
+
+    for watch in watches:
+        assert (await watch.read()).status == NOT_SERVING
+        watch.cancel()
+    failure = await expect_failure(h.get_account())
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+
+    account = await in_flight
+    assert account.mobile_number == "+6281234567890"
+    await asyncio.wait_for(stopping, timeout=4.0)
+    # Stopped as soon as the last call finished, not at the end of the grace period.
+    assert time.monotonic() - started < 2.0
+
+
+async def test_stop_does_not_wait_past_the_grace_period(h: Harness) -> None:
+    await h.register()
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.2)
+    in_flight = asyncio.ensure_future(h.get_account())
+    inquiries = len(await h.kaspro_requests(INQUIRY_PATH))
+
+    async def reached_kaspro() -> bool:
+        return len(await h.kaspro_requests(INQUIRY_PATH)) > inquiries
+
+    await wait_for(reached_kaspro)
+    started = time.monotonic()
+    await asyncio.wait_for(h.running.stop(grace=0.2), timeout=2.0)
+
+    assert time.monotonic() - started < 1.5
+    failure = await expect_failure(in_flight)
+    assert failure.code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+
+
+async def test_migrations_are_applied_at_start(h: Harness) -> None:
+    (version,) = read_database(h.db_path, "PRAGMA user_version")[0]
+    tables = {
+        name
+        for (name,) in read_database(
+            h.db_path, "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+
+    assert isinstance(version, int)
+    assert version >= 1
+    assert {"customers", "otp_state", "otp_sends", "idempotency_keys"} <= tables
+    (journal_mode,) = read_database(h.db_path, "PRAGMA journal_mode")[0]
+    assert journal_mode == "wal"
+
+
+async def test_restart_reapplies_nothing_and_keeps_the_data(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await h.register()
+    await h.link()
+    (version,) = read_database(h.db_path, "PRAGMA user_version")[0]
+    rows_before = read_database(h.db_path, "SELECT * FROM customers")
+
+    with caplog.at_level(logging.INFO):
+        await h.restart()
+
+    assert read_database(h.db_path, "PRAGMA user_version")[0] == (version,)
+    assert read_database(h.db_path, "SELECT * FROM customers") == rows_before
+    assert not [r for r in caplog.records if "migration" in r.getMessage()]
+    assert (await h.get_account()).linked is True
+
+
+async def test_a_fresh_database_logs_its_migrations(
+    h: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        await h.restart(h.with_config(db_path=str(tmp_path / "other" / "fresh.db")))
+
+    applied = [r for r in caplog.records if "migration" in r.getMessage()]
+    assert applied
+    (version,) = read_database(h.db_path, "PRAGMA user_version")[0]
+    assert version == len(applied)
+
+
+async def test_idempotency_survives_a_restart(h: Harness) -> None:
+    request = account_service_pb2.RegisterCustomerRequest(
+        request_id="before-restart", mobile_number=LOCAL, first_name="Budi"
+    )
+    first = await h.accounts.RegisterCustomer(request, metadata=APP, timeout=DEADLINE)
+
+    await h.restart()
+    calls = await h.kaspro_requests()
+    second = await h.accounts.RegisterCustomer(request, metadata=APP, timeout=DEADLINE)
+
+    assert second == first
+    assert await h.kaspro_requests() == calls
+    assert len(await h.kaspro_requests(REGISTER_PATH)) == 1
+
+
+async def test_a_second_service_cannot_take_a_port_in_use(h: Harness, tmp_path: Path) -> None:
+    # Two services on one port would split calls between two SQLite writers.
+    config = h.with_config(
+        grpc_listen=f"127.0.0.1:{h.running.port}", db_path=str(tmp_path / "second.db")
+    )
+    second: WalletService | None = None
+    try:
+        with pytest.raises(OSError, match="cannot listen"):
+            second = await start(config, clock=h.clock, kaspro_base_url=h.sandbox_url)
+    finally:
+        if second is not None:
+            await second.stop(0)
