@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from pathlib import Path
 
 import grpc
@@ -75,7 +74,6 @@ async def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(h: Ha
         return len(await h.kaspro_requests(INQUIRY_PATH)) > inquiries
 
     await wait_for(reached_kaspro)
-    started = time.monotonic()
     stopping = asyncio.ensure_future(h.running.stop(grace=5.0))
 
     for watch in watches:
@@ -86,14 +84,13 @@ async def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(h: Ha
 
     account = await in_flight
     assert account.mobile_number == "+6281234567890"
+    # Stopped as soon as the last call finished, not at the end of the 5 s grace period.
     await asyncio.wait_for(stopping, timeout=4.0)
-    # Stopped as soon as the last call finished, not at the end of the grace period.
-    assert time.monotonic() - started < 2.0
 
 
 async def test_stop_does_not_wait_past_the_grace_period(h: Harness) -> None:
     await h.register()
-    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.2)
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=3.0)
     in_flight = asyncio.ensure_future(h.get_account())
     inquiries = len(await h.kaspro_requests(INQUIRY_PATH))
 
@@ -101,10 +98,9 @@ async def test_stop_does_not_wait_past_the_grace_period(h: Harness) -> None:
         return len(await h.kaspro_requests(INQUIRY_PATH)) > inquiries
 
     await wait_for(reached_kaspro)
-    started = time.monotonic()
+    # Had stop() waited for the call, it would take the whole 3 s delay.
     await asyncio.wait_for(h.running.stop(grace=0.2), timeout=2.0)
 
-    assert time.monotonic() - started < 1.5
     failure = await expect_failure(in_flight)
     assert failure.code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 

@@ -26,9 +26,15 @@ from wallet_service.flows.onboarding import Onboarding
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
+# Stop waiting for KasPro this long before the caller's deadline, so the caller gets
+# our answer (PROVIDER_UNAVAILABLE) rather than a bare DEADLINE_EXCEEDED.
+_ANSWER_MARGIN_SECONDS = 0.05
+
+
 def _time_left(context: ServicerContext) -> float | None:
+    """Seconds left for KasPro calls on the caller's deadline (None: no deadline)."""
     remaining: float | None = context.time_remaining()
-    return remaining
+    return None if remaining is None else remaining - _ANSWER_MARGIN_SECONDS
 
 
 class AccountServicer(pb_grpc.AccountServiceServicer):
