@@ -232,3 +232,41 @@ def test_readme_walkthrough_runs_as_written(service: Running) -> None:
     assert '"kyc_status": "KYC_STATUS_VERIFIED"' in result.stdout
     assert '"linked": true' in result.stdout
     assert '"sufficient": false' in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [[SERVICE, "sandbox"], [sys.executable, "-m", "kaspro_sandbox"]]
+)
+def test_sandbox_runs_standalone_on_the_given_port(command: list[str]) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/_sandbox/customers", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "sandbox did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        # The partner API refuses unsigned calls, as the gateway would.
+        refused = httpx.get(
+            f"http://127.0.0.1:{port}/customer-account-inquiry/",
+            params={"mobileNumber": MOBILE},
+        )
+        assert refused.status_code == 401
+        assert refused.json()["code"] == 401001
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
