@@ -24,8 +24,11 @@ from wallet_service.kaspro import (
     KasProRejected,
     KasProSettings,
     KasProUnavailable,
+    MoneyReply,
+    Outcome,
     Registration,
     Rejection,
+    TransferState,
 )
 from wallet_service.kaspro.signing import signature
 
@@ -451,6 +454,7 @@ async def test_connection_refused_on_a_real_socket_is_unavailable() -> None:
         httpx.Response(200, json={"code": 777, "message": "?"}),
         httpx.Response(404, text="Not Found"),
         httpx.Response(302, headers={"Location": "https://elsewhere.test/"}),
+        httpx.Response(302, headers={"Location": "https://elsewhere.test/"}, json=ACCOUNT),
     ],
 )
 async def test_answers_without_a_known_outcome_are_unavailable(
@@ -569,3 +573,501 @@ def test_settings_repr_hides_secrets() -> None:
     text = repr(settings())
     assert CLIENT_SECRET not in text
     assert HMAC_SECRET not in text
+
+
+# Money calls: one request each, and never an exception for KasPro's trouble.
+
+REQUEST_ID = "ABCDEFGHIJKLMNOP"
+DRIVER = MobileNumber("85712345678")
+ESCROW = "888000000000001"
+
+MoneyCall = Callable[[KasProClient, float | None], Awaitable[MoneyReply]]
+
+MONEY_CALLS: dict[str, tuple[str, MoneyCall]] = {
+    "payment": (
+        "/pil-transaction-payment-to-merchant/",
+        lambda c, t: c.pay_to_merchant(REQUEST_ID, MOBILE, 50000, "TX-1", ESCROW, timeout=t),
+    ),
+    "p2p": (
+        "/p2p-transaction/",
+        lambda c, t: c.p2p_transfer(REQUEST_ID, MOBILE, ESCROW, 50000, timeout=t),
+    ),
+    "bank_transfer": (
+        "/bank-transfer/",
+        lambda c, t: c.bank_transfer(
+            REQUEST_ID, MOBILE, "014", "1234567890", "SITI RAHAYU", 50000, timeout=t
+        ),
+    ),
+    "retail": (
+        "/bank-transfer/",
+        lambda c, t: c.retail_withdrawal(REQUEST_ID, MOBILE, "ALFAMART", 50000, timeout=t),
+    ),
+    "qris": (
+        "/qris-issuer/",
+        lambda c, t: c.pay_qris(REQUEST_ID, MOBILE, "000201010212", 50000, timeout=t),
+    ),
+}
+
+money_calls = pytest.mark.parametrize(
+    ("path", "call"), list(MONEY_CALLS.values()), ids=list(MONEY_CALLS)
+)
+
+P2P_DONE = {
+    "responseId": "RSP2",
+    "code": 0,
+    "message": "Berhasil",
+    "data": {
+        "pocketId": 2,
+        "walletTransactions": [
+            {"account": "081234567890", "amount": -50000, "balanceAfter": 100000},
+            {"account": ESCROW, "amount": 50000, "balanceAfter": 50000},
+        ],
+    },
+}
+ASYNC_ACCEPTED = {
+    "code": 1,
+    "message": "In Process",
+    "responseId": "RSP3",
+    "data": {"amount": "50000", "serviceFee": "2500", "reffId": "REF3", "flowType": "Async"},
+}
+
+# Masked as the partner document's samples are, for every kind of money answer.
+MASKED_DATA = {"amount": "5xxx0", "walletTransactions": [{"account": ESCROW, "amount": "5xxx0"}]}
+
+
+async def hang(request: httpx.Request) -> httpx.Response:
+    await asyncio.sleep(30)
+    raise AssertionError("unreachable")
+
+
+async def test_payment_to_merchant_end_to_end(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/pil-transaction-payment-to-merchant/",
+        httpx.Response(
+            200,
+            json={"responseId": "RSP1", "code": 0, "data": {"reffId": "REF1", "amount": "50000"}},
+        ),
+    )
+    async with client_for(gateway) as client:
+        reply = await client.pay_to_merchant(REQUEST_ID, MOBILE, 50000, "TX-1", ESCROW)
+    assert (reply.outcome, reply.reff_id, reply.amount_idr) == (Outcome.SUCCEEDED, "REF1", 50000)
+    [call] = gateway.calls
+    assert call.method == "POST"
+    assert call.headers["Content-Type"] == "application/json"
+    assert json.loads(call.content) == {
+        "requestId": REQUEST_ID,
+        "mobileNumber": "081234567890",
+        "payments": {"pocketId": "2", "amount": "50000", "reference": "TX-1"},
+        "destination": ESCROW,
+    }
+
+
+async def test_p2p_transfer_end_to_end(gateway: FakeGateway) -> None:
+    gateway.reply("/p2p-transaction/", httpx.Response(200, json=P2P_DONE))
+    async with client_for(gateway) as client:
+        reply = await client.p2p_transfer(REQUEST_ID, MOBILE, ESCROW, 50000, "ride R1")
+    assert (reply.outcome, reply.amount_idr, reply.reff_id) == (Outcome.SUCCEEDED, 50000, "RSP2")
+    [call] = gateway.calls
+    assert json.loads(call.content) == {
+        "requestId": REQUEST_ID,
+        "mobileNumber": "081234567890",
+        "destination": ESCROW,
+        "amount": "50000",
+        "pocketId": "2",
+        "note": "ride R1",
+    }
+
+
+async def test_p2p_out_of_escrow_reads_the_subscribers_line(gateway: FakeGateway) -> None:
+    out = json.loads(json.dumps(P2P_DONE))
+    lines = out["data"]["walletTransactions"]
+    lines[0]["account"], lines[1]["account"] = ESCROW, "085712345678"
+    lines[0]["amount"], lines[1]["amount"] = -42000, 42000
+    gateway.reply("/p2p-transaction/", httpx.Response(200, json=out))
+    async with client_for(gateway) as client:
+        reply = await client.p2p_transfer(REQUEST_ID, ESCROW, DRIVER, 42000)
+    assert (reply.outcome, reply.amount_idr) == (Outcome.SUCCEEDED, 42000)
+    assert json.loads(gateway.calls[0].content)["note"] == ""
+
+
+async def test_bank_transfer_and_qris_are_accepted_in_process(gateway: FakeGateway) -> None:
+    gateway.reply("/bank-transfer/", httpx.Response(200, json=ASYNC_ACCEPTED))
+    qris = json.loads(json.dumps(ASYNC_ACCEPTED))
+    qris["data"]["merchantName"] = "Warung Bu Siti"
+    gateway.reply("/qris-issuer/", httpx.Response(200, json=qris))
+    async with client_for(gateway) as client:
+        bank = await client.bank_transfer(REQUEST_ID, MOBILE, "014", "1234567890", "SITI", 50000)
+        paid = await client.pay_qris(REQUEST_ID, MOBILE, "000201010212", 50000)
+    assert (bank.outcome, bank.reff_id, bank.amount_idr, bank.fee_idr) == (
+        Outcome.IN_PROCESS,
+        "REF3",
+        50000,
+        2500,
+    )
+    assert (paid.outcome, paid.merchant_name) == (Outcome.IN_PROCESS, "Warung Bu Siti")
+    assert json.loads(gateway.calls[1].content) == {
+        "requestId": REQUEST_ID,
+        "mobileNumber": "081234567890",
+        "qrisPayload": "000201010212",
+        "amount": "50000",
+    }
+
+
+async def test_retail_withdrawal_returns_the_withdrawal_code(gateway: FakeGateway) -> None:
+    retail = json.loads(json.dumps(ASYNC_ACCEPTED))
+    retail["data"]["withdrawalCode"] = "739104"
+    gateway.reply("/bank-transfer/", httpx.Response(200, json=retail))
+    async with client_for(gateway) as client:
+        reply = await client.retail_withdrawal(REQUEST_ID, MOBILE, "INDOMARET", 50000)
+    assert (reply.outcome, reply.withdrawal_code) == (Outcome.IN_PROCESS, "739104")
+    assert json.loads(gateway.calls[0].content) == {
+        "requestId": REQUEST_ID,
+        "mobileNumber": "081234567890",
+        "channel": "INDOMARET",
+        "amount": "50000",
+    }
+
+
+@money_calls
+async def test_a_money_refusal_is_a_rejected_reply(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    gateway.reply(
+        path,
+        httpx.Response(
+            200, json={"responseId": "R", "code": 140001, "message": "Insufficient balance"}
+        ),
+    )
+    async with client_for(gateway) as client:
+        reply = await call(client, None)
+    assert (reply.outcome, reply.rejection) == (Outcome.REJECTED, Rejection.INSUFFICIENT_FUNDS)
+    assert len(gateway.calls) == 1
+
+
+async def test_invalid_request_with_http_400_is_a_rejection(gateway: FakeGateway) -> None:
+    gateway.reply(
+        "/p2p-transaction/",
+        httpx.Response(400, json={"code": 400001, "message": "Invalid request: amount"}),
+    )
+    async with client_for(gateway) as client:
+        reply = await client.p2p_transfer(REQUEST_ID, MOBILE, ESCROW, 50000)
+    assert (reply.outcome, reply.rejection) == (Outcome.REJECTED, Rejection.INVALID_REQUEST)
+
+
+@money_calls
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (httpx.Response(500, json={"code": 0, "message": "Berhasil"}), "HTTP 500"),
+        (httpx.Response(502, text="<html>Bad Gateway</html>"), "HTTP 502"),
+        (httpx.Response(503, json=ASYNC_ACCEPTED), "HTTP 503"),
+        (httpx.Response(302, json={"code": 0, "data": {"amount": "50000"}}), "HTTP 302"),
+        (httpx.Response(200, text="<html>ok</html>"), "HTTP 200 answer is not JSON"),
+        (httpx.Response(200, content=b"\xff\xfe{"), "HTTP 200 answer is not JSON"),
+        (httpx.Response(404, text="Not Found"), "HTTP 404 answer is not JSON"),
+        (httpx.Response(200, json=[ASYNC_ACCEPTED]), "answer is not a JSON object"),
+        (httpx.Response(200, json={"message": "Berhasil"}), "answer has no integer code"),
+        (httpx.Response(200, json={"code": 777, "message": "?"}), "unknown code 777"),
+        (httpx.Response(200, json={"code": 110006}), "unexpected code 110006"),
+        (httpx.Response(200, json={"code": 0, "data": MASKED_DATA}), "malformed amount"),
+    ],
+)
+async def test_answers_without_a_known_outcome_are_unknown_replies(
+    gateway: FakeGateway, path: str, call: MoneyCall, reply: httpx.Response, detail: str
+) -> None:
+    gateway.reply(path, reply)
+    async with client_for(gateway) as client:
+        money = await call(client, None)
+    assert money.outcome is Outcome.UNKNOWN
+    assert money.detail == detail
+    assert money.amount_idr is None
+    assert len(gateway.calls) == 1  # never sent again on our own
+
+
+@money_calls
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ConnectError("connection refused"),
+        httpx.ReadError("connection reset"),
+        httpx.RemoteProtocolError("server disconnected"),
+        httpx.WriteError("broken pipe"),
+    ],
+)
+async def test_transport_errors_are_unknown_replies(
+    gateway: FakeGateway, path: str, call: MoneyCall, error: Exception
+) -> None:
+    async def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    gateway.reply(path, fail)
+    async with client_for(gateway) as client:
+        reply = await call(client, None)
+    assert reply.outcome is Outcome.UNKNOWN
+    assert reply.detail == f"transport error: {type(error).__name__}"
+    assert len(gateway.calls) == 1
+
+
+@money_calls
+async def test_a_read_timeout_is_an_unknown_reply(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    async def fail(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("read timed out")
+
+    gateway.reply(path, fail)
+    async with client_for(gateway) as client:
+        reply = await call(client, None)
+    assert (reply.outcome, reply.detail) == (Outcome.UNKNOWN, "timeout")
+    assert len(gateway.calls) == 1
+
+
+@money_calls
+async def test_a_hanging_gateway_is_an_unknown_reply_within_the_budget(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    gateway.reply(path, hang)
+    # The outer bound only catches a hang (it would raise TimeoutError instead).
+    async with client_for(gateway) as client, asyncio.timeout(10):
+        reply = await call(client, 0.1)
+    assert (reply.outcome, reply.detail) == (Outcome.UNKNOWN, "timeout")
+    assert len(gateway.calls) == 1
+
+
+@money_calls
+async def test_the_token_fetch_counts_against_a_money_calls_budget(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    gateway.token_delay = 30
+    async with client_for(gateway) as client, asyncio.timeout(10):
+        reply = await call(client, 0.1)
+    assert (reply.outcome, reply.detail) == (Outcome.UNKNOWN, "timeout")
+    assert gateway.calls == []
+
+
+async def test_without_a_timeout_the_settings_bound_a_money_call(gateway: FakeGateway) -> None:
+    gateway.reply("/bank-transfer/", hang)
+    async with client_for(gateway, timeout_seconds=0.1) as client, asyncio.timeout(10):
+        first = await client.bank_transfer(REQUEST_ID, MOBILE, "014", "1", "A", 50000)
+        # A caller with more time left than the configured limit is still capped by it.
+        second = await client.bank_transfer(REQUEST_ID, MOBILE, "014", "1", "A", 50000, timeout=60)
+    assert first.detail == second.detail == "timeout"
+    assert first.outcome is second.outcome is Outcome.UNKNOWN
+
+
+@money_calls
+async def test_no_time_left_sends_nothing_and_is_unknown(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    async with client_for(gateway) as client:
+        reply = await call(client, 0)
+    assert reply.outcome is Outcome.UNKNOWN
+    assert gateway.tokens_issued == []
+    assert gateway.calls == []
+
+
+@money_calls
+async def test_a_refused_token_is_refreshed_and_the_same_request_sent_once_more(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    gateway.reply(path, httpx.Response(200, json={"code": 140002, "message": "Limit exceeded"}))
+    async with client_for(gateway) as client:
+        await client.account_inquiry(MOBILE)
+        gateway.revoked.add("token-1")
+        reply = await call(client, None)
+    assert (reply.outcome, reply.rejection) == (Outcome.REJECTED, Rejection.LIMIT_EXCEEDED)
+    _, first, second = gateway.calls
+    assert first.headers["Authorization"] == "Bearer token-1"
+    assert second.headers["Authorization"] == "Bearer token-2"
+    assert first.content == second.content
+    assert json.loads(second.content)["requestId"] == REQUEST_ID
+
+
+@money_calls
+@pytest.mark.parametrize(
+    ("refusal", "calls"),
+    [
+        ({"code": 401001, "message": "Invalid signature"}, 1),
+        ({"code": 401003, "message": "Request date out of range"}, 1),
+        ({"code": 401002, "message": "Invalid or expired token"}, 2),
+    ],
+)
+async def test_auth_failures_are_unknown_replies(
+    gateway: FakeGateway,
+    path: str,
+    call: MoneyCall,
+    refusal: dict[str, Any],
+    calls: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway.reply(path, httpx.Response(401, json=refusal))
+    async with client_for(gateway) as client:
+        reply = await call(client, None)
+    assert reply.outcome is Outcome.UNKNOWN
+    assert reply.detail == f"gateway refused the call (code {refusal['code']})"
+    assert len(gateway.calls) == calls
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+@money_calls
+async def test_wrong_hmac_secret_is_an_unknown_reply(
+    gateway: FakeGateway, path: str, call: MoneyCall
+) -> None:
+    async with client_for(gateway, hmac_secret="wrong") as client:
+        reply = await call(client, None)
+    assert (reply.outcome, reply.detail) == (
+        Outcome.UNKNOWN,
+        "gateway refused the call (code 401001)",
+    )
+    assert len(gateway.calls) == 1
+
+
+@money_calls
+@pytest.mark.parametrize(
+    ("token_reply", "detail"),
+    [
+        (
+            httpx.Response(401, json={"error": "invalid_client"}),
+            "token refused: invalid_client",
+        ),
+        (httpx.Response(503, text="down"), "token endpoint HTTP 503"),
+        (httpx.Response(200, json={"token_type": "bearer"}), "token answer has no access_token"),
+    ],
+)
+async def test_token_failures_are_unknown_replies_and_send_nothing(
+    gateway: FakeGateway,
+    path: str,
+    call: MoneyCall,
+    token_reply: httpx.Response,
+    detail: str,
+) -> None:
+    gateway.token_reply = token_reply
+    async with client_for(gateway) as client:
+        reply = await call(client, None)
+    assert (reply.outcome, reply.detail) == (Outcome.UNKNOWN, detail)
+    assert gateway.calls == []
+
+
+async def test_connection_refused_on_a_real_socket_is_an_unknown_reply() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with KasProClient(settings(base_url=f"http://127.0.0.1:{port}")) as client:
+        reply = await client.p2p_transfer(REQUEST_ID, MOBILE, ESCROW, 50000, timeout=2)
+        status = await client.transaction_status(REQUEST_ID, timeout=2)
+    assert reply.outcome is Outcome.UNKNOWN
+    assert reply.detail.startswith("transport error")
+    assert status.state is TransferState.UNKNOWN
+    assert status.detail.startswith("transport error")
+
+
+async def test_money_builders_still_refuse_our_own_bugs(gateway: FakeGateway) -> None:
+    async with client_for(gateway) as client:
+        with pytest.raises(ValueError, match="amount"):
+            await client.p2p_transfer(REQUEST_ID, MOBILE, ESCROW, 0)
+        with pytest.raises(ValueError, match="channel"):
+            await client.retail_withdrawal(REQUEST_ID, MOBILE, "7-ELEVEN", 50000)
+    assert gateway.calls == []
+    assert gateway.tokens_issued == []
+
+
+# Status inquiry.
+
+
+async def test_transaction_status_end_to_end(gateway: FakeGateway) -> None:
+    found = {
+        "code": 0,
+        "message": "Berhasil",
+        "data": {
+            "requestId": REQUEST_ID,
+            "reffId": "REF3",
+            "status": "SUCCESS",
+            "amount": "50000",
+            "serviceFee": "2500",
+            "type": "BANK_TRANSFER",
+        },
+    }
+    gateway.reply(
+        "/transaction-status/",
+        httpx.Response(200, json=found),
+        httpx.Response(200, json={"code": 150001, "message": "Transaction not found"}),
+    )
+    async with client_for(gateway) as client:
+        done = await client.transaction_status(REQUEST_ID)
+        missing = await client.transaction_status(REQUEST_ID)
+    assert (done.state, done.reff_id, done.amount_idr, done.fee_idr) == (
+        TransferState.SUCCEEDED,
+        "REF3",
+        50000,
+        2500,
+    )
+    assert missing.state is TransferState.NOT_FOUND
+    call = gateway.calls[0]
+    assert call.method == "GET"
+    assert str(call.url) == f"https://kaspro.test/transaction-status/?requestId={REQUEST_ID}"
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (httpx.Response(500, json={"code": 150001}), "HTTP 500"),
+        (httpx.Response(200, text="<html>ok</html>"), "HTTP 200 answer is not JSON"),
+        (httpx.Response(200, json={"code": 777}), "unknown code 777"),
+        (httpx.Response(401, json={"code": 401001}), "gateway refused the call (code 401001)"),
+        (httpx.Response(200, json={"code": 0, "data": {"status": "?"}}), "unknown status"),
+    ],
+)
+async def test_transaction_status_never_raises(
+    gateway: FakeGateway, reply: httpx.Response, detail: str
+) -> None:
+    gateway.reply("/transaction-status/", reply)
+    async with client_for(gateway) as client:
+        status = await client.transaction_status(REQUEST_ID)
+    assert (status.state, status.detail) == (TransferState.UNKNOWN, detail)
+    assert len(gateway.calls) == 1
+
+
+async def test_transaction_status_times_out_within_the_budget(gateway: FakeGateway) -> None:
+    gateway.reply("/transaction-status/", hang)
+    async with client_for(gateway) as client, asyncio.timeout(10):
+        status = await client.transaction_status(REQUEST_ID, timeout=0.1)
+    assert (status.state, status.detail) == (TransferState.UNKNOWN, "timeout")
+
+
+# Money logging.
+
+
+async def test_money_calls_log_the_request_id_and_why_the_outcome_is_unknown(
+    gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    masked = {
+        "code": 1,
+        "responseId": "RSP3",
+        "data": {"amount": "4xxx9", "reffId": "REF3", "account": "081234567890"},
+    }
+    gateway.reply("/bank-transfer/", httpx.Response(200, json=masked))
+    caplog.set_level(logging.DEBUG, logger="wallet_service.kaspro")
+    async with client_for(gateway) as client:
+        reply = await client.bank_transfer(
+            REQUEST_ID, MOBILE, "014", "1234567890", "SITI RAHAYU", 50000
+        )
+    assert (reply.outcome, reply.detail) == (Outcome.UNKNOWN, "malformed amount")
+    lines = [r.getMessage() for r in caplog.records if r.name == "wallet_service.kaspro"]
+    assert len(lines) == 3  # the token fetch, the call, and why its outcome is unknown
+    _, call_line, unknown_line = lines
+    assert "POST /bank-transfer/ status=200 code=1" in call_line
+    assert f"request_id={REQUEST_ID}" in call_line
+    assert "mobile=0812****7890" in call_line
+    assert unknown_line == (
+        f"kaspro POST /bank-transfer/ outcome unknown: malformed amount request_id={REQUEST_ID}"
+    )
+    signed = gateway.calls[0]
+    for secret in (
+        "81234567890",
+        "SITI RAHAYU",
+        "1234567890",
+        "4xxx9",
+        "token-1",
+        signed.headers["KasPro-Signature"].rsplit('signature="', 1)[1].rstrip('"'),
+    ):
+        assert all(secret not in line for line in lines)

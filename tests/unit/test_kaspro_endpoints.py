@@ -107,6 +107,7 @@ def amount_body(amount: Any) -> dict[str, Any]:
         (130001, (Outcome.REJECTED, Rejection.IMAGE_REJECTED)),
         (140001, (Outcome.REJECTED, Rejection.INSUFFICIENT_FUNDS)),
         (140002, (Outcome.REJECTED, Rejection.LIMIT_EXCEEDED)),
+        (150001, (Outcome.REJECTED, Rejection.TRANSACTION_NOT_FOUND)),
         (400001, (Outcome.REJECTED, Rejection.INVALID_REQUEST)),
         (401001, (Outcome.UNKNOWN, None)),
         (401002, (Outcome.UNKNOWN, None)),

@@ -15,8 +15,15 @@ import httpx
 from wallet_service.domain.account import Account, KycIdentity
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.kaspro import endpoints
-from wallet_service.kaspro.codes import INVALID_TOKEN
-from wallet_service.kaspro.endpoints import HttpRequest, Registration
+from wallet_service.kaspro.codes import INVALID_TOKEN, Outcome
+from wallet_service.kaspro.endpoints import (
+    HttpRequest,
+    MoneyReply,
+    Party,
+    Registration,
+    StatusReply,
+    TransferState,
+)
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
 from wallet_service.kaspro.signing import HmacSigner, Signer
 
@@ -51,8 +58,10 @@ class _CachedToken:
 class KasProClient:
     """Calls KasPro's partner gateway. Share one instance: it holds the connection pool.
 
-    Every method raises KasProRejected for a definite refusal and KasProUnavailable
-    when the outcome is unknown; no httpx or JSON exception escapes. ``timeout`` is the
+    Onboarding and read methods raise KasProRejected for a definite refusal and
+    KasProUnavailable when the outcome is unknown. Money methods never raise for
+    KasPro's trouble: they return a reply whose outcome is UNKNOWN, since "we do not know"
+    is what the caller must record. No httpx or JSON exception escapes. ``timeout`` is the
     time left on the caller's deadline (seconds): a plain argument rather than an outer
     asyncio.timeout so that the token fetch, the retry and httpx share one budget.
     """
@@ -168,6 +177,116 @@ class KasProClient:
             raise KasProUnavailable("answer is for another mobile number")
         return account
 
+    # Money. One HTTP request each (plus the token rule of _authorised): a second send
+    # could move money twice, so only a status inquiry settles an unknown outcome.
+
+    async def pay_to_merchant(
+        self,
+        request_id: str,
+        payer: MobileNumber,
+        amount_idr: int,
+        reference: str,
+        destination: str,
+        *,
+        timeout: float | None = None,
+    ) -> MoneyReply:
+        """Move ``amount_idr`` from the payer's wallet to a platform account."""
+        return await self._money_call(
+            endpoints.payment_to_merchant_request(
+                request_id, payer, amount_idr, reference, destination
+            ),
+            endpoints.parse_payment_to_merchant,
+            mobile=payer,
+            seconds=timeout,
+        )
+
+    async def p2p_transfer(
+        self,
+        request_id: str,
+        source: Party,
+        destination: Party,
+        amount_idr: int,
+        note: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> MoneyReply:
+        """Move ``amount_idr`` between two wallets (subscribers or platform accounts)."""
+        return await self._money_call(
+            endpoints.p2p_request(request_id, source, destination, amount_idr, note),
+            lambda body: endpoints.parse_p2p(body, destination),
+            mobile=_subscriber(source) or _subscriber(destination),
+            seconds=timeout,
+        )
+
+    async def bank_transfer(
+        self,
+        request_id: str,
+        mobile: MobileNumber,
+        bank_code: str,
+        account_number: str,
+        account_name: str,
+        amount_idr: int,
+        *,
+        timeout: float | None = None,
+    ) -> MoneyReply:
+        """Cash out to a bank account; the final status comes by callback or inquiry."""
+        return await self._money_call(
+            endpoints.bank_transfer_request(
+                request_id, mobile, bank_code, account_number, account_name, amount_idr
+            ),
+            endpoints.parse_bank_transfer,
+            mobile=mobile,
+            seconds=timeout,
+        )
+
+    async def retail_withdrawal(
+        self,
+        request_id: str,
+        mobile: MobileNumber,
+        channel: str,
+        amount_idr: int,
+        *,
+        timeout: float | None = None,
+    ) -> MoneyReply:
+        """Cash out at an ``ALFAMART`` or ``INDOMARET`` till with a withdrawal code."""
+        return await self._money_call(
+            endpoints.retail_withdrawal_request(request_id, mobile, channel, amount_idr),
+            endpoints.parse_retail_withdrawal,
+            mobile=mobile,
+            seconds=timeout,
+        )
+
+    async def pay_qris(
+        self,
+        request_id: str,
+        mobile: MobileNumber,
+        qris_payload: str,
+        amount_idr: int,
+        *,
+        timeout: float | None = None,
+    ) -> MoneyReply:
+        """Pay a QRIS merchant from the wallet; settled by callback or inquiry."""
+        return await self._money_call(
+            endpoints.qris_payment_request(request_id, mobile, qris_payload, amount_idr),
+            endpoints.parse_qris_payment,
+            mobile=mobile,
+            seconds=timeout,
+        )
+
+    async def transaction_status(
+        self, request_id: str, *, timeout: float | None = None
+    ) -> StatusReply:
+        """Where the money call sent with ``request_id`` stands; never raises either."""
+        request = endpoints.transaction_status_request(request_id)
+        try:
+            body = await self._fetch(request, mobile=None, seconds=timeout)
+        except KasProUnavailable as exc:
+            return StatusReply.unknown(exc.reason)
+        reply = endpoints.parse_transaction_status(body, request_id)
+        if reply.state is TransferState.UNKNOWN:
+            _log_unknown(request, reply.detail)
+        return reply
+
     # Plumbing.
 
     async def _call(
@@ -179,8 +298,37 @@ class KasProClient:
         seconds: float | None,
         limit: float | None = None,
     ) -> T:
-        """Send ``request`` and parse the answer, all within ``seconds`` (the caller's time
-        left) and ``limit`` (this endpoint's configured timeout), token fetch included."""
+        """Send ``request`` and parse the answer; raises when the outcome is not a success."""
+        return parse(await self._fetch(request, mobile=mobile, seconds=seconds, limit=limit))
+
+    async def _money_call(
+        self,
+        request: HttpRequest,
+        parse: Callable[[Any], MoneyReply],
+        *,
+        mobile: MobileNumber | None,
+        seconds: float | None,
+    ) -> MoneyReply:
+        """Send a money request; any KasPro trouble becomes an UNKNOWN reply, not a raise."""
+        try:
+            body = await self._fetch(request, mobile=mobile, seconds=seconds)
+        except KasProUnavailable as exc:
+            return MoneyReply.unknown(exc.reason)
+        reply = parse(body)
+        if reply.outcome is Outcome.UNKNOWN:
+            _log_unknown(request, reply.detail)
+        return reply
+
+    async def _fetch(
+        self,
+        request: HttpRequest,
+        *,
+        mobile: MobileNumber | None,
+        seconds: float | None,
+        limit: float | None = None,
+    ) -> Any:
+        """The decoded answer to ``request``, all within ``seconds`` (the caller's time left)
+        and ``limit`` (this endpoint's configured timeout), token fetch included."""
         limit = self._settings.timeout_seconds if limit is None else limit
         budget = limit if seconds is None else min(seconds, limit)
         if budget <= 0:
@@ -189,12 +337,13 @@ class KasProClient:
         try:
             # httpx's own timeouts are per socket operation; this bounds the whole call.
             async with asyncio.timeout_at(deadline):
-                body = await self._authorised(request, mobile, deadline)
+                return await self._authorised(request, mobile, deadline)
         except TimeoutError:
             raise KasProUnavailable("timeout") from None
-        return parse(body)
 
-    async def _authorised(self, request: HttpRequest, mobile: MobileNumber, deadline: float) -> Any:
+    async def _authorised(
+        self, request: HttpRequest, mobile: MobileNumber | None, deadline: float
+    ) -> Any:
         """The decoded answer, after one token refresh and retry if the token was refused."""
         token = await self._bearer(deadline)
         status, body = await self._send(request, mobile, deadline, token)
@@ -206,7 +355,9 @@ class KasProClient:
             status, body = await self._send(request, mobile, deadline, token)
             if status == httpx.codes.UNAUTHORIZED:
                 raise self._auth_error(endpoints.peek_code(body))
-        if status >= httpx.codes.INTERNAL_SERVER_ERROR:
+        # A redirect is not followed (it would go unsigned where KasPro did not document),
+        # so whatever its body says, what KasPro did is unknown; so is a 5xx.
+        if status >= httpx.codes.INTERNAL_SERVER_ERROR or 300 <= status < 400:
             raise KasProUnavailable(f"HTTP {status}")
         if body is _UNREADABLE:
             raise KasProUnavailable(f"HTTP {status} answer is not JSON")
@@ -250,7 +401,7 @@ class KasProClient:
         raise KasProUnavailable(f"token endpoint HTTP {status}")
 
     async def _send(
-        self, request: HttpRequest, mobile: MobileNumber, deadline: float, token: str
+        self, request: HttpRequest, mobile: MobileNumber | None, deadline: float, token: str
     ) -> tuple[int, Any]:
         headers = {
             "Authorization": f"Bearer {token}",
@@ -307,6 +458,10 @@ class KasProClient:
             _log_call(request, mobile, status, code, loop.time() - started, problem)
 
 
+def _subscriber(party: Party) -> MobileNumber | None:
+    return party if isinstance(party, MobileNumber) else None
+
+
 def _decode(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -323,14 +478,33 @@ def _log_call(
     problem: str,
 ) -> None:
     failed = bool(problem) or status is None or status >= httpx.codes.BAD_REQUEST
+    request_id = _request_id(request)
     logger.log(
         logging.WARNING if failed else logging.INFO,
-        "kaspro %s %s status=%s code=%s duration_ms=%d mobile=%s%s",
+        "kaspro %s %s status=%s code=%s duration_ms=%d mobile=%s%s%s",
         request.method,
         request.path,
         "-" if status is None else status,
         "-" if code is None else code,
         round(seconds * 1000),
         "-" if mobile is None else mobile.masked,
+        f" request_id={request_id}" if request_id else "",
         f" error={problem}" if problem else "",
     )
+
+
+def _log_unknown(request: HttpRequest, detail: str) -> None:
+    """The answer came back but says nothing definite; the exchange line cannot tell why."""
+    logger.warning(
+        "kaspro %s %s outcome unknown: %s request_id=%s",
+        request.method,
+        request.path,
+        detail,
+        _request_id(request) or "-",
+    )
+
+
+def _request_id(request: HttpRequest) -> str:
+    """Our requestId, safe to log: it names an attempt, not a person."""
+    value = (request.json or {}).get("requestId") or request.query.get("requestId")
+    return value if isinstance(value, str) else ""

@@ -28,6 +28,7 @@ class Rejection(enum.Enum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     LIMIT_EXCEEDED = "limit_exceeded"
     INVALID_REQUEST = "invalid_request"
+    TRANSACTION_NOT_FOUND = "transaction_not_found"
 
 
 # The gateway's own refusals (docs/kaspro.md, "Authentication"); all assumed codes.
@@ -49,6 +50,8 @@ CODES: Final[Mapping[int, tuple[Outcome, Rejection | None]]] = MappingProxyType(
         130001: (Outcome.REJECTED, Rejection.IMAGE_REJECTED),
         140001: (Outcome.REJECTED, Rejection.INSUFFICIENT_FUNDS),
         140002: (Outcome.REJECTED, Rejection.LIMIT_EXCEEDED),
+        # Only a status inquiry may answer it: KasPro never executed that requestId.
+        150001: (Outcome.REJECTED, Rejection.TRANSACTION_NOT_FOUND),
         400001: (Outcome.REJECTED, Rejection.INVALID_REQUEST),
         # The gateway refused before KasPro looked at the request, but these are our
         # credentials' or clock's fault, not the customer's: no flow may present them
@@ -56,6 +59,18 @@ CODES: Final[Mapping[int, tuple[Outcome, Rejection | None]]] = MappingProxyType(
         INVALID_SIGNATURE: _UNKNOWN,
         INVALID_TOKEN: _UNKNOWN,
         DATE_OUT_OF_RANGE: _UNKNOWN,
+    }
+)
+
+
+# The refusals a money call may get (docs/kaspro.md, "Money endpoints"): nothing moved.
+# Any other rejection code on a money call makes no sense there, so it is unknown.
+MONEY_REJECTIONS: Final = frozenset(
+    {
+        Rejection.CUSTOMER_NOT_FOUND,
+        Rejection.INSUFFICIENT_FUNDS,
+        Rejection.LIMIT_EXCEEDED,
+        Rejection.INVALID_REQUEST,
     }
 )
 

@@ -7,12 +7,13 @@ is the contract it follows.
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from wallet_service.domain.account import (
     Account,
@@ -24,8 +25,19 @@ from wallet_service.domain.account import (
     KycStatus,
 )
 from wallet_service.domain.phone import InvalidMobileNumber, MobileNumber, parse_mobile_number
-from wallet_service.kaspro.codes import GATEWAY_REFUSALS, Outcome, classify
-from wallet_service.kaspro.errors import KasProAuthError, KasProRejected, KasProUnavailable
+from wallet_service.kaspro.codes import (
+    GATEWAY_REFUSALS,
+    MONEY_REJECTIONS,
+    Outcome,
+    Rejection,
+    classify,
+)
+from wallet_service.kaspro.errors import (
+    KasProAuthError,
+    KasProCallbackInvalid,
+    KasProRejected,
+    KasProUnavailable,
+)
 
 TOKEN_PATH: Final = "/authentication-server/oauth/token"
 REGISTER_CUSTOMER_PATH: Final = "/register-customer/"
@@ -33,6 +45,16 @@ GET_OTP_PATH: Final = "/pil-partner-get-otp/"
 VALIDATE_OTP_PATH: Final = "/validate-otp/"
 EKYC_UPGRADE_PATH: Final = "/pil-partner/ekyc-upgrade-premium-inquiry/"
 ACCOUNT_INQUIRY_PATH: Final = "/customer-account-inquiry/"
+PAYMENT_TO_MERCHANT_PATH: Final = "/pil-transaction-payment-to-merchant/"
+P2P_PATH: Final = "/p2p-transaction/"
+BANK_TRANSFER_PATH: Final = "/bank-transfer/"
+QRIS_PAYMENT_PATH: Final = "/qris-issuer/"
+TRANSACTION_STATUS_PATH: Final = "/transaction-status/"
+
+# The retail outlets where a customer can take cash out of the wallet.
+RETAIL_CHANNELS: Final = frozenset({"ALFAMART", "INDOMARET"})
+# The wallet's main pocket, the only one we move money in.
+_POCKET_ID: Final = "2"
 
 # Used when the token answer has no expires_in: the lifetime KasPro's sample shows.
 DEFAULT_TOKEN_LIFETIME_SECONDS: Final = 3600.0
@@ -370,3 +392,483 @@ def _mobile_number(value: Any) -> MobileNumber:
         return parse_mobile_number(text)
     except InvalidMobileNumber:
         raise KasProUnavailable("malformed mobile number") from None
+
+
+# Money (docs/kaspro.md, "Money endpoints" and "Callbacks").
+#
+# Money parsers never raise: for money an exception would lose what we know, so every
+# answer becomes a reply whose outcome says it, and an unreadable one is UNKNOWN with a
+# short, safe ``detail`` for the logs. Only a status inquiry settles an unknown outcome.
+
+# A subscriber (sent in its local 08… form) or a platform account number (sent verbatim).
+Party: TypeAlias = MobileNumber | str
+
+
+class TransferState(enum.Enum):
+    """Where a money transfer stands according to a status inquiry or a callback."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING = "pending"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+class CallbackKind(enum.Enum):
+    """What a callback reports: the end of one of our async transfers, or a top-up."""
+
+    BANK_TRANSFER = "bank_transfer"
+    RETAIL_WITHDRAWAL = "retail_withdrawal"
+    QRIS = "qris"
+    TOPUP = "topup"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyReply:
+    """KasPro's answer to a money call, as far as it can be read.
+
+    ``amount_idr`` is what KasPro says moved, for the caller to compare with what it
+    asked; it is None unless the outcome is SUCCEEDED or IN_PROCESS. ``detail`` says why
+    the outcome is UNKNOWN (``timeout``, ``HTTP 502``, ``malformed amount``), else "".
+    """
+
+    outcome: Outcome
+    rejection: Rejection | None
+    code: int | None
+    message: str
+    reff_id: str | None
+    amount_idr: int | None
+    fee_idr: int
+    withdrawal_code: str | None
+    merchant_name: str | None
+    detail: str
+
+    @classmethod
+    def unknown(cls, detail: str, code: int | None = None, message: str = "") -> MoneyReply:
+        return cls(Outcome.UNKNOWN, None, code, message, None, None, 0, None, None, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """KasPro's answer to a status inquiry; ``detail`` says why the state is UNKNOWN."""
+
+    state: TransferState
+    reff_id: str | None
+    amount_idr: int | None
+    fee_idr: int
+    message: str
+    detail: str
+
+    @classmethod
+    def unknown(cls, detail: str, message: str = "") -> StatusReply:
+        return cls(TransferState.UNKNOWN, None, None, 0, message, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A callback's body. ``state`` is UNKNOWN (and ``detail`` says why) when its status
+    word is not one we know or its amounts cannot be read; empty text fields are ""."""
+
+    reff_id: str
+    request_id: str
+    state: TransferState
+    code: int | None
+    message: str
+    amount_idr: int | None
+    fee_idr: int
+    mobile_number: MobileNumber | None
+    kind: CallbackKind
+    channel: str
+    va_number: str
+    payment_code: str
+    timestamp: str
+    detail: str = ""
+
+
+# Money request builders. They refuse what can only be our bug: no amount, no account.
+
+
+def payment_to_merchant_request(
+    request_id: str, payer: MobileNumber, amount_idr: int, reference: str, destination: str
+) -> HttpRequest:
+    return HttpRequest(
+        method="POST",
+        path=PAYMENT_TO_MERCHANT_PATH,
+        json={
+            "requestId": request_id,
+            "mobileNumber": payer.local,
+            "payments": {
+                "pocketId": _POCKET_ID,
+                "amount": _amount_text(amount_idr),
+                "reference": reference,
+            },
+            "destination": party_text(destination),
+        },
+    )
+
+
+def p2p_request(
+    request_id: str, source: Party, destination: Party, amount_idr: int, note: str
+) -> HttpRequest:
+    return HttpRequest(
+        method="POST",
+        path=P2P_PATH,
+        json={
+            "requestId": request_id,
+            "mobileNumber": party_text(source),
+            "destination": party_text(destination),
+            "amount": _amount_text(amount_idr),
+            "pocketId": _POCKET_ID,
+            "note": note,
+        },
+    )
+
+
+def bank_transfer_request(
+    request_id: str,
+    mobile: MobileNumber,
+    bank_code: str,
+    account_number: str,
+    account_name: str,
+    amount_idr: int,
+) -> HttpRequest:
+    return HttpRequest(
+        method="POST",
+        path=BANK_TRANSFER_PATH,
+        json={
+            "requestId": request_id,
+            "mobileNumber": mobile.local,
+            "bankCode": bank_code,
+            "accountNumber": account_number,
+            "accountName": account_name,
+            "amount": _amount_text(amount_idr),
+        },
+    )
+
+
+def retail_withdrawal_request(
+    request_id: str, mobile: MobileNumber, channel: str, amount_idr: int
+) -> HttpRequest:
+    """A cash-out at a retail outlet's till (``ALFAMART`` or ``INDOMARET``)."""
+    if channel not in RETAIL_CHANNELS:
+        raise ValueError("unknown retail channel")
+    return HttpRequest(
+        method="POST",
+        path=BANK_TRANSFER_PATH,
+        json={
+            "requestId": request_id,
+            "mobileNumber": mobile.local,
+            "channel": channel,
+            "amount": _amount_text(amount_idr),
+        },
+    )
+
+
+def qris_payment_request(
+    request_id: str, mobile: MobileNumber, qris_payload: str, amount_idr: int
+) -> HttpRequest:
+    return HttpRequest(
+        method="POST",
+        path=QRIS_PAYMENT_PATH,
+        json={
+            "requestId": request_id,
+            "mobileNumber": mobile.local,
+            "qrisPayload": qris_payload,
+            "amount": _amount_text(amount_idr),
+        },
+    )
+
+
+def transaction_status_request(request_id: str) -> HttpRequest:
+    return HttpRequest(method="GET", path=TRANSACTION_STATUS_PATH, query={"requestId": request_id})
+
+
+def party_text(party: Party) -> str:
+    """How a party goes on the wire: a subscriber's ``08…`` or the account number."""
+    if isinstance(party, MobileNumber):
+        return party.local
+    if not party.strip():
+        raise ValueError("empty account number")
+    return party
+
+
+def _amount_text(amount_idr: int) -> str:
+    """Whole rupiah as KasPro takes them: a string of digits, never zero or negative."""
+    if isinstance(amount_idr, bool) or not isinstance(amount_idr, int) or amount_idr <= 0:
+        raise ValueError("amount must be a positive whole number of rupiah")
+    return str(amount_idr)
+
+
+# Money answer parsers.
+
+
+@dataclass(frozen=True, slots=True)
+class _MoneyData:
+    """What a code-0/1 money answer's ``data`` says moved."""
+
+    amount_idr: int
+    fee_idr: int
+    reff_id: str | None = None
+    withdrawal_code: str | None = None
+    merchant_name: str | None = None
+
+
+def parse_payment_to_merchant(body: Any) -> MoneyReply:
+    return _money_reply(body, _amount_data)
+
+
+def parse_p2p(body: Any, destination: Party) -> MoneyReply:
+    """A P2P answer; the amount is the one credited on ``destination``'s line."""
+
+    def read(data: Mapping[str, Any]) -> _MoneyData:
+        return _MoneyData(
+            amount_idr=_credited(data, destination),
+            fee_idr=_fee(data),
+            reff_id=_loose_text(data, "reffId"),
+        )
+
+    return _money_reply(body, read)
+
+
+def parse_bank_transfer(body: Any) -> MoneyReply:
+    return _money_reply(body, _amount_data)
+
+
+def parse_retail_withdrawal(body: Any) -> MoneyReply:
+    """A retail cash-out's answer; ``withdrawal_code`` is what the customer shows at the till."""
+    return _money_reply(body, _amount_data)
+
+
+def parse_qris_payment(body: Any) -> MoneyReply:
+    return _money_reply(body, _amount_data)
+
+
+def _money_reply(body: Any, read: Callable[[Mapping[str, Any]], _MoneyData]) -> MoneyReply:
+    """The reply for a money answer; ``read`` reads a code-0/1 answer's ``data``."""
+    if not isinstance(body, dict):
+        return MoneyReply.unknown("answer is not a JSON object")
+    code = peek_code(body)
+    message = _loose_text(body, "message") or ""
+    if code is None:
+        return MoneyReply.unknown("answer has no integer code", message=message)
+    outcome, rejection = classify(code)
+    response_id = _response_id(body)
+    if rejection in MONEY_REJECTIONS:
+        return MoneyReply(
+            Outcome.REJECTED, rejection, code, message, response_id, None, 0, None, None, ""
+        )
+    if outcome not in (Outcome.SUCCEEDED, Outcome.IN_PROCESS):
+        return MoneyReply.unknown(_unexpected(code), code, message)
+    try:
+        data = read(_object(body, "data"))
+    except KasProUnavailable as exc:
+        return MoneyReply.unknown(exc.reason, code, message)
+    return MoneyReply(
+        outcome=outcome,
+        rejection=None,
+        code=code,
+        message=message,
+        reff_id=data.reff_id or response_id,
+        amount_idr=data.amount_idr,
+        fee_idr=data.fee_idr,
+        withdrawal_code=data.withdrawal_code,
+        merchant_name=data.merchant_name,
+        detail="",
+    )
+
+
+def _amount_data(data: Mapping[str, Any]) -> _MoneyData:
+    """The ``data`` of a payment, bank-transfer, retail or QRIS answer."""
+    return _MoneyData(
+        amount_idr=parse_amount(data.get("amount")),
+        fee_idr=_fee(data),
+        reff_id=_loose_text(data, "reffId"),
+        withdrawal_code=_loose_text(data, "withdrawalCode"),
+        merchant_name=_loose_text(data, "merchantName"),
+    )
+
+
+def _credited(data: Mapping[str, Any], destination: Party) -> int:
+    """The absolute amount of the one ``walletTransactions`` line for ``destination``."""
+    lines = data.get("walletTransactions")
+    if not isinstance(lines, list):
+        raise KasProUnavailable("answer has no walletTransactions")
+    ours = [
+        line
+        for line in lines
+        if isinstance(line, dict) and _same_party(line.get("account"), destination)
+    ]
+    if len(ours) != 1:
+        raise KasProUnavailable("no single walletTransactions line for the destination")
+    amount = ours[0].get("amount")
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        return abs(amount)
+    if isinstance(amount, str) and _SIGNED_DIGITS.fullmatch(amount):
+        return abs(int(amount))
+    raise KasProUnavailable("malformed amount")
+
+
+def _same_party(account: Any, party: Party) -> bool:
+    """Whether a line's account is ``party``: a number in any accepted form, or verbatim."""
+    if isinstance(party, MobileNumber):
+        try:
+            return _mobile_number(account) == party
+        except KasProUnavailable:
+            return False
+    if isinstance(account, int) and not isinstance(account, bool):
+        account = str(account)
+    return isinstance(account, str) and account.strip() == party.strip()
+
+
+def _fee(data: Mapping[str, Any]) -> int:
+    """``serviceFee``: none when missing; a malformed one is as bad as a malformed amount."""
+    fee = data.get("serviceFee")
+    if fee is None:
+        return 0
+    try:
+        return parse_amount(fee)
+    except KasProUnavailable:
+        raise KasProUnavailable("malformed serviceFee") from None
+
+
+def _response_id(body: Mapping[str, Any]) -> str | None:
+    # The seed spells the key "responseId " (trailing space) in failures.
+    return _loose_text(body, "responseId") or _loose_text(body, "responseId ")
+
+
+def _loose_text(container: Mapping[str, Any], key: str) -> str | None:
+    """An optional text field that never fails: None when missing, empty or not text."""
+    value = container.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+def _unexpected(code: int) -> str:
+    """Why a code that is neither success nor a money refusal leaves the outcome unknown."""
+    if code in GATEWAY_REFUSALS:
+        return f"gateway refused the call (code {code})"
+    outcome, _ = classify(code)
+    if outcome is Outcome.UNKNOWN:
+        return f"unknown code {code}"
+    return f"unexpected code {code}"
+
+
+# Status inquiry.
+
+_TRANSFER_STATES: Final = {
+    "success": TransferState.SUCCEEDED,
+    "failed": TransferState.FAILED,
+    "pending": TransferState.PENDING,
+}
+
+
+def parse_transaction_status(body: Any, request_id: str) -> StatusReply:
+    """Where our ``request_id`` stands. NOT_FOUND: KasPro never executed it."""
+    if not isinstance(body, dict):
+        return StatusReply.unknown("answer is not a JSON object")
+    code = peek_code(body)
+    message = _loose_text(body, "message") or ""
+    if code is None:
+        return StatusReply.unknown("answer has no integer code", message)
+    outcome, rejection = classify(code)
+    if rejection is Rejection.TRANSACTION_NOT_FOUND:
+        return StatusReply(TransferState.NOT_FOUND, None, None, 0, message, "")
+    if outcome is not Outcome.SUCCEEDED:
+        return StatusReply.unknown(_unexpected(code), message)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return StatusReply.unknown("answer has no data object", message)
+    message = _loose_text(data, "message") or message
+    answered_for = _loose_text(data, "requestId")
+    if answered_for is not None and answered_for != request_id:
+        return StatusReply.unknown("answer is for another requestId", message)
+    state = _TRANSFER_STATES.get(_loose_word(data, "status"), TransferState.UNKNOWN)
+    if state is TransferState.UNKNOWN:
+        return StatusReply.unknown("unknown status", message)
+    try:
+        amount, fee = _settled_amounts(data, required=state is TransferState.SUCCEEDED)
+    except KasProUnavailable as exc:
+        return StatusReply.unknown(exc.reason, message)
+    return StatusReply(state, _loose_text(data, "reffId"), amount, fee, message, "")
+
+
+def _settled_amounts(data: Mapping[str, Any], *, required: bool) -> tuple[int | None, int]:
+    """``amount`` and ``serviceFee``; the amount may be missing unless ``required``."""
+    amount = data.get("amount")
+    if amount is None and required:
+        raise KasProUnavailable("answer has no amount")
+    return (None if amount is None else parse_amount(amount)), _fee(data)
+
+
+def _loose_word(container: Mapping[str, Any], key: str) -> str:
+    return (_loose_text(container, key) or "").strip().lower()
+
+
+# Callbacks.
+
+_CALLBACK_STATES: Final = {
+    "success": TransferState.SUCCEEDED,
+    "failed": TransferState.FAILED,
+}
+_CALLBACK_KINDS: Final = {
+    "bank_transfer": CallbackKind.BANK_TRANSFER,
+    "retail_withdrawal": CallbackKind.RETAIL_WITHDRAWAL,
+    "qris": CallbackKind.QRIS,
+    "topup": CallbackKind.TOPUP,
+}
+
+
+def parse_callback(raw: bytes) -> Callback:
+    """A callback's raw body (verify its signature first); raises KasProCallbackInvalid
+    when it has no reffId, requestId or status to tie it to anything."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise KasProCallbackInvalid("callback is not JSON") from None
+    if not isinstance(body, dict):
+        raise KasProCallbackInvalid("callback is not a JSON object")
+    reff_id = _loose_text(body, "reffId")
+    if reff_id is None:
+        raise KasProCallbackInvalid("callback has no reffId")
+    request_id = _loose_text(body, "requestId")
+    if request_id is None:
+        raise KasProCallbackInvalid("callback has no requestId")
+    status = _loose_word(body, "status")
+    if not status:
+        raise KasProCallbackInvalid("callback has no status")
+    state = _CALLBACK_STATES.get(status, TransferState.UNKNOWN)
+    detail = "" if state is not TransferState.UNKNOWN else "unknown status"
+    amount: int | None = None
+    fee = 0
+    if state is not TransferState.UNKNOWN:
+        try:
+            amount, fee = _settled_amounts(body, required=state is TransferState.SUCCEEDED)
+        except KasProUnavailable as exc:
+            state, detail = TransferState.UNKNOWN, exc.reason
+    return Callback(
+        reff_id=reff_id,
+        request_id=request_id,
+        state=state,
+        code=peek_code(body),
+        message=_loose_text(body, "message") or "",
+        amount_idr=amount,
+        fee_idr=fee,
+        mobile_number=_loose_mobile_number(body.get("mobileNumber")),
+        kind=_CALLBACK_KINDS.get(_loose_word(body, "type"), CallbackKind.UNKNOWN),
+        channel=_loose_text(body, "channel") or "",
+        va_number=_loose_text(body, "vaNumber") or "",
+        payment_code=_loose_text(body, "paymentCode") or "",
+        timestamp=_loose_text(body, "timestamp") or "",
+        detail=detail,
+    )
+
+
+def _loose_mobile_number(value: Any) -> MobileNumber | None:
+    try:
+        return _mobile_number(value)
+    except KasProUnavailable:
+        return None

@@ -40,3 +40,14 @@ class KasProRejected(KasProError):
         self.rejection = rejection
         self.code = code
         self.message = message
+
+
+class KasProCallbackInvalid(KasProError):
+    """A callback body we cannot read: not a JSON object, or no reffId, requestId or status.
+
+    ``reason`` is short and safe to log: it never holds a body, a number or an amount.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,15 +1,16 @@
-"""Signing KasPro partner calls: the HMAC-SHA256 HTTP signature of docs/kaspro.md."""
+"""Signing KasPro partner calls and verifying KasPro's callbacks (HMAC-SHA256, docs/kaspro.md)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Protocol
+from typing import Final, Protocol
 from urllib.parse import quote
 
 
@@ -74,3 +75,48 @@ class HmacSigner:
             "KasPro-Signature": signature_header(self._key_id, self._secret, method, path, date),
             "Partner-Key": self._key_id,
         }
+
+
+# Callbacks: KasPro signs what it POSTs to us (docs/kaspro.md, "Callbacks").
+CALLBACK_TIMESTAMP_HEADER: Final = "KasPro-Callback-Timestamp"
+CALLBACK_SIGNATURE_HEADER: Final = "KasPro-Callback-Signature"
+CALLBACK_WINDOW_SECONDS: Final = 300.0
+
+# Unix seconds as ASCII digits; 12 digits reach far past any clock we will meet.
+_UNIX_SECONDS: Final = re.compile(r"[0-9]{1,12}")
+
+
+def callback_signature(secret: str, timestamp: str, raw_body: bytes) -> str:
+    """Hex HMAC-SHA256 over ``<timestamp>.`` followed by the raw body, as KasPro sends it."""
+    message = f"{timestamp}.".encode() + raw_body
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def verify_callback(
+    raw_body: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    secrets: Sequence[str],
+    now: float,
+    window_seconds: float = CALLBACK_WINDOW_SECONDS,
+) -> bool:
+    """Whether a callback is KasPro's: a fresh timestamp and a signature by one of ``secrets``.
+
+    ``secrets`` holds the current and the previous secret, so that a rotation loses no
+    callback; empty ones are skipped. The comparison takes constant time.
+    """
+    if timestamp is None or signature is None:
+        return False
+    if not _UNIX_SECONDS.fullmatch(timestamp) or abs(int(timestamp) - now) > window_seconds:
+        return False
+    # compare_digest refuses non-ASCII text; such a signature cannot be ours anyway.
+    offered = signature.strip().lower()
+    if not offered.isascii():
+        return False
+    matched = False
+    for secret in secrets:
+        if secret:
+            # No early exit: every secret is tried, whichever one matches.
+            expected = callback_signature(secret, timestamp, raw_body)
+            matched |= hmac.compare_digest(expected, offered)
+    return matched
