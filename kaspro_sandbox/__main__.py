@@ -21,8 +21,25 @@ CONTROL_ENDPOINTS = (
     "GET    /_sandbox/requests                    request log (DELETE clears it)",
     "POST   /_sandbox/faults                      arm a fault (GET lists, DELETE clears)",
     "POST   /_sandbox/tokens/expire               expire every issued token",
+    'POST   /_sandbox/topup                       credit a top-up: {"mobileNumber", "amount", …}',
+    "GET    /_sandbox/transactions[/<requestId>]  money transactions with their status",
+    "POST   /_sandbox/transactions/<id>/complete  settle a pending transfer (or /fail)",
+    "POST   /_sandbox/transactions/<id>/resend-callback  deliver the final callback again",
+    'POST   /_sandbox/wallets/<account>/balance   set a platform balance: {"balance": 0}',
+    "GET    /_sandbox/balances                    subscribers, platform wallets, external",
+    "GET    /_sandbox/ledger                      the journal of every movement",
+    "GET    /_sandbox/callbacks                   every callback try (DELETE clears)",
+    'POST   /_sandbox/callback-url                where callbacks go: {"url": "http://…"}',
+    "POST   /_sandbox/settings                    async_delay_seconds, auto_complete, cash_out_fee",
     "POST   /_sandbox/reset                       forget everything",
 )
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {value}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="access token lifetime in seconds (default 3600)",
     )
     parser.add_argument("--seed", type=int, default=None, help="make OTPs reproducible")
+    parser.add_argument(
+        "--callback-url",
+        default=None,
+        help="where to POST callbacks (final statuses, top-ups); default none",
+    )
+    parser.add_argument(
+        "--async-delay",
+        type=_seconds,
+        default=defaults.SandboxConfig.async_delay_seconds,
+        help="seconds before an async transfer completes by itself (default 0.5)",
+    )
     parser.add_argument(
         "--client-id",
         default=env("WALLET_KASPRO_CLIENT_ID", defaults.DEV_CLIENT_ID),
@@ -75,6 +103,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         token_ttl_seconds=args.token_ttl,
         otp_ttl_seconds=args.otp_ttl,
         seed=args.seed,
+        callback_url=args.callback_url,
+        async_delay_seconds=args.async_delay,
     )
 
 
@@ -85,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     base_url = base_url_for(args.host, sock.getsockname()[1])
     print(f"KasPro sandbox listening on {base_url}")
     print(f"client id {config.client_id}, HMAC key {config.hmac_key}")
+    print(
+        f"callbacks to {config.callback_url or '(none yet)'}, "
+        f"async transfers complete after {config.async_delay_seconds:g} s"
+    )
     print("Control endpoints (no auth):")
     for line in CONTROL_ENDPOINTS:
         print(f"  {line}")

@@ -1,4 +1,4 @@
-"""The sandbox's settings: partner credentials, lifetimes, clock skew, randomness seed and clock."""
+"""The sandbox's settings: credentials, lifetimes, clock skew, seed, clock, wallets and money."""
 
 from __future__ import annotations
 
@@ -10,14 +10,22 @@ DEV_CLIENT_ID = "wallet-dev"
 DEV_CLIENT_SECRET = "wallet-dev-secret"
 DEV_HMAC_KEY = "wallet-dev-key"
 DEV_HMAC_SECRET = "wallet-dev-hmac-secret"
+DEV_CALLBACK_SECRET = "wallet-dev-callback-secret"
+
+ESCROW_ACCOUNT = "888000000000001"
+MERCHANT_ACCOUNT = "888000000000002"
+CORPORATE_ACCOUNT = "888000000000003"
 
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """How the fake gateway authenticates partners and how long what it issues lives.
+    """How the fake gateway authenticates partners, how long what it issues lives, and money.
 
-    `clock` returns Unix seconds; every expiry, the Date check and the request log use it,
-    so a test can move time by passing its own clock.
+    `clock` returns Unix seconds; every expiry, the Date check, the request log, the journal
+    and the callback timestamps use it, so a test can move time by passing its own clock.
+    `async_delay_seconds`, `auto_complete`, `cash_out_fee` and `callback_url` are only the
+    starting values: `POST /_sandbox/settings` and `/_sandbox/callback-url` change them at
+    runtime, and a reset brings these back.
     """
 
     client_id: str = DEV_CLIENT_ID
@@ -29,3 +37,19 @@ class SandboxConfig:
     date_skew_seconds: int = 300
     seed: int | None = None
     clock: Callable[[], float] = field(default=time.time)
+    # Platform wallets (KasPro accounts known by number) and the e-money balance caps.
+    escrow_account: str = ESCROW_ACCOUNT
+    merchant_account: str = MERCHANT_ACCOUNT
+    corporate_account: str = CORPORATE_ACCOUNT
+    basic_balance_cap: int = 2_000_000
+    premium_balance_cap: int = 20_000_000
+    # Asynchronous transfers (bank-transfer, qris-issuer).
+    cash_out_fee: int = 0
+    async_delay_seconds: float = 0.5
+    auto_complete: bool = True
+    # Callbacks of final statuses and top-ups.
+    callback_url: str | None = None
+    callback_secret: str = DEV_CALLBACK_SECRET
+    callback_max_attempts: int = 5
+    callback_retry_base_seconds: float = 0.2
+    callback_timeout_seconds: float = 5.0

@@ -56,7 +56,7 @@ OPTIONAL_REGISTRATION_FIELDS = (
     "country",
     "postalCode",
 )
-_REQUEST_ID = re.compile(r"[A-Z0-9]{16}")
+REQUEST_ID_PATTERN = re.compile(r"[A-Z0-9]{16}")
 
 logger = logging.getLogger("kaspro_sandbox")
 
@@ -176,17 +176,19 @@ class PartnerGateway:
 
     def routes(self) -> list[Route]:
         return [
-            Route(TOKEN_PATH, self._endpoint(self.issue_token, signed=False), methods=["POST"]),
-            Route(REGISTER_PATH, self._endpoint(self.register_customer), methods=["POST"]),
-            Route(GET_OTP_PATH, self._endpoint(self.request_otp), methods=["GET"]),
-            Route(VALIDATE_OTP_PATH, self._endpoint(self.validate_otp), methods=["POST"]),
-            Route(EKYC_PATH, self._endpoint(self.upgrade_premium), methods=["POST"]),
-            Route(ACCOUNT_INQUIRY_PATH, self._endpoint(self.account_inquiry), methods=["GET"]),
+            Route(TOKEN_PATH, self.endpoint(self.issue_token, signed=False), methods=["POST"]),
+            Route(REGISTER_PATH, self.endpoint(self.register_customer), methods=["POST"]),
+            Route(GET_OTP_PATH, self.endpoint(self.request_otp), methods=["GET"]),
+            Route(VALIDATE_OTP_PATH, self.endpoint(self.validate_otp), methods=["POST"]),
+            Route(EKYC_PATH, self.endpoint(self.upgrade_premium), methods=["POST"]),
+            Route(ACCOUNT_INQUIRY_PATH, self.endpoint(self.account_inquiry), methods=["GET"]),
         ]
 
-    def _endpoint(
+    def endpoint(
         self, handler: Handler, *, signed: bool = True
     ) -> Callable[[Request], Awaitable[Response]]:
+        """Serve `handler` as a gateway path: auth check, fault table, request log."""
+
         async def endpoint(request: Request) -> Response:
             raw_body = await request.body()
             call = PartnerCall(
@@ -284,7 +286,7 @@ class PartnerGateway:
         try:
             fields = call.json_object()
             request_id = _text(fields, "requestId")
-            if _REQUEST_ID.fullmatch(request_id) is None:
+            if REQUEST_ID_PATTERN.fullmatch(request_id) is None:
                 raise InvalidRequest("requestId")
             mobile = _text(fields, "mobileNumber")
             if not is_local_mobile(mobile):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from kaspro_sandbox.app import create_app
 from kaspro_sandbox.config import SandboxConfig
@@ -70,9 +71,14 @@ class RunningSandbox:
         self._task = task
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (briefly), and return when closed."""
+        """Stop accepting, let in-flight requests finish (briefly), cancel the background
+        tasks (pending completions, callback deliveries) and return when all have ended.
+        """
         self._server.should_exit = True
+        await self.state.aclose()
         await self._task
+        # A request that was still in flight may have started a task meanwhile.
+        await self.state.aclose()
 
     async def __aenter__(self) -> RunningSandbox:
         return self
@@ -86,13 +92,14 @@ class RunningSandbox:
         await self.stop()
 
 
-async def start_sandbox(
-    config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0
-) -> RunningSandbox:
-    """Serve a fresh sandbox on host:port (0 = any free port) and return once it accepts."""
-    config = config if config is not None else SandboxConfig()
-    state = SandboxState(seed=config.seed)
-    app = create_app(config, state)
+async def serve_app(
+    app: Starlette, host: str = "127.0.0.1", port: int = 0, name: str = "asgi"
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """Serve a Starlette app quietly in this event loop; returns once it accepts connections.
+
+    Gives the server, its task and the bound port; set `server.should_exit` and await the
+    task to stop it. The sandbox uses it, and so can a test's callback receiver.
+    """
     sock = bind_socket(host, port)
     bound_port: int = sock.getsockname()[1]
     server = _EmbeddedServer(
@@ -105,13 +112,13 @@ async def start_sandbox(
             timeout_graceful_shutdown=1,
         )
     )
-    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"kaspro-sandbox:{bound_port}")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{name}:{bound_port}")
     try:
         async with asyncio.timeout(_STARTUP_TIMEOUT_SECONDS):
             while not server.started:
                 if task.done():
                     task.result()
-                    raise RuntimeError("the KasPro sandbox stopped while starting")
+                    raise RuntimeError(f"the {name} server stopped while starting")
                 await asyncio.sleep(0.005)
     except BaseException:
         server.should_exit = True
@@ -119,4 +126,15 @@ async def start_sandbox(
             task.cancel()
         sock.close()
         raise
+    return server, task, bound_port
+
+
+async def start_sandbox(
+    config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> RunningSandbox:
+    """Serve a fresh sandbox on host:port (0 = any free port) and return once it accepts."""
+    config = config if config is not None else SandboxConfig()
+    state = SandboxState(seed=config.seed, config=config)
+    app = create_app(config, state)
+    server, task, bound_port = await serve_app(app, host, port, name="kaspro-sandbox")
     return RunningSandbox(config, state, host, bound_port, server, task)

@@ -1,27 +1,36 @@
-"""Everything the sandbox remembers: customers, OTPs, tokens, OCR overrides, faults, request log.
+"""Everything the sandbox remembers: customers, OTPs, tokens, OCR overrides, faults, request log,
+platform wallets, money transactions, the journal, callback tries and background tasks.
 
 All of it lives in memory and disappears with the process or on `reset()`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from kaspro_sandbox.config import SandboxConfig
 from kaspro_sandbox.faults import FaultTable
+from kaspro_sandbox.money import (
+    EXTERNAL_PARTIES,
+    EXTERNAL_PREFIX,
+    CallbackAttempt,
+    JournalEntry,
+    MoneySettings,
+    MoneyTransaction,
+    PlatformWallet,
+    iso_utc,
+    platform_wallets,
+)
 
 # KasPro's reference ids carry a Jakarta (WIB, UTC+7) millisecond timestamp.
 _WIB = timezone(timedelta(hours=7))
 RESPONSE_ID_PREFIX = "OLSFQ"
-
-
-def iso_utc(when: float) -> str:
-    """ISO-8601 UTC with milliseconds and a `Z`, for JSON the control endpoints show."""
-    stamp = datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
 
 
 @dataclass
@@ -127,33 +136,76 @@ class LoggedRequest:
         }
 
 
+Holder = Customer | PlatformWallet
+
+
 @dataclass(eq=False)
 class SandboxState:
-    """The gateway's memory. `seed` makes OTPs (and nothing else) reproducible."""
+    """The gateway's memory. `seed` makes OTPs (and nothing else) reproducible; `config` gives
+    the platform wallets, the balance caps and the starting money settings.
+    """
 
     seed: int | None = None
+    config: SandboxConfig = field(default_factory=SandboxConfig)
     customers: dict[str, Customer] = field(default_factory=dict)
     otps: dict[str, IssuedOtp] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
     ocr_overrides: dict[str, str] = field(default_factory=dict)
     faults: FaultTable = field(default_factory=FaultTable)
     requests: list[LoggedRequest] = field(default_factory=list)
+    transactions: dict[str, MoneyTransaction] = field(default_factory=dict)
+    reff_ids: dict[str, str] = field(default_factory=dict)
+    journal: list[JournalEntry] = field(default_factory=list)
+    callbacks: list[CallbackAttempt] = field(default_factory=list)
+    wallets: dict[str, PlatformWallet] = field(init=False)
+    settings: MoneySettings = field(init=False)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     rng: random.Random = field(init=False)
     _last_response_ms: int = field(default=0, init=False)
+    _topups: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.wallets = platform_wallets(self.config)
+        self.settings = MoneySettings.from_config(self.config)
 
     def reset(self) -> None:
-        """Forget everything, as a freshly started sandbox with the same seed."""
+        """Forget everything, as a freshly started sandbox with the same seed and config.
+
+        Pending completions and callback deliveries are cancelled (not awaited: the tasks
+        end at their next step; `aclose()` awaits them). The money settings go back to the
+        config's, except the callback URL: it is wiring, not state (an embedded sandbox is
+        told its partner's receiver once, at start-up), so it stays as it is.
+        """
+        callback_url = self.settings.callback_url
+        self.cancel_tasks()
         self.customers.clear()
         self.otps.clear()
         self.tokens.clear()
         self.ocr_overrides.clear()
         self.faults.clear()
         self.requests.clear()
+        self.transactions.clear()
+        self.reff_ids.clear()
+        self.journal.clear()
+        self.callbacks.clear()
+        self.wallets = platform_wallets(self.config)
+        self.settings = MoneySettings.from_config(self.config)
+        self.settings.callback_url = callback_url
         self.rng = random.Random(self.seed)
         self._last_response_ms = 0
+        self._topups = 0
+
+    @property
+    def callback_url(self) -> str | None:
+        """Where callbacks go (None: nowhere); the same as `settings.callback_url`."""
+        return self.settings.callback_url
+
+    @callback_url.setter
+    def callback_url(self, url: str | None) -> None:
+        self.settings.callback_url = url
+
+    # tokens, OTPs, ids
 
     def issue_token(self, now: float, ttl_seconds: int) -> str:
         token = secrets.token_urlsafe(32)
@@ -169,7 +221,129 @@ class SandboxState:
 
     def new_response_id(self, now: float) -> str:
         """`OLSFQ` + WIB timestamp to the millisecond, unique within this sandbox."""
+        return self.new_reference(now)[0]
+
+    def new_reference(self, now: float) -> tuple[str, int]:
+        """A response id and its millisecond timestamp (the numeric `reference` of P2P)."""
         millis = max(int(now * 1000), self._last_response_ms + 1)
         self._last_response_ms = millis
         stamp = datetime.fromtimestamp(millis // 1000, tz=_WIB)
-        return f"{RESPONSE_ID_PREFIX}{stamp:%Y%m%d%H%M%S}{millis % 1000:03d}"
+        return f"{RESPONSE_ID_PREFIX}{stamp:%Y%m%d%H%M%S}{millis % 1000:03d}", millis
+
+    def new_topup_request_id(self) -> str:
+        """KasPro's own requestId for a top-up: `TOPUP` + 15 digits.
+
+        20 characters, so it never collides with a partner's 16-character requestId.
+        """
+        self._topups += 1
+        return f"TOPUP{self._topups:015d}"
+
+    # wallets and the journal
+
+    def holder(self, account: str) -> Holder | None:
+        """The balance behind a subscriber `08…` number or a platform account number."""
+        customer = self.customers.get(account)
+        return customer if customer is not None else self.wallets.get(account)
+
+    def balance_cap(self, holder: Holder) -> int | None:
+        """The most a wallet may hold: Basic/Premium subscribers are capped, platforms are not."""
+        if isinstance(holder, PlatformWallet):
+            return None
+        if holder.account_type.lower() == "premium":
+            return self.config.premium_balance_cap
+        return self.config.basic_balance_cap
+
+    def would_break_cap(self, holder: Holder, credit: int) -> bool:
+        cap = self.balance_cap(holder)
+        return cap is not None and holder.balance + credit > cap
+
+    def add_transaction(self, transaction: MoneyTransaction) -> None:
+        self.transactions[transaction.request_id] = transaction
+        self.reff_ids[transaction.reff_id] = transaction.request_id
+
+    def transaction_by_reff_id(self, reff_id: str) -> MoneyTransaction | None:
+        request_id = self.reff_ids.get(reff_id)
+        return self.transactions.get(request_id) if request_id is not None else None
+
+    def move(
+        self,
+        *,
+        now: float,
+        request_id: str,
+        kind: str,
+        source: str,
+        destination: str,
+        amount: int,
+        fee: int = 0,
+    ) -> JournalEntry:
+        """Move `amount + fee` and journal it; the caller has checked balances and caps.
+
+        `source`/`destination` are `08…` numbers, platform account numbers or `external:…`
+        (no balance: external parties are only counted, from the journal).
+        """
+        total = amount + fee
+        for account, change in ((source, -total), (destination, total)):
+            if account.startswith(EXTERNAL_PREFIX):
+                continue
+            holder = self.holder(account)
+            if holder is None:
+                raise KeyError(account)
+            holder.balance += change
+        entry = JournalEntry(
+            seq=len(self.journal) + 1,
+            time=now,
+            request_id=request_id,
+            type=kind,
+            source=source,
+            destination=destination,
+            amount=amount,
+            fee=fee,
+        )
+        self.journal.append(entry)
+        return entry
+
+    def external_flows(self) -> dict[str, dict[str, int]]:
+        """Per external party, what went `out` to it and came `in` from it (amount + fee)."""
+        flows = {name: {"in": 0, "out": 0} for name in EXTERNAL_PARTIES}
+        for entry in self.journal:
+            for account, direction in ((entry.destination, "out"), (entry.source, "in")):
+                name = account.removeprefix(EXTERNAL_PREFIX)
+                if account.startswith(EXTERNAL_PREFIX) and name in flows:
+                    flows[name][direction] += entry.total
+        return flows
+
+    def balances(self) -> dict[str, Any]:
+        """`GET /_sandbox/balances`: subscribers, platform wallets, external totals."""
+        flows = self.external_flows()
+        external = {name: flow["out"] - flow["in"] for name, flow in flows.items()}
+        external["va"] = flows["va"]["in"] - flows["va"]["out"]
+        return {
+            "subscribers": {number: c.balance for number, c in self.customers.items()},
+            "platform": {wallet.name: wallet.balance for wallet in self.wallets.values()},
+            "external": external,
+            "externalFlows": flows,
+        }
+
+    # background tasks
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `coroutine` in the background; reset() and aclose() cancel it."""
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def cancel_tasks(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for transaction in self.transactions.values():
+            transaction.completion = None
+
+    async def aclose(self) -> None:
+        """Cancel every background task and wait until they have all ended."""
+        while self.tasks:
+            pending = list(self.tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.tasks.difference_update(pending)

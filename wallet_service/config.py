@@ -11,6 +11,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from wallet_service.domain.funding import (
+    BANKS,
+    DEFAULT_DRIVER_RETAIL_PREFIXES,
+    DEFAULT_DRIVER_VA_PREFIXES,
+    DEFAULT_RETAIL_PREFIXES,
+    DEFAULT_VA_PREFIXES,
+    OUTLETS,
+    RetailPrefix,
+    VaPrefix,
+)
+from wallet_service.domain.money import Limits
 from wallet_service.domain.otp import OtpLimits
 from wallet_service.kaspro import KasProSettings
 
@@ -22,6 +33,10 @@ _DEV_KASPRO = {
     "client_secret": "wallet-dev-secret",
     "hmac_key": "wallet-dev-key",
     "hmac_secret": "wallet-dev-hmac-secret",
+    "callback_secret": "wallet-dev-callback-secret",
+    "escrow_account": "888000000000001",
+    "merchant_account": "888000000000002",
+    "corporate_account": "888000000000003",
 }
 DEV_TOKEN = "dev-token"
 
@@ -48,8 +63,23 @@ class Config:
     kaspro_client_secret: str = _DEV_KASPRO["client_secret"]
     kaspro_hmac_key: str = _DEV_KASPRO["hmac_key"]
     kaspro_hmac_secret: str = _DEV_KASPRO["hmac_secret"]
+    kaspro_callback_secret: str = _DEV_KASPRO["callback_secret"]
+    kaspro_callback_secret_previous: str = ""
+    kaspro_escrow_account: str = _DEV_KASPRO["escrow_account"]
+    kaspro_merchant_account: str = _DEV_KASPRO["merchant_account"]
+    kaspro_corporate_account: str = _DEV_KASPRO["corporate_account"]
     kaspro_timeout_seconds: float = 10.0
     kaspro_ekyc_timeout_seconds: float = 30.0
+    http_listen: str = "127.0.0.1:8081"
+    limits: Limits = field(default_factory=Limits)
+    va_prefixes: tuple[VaPrefix, ...] = DEFAULT_VA_PREFIXES
+    driver_va_prefixes: tuple[VaPrefix, ...] = DEFAULT_DRIVER_VA_PREFIXES
+    retail_prefixes: tuple[RetailPrefix, ...] = DEFAULT_RETAIL_PREFIXES
+    driver_retail_prefixes: tuple[RetailPrefix, ...] = DEFAULT_DRIVER_RETAIL_PREFIXES
+    cash_out_banks: Mapping[str, str] = field(default_factory=lambda: dict(BANKS))
+    reconcile_interval_seconds: float = 1.0
+    reconcile_grace_seconds: float = 30.0
+    reconcile_overdue_seconds: float = 3600.0
     callers: Mapping[str, Caller] = field(default_factory=dict)
     otp: OtpLimits = field(default_factory=OtpLimits)
     idempotency_ttl_hours: float = 72.0
@@ -148,6 +178,35 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"{variable} is required when WALLET_KASPRO_BASE_URL is set")
         credentials[key] = value or dev_value
 
+    def amount(name: str, default: int) -> int:
+        return integer(name, default, minimum=1)
+
+    va_prefixes = _va_prefixes(env, "WALLET_TOPUP_VA_PREFIXES", DEFAULT_VA_PREFIXES)
+    driver_va = _va_prefixes(env, "WALLET_DRIVER_VA_PREFIXES", DEFAULT_DRIVER_VA_PREFIXES)
+    retail_min = amount("WALLET_RETAIL_MIN_IDR", 10_000)
+    retail_max = amount("WALLET_RETAIL_MAX_IDR", 5_000_000)
+    retail = _retail_prefixes(
+        env, "WALLET_TOPUP_RETAIL_PREFIXES", DEFAULT_RETAIL_PREFIXES, retail_min, retail_max
+    )
+    driver_retail = _retail_prefixes(
+        env,
+        "WALLET_DRIVER_RETAIL_PREFIXES",
+        DEFAULT_DRIVER_RETAIL_PREFIXES,
+        retail_min,
+        retail_max,
+    )
+    _distinct_prefixes([p.prefix for p in va_prefixes], [p.prefix for p in driver_va], "VA")
+    _distinct_prefixes([p.prefix for p in retail], [p.prefix for p in driver_retail], "retail")
+    limits = Limits(
+        basic_balance_cap_idr=amount("WALLET_BASIC_BALANCE_CAP_IDR", 2_000_000),
+        premium_balance_cap_idr=amount("WALLET_PREMIUM_BALANCE_CAP_IDR", 20_000_000),
+        monthly_volume_cap_idr=amount("WALLET_MONTHLY_VOLUME_CAP_IDR", 40_000_000),
+        tip_cap_idr=amount("WALLET_TIP_CAP_IDR", 100_000),
+        min_cash_out_idr=amount("WALLET_MIN_CASH_OUT_IDR", 10_000),
+        max_cash_out_idr=amount("WALLET_MAX_CASH_OUT_IDR", 10_000_000),
+        hold_lifetime_seconds=number("WALLET_HOLD_LIFETIME_SECONDS", 86400.0, minimum=1.0),
+    )
+
     callers = parse_callers(env.get("WALLET_CALLER_TOKENS", ""))
     if not callers and embedded:
         callers = {DEV_TOKEN: Caller("dev", frozenset({"admin"}))}
@@ -163,6 +222,23 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         kaspro_client_secret=credentials["client_secret"],
         kaspro_hmac_key=credentials["hmac_key"],
         kaspro_hmac_secret=credentials["hmac_secret"],
+        kaspro_callback_secret=credentials["callback_secret"],
+        kaspro_callback_secret_previous=env.get(
+            "WALLET_KASPRO_CALLBACK_SECRET_PREVIOUS", ""
+        ).strip(),
+        kaspro_escrow_account=credentials["escrow_account"],
+        kaspro_merchant_account=credentials["merchant_account"],
+        kaspro_corporate_account=credentials["corporate_account"],
+        http_listen=text("WALLET_HTTP_LISTEN", "127.0.0.1:8081"),
+        limits=limits,
+        va_prefixes=va_prefixes,
+        driver_va_prefixes=driver_va,
+        retail_prefixes=retail,
+        driver_retail_prefixes=driver_retail,
+        cash_out_banks=_banks(env),
+        reconcile_interval_seconds=number("WALLET_RECONCILE_INTERVAL_SECONDS", 1.0, minimum=0.01),
+        reconcile_grace_seconds=number("WALLET_RECONCILE_GRACE_SECONDS", 30.0),
+        reconcile_overdue_seconds=number("WALLET_RECONCILE_OVERDUE_SECONDS", 3600.0),
         kaspro_timeout_seconds=number("WALLET_KASPRO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         kaspro_ekyc_timeout_seconds=number("WALLET_KASPRO_EKYC_TIMEOUT_SECONDS", 30.0, minimum=0.1),
         callers=callers,
@@ -178,3 +254,67 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         grace_period_seconds=number("WALLET_GRACE_PERIOD_SECONDS", 10.0),
         log_level=log_level(text("WALLET_LOG_LEVEL", "INFO")),
     )
+
+
+def _va_prefixes(
+    env: Mapping[str, str], name: str, default: tuple[VaPrefix, ...]
+) -> tuple[VaPrefix, ...]:
+    """``code:Bank name:prefix,…`` (bank code 3 digits, prefix digits)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    found = []
+    for entry in raw.split(","):
+        parts = [p.strip() for p in entry.split(":")]
+        if (
+            len(parts) != 3
+            or not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) == 3)
+            or not parts[1]
+            or not (parts[2].isascii() and parts[2].isdigit())
+        ):
+            raise ConfigError(f"{name} entries must be code:Bank name:digits, got {entry!r}")
+        found.append(VaPrefix(parts[0], parts[1], parts[2]))
+    return tuple(found)
+
+
+def _retail_prefixes(
+    env: Mapping[str, str],
+    name: str,
+    default: tuple[RetailPrefix, ...],
+    minimum: int,
+    maximum: int,
+) -> tuple[RetailPrefix, ...]:
+    """``ALFAMART:prefix,INDOMARET:prefix``."""
+    raw = env.get(name, "").strip()
+    if minimum > maximum:
+        raise ConfigError("WALLET_RETAIL_MIN_IDR must not exceed WALLET_RETAIL_MAX_IDR")
+    if not raw:
+        return tuple(RetailPrefix(p.outlet, p.prefix, minimum, maximum) for p in default)
+    found = []
+    for entry in raw.split(","):
+        outlet, _, prefix = (part.strip() for part in entry.partition(":"))
+        if outlet.upper() not in OUTLETS or not (prefix.isascii() and prefix.isdigit()):
+            raise ConfigError(f"{name} entries must be ALFAMART|INDOMARET:digits, got {entry!r}")
+        found.append(RetailPrefix(outlet.upper(), prefix, minimum, maximum))
+    return tuple(found)
+
+
+def _distinct_prefixes(users: list[str], drivers: list[str], kind: str) -> None:
+    """A deposit is a driver's when its number starts with a driver prefix: the two sets
+    must not overlap, or a passenger's top-up could be taken for a driver's deposit."""
+    for user in users:
+        for driver in drivers:
+            if user.startswith(driver) or driver.startswith(user):
+                raise ConfigError(f"{kind} prefixes {user} (top-up) and {driver} (driver) overlap")
+
+
+def _banks(env: Mapping[str, str]) -> dict[str, str]:
+    """``WALLET_CASH_OUT_BANKS``: comma-separated bank codes allowed for cash-out."""
+    raw = env.get("WALLET_CASH_OUT_BANKS", "").strip()
+    if not raw:
+        return dict(BANKS)
+    codes = [c.strip() for c in raw.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in BANKS]
+    if unknown:
+        raise ConfigError(f"WALLET_CASH_OUT_BANKS: unknown bank codes {unknown}")
+    return {c: BANKS[c] for c in codes}

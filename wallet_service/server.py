@@ -27,12 +27,21 @@ from wallet.v1 import (
 from wallet_service.api.account import AccountServicer
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
+from wallet_service.api.funding import FundingServicer
 from wallet_service.api.idempotent import Idempotency
+from wallet_service.api.payment import PaymentServicer
+from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
+from wallet_service.flows.engine import Engine, Timing
+from wallet_service.flows.funding import Funding
 from wallet_service.flows.onboarding import Onboarding
+from wallet_service.flows.payments import Payments, PlatformAccounts
+from wallet_service.http import CALLBACK_PATH, CallbackReceiver, CallbackSettings, start_http
+from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
 from wallet_service.store.database import Database
 from wallet_service.workers.housekeeping import run_housekeeping
+from wallet_service.workers.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +59,14 @@ class WalletService:
 
     config: Config
     port: int
+    http_port: int
     kaspro_base_url: str
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
+    _serving: asyncio.Event
     _db: Database
     _kaspro: KasProClient
+    reconciler: Reconciler
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -67,6 +79,7 @@ class WalletService:
         if self._stopped:
             return
         self._stopped = True
+        self._serving.clear()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
         await self._kaspro.aclose()
@@ -88,6 +101,7 @@ async def start(
     """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
     closers: list[Callable[[], Awaitable[None]]] = []
     db = await Database.open(config.db_path)
+    sandbox = None
     if kaspro_base_url is None and config.embedded_sandbox:
         from kaspro_sandbox.config import SandboxConfig
         from kaspro_sandbox.runner import start_sandbox
@@ -99,6 +113,10 @@ async def start(
                 client_secret=config.kaspro_client_secret,
                 hmac_key=config.kaspro_hmac_key,
                 hmac_secret=config.kaspro_hmac_secret,
+                callback_secret=config.kaspro_callback_secret,
+                escrow_account=config.kaspro_escrow_account,
+                merchant_account=config.kaspro_merchant_account,
+                corporate_account=config.kaspro_corporate_account,
             ),
             host=host,
             port=int(sandbox_port),
@@ -120,21 +138,58 @@ async def start(
     )
     onboarding = Onboarding(db, kaspro, config.otp, clock)
     idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)
+    engine = Engine(
+        db, kaspro, clock, Timing(unanswered_grace_seconds=config.reconcile_grace_seconds)
+    )
+    payments = Payments(
+        engine,
+        onboarding,
+        PlatformAccounts(
+            escrow=config.kaspro_escrow_account,
+            merchant=config.kaspro_merchant_account,
+            corporate=config.kaspro_corporate_account,
+        ),
+        config.limits,
+        config.idempotency_lease_seconds,
+    )
+    funding = Funding(
+        onboarding,
+        va=config.va_prefixes,
+        retail=config.retail_prefixes,
+        driver_va=config.driver_va_prefixes,
+        driver_retail=config.driver_retail_prefixes,
+    )
     account_service_pb2_grpc.add_AccountServiceServicer_to_server(
         AccountServicer(onboarding, idempotency, config.max_image_bytes), server
     )
-    # Contract first: these answer UNIMPLEMENTED until their issue lands.
     funding_service_pb2_grpc.add_FundingServiceServicer_to_server(
-        funding_service_pb2_grpc.FundingServiceServicer(),  # type: ignore[abstract]
-        server,
+        FundingServicer(funding, payments, config.cash_out_banks), server
     )
-    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
-        payment_service_pb2_grpc.PaymentServiceServicer(),  # type: ignore[abstract]
-        server,
-    )
+    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
-        transaction_service_pb2_grpc.TransactionServiceServicer(),  # type: ignore[abstract]
-        server,
+        TransactionServicer(db, payments), server
+    )
+    receiver = CallbackReceiver(
+        engine,
+        payments,
+        CallbackSettings(
+            secrets=[
+                s
+                for s in (config.kaspro_callback_secret, config.kaspro_callback_secret_previous)
+                if s
+            ],
+            driver_va_prefixes=[p.prefix for p in config.driver_va_prefixes],
+            driver_retail_prefixes=[p.prefix for p in config.driver_retail_prefixes],
+        ),
+        clock,
+    )
+    reconciler = Reconciler(
+        engine,
+        payments,
+        receiver.retry_parked,
+        interval_seconds=config.reconcile_interval_seconds,
+        inquiry_timeout_seconds=config.kaspro_timeout_seconds,
+        overdue_after_seconds=config.reconcile_overdue_seconds,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -149,7 +204,18 @@ async def start(
         for close in reversed(closers):
             await close()
         raise OSError(f"cannot listen on {config.grpc_listen}: {exc}") from exc
+    serving = asyncio.Event()  # set while serving; /healthz reads it
+    serving.set()
+    http = await start_http(
+        create_http_app(receiver, reconciler, serving.is_set), config.http_listen
+    )
+    closers.append(http.stop)
+    if sandbox is not None:
+        # The embedded sandbox tells its callbacks to our receiver.
+        sandbox.state.callback_url = f"http://127.0.0.1:{http.port}{CALLBACK_PATH}"
     await server.start()
+    reconciling = asyncio.create_task(reconciler.run_forever(), name="reconciler")
+    closers.append(lambda: _cancel(reconciling))
     housekeeping = asyncio.create_task(
         run_housekeeping(db, clock, idempotency_ttl_seconds=config.idempotency_ttl_hours * 3600),
         name="housekeeping",
@@ -158,7 +224,19 @@ async def start(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("wallet service serving on port %d (KasPro at %s)", port, base_url)
-    return WalletService(config, port, base_url, server, health_servicer, db, kaspro, closers)
+    return WalletService(
+        config=config,
+        port=port,
+        http_port=http.port,
+        kaspro_base_url=base_url,
+        _server=server,
+        _health=health_servicer,
+        _serving=serving,
+        _db=db,
+        _kaspro=kaspro,
+        reconciler=reconciler,
+        _closers=closers,
+    )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

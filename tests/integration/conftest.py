@@ -363,6 +363,7 @@ class Harness:
 def make_config(tmp_path: Path, **changes: Any) -> Config:
     base = Config(
         grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
         db_path=str(tmp_path / "wallet.db"),
         callers=CALLERS,
         grace_period_seconds=1.0,

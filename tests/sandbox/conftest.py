@@ -1,4 +1,7 @@
-"""One sandbox per test module, served over real HTTP, reset before every test."""
+"""One sandbox per test module, served over real HTTP, reset before every test.
+
+A module may override `sandbox_config` to run its sandbox with other settings.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest_asyncio
 
 from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
 
-from .partner_client import FakeClock, Partner
+from .partner_client import FakeClock, MoneyPartner, Partner
 
 SEED = 7
 
@@ -20,9 +23,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="module")
+def sandbox_config(clock: FakeClock) -> SandboxConfig:
+    return SandboxConfig(seed=SEED, clock=clock)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def sandbox(clock: FakeClock) -> AsyncIterator[RunningSandbox]:
-    running = await start_sandbox(SandboxConfig(seed=SEED, clock=clock))
+async def sandbox(sandbox_config: SandboxConfig) -> AsyncIterator[RunningSandbox]:
+    running = await start_sandbox(sandbox_config)
     yield running
     await running.stop()
 
@@ -38,3 +46,9 @@ def partner(sandbox: RunningSandbox, http: httpx.AsyncClient, clock: FakeClock) 
     sandbox.state.reset()
     clock.offset = 0.0
     return Partner(http, clock)
+
+
+@pytest.fixture
+def money(partner: Partner) -> MoneyPartner:
+    """The partner with money calls, on a freshly reset sandbox."""
+    return MoneyPartner(partner.http, partner.clock)

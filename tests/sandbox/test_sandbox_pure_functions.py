@@ -1,19 +1,25 @@
-"""The sandbox's pure pieces: signature vector, mobile number forms, OCR derivation."""
+"""The sandbox's pure pieces: signature vectors, mobile number forms, OCR derivation,
+amounts, withdrawal codes and the QRIS reader.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import date
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kaspro_sandbox import ocr_identity
 from kaspro_sandbox.auth import expected_signature, parse_http_date
+from kaspro_sandbox.callbacks import callback_signature, retry_delays
 from kaspro_sandbox.mobile import mask, to_international_number, to_local
+from kaspro_sandbox.money import parse_amount, withdrawal_code
 from kaspro_sandbox.ocr import PROVINCE_CODES, decode_image
+from kaspro_sandbox.qris import merchant_name, read_tlv
 
-from .partner_client import JPEG, PNG, b64, sign
+from .partner_client import JPEG, PNG, b64, qris_payload, sign
 
 VECTOR_DATE = "Mon, 04 Oct 2021 07:00:30 GMT"
 # Computed outside this code with `openssl dgst -sha256 -hmac s3cr3t -binary | base64`,
@@ -119,3 +125,74 @@ def test_every_derived_nik_is_structurally_valid(image: bytes) -> None:
 def test_same_image_same_identity() -> None:
     assert ocr_identity(JPEG, "Budi") == ocr_identity(JPEG, "Budi")
     assert ocr_identity(JPEG, "Budi")["idCardNumber"] != ocr_identity(PNG, "Budi")["idCardNumber"]
+
+
+# money helpers
+
+# Computed outside this code with `printf '%s' '1700000000.{"status":"SUCCESS","amount":"50000"}'
+# | openssl dgst -sha256 -hmac wallet-dev-callback-secret`.
+CALLBACK_VECTOR = "54c8720d03926919f66046587a4736d10e0c95f265b1175ef984583d244c789a"
+
+
+def test_callback_signature_vector() -> None:
+    body = b'{"status":"SUCCESS","amount":"50000"}'
+    assert callback_signature("wallet-dev-callback-secret", "1700000000", body) == CALLBACK_VECTOR
+
+
+def test_callback_retry_delays() -> None:
+    assert retry_delays(0.2, 5) == [0.2, 0.4, 0.8, 1.6]
+    assert retry_delays(0.2, 1) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("50000", 50000),
+        ("1", 1),
+        ("999999999999999999", 999999999999999999),
+        ("0", None),
+        ("050", None),
+        ("-1", None),
+        ("1e3", None),
+        ("1,000", None),
+        ("1000000000000000000", None),
+        ("\u0661\u0662", None),
+        (50000, None),
+        (None, None),
+    ],
+)
+def test_parse_amount(value: object, expected: int | None) -> None:
+    assert parse_amount(value) == expected
+
+
+def test_withdrawal_code_is_12_digits_per_request_id() -> None:
+    code = withdrawal_code("RQ00000000000001")
+    assert len(code) == 12
+    assert code.isdigit()
+    assert code == withdrawal_code("RQ00000000000001")
+    assert code != withdrawal_code("RQ00000000000002")
+
+
+def test_qris_reader_reads_the_top_level_objects() -> None:
+    payload = qris_payload("WARUNG BU SITI", city="BANDUNG")
+    objects = read_tlv(payload)
+    assert objects is not None
+    assert objects["59"] == "WARUNG BU SITI"
+    assert objects["60"] == "BANDUNG"
+    assert objects["26"].startswith("0014ID.CO.QRIS.WWW")
+    assert len(objects["63"]) == 4
+    assert merchant_name(payload) == "WARUNG BU SITI"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["", "59", "5904ABC", "59XXABCD", "000201590", "0002015900", "59 4ABCD", "\uff15\uff19"],
+)
+def test_qris_reader_refuses_what_it_cannot_read(payload: str) -> None:
+    assert merchant_name(payload) is None
+
+
+@given(st.text(max_size=99))
+def test_any_merchant_name_round_trips(name: str) -> None:
+    payload = "000201" + f"59{len(name):02d}{name}"
+    assert merchant_name(payload) == (name.strip() or None)

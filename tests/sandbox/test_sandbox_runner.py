@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 
 import httpx
 import pytest
@@ -11,7 +13,7 @@ from kaspro_sandbox import SandboxConfig, start_sandbox
 from kaspro_sandbox.__main__ import build_parser, config_from_args
 from kaspro_sandbox.runner import bind_socket
 
-from .partner_client import FakeClock, Partner
+from .partner_client import FakeClock, MoneyPartner, Partner, request_id
 
 
 async def test_port_zero_serves_on_a_real_port_until_stopped() -> None:
@@ -110,3 +112,52 @@ def test_command_line_reads_credentials_from_the_environment(
     assert config.hmac_secret == "env-hmac"
     assert config.otp_ttl_seconds == 60
     assert config.seed == 5
+
+
+def test_command_line_money_options() -> None:
+    args = build_parser().parse_args(
+        ["--callback-url", "http://127.0.0.1:9/callbacks/kaspro", "--async-delay", "0.25"]
+    )
+    config = config_from_args(args)
+    assert config.callback_url == "http://127.0.0.1:9/callbacks/kaspro"
+    assert config.async_delay_seconds == 0.25
+    defaults = config_from_args(build_parser().parse_args([]))
+    assert defaults.callback_url is None
+    assert defaults.async_delay_seconds == 0.5
+
+
+def test_command_line_refuses_a_negative_delay(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--async-delay", "-1"])
+    assert "--async-delay" in capsys.readouterr().err
+
+
+async def test_stop_with_pending_completions_and_callbacks_does_not_hang() -> None:
+    probe = bind_socket("127.0.0.1", 0)
+    dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}/callbacks/kaspro"
+    probe.close()
+    config = SandboxConfig(
+        async_delay_seconds=30, callback_url=dead_url, callback_retry_base_seconds=10
+    )
+    sandbox = await start_sandbox(config)
+    async with MoneyPartner.connect(sandbox.base_url) as partner:
+        await partner.customer("081234567890", balance=150_000)
+        await partner.bank_transfer(request_id(1), "081234567890", "50000")
+        await partner.control(
+            "POST",
+            "/topup",
+            {"mobileNumber": "081234567890", "amount": 1, "channel": "VA", "vaNumber": "1"},
+        )
+        # the top-up callback failed once and now waits 10 s before its next try
+        deadline = time.monotonic() + 3
+        while not sandbox.state.callbacks:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+    assert len(sandbox.state.tasks) == 2
+    tasks = set(sandbox.state.tasks)
+    started = time.perf_counter()
+    await sandbox.stop()
+    assert time.perf_counter() - started < 2
+    assert sandbox.state.tasks == set()
+    assert all(task.cancelled() for task in tasks)
+    assert sandbox.state.transactions[request_id(1)].status == "PENDING"

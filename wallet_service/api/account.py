@@ -31,7 +31,7 @@ ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _ANSWER_MARGIN_SECONDS = 0.05
 
 
-def _time_left(context: ServicerContext) -> float | None:
+def time_left(context: ServicerContext) -> float | None:
     """Seconds left for KasPro calls on the caller's deadline (None: no deadline)."""
     remaining: float | None = context.time_remaining()
     return None if remaining is None else remaining - _ANSWER_MARGIN_SECONDS
@@ -73,7 +73,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
 
         async def register() -> pb.RegisterCustomerResponse:
             wallet = await self._flow.register(
-                current_caller.get().name, request_id, customer, timeout=_time_left(context)
+                current_caller.get().name, request_id, customer, timeout=time_left(context)
             )
             return pb.RegisterCustomerResponse(account=convert.account(wallet))
 
@@ -87,7 +87,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         f = Fields()
         mobile = f.mobile("mobile_number", request.mobile_number)
         f.done()
-        sent = await self._flow.request_otp(mobile, timeout=_time_left(context))
+        sent = await self._flow.request_otp(mobile, timeout=time_left(context))
         return pb.RequestOtpResponse(
             expires_in_seconds=sent.expires_in_seconds,
             resend_after_seconds=sent.resend_after_seconds,
@@ -100,7 +100,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         mobile = f.mobile("mobile_number", request.mobile_number)
         otp = f.otp(request.otp)
         f.done()
-        wallet = await self._flow.verify_otp(mobile, otp, timeout=_time_left(context))
+        wallet = await self._flow.verify_otp(mobile, otp, timeout=time_left(context))
         return pb.VerifyOtpResponse(account=convert.account(wallet))
 
     async def UpgradeKyc(
@@ -121,7 +121,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
                 request.id_card_image,
                 request.selfie_image,
                 request.selfie_with_id_card_image,
-                timeout=_time_left(context),
+                timeout=time_left(context),
             )
             account = convert.account(result.account)
             return pb.UpgradeKycResponse(
@@ -141,7 +141,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         f = Fields()
         mobile = f.mobile("mobile_number", request.mobile_number)
         f.done()
-        wallet = await self._flow.account(mobile, timeout=_time_left(context))
+        wallet = await self._flow.account(mobile, timeout=time_left(context))
         return pb.GetAccountResponse(account=convert.account(wallet))
 
     async def CheckFunds(
@@ -151,5 +151,5 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         mobile = f.mobile("mobile_number", request.mobile_number)
         amount = f.positive_amount("amount_idr", request.amount_idr)
         f.done()
-        available = await self._flow.available_balance(mobile, timeout=_time_left(context))
+        available = await self._flow.available_balance(mobile, timeout=time_left(context))
         return pb.CheckFundsResponse(sufficient=available >= amount, available_idr=available)

@@ -13,7 +13,9 @@ from wallet_service.domain.account import (
     KycStatus,
     WalletAccount,
 )
+from wallet_service.domain.money import RideStatus, TxStatus, TxType
 from wallet_service.domain.phone import MobileNumber
+from wallet_service.domain.records import RidePayment, Transaction
 
 ACCOUNT_TYPES = {
     AccountType.UNKNOWN: pb.ACCOUNT_TYPE_UNSPECIFIED,
@@ -98,4 +100,63 @@ def kyc_identity(identity: KycIdentity, nik_problem: str | None) -> pb.KycIdenti
         occupation=identity.occupation,
         nationality=identity.nationality,
         id_expiry_date=identity.id_expiry_date,
+    )
+
+
+TX_TYPES = {t: getattr(pb, f"TRANSACTION_TYPE_{t.value}") for t in TxType}
+TX_STATUSES = {s: getattr(pb, f"TRANSACTION_STATUS_{s.value}") for s in TxStatus}
+RIDE_STATUSES = {s: getattr(pb, f"RIDE_PAYMENT_STATUS_{s.value}") for s in RideStatus}
+OUTLETS = {"ALFAMART": pb.RETAIL_OUTLET_ALFAMART, "INDOMARET": pb.RETAIL_OUTLET_INDOMARET}
+
+
+def _e164_of(canonical: str) -> str:
+    return "+" + canonical if canonical else ""
+
+
+def transaction(t: Transaction) -> pb.Transaction:
+    message = pb.Transaction(
+        transaction_id=t.id,
+        type=TX_TYPES[t.type],
+        status=TX_STATUSES[t.status],
+        amount_idr=t.amount_idr,
+        fee_idr=t.fee_idr,
+        mobile_number=_e164_of(t.mobile_number),
+        counterparty_mobile_number=_e164_of(t.counterparty),
+        ride_id=t.ride_id,
+        note=t.note,
+        withdrawal_code=t.withdrawal_code,
+        merchant_name=str(t.details.get("merchant_name", "")),
+        kaspro_reference=t.kaspro_reference or "",
+        failure_message=t.failure_message,
+        create_time=timestamp(t.create_time),
+        update_time=timestamp(t.update_time),
+    )
+    if "bank_code" in t.details:
+        message.bank_account.CopyFrom(
+            pb.BankAccount(
+                bank_code=t.details["bank_code"],
+                account_number=t.details["account_number"],
+                account_name=t.details["account_name"],
+            )
+        )
+    elif "outlet" in t.details:
+        message.retail_outlet = OUTLETS[t.details["outlet"]]
+    return message
+
+
+def ride_payment(r: RidePayment) -> pb.RidePayment:
+    return pb.RidePayment(
+        ride_id=r.ride_id,
+        status=RIDE_STATUSES[r.status],
+        passenger_mobile_number=_e164_of(r.passenger),
+        driver_mobile_number=_e164_of(r.driver),
+        held_amount_idr=r.held_amount_idr,
+        final_fare_idr=r.final_fare_idr,
+        platform_fee_idr=r.platform_fee_idr,
+        driver_payout_idr=r.driver_payout_idr,
+        refund_idr=r.refund_idr,
+        expire_time=timestamp(r.expire_time),
+        reason=r.reason,
+        create_time=timestamp(r.create_time),
+        update_time=timestamp(r.update_time),
     )

@@ -13,6 +13,7 @@ T = TypeVar("T")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _OTP = re.compile(r"[0-9]{4,8}")
+_ACCOUNT_NUMBER = re.compile(r"[0-9]{5,20}")
 
 
 class Fields:
@@ -50,6 +51,16 @@ class Fields:
     def request_id(self, text: str) -> str:
         if not _REQUEST_ID.fullmatch(text):
             self.bad("request_id", "request_id is required: 1-64 characters of [A-Za-z0-9._:-]")
+        return text
+
+    def ride_id(self, field: str, text: str) -> str:
+        if not _REQUEST_ID.fullmatch(text):
+            self.bad(field, f"{field} is required: 1-64 characters of [A-Za-z0-9._:-]")
+        return text
+
+    def account_number(self, field: str, text: str) -> str:
+        if not _ACCOUNT_NUMBER.fullmatch(text):
+            self.bad(field, f"{field} must be 5-20 ASCII digits")
         return text
 
     def otp(self, text: str) -> str:

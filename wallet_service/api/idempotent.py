@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from wallet_service.api.auth import current_caller
 from wallet_service.domain.errors import FieldViolation, Reason, WalletError
+from wallet_service.flows.payments import Request
 from wallet_service.store import idempotency
 from wallet_service.store.database import Database
 
@@ -100,4 +101,14 @@ def _replay(stored: bytes, response_type: type[M]) -> M:
         body["message"],
         [FieldViolation(f, d) for f, d in body["violations"]],
         metadata=body["metadata"],
+    )
+
+
+def money_request(method: str, request: Message, request_id: str) -> Request:
+    """The idempotency identity of a money RPC: caller, method, key and fingerprint."""
+    return Request(
+        caller=current_caller.get().name,
+        method=method,
+        request_id=request_id,
+        request_hash=hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
     )

@@ -36,6 +36,12 @@ class Database:
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._conn = connection
         self._lock = asyncio.Lock()
+        self._events_written = asyncio.Event()
+
+    @property
+    def events_written(self) -> asyncio.Event:
+        """Set (and replaced by a fresh one) after each commit that wrote events."""
+        return self._events_written
 
     @classmethod
     async def open(cls, path: str) -> Database:
@@ -80,17 +86,26 @@ class Database:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self._conn)
             try:
-                yield Transaction(self._conn)
+                yield tx
             except BaseException:
                 await self._conn.execute("ROLLBACK")
                 raise
             await self._conn.execute("COMMIT")
+        if tx.wrote_events:
+            signal, self._events_written = self._events_written, asyncio.Event()
+            signal.set()
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         async with self._lock:
             cursor = await self._conn.execute(sql, tuple(params))
             return await cursor.fetchone()
+
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        async with self._lock:
+            cursor = await self._conn.execute(sql, tuple(params))
+            return list(await cursor.fetchall())
 
 
 class Transaction:
@@ -98,6 +113,7 @@ class Transaction:
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._conn = connection
+        self.wrote_events = False
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from wallet_service.store.database import Database
+from wallet_service.store.database import Database, Transaction
 
 
 class ClaimKind(enum.Enum):
@@ -26,6 +26,9 @@ class Key:
 class Claim:
     kind: ClaimKind
     stored: bytes | None = None
+    # The operation (transaction or ride) the key created, for money RPCs: a replay
+    # answers with its current state.
+    operation_id: str | None = None
 
 
 async def claim(
@@ -33,42 +36,67 @@ async def claim(
 ) -> Claim:
     """Take the key for this request, or say why not, in one transaction."""
     async with db.transaction() as tx:
-        row = await tx.fetch_one(
-            """SELECT request_hash, state, response, lease_until FROM idempotency_keys
-               WHERE caller = ? AND method = ? AND request_id = ?""",
-            (key.caller, key.method, key.request_id),
-        )
-        if row is None:
-            await tx.execute(
-                """INSERT INTO idempotency_keys
-                       (caller, method, request_id, request_hash, state, lease_until, created_at)
-                   VALUES (?, ?, ?, ?, 'running', ?, ?)""",
-                (key.caller, key.method, key.request_id, request_hash, now + lease_seconds, now),
-            )
-            return Claim(ClaimKind.NEW)
-        if bytes(row["request_hash"]) != request_hash:
-            return Claim(ClaimKind.REUSED)
-        if row["state"] == "done":
-            return Claim(ClaimKind.REPLAY, bytes(row["response"]))
-        if row["lease_until"] > now:
-            return Claim(ClaimKind.IN_PROGRESS)
-        # The request holding the key died without a decision: take it over.
+        return await claim_in(tx, key, request_hash, now, lease_seconds)
+
+
+async def claim_in(
+    tx: Transaction, key: Key, request_hash: bytes, now: float, lease_seconds: float
+) -> Claim:
+    """``claim`` inside the caller's transaction, which creates the operation (rule 1)."""
+    row = await tx.fetch_one(
+        """SELECT request_hash, state, response, lease_until, operation_id
+           FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
+        (key.caller, key.method, key.request_id),
+    )
+    if row is None:
         await tx.execute(
-            """UPDATE idempotency_keys SET lease_until = ?
-               WHERE caller = ? AND method = ? AND request_id = ?""",
-            (now + lease_seconds, key.caller, key.method, key.request_id),
+            """INSERT INTO idempotency_keys
+                   (caller, method, request_id, request_hash, state, lease_until, created_at)
+               VALUES (?, ?, ?, ?, 'running', ?, ?)""",
+            (key.caller, key.method, key.request_id, request_hash, now + lease_seconds, now),
         )
         return Claim(ClaimKind.NEW)
+    if bytes(row["request_hash"]) != request_hash:
+        return Claim(ClaimKind.REUSED)
+    operation = row["operation_id"]
+    stored = None if row["response"] is None else bytes(row["response"])
+    if row["state"] == "done":
+        return Claim(ClaimKind.REPLAY, stored, operation)
+    if row["lease_until"] > now:
+        return Claim(ClaimKind.IN_PROGRESS)
+    if operation is not None:
+        # The request died after creating its operation: the workers finish that
+        # operation; a retry reports on it and never starts a second one.
+        return Claim(ClaimKind.REPLAY, stored, operation)
+    # The request holding the key died before doing anything: take it over.
+    await tx.execute(
+        """UPDATE idempotency_keys SET lease_until = ?
+           WHERE caller = ? AND method = ? AND request_id = ?""",
+        (now + lease_seconds, key.caller, key.method, key.request_id),
+    )
+    return Claim(ClaimKind.NEW)
 
 
-async def complete(db: Database, key: Key, outcome: bytes) -> None:
+async def attach_operation(tx: Transaction, key: Key, operation_id: str) -> None:
+    await tx.execute(
+        """UPDATE idempotency_keys SET operation_id = ?
+           WHERE caller = ? AND method = ? AND request_id = ?""",
+        (operation_id, key.caller, key.method, key.request_id),
+    )
+
+
+async def complete_in(tx: Transaction, key: Key, outcome: bytes | None) -> None:
+    await tx.execute(
+        """UPDATE idempotency_keys SET state = 'done', response = ?
+           WHERE caller = ? AND method = ? AND request_id = ?""",
+        (outcome, key.caller, key.method, key.request_id),
+    )
+
+
+async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
     """Store the decided outcome; later claims replay it."""
     async with db.transaction() as tx:
-        await tx.execute(
-            """UPDATE idempotency_keys SET state = 'done', response = ?
-               WHERE caller = ? AND method = ? AND request_id = ?""",
-            (outcome, key.caller, key.method, key.request_id),
-        )
+        await complete_in(tx, key, outcome)
 
 
 async def release(db: Database, key: Key) -> None:

@@ -1,0 +1,96 @@
+"""Callbacks to the partner: signing the raw body and delivering it with retries.
+
+Headers (docs/kaspro.md § Callbacks): `KasPro-Callback-Timestamp: <unix seconds>` and
+`KasPro-Callback-Signature: <hex HMAC-SHA256(secret, f"{timestamp}." + raw body)>`. Each try
+is signed afresh with the clock's current second; the body bytes stay the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kaspro_sandbox.money import CallbackAttempt
+
+TIMESTAMP_HEADER = "KasPro-Callback-Timestamp"
+SIGNATURE_HEADER = "KasPro-Callback-Signature"
+
+
+def callback_signature(secret: str, timestamp: str, raw_body: bytes) -> str:
+    """Hex HMAC-SHA256 over `timestamp + "." + raw body`."""
+    message = timestamp.encode() + b"." + raw_body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The raw bytes sent (and signed): compact JSON, keys in the body's order."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def retry_delays(base_seconds: float, attempts: int) -> list[float]:
+    """The waits between tries: base, 2 * base, 4 * base, … (one fewer than the tries)."""
+    return [base_seconds * 2**n for n in range(max(attempts - 1, 0))]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One callback to deliver: where, what, and how to sign and retry it."""
+
+    url: str
+    request_id: str
+    body: dict[str, Any]
+    secret: str
+    max_attempts: int
+    retry_base_seconds: float
+    timeout_seconds: float
+
+
+async def deliver(
+    delivery: Delivery,
+    clock: Callable[[], float],
+    record: Callable[[CallbackAttempt], None],
+) -> bool:
+    """POST the callback until a 2xx or the tries run out; `record` gets every try.
+
+    True when a try was answered 2xx. Cancellation stops it between or during tries.
+    """
+    raw_body = encode_body(delivery.body)
+    delays = retry_delays(delivery.retry_base_seconds, delivery.max_attempts)
+    async with httpx.AsyncClient(timeout=delivery.timeout_seconds, trust_env=False) as client:
+        for attempt in range(1, delivery.max_attempts + 1):
+            timestamp = str(int(clock()))
+            headers = {
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: callback_signature(delivery.secret, timestamp, raw_body),
+            }
+            status_code: int | None = None
+            error: str | None = None
+            try:
+                response = await client.post(delivery.url, content=raw_body, headers=headers)
+                status_code = response.status_code
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            record(
+                CallbackAttempt(
+                    time=clock(),
+                    url=delivery.url,
+                    request_id=delivery.request_id,
+                    attempt=attempt,
+                    status_code=status_code,
+                    error=error,
+                    body=delivery.body,
+                )
+            )
+            if status_code is not None and 200 <= status_code < 300:
+                return True
+            if attempt <= len(delays):
+                await asyncio.sleep(delays[attempt - 1])
+    return False

@@ -1,0 +1,508 @@
+"""The KasPro partner gateway's money endpoints and the status inquiry (docs/kaspro.md).
+
+`/pil-transaction-payment-to-merchant/` and `/p2p-transaction/` move money at once;
+`/bank-transfer/` and `/qris-issuer/` take it from the wallet at once, answer code 1 "In
+Process" and settle later (settlement.py). Every money call carries a requestId: the
+first answer given to a requestId is the answer to every repeat of it, whatever the
+repeat's body, and nothing is executed again. A request refused as malformed (400001)
+is not remembered: nothing was executed, so the requestId stays unused.
+
+The paths go through PartnerGateway.endpoint: signed, token-checked, logged, faultable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Route
+
+from kaspro_sandbox import codes
+from kaspro_sandbox.money import (
+    EXTERNAL_BANK,
+    EXTERNAL_QRIS,
+    EXTERNAL_RETAIL,
+    FAILING_ACCOUNT_SUFFIX,
+    FAILING_MERCHANT_PREFIX,
+    RETAIL_CHANNELS,
+    MoneyTransaction,
+    Status,
+    TransactionType,
+    is_digits,
+    parse_amount,
+    withdrawal_code,
+)
+from kaspro_sandbox.partner import (
+    REQUEST_ID_PATTERN,
+    InvalidRequest,
+    PartnerCall,
+    PartnerGateway,
+    Reply,
+)
+from kaspro_sandbox.qris import merchant_name
+from kaspro_sandbox.settlement import Settlement
+
+PAYMENT_PATH = "/pil-transaction-payment-to-merchant/"
+P2P_PATH = "/p2p-transaction/"
+BANK_TRANSFER_PATH = "/bank-transfer/"
+QRIS_PATH = "/qris-issuer/"
+STATUS_PATH = "/transaction-status/"
+MONEY_PATHS = (PAYMENT_PATH, P2P_PATH, BANK_TRANSFER_PATH, QRIS_PATH, STATUS_PATH)
+
+POCKET_ID = "2"
+FLOW_TYPE_ASYNC = "Async"
+
+MoneyHandler = Callable[[PartnerCall, dict[str, Any], str], Reply]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A synchronous transfer just made: its ids and both wallets' balances around it."""
+
+    response_id: str
+    reference: int
+    source_before: int
+    source_after: int
+    target_before: int
+    target_after: int
+
+
+def _string(fields: dict[str, Any], name: str, *, label: str | None = None) -> str:
+    """A required non-blank string field (400001 naming `label` or `name` otherwise)."""
+    value = fields.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(label or name)
+    return value.strip()
+
+
+def _amount(fields: dict[str, Any]) -> int:
+    amount = parse_amount(fields.get("amount"))
+    if amount is None:
+        raise InvalidRequest("amount")
+    return amount
+
+
+def _pocket(fields: dict[str, Any], label: str) -> None:
+    if fields.get("pocketId") != POCKET_ID:
+        raise InvalidRequest(label)
+
+
+def _distinct(source: str, destination: str) -> None:
+    if source == destination:
+        raise InvalidRequest("destination")
+
+
+class MoneyGateway:
+    """The money paths, answered for one config and state through `gateway`'s wrapper."""
+
+    def __init__(self, gateway: PartnerGateway, settlement: Settlement) -> None:
+        self.gateway = gateway
+        self.settlement = settlement
+        self.state = settlement.state
+
+    def routes(self) -> list[Route]:
+        endpoint = self.gateway.endpoint
+        return [
+            Route(PAYMENT_PATH, endpoint(self._money(self.pay_merchant)), methods=["POST"]),
+            Route(P2P_PATH, endpoint(self._money(self.p2p)), methods=["POST"]),
+            Route(BANK_TRANSFER_PATH, endpoint(self._money(self.bank_transfer)), methods=["POST"]),
+            Route(QRIS_PATH, endpoint(self._money(self.qris)), methods=["POST"]),
+            Route(STATUS_PATH, endpoint(self.transaction_status), methods=["GET"]),
+        ]
+
+    def _money(self, execute: MoneyHandler) -> Callable[[PartnerCall], Reply]:
+        """Idempotency by requestId around a money handler, and 400001 in the failure shape."""
+
+        def handler(call: PartnerCall) -> Reply:
+            try:
+                fields = call.json_object()
+                request_id = fields.get("requestId")
+                if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.fullmatch(request_id):
+                    raise InvalidRequest("requestId")
+                first = self.state.transactions.get(request_id)
+                if first is not None:
+                    return Reply(first.answer_status, first.answer_body)
+                return execute(call, fields, request_id)
+            except InvalidRequest as exc:
+                return Reply(
+                    400,
+                    {
+                        "responseId": self.state.new_response_id(call.received_at),
+                        "code": codes.INVALID_REQUEST,
+                        "message": exc.message,
+                    },
+                )
+
+        return handler
+
+    # checks shared by every money call
+
+    def _refusal(self, source: str, payee: str | None, debit: int, credit: int) -> int | None:
+        """Why KasPro would refuse to move `debit` out of `source` and `credit` into the
+        wallet `payee` (None: an external sink, which takes anything): 110005, 140001,
+        140002; None when it may.
+        """
+        payer_holder = self.state.holder(source)
+        payee_holder = self.state.holder(payee) if payee is not None else None
+        if payer_holder is None or (payee is not None and payee_holder is None):
+            return codes.CUSTOMER_NOT_FOUND
+        if payer_holder.balance < debit:
+            return codes.INSUFFICIENT_BALANCE
+        if payee_holder is not None and self.state.would_break_cap(payee_holder, credit):
+            return codes.LIMIT_EXCEEDED
+        return None
+
+    def _reject(
+        self,
+        code: int,
+        *,
+        call: PartnerCall,
+        request_id: str,
+        kind: TransactionType,
+        source: str,
+        destination: str,
+        amount: int,
+        fee: int,
+        details: dict[str, str],
+    ) -> Reply:
+        """A refusal that moved nothing, remembered as a FAILED transaction."""
+        now = call.received_at
+        response_id = self.state.new_response_id(now)
+        body = {"responseId": response_id, "code": code, "message": codes.MESSAGES[code]}
+        self.state.add_transaction(
+            MoneyTransaction(
+                request_id=request_id,
+                reff_id=response_id,
+                type=kind,
+                status="FAILED",
+                code=code,
+                message=codes.MESSAGES[code],
+                amount=amount,
+                service_fee=fee,
+                mobile_number=source,
+                destination=destination,
+                created_at=now,
+                settled_at=now,
+                answer_body=body,
+                details=details,
+            )
+        )
+        return Reply(200, body)
+
+    # synchronous transfers
+
+    def pay_merchant(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
+        source = _string(fields, "mobileNumber")
+        payments = fields.get("payments")
+        if not isinstance(payments, dict):
+            raise InvalidRequest("payments")
+        _pocket(payments, "payments.pocketId")
+        amount = _amount(payments)
+        reference = _string(payments, "reference", label="payments.reference")
+        destination = _string(fields, "destination")
+        _distinct(source, destination)
+
+        def answer(posted: Posted) -> dict[str, Any]:
+            return {
+                "responseId": posted.response_id,
+                "code": codes.SUCCESS,
+                "message": codes.MESSAGES[codes.SUCCESS],
+                "data": {
+                    "reffId": posted.response_id,
+                    "account": destination,
+                    "amount": str(amount),
+                    "balanceAfter": str(posted.source_after),
+                },
+            }
+
+        return self._sync_transfer(
+            call,
+            request_id,
+            "PAYMENT",
+            source,
+            destination,
+            amount,
+            {"reference": reference},
+            answer,
+        )
+
+    def p2p(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
+        source = _string(fields, "mobileNumber")
+        destination = _string(fields, "destination")
+        amount = _amount(fields)
+        _pocket(fields, "pocketId")
+        note = fields.get("note")
+        if note is not None and not isinstance(note, str):
+            raise InvalidRequest("note")
+        _distinct(source, destination)
+
+        def answer(posted: Posted) -> dict[str, Any]:
+            lines = [
+                (source, -amount, posted.source_before, posted.source_after),
+                (destination, amount, posted.target_before, posted.target_after),
+            ]
+            return {
+                "responseId": posted.response_id,
+                "code": codes.SUCCESS,
+                "data": {
+                    "pocketId": int(POCKET_ID),
+                    "walletTransactions": [
+                        {
+                            "account": account,
+                            "amount": change,
+                            "reference": posted.reference,
+                            "balanceBefore": before,
+                            "balanceAfter": after,
+                        }
+                        for account, change, before, after in lines
+                    ],
+                },
+                "message": codes.MESSAGES[codes.SUCCESS],
+            }
+
+        return self._sync_transfer(
+            call, request_id, "P2P", source, destination, amount, {"note": note or ""}, answer
+        )
+
+    def _sync_transfer(
+        self,
+        call: PartnerCall,
+        request_id: str,
+        kind: TransactionType,
+        source: str,
+        destination: str,
+        amount: int,
+        details: dict[str, str],
+        answer: Callable[[Posted], dict[str, Any]],
+    ) -> Reply:
+        refusal = self._refusal(source, destination, amount, amount)
+        if refusal is not None:
+            return self._reject(
+                refusal,
+                call=call,
+                request_id=request_id,
+                kind=kind,
+                source=source,
+                destination=destination,
+                amount=amount,
+                fee=0,
+                details=details,
+            )
+        payer = self.state.holder(source)
+        payee = self.state.holder(destination)
+        if payer is None or payee is None:  # _refusal has answered 110005 for these
+            raise LookupError(source if payer is None else destination)
+        now = call.received_at
+        response_id, reference = self.state.new_reference(now)
+        source_before, target_before = payer.balance, payee.balance
+        self.state.move(
+            now=now,
+            request_id=request_id,
+            kind=kind,
+            source=source,
+            destination=destination,
+            amount=amount,
+        )
+        body = answer(
+            Posted(
+                response_id=response_id,
+                reference=reference,
+                source_before=source_before,
+                source_after=payer.balance,
+                target_before=target_before,
+                target_after=payee.balance,
+            )
+        )
+        self.state.add_transaction(
+            MoneyTransaction(
+                request_id=request_id,
+                reff_id=response_id,
+                type=kind,
+                status="SUCCESS",
+                code=codes.SUCCESS,
+                message=codes.MESSAGES[codes.SUCCESS],
+                amount=amount,
+                service_fee=0,
+                mobile_number=source,
+                destination=destination,
+                created_at=now,
+                settled_at=now,
+                answer_body=body,
+                details=details,
+            )
+        )
+        return Reply(200, body)
+
+    # asynchronous transfers
+
+    def bank_transfer(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
+        source = _string(fields, "mobileNumber")
+        planned: Status = "SUCCESS"
+        if fields.get("channel") is not None:
+            channel = fields.get("channel")
+            if channel not in RETAIL_CHANNELS:
+                raise InvalidRequest("channel")
+            amount = _amount(fields)
+            code = withdrawal_code(request_id)
+            return self._async_transfer(
+                call,
+                request_id,
+                "RETAIL_WITHDRAWAL",
+                source,
+                EXTERNAL_RETAIL,
+                amount,
+                fee=self.state.settings.cash_out_fee,
+                account=str(channel),
+                extra={"withdrawalCode": code},
+                details={"channel": str(channel), "withdrawalCode": code},
+                planned=planned,
+            )
+        bank_code = fields.get("bankCode")
+        if not is_digits(bank_code) or len(str(bank_code)) != 3:
+            raise InvalidRequest("bankCode")
+        account_number = fields.get("accountNumber")
+        if not is_digits(account_number):
+            raise InvalidRequest("accountNumber")
+        account_name = _string(fields, "accountName")
+        amount = _amount(fields)
+        if str(account_number).endswith(FAILING_ACCOUNT_SUFFIX):
+            planned = "FAILED"
+        return self._async_transfer(
+            call,
+            request_id,
+            "BANK_TRANSFER",
+            source,
+            EXTERNAL_BANK,
+            amount,
+            fee=self.state.settings.cash_out_fee,
+            account=str(account_number),
+            extra={},
+            details={
+                "bankCode": str(bank_code),
+                "accountNumber": str(account_number),
+                "accountName": account_name,
+            },
+            planned=planned,
+        )
+
+    def qris(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
+        source = _string(fields, "mobileNumber")
+        payload = fields.get("qrisPayload")
+        name = merchant_name(payload) if isinstance(payload, str) else None
+        if name is None:
+            raise InvalidRequest("qrisPayload")
+        amount = _amount(fields)
+        planned: Status = (
+            "FAILED" if name.upper().startswith(FAILING_MERCHANT_PREFIX) else "SUCCESS"
+        )
+        return self._async_transfer(
+            call,
+            request_id,
+            "QRIS",
+            source,
+            EXTERNAL_QRIS,
+            amount,
+            fee=0,
+            account=source,
+            extra={"merchantName": name},
+            details={"merchantName": name},
+            planned=planned,
+        )
+
+    def _async_transfer(
+        self,
+        call: PartnerCall,
+        request_id: str,
+        kind: TransactionType,
+        source: str,
+        sink: str,
+        amount: int,
+        *,
+        fee: int,
+        account: str,
+        extra: dict[str, str],
+        details: dict[str, str],
+        planned: Status,
+    ) -> Reply:
+        refusal = self._refusal(source, None, amount + fee, amount)
+        if refusal is not None:
+            return self._reject(
+                refusal,
+                call=call,
+                request_id=request_id,
+                kind=kind,
+                source=source,
+                destination=sink,
+                amount=amount,
+                fee=fee,
+                details=details,
+            )
+        now = call.received_at
+        response_id = self.state.new_response_id(now)
+        # The money leaves the wallet now; a failure brings it back (settlement.py).
+        self.state.move(
+            now=now,
+            request_id=request_id,
+            kind=kind,
+            source=source,
+            destination=sink,
+            amount=amount,
+            fee=fee,
+        )
+        body = {
+            "code": codes.IN_PROCESS,
+            "message": codes.MESSAGES[codes.IN_PROCESS],
+            "responseId": response_id,
+            "data": {
+                "account": account,
+                "amount": str(amount),
+                "price": str(amount),
+                "serviceFee": str(fee),
+                "reffId": response_id,
+                "flowType": FLOW_TYPE_ASYNC,
+                **extra,
+            },
+        }
+        transaction = MoneyTransaction(
+            request_id=request_id,
+            reff_id=response_id,
+            type=kind,
+            status="PENDING",
+            code=codes.IN_PROCESS,
+            message=codes.MESSAGES[codes.IN_PROCESS],
+            amount=amount,
+            service_fee=fee,
+            mobile_number=source,
+            destination=sink,
+            created_at=now,
+            answer_body=body,
+            planned_status=planned,
+            details=details,
+        )
+        self.state.add_transaction(transaction)
+        self.settlement.schedule(transaction)
+        return Reply(200, body)
+
+    # status inquiry
+
+    def transaction_status(self, call: PartnerCall) -> Reply:
+        request_id = call.query.get("requestId", "").strip()
+        reff_id = call.query.get("reffId", "").strip()
+        if request_id:
+            transaction = self.state.transactions.get(request_id)
+        elif reff_id:
+            transaction = self.state.transaction_by_reff_id(reff_id)
+        else:
+            raise InvalidRequest("requestId")
+        if transaction is None:
+            code = codes.TRANSACTION_NOT_FOUND
+            return Reply(200, {"code": code, "message": codes.MESSAGES[code]})
+        return Reply(
+            200,
+            {
+                "code": codes.SUCCESS,
+                "message": codes.MESSAGES[codes.SUCCESS],
+                "data": transaction.status_document(),
+            },
+        )

@@ -1,0 +1,78 @@
+"""The money records the service keeps: transactions, KasPro attempts, ride payments."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from wallet_service.domain.money import RideStatus, TxStatus, TxType
+
+
+class AttemptStatus(enum.Enum):
+    PENDING = "pending"  # saved; maybe sent; outcome not known
+    PROCESSING = "processing"  # KasPro said "in process"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+OPEN_ATTEMPTS = (AttemptStatus.PENDING, AttemptStatus.PROCESSING)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    id: str
+    type: TxType
+    status: TxStatus
+    amount_idr: int
+    mobile_number: str  # canonical 628…
+    create_time: float
+    update_time: float
+    fee_idr: int = 0
+    counterparty: str = ""  # canonical 628… of the other subscriber, if any
+    ride_id: str = ""
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    withdrawal_code: str = ""
+    kaspro_reference: str | None = None
+    failure_reason: str = ""
+    failure_message: str = ""
+    frozen: str = ""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One KasPro money call; ``call`` says what to send (endpoint and arguments)."""
+
+    reference: str
+    transaction_id: str
+    leg: str
+    call: dict[str, Any]
+    amount_idr: int
+    status: AttemptStatus
+    next_check_at: float
+    create_time: float
+    update_time: float
+    kaspro_reff_id: str | None = None
+    fee_idr: int = 0
+    checks: int = 0
+    last_detail: str = ""
+
+
+@dataclass(frozen=True)
+class RidePayment:
+    ride_id: str
+    status: RideStatus
+    passenger: str  # canonical
+    held_amount_idr: int
+    expire_time: float
+    hold_transaction: str
+    create_time: float
+    update_time: float
+    driver: str = ""
+    final_fare_idr: int = 0
+    platform_fee_idr: int = 0
+    driver_payout_idr: int = 0
+    refund_idr: int = 0
+    reason: str = ""
+    settle_transaction: str = ""

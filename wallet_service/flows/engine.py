@@ -1,0 +1,446 @@
+"""The money engine: sends KasPro attempts and applies every answer through one function.
+
+Whatever tells us how a KasPro call ended — its own answer, a status inquiry by the
+reconciler, or a callback — goes through ``Engine.apply``. It moves the attempt, books
+the leg in the ledger, moves the transaction and the ride payment along their tables,
+and writes the events, all in one database transaction. A late or repeated signal finds
+the attempt already final and changes nothing (MONEY-RULES rules 3-9).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from wallet_service.domain.errors import Reason
+from wallet_service.domain.money import (
+    KASPRO_FEES,
+    Line,
+    RideStatus,
+    TxStatus,
+    TxType,
+)
+from wallet_service.domain.phone import MobileNumber
+from wallet_service.domain.records import Attempt, AttemptStatus, RidePayment, Transaction
+from wallet_service.kaspro import (
+    KasProClient,
+    MoneyReply,
+    Outcome,
+    Party,
+    Rejection,
+    StatusReply,
+    TransferState,
+)
+from wallet_service.store import money as rows
+from wallet_service.store.database import Database
+from wallet_service.store.database import Transaction as DbTx
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+TRANSACTION_UPDATED = "TRANSACTION_UPDATED"
+RIDE_PAYMENT_UPDATED = "RIDE_PAYMENT_UPDATED"
+
+# Legs of the ride payment flows.
+HOLD, PAYOUT, FEE, REFUND, VOID = "hold", "payout", "fee", "refund", "void"
+
+
+class State(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PROCESSING = "processing"  # KasPro: in process; a final status will come
+    UNKNOWN = "unknown"  # no usable answer: ask KasPro later
+    NOT_FOUND = "not_found"  # KasPro never executed this reference
+
+
+_REJECTION_REASONS = {
+    Rejection.INSUFFICIENT_FUNDS: Reason.INSUFFICIENT_FUNDS,
+    Rejection.LIMIT_EXCEEDED: Reason.LIMIT_EXCEEDED,
+    Rejection.CUSTOMER_NOT_FOUND: Reason.CUSTOMER_NOT_FOUND,
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one attempt ended, whoever said so."""
+
+    state: State
+    amount_idr: int | None = None
+    fee_idr: int = 0
+    reff_id: str | None = None
+    message: str = ""
+    reason: Reason | None = None
+    withdrawal_code: str | None = None
+    merchant_name: str | None = None
+    detail: str = ""
+
+    @classmethod
+    def of_reply(cls, reply: MoneyReply) -> Result:
+        state = {
+            Outcome.SUCCEEDED: State.SUCCEEDED,
+            Outcome.IN_PROCESS: State.PROCESSING,
+            Outcome.REJECTED: State.FAILED,
+            Outcome.UNKNOWN: State.UNKNOWN,
+        }[reply.outcome]
+        reason = None
+        if state is State.FAILED:
+            assert reply.rejection is not None
+            reason = _REJECTION_REASONS.get(reply.rejection, Reason.PROVIDER_REJECTED)
+        return cls(
+            state=state,
+            amount_idr=reply.amount_idr,
+            fee_idr=reply.fee_idr,
+            reff_id=reply.reff_id,
+            message=reply.message,
+            reason=reason,
+            withdrawal_code=reply.withdrawal_code,
+            merchant_name=reply.merchant_name,
+            detail=reply.detail,
+        )
+
+    @classmethod
+    def of_status(cls, status: StatusReply) -> Result:
+        state = {
+            TransferState.SUCCEEDED: State.SUCCEEDED,
+            TransferState.FAILED: State.FAILED,
+            TransferState.PENDING: State.PROCESSING,
+            TransferState.NOT_FOUND: State.NOT_FOUND,
+            TransferState.UNKNOWN: State.UNKNOWN,
+        }[status.state]
+        return cls(
+            state=state,
+            amount_idr=status.amount_idr,
+            fee_idr=status.fee_idr,
+            reff_id=status.reff_id,
+            message=status.message,
+            reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
+            detail=status.detail,
+        )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the reconciler looks at open attempts."""
+
+    # A saved attempt whose answer never came is asked about after this long (longer
+    # than any KasPro call may take, so the inquiry cannot overtake the call).
+    unanswered_grace_seconds: float = 30.0
+    first_poll_seconds: float = 2.0
+    max_poll_seconds: float = 300.0
+
+    def backoff(self, checks: int) -> float:
+        delay: float = self.first_poll_seconds * 2.0 ** min(checks, 16)
+        return min(delay, self.max_poll_seconds)
+
+
+def subscriber_party(mobile: MobileNumber) -> str:
+    return f"mobile:{mobile.canonical}"
+
+
+def account_party(account: str) -> str:
+    return f"account:{account}"
+
+
+def _party(text: str) -> Party:
+    kind, _, value = text.partition(":")
+    return MobileNumber(value[2:]) if kind == "mobile" else value
+
+
+def _mobile(text: str) -> MobileNumber:
+    return MobileNumber(text[2:])
+
+
+class Engine:
+    def __init__(self, db: Database, kaspro: KasProClient, clock: Clock, timing: Timing) -> None:
+        self.db = db
+        self._kaspro = kaspro
+        self._clock = clock
+        self.timing = timing
+
+    def now(self) -> float:
+        return self._clock()
+
+    def new_attempt(
+        self,
+        reference: str,
+        transaction: Transaction,
+        leg: str,
+        endpoint: str,
+        args: dict[str, Any],
+        lines: list[Line],
+    ) -> Attempt:
+        now = self.now()
+        amount = max(line.amount_idr for line in lines)
+        return Attempt(
+            reference=reference,
+            transaction_id=transaction.id,
+            leg=leg,
+            call={
+                "endpoint": endpoint,
+                "args": args,
+                "lines": [[line.account, line.amount_idr] for line in lines],
+            },
+            amount_idr=amount,
+            status=AttemptStatus.PENDING,
+            next_check_at=now + self.timing.unanswered_grace_seconds,
+            create_time=now,
+            update_time=now,
+        )
+
+    async def send(self, attempt: Attempt, *, timeout: float | None) -> Result:
+        """Send the attempt's call (again, with the same reference) and apply the answer."""
+        reply = await self._dispatch(attempt, timeout)
+        result = Result.of_reply(reply)
+        await self.apply(attempt.reference, result)
+        return result
+
+    async def inquire(self, attempt: Attempt, *, timeout: float | None) -> Result:
+        status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
+        result = Result.of_status(status)
+        if result.state is State.NOT_FOUND:
+            # KasPro never executed it: the same step goes again, same reference.
+            log.info("attempt %s unknown to KasPro: sending it again", attempt.reference)
+            return await self.send(attempt, timeout=timeout)
+        await self.apply(attempt.reference, result)
+        return result
+
+    async def _dispatch(self, attempt: Attempt, timeout: float | None) -> MoneyReply:
+        args = attempt.call["args"]
+        endpoint = attempt.call["endpoint"]
+        reference = attempt.reference
+        if endpoint == "payment":
+            return await self._kaspro.pay_to_merchant(
+                reference,
+                _mobile(args["payer"]),
+                args["amount"],
+                args["reference"],
+                args["destination"],
+                timeout=timeout,
+            )
+        if endpoint == "p2p":
+            return await self._kaspro.p2p_transfer(
+                reference,
+                _party(args["source"]),
+                _party(args["destination"]),
+                args["amount"],
+                args.get("note", ""),
+                timeout=timeout,
+            )
+        if endpoint == "bank":
+            return await self._kaspro.bank_transfer(
+                reference,
+                _mobile(args["mobile"]),
+                args["bank_code"],
+                args["account_number"],
+                args["account_name"],
+                args["amount"],
+                timeout=timeout,
+            )
+        if endpoint == "retail":
+            return await self._kaspro.retail_withdrawal(
+                reference,
+                _mobile(args["mobile"]),
+                args["channel"],
+                args["amount"],
+                timeout=timeout,
+            )
+        if endpoint == "qris":
+            return await self._kaspro.pay_qris(
+                reference,
+                _mobile(args["mobile"]),
+                args["payload"],
+                args["amount"],
+                timeout=timeout,
+            )
+        raise ValueError(f"unknown endpoint {endpoint!r}")
+
+    async def apply(self, reference: str, result: Result) -> bool:
+        """Apply how attempt ``reference`` ended; False when the reference is unknown."""
+        async with self.db.transaction() as tx:
+            attempt = await rows.load_attempt(tx, reference)
+            if attempt is None:
+                return False
+            if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.PROCESSING):
+                if result.state in (State.SUCCEEDED, State.FAILED):
+                    expected = State(attempt.status.value)
+                    if expected is not result.state:
+                        log.error(
+                            "attempt %s is %s but KasPro now says %s: ignored, needs review",
+                            reference,
+                            attempt.status.value,
+                            result.state.value,
+                        )
+                return True
+            transaction = await rows.load_transaction(tx, attempt.transaction_id)
+            assert transaction is not None
+            if transaction.frozen:
+                return True
+            await self._apply(tx, attempt, transaction, result)
+            return True
+
+    async def _apply(
+        self, tx: DbTx, attempt: Attempt, transaction: Transaction, result: Result
+    ) -> None:
+        now = self.now()
+        if result.state in (State.SUCCEEDED, State.PROCESSING) and (
+            result.amount_idr is not None and result.amount_idr != attempt.amount_idr
+        ):
+            await self._freeze(
+                tx,
+                transaction,
+                now,
+                f"KasPro reported {result.amount_idr} for attempt {attempt.reference}, "
+                f"we asked {attempt.amount_idr}",
+            )
+            return
+        if result.state is State.SUCCEEDED:
+            done = replace(
+                attempt,
+                status=AttemptStatus.SUCCEEDED,
+                fee_idr=result.fee_idr,
+                kaspro_reff_id=result.reff_id or attempt.kaspro_reff_id,
+                update_time=now,
+                last_detail="",
+            )
+            await rows.save_attempt(tx, done)
+            await rows.book(tx, transaction.id, attempt.reference, _lines(done), now)
+            await self._leg_succeeded(tx, transaction, done, result, now)
+        elif result.state is State.FAILED:
+            done = replace(
+                attempt, status=AttemptStatus.FAILED, update_time=now, last_detail=result.message
+            )
+            await rows.save_attempt(tx, done)
+            await self._leg_failed(tx, transaction, done, result, now)
+        else:
+            waiting = replace(
+                attempt,
+                status=(
+                    AttemptStatus.PROCESSING if result.state is State.PROCESSING else attempt.status
+                ),
+                kaspro_reff_id=result.reff_id or attempt.kaspro_reff_id,
+                checks=attempt.checks + 1,
+                next_check_at=now + self.timing.backoff(attempt.checks),
+                last_detail=result.detail or result.message,
+                update_time=now,
+            )
+            await rows.save_attempt(tx, waiting)
+            fields: dict[str, Any] = {}
+            if result.withdrawal_code:
+                fields["withdrawal_code"] = result.withdrawal_code
+            if result.reff_id and transaction.kaspro_reference is None:
+                fields["kaspro_reference"] = result.reff_id
+            if result.merchant_name:
+                fields["details"] = _json(
+                    {**transaction.details, "merchant_name": result.merchant_name}
+                )
+            moved = await rows.move_transaction(
+                tx, transaction.id, TxStatus.PROCESSING, now, **fields
+            )
+            if moved is not None:
+                await self.event(tx, moved, now)
+            elif fields:
+                await rows.set_transaction_fields(tx, transaction.id, now, **fields)
+
+    async def _leg_succeeded(
+        self, tx: DbTx, transaction: Transaction, attempt: Attempt, result: Result, now: float
+    ) -> None:
+        attempts = await rows.attempts_of(tx, transaction.id)
+        if any(a.status is not AttemptStatus.SUCCEEDED for a in attempts):
+            return  # other legs still to go
+        fields: dict[str, Any] = {"fee_idr": sum(a.fee_idr for a in attempts)}
+        if transaction.kaspro_reference is None and attempt.kaspro_reff_id:
+            fields["kaspro_reference"] = attempt.kaspro_reff_id
+        if result.withdrawal_code:
+            fields["withdrawal_code"] = result.withdrawal_code
+        if result.merchant_name:
+            fields["details"] = _json(
+                {**transaction.details, "merchant_name": result.merchant_name}
+            )
+        moved = await rows.move_transaction(tx, transaction.id, TxStatus.SUCCEEDED, now, **fields)
+        if moved is None:
+            return
+        await self.event(tx, moved, now)
+        ride = await rows.ride_of_transaction(tx, transaction.id)
+        if ride is None:
+            return
+        target = {
+            TxType.RIDE_HOLD: RideStatus.AUTHORIZED,
+            TxType.RIDE_CAPTURE: RideStatus.CAPTURED,
+            TxType.RIDE_VOID: RideStatus.EXPIRED
+            if ride.reason == EXPIRED_REASON
+            else RideStatus.VOIDED,
+        }.get(transaction.type)
+        if target is not None:
+            await self.move_ride(tx, ride, target, now)
+
+    async def _leg_failed(
+        self, tx: DbTx, transaction: Transaction, attempt: Attempt, result: Result, now: float
+    ) -> None:
+        if transaction.type in (TxType.RIDE_CAPTURE, TxType.RIDE_VOID):
+            # Money out of escrow must not fail; if it does, a person has to look.
+            await self._freeze(
+                tx,
+                transaction,
+                now,
+                f"KasPro refused leg {attempt.leg} ({result.message or 'no message'})",
+            )
+            return
+        reason = (result.reason or Reason.PROVIDER_REJECTED).value
+        moved = await rows.move_transaction(
+            tx,
+            transaction.id,
+            TxStatus.FAILED,
+            now,
+            failure_reason=reason,
+            failure_message=result.message[:200],
+        )
+        if moved is None:
+            return
+        await self.event(tx, moved, now)
+        ride = await rows.ride_of_transaction(tx, transaction.id)
+        if ride is not None and transaction.type is TxType.RIDE_HOLD:
+            await self.move_ride(tx, ride, RideStatus.FAILED, now, reason=reason)
+
+    async def _freeze(self, tx: DbTx, transaction: Transaction, now: float, why: str) -> None:
+        log.error("transaction %s frozen for review: %s", transaction.id, why)
+        await rows.set_transaction_fields(tx, transaction.id, now, frozen=why[:500])
+
+    async def move_ride(
+        self, tx: DbTx, ride: RidePayment, to: RideStatus, now: float, **fields: Any
+    ) -> RidePayment | None:
+        moved = await rows.move_ride(tx, ride.ride_id, to, now, **fields)
+        if moved is None:
+            log.warning("ride %s: %s → %s ignored", ride.ride_id, ride.status.value, to.value)
+            return None
+        await rows.append_event(tx, RIDE_PAYMENT_UPDATED, moved.ride_id, rows.snapshot(moved), now)
+        return moved
+
+    async def event(self, tx: DbTx, transaction: Transaction, now: float) -> None:
+        await rows.append_event(
+            tx, TRANSACTION_UPDATED, transaction.id, rows.snapshot(transaction), now
+        )
+
+
+EXPIRED_REASON = "expired: not captured within its lifetime"
+
+
+def _lines(attempt: Attempt) -> list[Line]:
+    lines = [Line(account, amount) for account, amount in attempt.call["lines"]]
+    if attempt.fee_idr:
+        # KasPro's fee comes out of the paying side on top of the amount.
+        payer = next(line for line in lines if line.amount_idr < 0)
+        lines = [
+            Line(line.account, line.amount_idr - attempt.fee_idr) if line is payer else line
+            for line in lines
+        ]
+        lines.append(Line(KASPRO_FEES, attempt.fee_idr))
+    return lines
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data)

@@ -1,0 +1,297 @@
+"""The service's HTTP side: KasPro's callback receiver, /healthz and /metrics (Starlette).
+
+A callback is stored raw before anything else; then verified on the raw bytes, applied
+through the engine's one transition function, and acknowledged. One for a reference we
+do not know yet is parked and tried again; one that cannot be verified is not trusted:
+KasPro is asked for the status instead (MONEY-RULES rule 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from wallet_service.domain.errors import Reason
+from wallet_service.flows.engine import Engine, Result, State
+from wallet_service.flows.payments import Payments
+from wallet_service.kaspro import (
+    CALLBACK_SIGNATURE_HEADER,
+    CALLBACK_TIMESTAMP_HEADER,
+    Callback,
+    CallbackKind,
+    KasProCallbackInvalid,
+    TransferState,
+    parse_callback,
+    verify_callback,
+)
+from wallet_service.store import money as rows
+from wallet_service.workers.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/callbacks/kaspro"
+MAX_CALLBACK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    secrets: Sequence[str]  # current first, then the previous one during a rotation
+    window_seconds: float = 300.0
+    park_retry_seconds: float = 5.0
+    driver_va_prefixes: Sequence[str] = ()
+    driver_retail_prefixes: Sequence[str] = ()
+
+
+class CallbackReceiver:
+    def __init__(
+        self,
+        engine: Engine,
+        payments: Payments,
+        settings: CallbackSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self._engine = engine
+        self._payments = payments
+        self._settings = settings
+        self._clock = clock
+
+    async def receive(self, raw: bytes, timestamp: str | None, signature: str | None) -> int:
+        """Handle one delivery; the HTTP status to answer."""
+        db = self._engine.db
+        callback_id = await rows.store_callback(
+            db, raw, timestamp or "", signature or "", self._clock()
+        )
+        if not verify_callback(
+            raw,
+            timestamp,
+            signature,
+            self._settings.secrets,
+            self._clock(),
+            self._settings.window_seconds,
+        ):
+            await self._distrust(callback_id, raw)
+            return 401
+        try:
+            callback = parse_callback(raw)
+        except KasProCallbackInvalid as exc:
+            await self._mark(callback_id, "rejected", detail=str(exc))
+            log.error("callback %d unreadable: %s", callback_id, exc)
+            return 400
+        await self._handle(callback_id, callback)
+        return 200
+
+    async def retry_parked(self) -> int:
+        """Try parked callbacks again (the reconciler calls this); how many were tried."""
+        parked = await rows.parked_callbacks(self._engine.db, self._clock(), 100)
+        for row in parked:
+            await self._handle(int(row["id"]), parse_callback(bytes(row["raw"])))
+        return len(parked)
+
+    async def _handle(self, callback_id: int, callback: Callback) -> None:
+        if callback.kind is CallbackKind.TOPUP:
+            await self._top_up(callback_id, callback)
+            return
+        result = _result(callback)
+        if result.state is State.UNKNOWN:
+            # A status word we cannot read: ask KasPro rather than guess.
+            await self._inquire_soon(callback.request_id)
+            await self._mark(
+                callback_id,
+                "rejected",
+                reference=callback.request_id,
+                detail=callback.detail or "unknown status",
+            )
+            return
+        known = await self._engine.apply(callback.request_id, result)
+        if known:
+            await self._mark(callback_id, "applied", reference=callback.request_id)
+        else:
+            log.warning(
+                "callback %d for unknown reference %s parked", callback_id, callback.request_id
+            )
+            await self._mark(
+                callback_id,
+                "parked",
+                reference=callback.request_id,
+                next_try_at=self._clock() + self._settings.park_retry_seconds,
+            )
+
+    async def _top_up(self, callback_id: int, callback: Callback) -> None:
+        if (
+            callback.state is not TransferState.SUCCEEDED
+            or callback.mobile_number is None
+            or not callback.amount_idr
+        ):
+            await self._mark(
+                callback_id,
+                "rejected",
+                reference=callback.reff_id,
+                detail="top-up callback without a credited amount and wallet",
+            )
+            log.error("callback %d: unusable top-up", callback_id)
+            return
+        driver = any(
+            callback.va_number.startswith(p) for p in self._settings.driver_va_prefixes
+        ) or any(callback.payment_code.startswith(p) for p in self._settings.driver_retail_prefixes)
+        await self._payments.record_top_up(
+            callback.reff_id,
+            callback.mobile_number,
+            callback.amount_idr,
+            driver=driver,
+            channel=callback.channel or "VA",
+        )
+        await self._mark(callback_id, "applied", reference=callback.reff_id)
+
+    async def _distrust(self, callback_id: int, raw: bytes) -> None:
+        reference = ""
+        with contextlib.suppress(KasProCallbackInvalid):
+            reference = parse_callback(raw).request_id
+        await self._mark(callback_id, "rejected", reference=reference, detail="bad signature")
+        log.warning("callback %d failed verification; asking KasPro instead", callback_id)
+        if reference:
+            await self._inquire_soon(reference)
+
+    async def _inquire_soon(self, reference: str) -> None:
+        async with self._engine.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE attempts SET next_check_at = ? WHERE reference = ? "
+                "AND status IN ('pending', 'processing')",
+                (self._clock(), reference),
+            )
+
+    async def _mark(
+        self,
+        callback_id: int,
+        status: str,
+        *,
+        reference: str = "",
+        detail: str = "",
+        next_try_at: float | None = None,
+    ) -> None:
+        async with self._engine.db.transaction() as tx:
+            await rows.mark_callback(
+                tx,
+                callback_id,
+                status,
+                reference=reference,
+                detail=detail,
+                next_try_at=next_try_at,
+            )
+
+
+def _result(callback: Callback) -> Result:
+    state = {
+        TransferState.SUCCEEDED: State.SUCCEEDED,
+        TransferState.FAILED: State.FAILED,
+    }.get(callback.state, State.UNKNOWN)
+    return Result(
+        state=state,
+        amount_idr=callback.amount_idr,
+        fee_idr=callback.fee_idr,
+        reff_id=callback.reff_id or None,
+        message=callback.message,
+        reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
+        detail=callback.detail,
+    )
+
+
+def create_app(
+    receiver: CallbackReceiver,
+    reconciler: Reconciler,
+    serving: Callable[[], bool],
+) -> Starlette:
+    async def callback(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_CALLBACK_BYTES:
+            return JSONResponse({"error": "callback too large"}, status_code=413)
+        status = await receiver.receive(
+            raw,
+            request.headers.get(CALLBACK_TIMESTAMP_HEADER),
+            request.headers.get(CALLBACK_SIGNATURE_HEADER),
+        )
+        return JSONResponse({"status": "ok" if status == 200 else "rejected"}, status_code=status)
+
+    async def healthz(request: Request) -> Response:
+        ok = serving()
+        return JSONResponse(
+            {"status": "SERVING" if ok else "NOT_SERVING"}, status_code=200 if ok else 503
+        )
+
+    async def metrics(request: Request) -> Response:
+        backlog = await reconciler.backlog()
+        lines = [
+            "# HELP wallet_unresolved_attempts KasPro money calls whose outcome is not final.",
+            "# TYPE wallet_unresolved_attempts gauge",
+            f"wallet_unresolved_attempts {backlog.unresolved}",
+            "# HELP wallet_oldest_unresolved_attempt_seconds Age of the oldest of them.",
+            "# TYPE wallet_oldest_unresolved_attempt_seconds gauge",
+            f"wallet_oldest_unresolved_attempt_seconds {backlog.oldest_age_seconds:.3f}",
+            "# HELP wallet_unresolved_attempts_overdue 1 when the oldest is past its deadline.",
+            "# TYPE wallet_unresolved_attempts_overdue gauge",
+            f"wallet_unresolved_attempts_overdue {int(backlog.overdue)}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    return Starlette(
+        routes=[
+            Route(CALLBACK_PATH, callback, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside our event loop, leaving signal handling to the service."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunningHttp:
+    port: int
+    _server: _QuietServer
+    _task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self._task, timeout=5)
+
+
+async def start_http(app: Starlette, listen: str) -> RunningHttp:
+    host, port = listen.rsplit(":", 1)
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no 40 ms ACK waits).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    server = _QuietServer(
+        uvicorn.Config(
+            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=2
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="wallet-http")
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+    return RunningHttp(sock.getsockname()[1], server, task)

@@ -1,0 +1,86 @@
+"""The reconciler: settles every open KasPro attempt, retries parked callbacks, and voids
+holds past their lifetime. It works from the database alone, so it resumes after a
+restart exactly where the last process stopped (MONEY-RULES rules 3, 5, 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from wallet_service.flows.engine import Engine
+from wallet_service.flows.payments import Payments
+from wallet_service.store import money as rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What is not settled yet, for alerts."""
+
+    unresolved: int
+    oldest_age_seconds: float
+    overdue: bool
+
+
+class Reconciler:
+    def __init__(
+        self,
+        engine: Engine,
+        payments: Payments,
+        retry_parked: Callable[[], Awaitable[int]],
+        *,
+        interval_seconds: float = 1.0,
+        batch: int = 100,
+        concurrency: int = 16,
+        inquiry_timeout_seconds: float = 10.0,
+        overdue_after_seconds: float = 3600.0,
+    ) -> None:
+        self._engine = engine
+        self._payments = payments
+        self._retry_parked = retry_parked
+        self._interval = interval_seconds
+        self._batch = batch
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inquiry_timeout = inquiry_timeout_seconds
+        self._overdue_after = overdue_after_seconds
+
+    async def run_once(self) -> int:
+        """One pass; returns how many attempts it asked KasPro about."""
+        due = await rows.due_attempts(self._engine.db, self._engine.now(), self._batch)
+
+        async def settle(reference: str) -> None:
+            async with self._slots:
+                # Reload: a callback may have settled it since the query.
+                attempts = [a for a in due if a.reference == reference]
+                await self._engine.inquire(attempts[0], timeout=self._inquiry_timeout)
+
+        results = await asyncio.gather(*(settle(a.reference) for a in due), return_exceptions=True)
+        for attempt, result in zip(due, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("reconciling %s failed", attempt.reference, exc_info=result)
+        await self._retry_parked()
+        await self._payments.expire_holds()
+        return len(due)
+
+    async def backlog(self) -> Backlog:
+        count, oldest = await rows.open_attempt_stats(self._engine.db)
+        age = 0.0 if oldest is None else max(self._engine.now() - oldest, 0.0)
+        return Backlog(count, age, age > self._overdue_after)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+                backlog = await self.backlog()
+                if backlog.overdue:
+                    log.error(
+                        "%d KasPro attempts unresolved; the oldest for %.0f s",
+                        backlog.unresolved,
+                        backlog.oldest_age_seconds,
+                    )
+            except Exception:
+                log.exception("reconciler pass failed; trying again")
+            await asyncio.sleep(self._interval)
