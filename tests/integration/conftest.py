@@ -28,12 +28,15 @@ from wallet.v1 import (
     common_pb2,
     funding_service_pb2_grpc,
     payment_service_pb2_grpc,
+    transaction_service_pb2,
     transaction_service_pb2_grpc,
 )
 
 from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
 from wallet_service.config import Caller, Config
+from wallet_service.http import CALLBACK_PATH
 from wallet_service.server import WalletService, start
+from wallet_service.store import money as money_rows
 
 APP_TOKEN = "app-token-123"
 DISPATCH_TOKEN = "dispatch-token-1"
@@ -229,6 +232,12 @@ class Harness:
         )
         self.channel = self.new_channel()
         self._bind_stubs(self.channel)
+        # The sandbox tells async results and top-ups to this service's receiver.
+        await self._control(
+            "POST",
+            "/callback-url",
+            json={"url": f"http://127.0.0.1:{self.running.http_port}{CALLBACK_PATH}"},
+        )
 
     async def restart(
         self, config: Config | None = None, *, kaspro_base_url: str | None = None
@@ -308,6 +317,97 @@ class Harness:
         customer: dict[str, Any] = response.json()
         return customer
 
+    # Money: funding wallets the way KasPro does, and reading both sets of books.
+
+    async def sandbox_settings(self, **settings: Any) -> None:
+        """Change the sandbox's async behaviour (asyncDelaySeconds, autoComplete, cashOutFee)."""
+        await self._control("POST", "/settings", json=settings)
+
+    async def top_up(
+        self, mobile: str, amount_idr: int, *, channel: str = "VA", number: str = ""
+    ) -> dict[str, Any]:
+        """Pay a VA (or outlet code) at the sandbox and wait until the service recorded it."""
+        body: dict[str, Any] = {"mobileNumber": mobile, "amount": amount_idr, "channel": channel}
+        body["vaNumber" if channel == "VA" else "paymentCode"] = number or (
+            ("39358" if channel == "VA" else "7010") + mobile[1:]
+        )
+        sent: dict[str, Any] = await self._control("POST", "/topup", json=body)
+
+        async def recorded() -> bool:
+            row = await self.running._db.fetch_one(
+                "SELECT 1 FROM transactions WHERE kaspro_reference = ?", (sent["reffId"],)
+            )
+            return row is not None
+
+        await wait_for(recorded)
+        return sent
+
+    async def onboard(self, mobile: str, balance_idr: int = 0, *, name: str = "Budi") -> None:
+        """Register, link, and (when asked) top up a wallet."""
+        await self.register(mobile, request_id=f"register-{mobile}", first_name=name)
+        await self.link(mobile)
+        if balance_idr:
+            await self.top_up(mobile, balance_idr)
+
+    async def sandbox_balances(self) -> dict[str, Any]:
+        balances: dict[str, Any] = await self._control("GET", "/balances")
+        return balances
+
+    async def sandbox_transactions(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._control("GET", "/transactions")
+        return found
+
+    async def sandbox_ledger(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = await self._control("GET", "/ledger")
+        return entries
+
+    async def complete_at_kaspro(self, request_id: str, *, fail: bool = False) -> None:
+        await self._control(
+            "POST", f"/transactions/{request_id}/{'fail' if fail else 'complete'}", json={}
+        )
+
+    async def resend_callback(self, request_id: str) -> None:
+        await self._control("POST", f"/transactions/{request_id}/resend-callback", json={})
+
+    async def ledger(self) -> dict[str, int]:
+        """The service's ledger balance per account."""
+        return await money_rows.ledger_balances(self.running._db)
+
+    async def assert_books_agree(self) -> None:
+        """Our ledger equals the sandbox's balances, and every transaction sums to zero."""
+        ledger = await self.ledger()
+        sandbox = await self.sandbox_balances()
+        for local, balance in sandbox["subscribers"].items():
+            canonical = "62" + local[1:]
+            assert ledger.get(f"subscriber:{canonical}", 0) == balance, (local, ledger)
+        for name in ("escrow", "corporate"):
+            assert ledger.get(name, 0) == sandbox["platform"][name], (name, ledger, sandbox)
+        assert await money_rows.unbalanced_transactions(self.running._db) == []
+
+    async def settle(self, *, advance_seconds: float = 60.0) -> int:
+        """Move the clock past every backoff and run one reconciler pass."""
+        self.clock.advance(advance_seconds)
+        return await self.running.reconciler.run_once()
+
+    async def events(self, after: int = 0, *, idle_seconds: float = 0.3) -> list[common_pb2.Event]:
+        """Every event after ``after``, read from WatchEvents until it goes quiet."""
+        found: list[common_pb2.Event] = []
+        call = self.transactions.WatchEvents(
+            transaction_service_pb2.WatchEventsRequest(after_sequence=after), metadata=ADMIN
+        )
+        try:
+            while True:
+                try:
+                    response = await asyncio.wait_for(call.read(), idle_seconds)
+                except TimeoutError:
+                    break
+                if response is grpc.aio.EOF:
+                    break
+                found.append(response.event)
+        finally:
+            call.cancel()
+        return found
+
     # Steps of the onboarding walkthrough, for tests about what comes after them.
 
     async def register(
@@ -367,6 +467,8 @@ def make_config(tmp_path: Path, **changes: Any) -> Config:
         db_path=str(tmp_path / "wallet.db"),
         callers=CALLERS,
         grace_period_seconds=1.0,
+        # Tests drive the reconciler themselves (Harness.settle), one pass at a time.
+        reconcile_interval_seconds=3600.0,
     )
     return dataclasses.replace(base, **changes)
 
