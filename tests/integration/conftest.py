@@ -401,8 +401,8 @@ class Harness:
                     response = await asyncio.wait_for(call.read(), idle_seconds)
                 except TimeoutError:
                     break
-                if response is grpc.aio.EOF:
-                    break
+                if not isinstance(response, transaction_service_pb2.WatchEventsResponse):
+                    break  # grpc.aio.EOF: the stream ended
                 found.append(response.event)
         finally:
             call.cancel()
