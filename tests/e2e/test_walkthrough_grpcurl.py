@@ -212,26 +212,36 @@ def test_sigterm_stops_cleanly(service: Running) -> None:
     assert service.process.wait(timeout=15) == 0
 
 
-def test_readme_walkthrough_runs_as_written(service: Running) -> None:
-    """The README's shell block, run by bash (only the ports are swapped for free ones)."""
+def test_readme_walkthroughs_run_as_written(service: Running) -> None:
+    """The README's shell blocks, run by bash (only the ports are swapped for free ones)."""
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("```sh\ng() {")
-    script = readme[start + len("```sh\n") : readme.index("```\n", start + 5)]
-    script = script.replace("127.0.0.1:50051", service.address).replace(
-        "http://127.0.0.1:8090", service.sandbox
-    )
+    blocks = []
+    for marker in ("```sh\ng() {", '```sh\ng -d \'{"request_id":"reg-d"'):
+        start = readme.index(marker)
+        blocks.append(readme[start + len("```sh\n") : readme.index("```\n", start + 5)])
+    script = "\n".join(blocks).replace("127.0.0.1:50051", service.address)
+    script = script.replace("http://127.0.0.1:8090", service.sandbox)
     result = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert '"kyc_status": "KYC_STATUS_VERIFIED"' in result.stdout
-    assert '"linked": true' in result.stdout
-    assert '"sufficient": false' in result.stdout
+    out = result.stdout
+    assert '"kyc_status": "KYC_STATUS_VERIFIED"' in out
+    assert '"linked": true' in out
+    assert '"sufficient": false' in out
+    assert '"status": "RIDE_PAYMENT_STATUS_CAPTURED"' in out
+    assert '"type": "TRANSACTION_TYPE_TIP"' in out
+    assert '"type": "TRANSACTION_TYPE_CASH_OUT"' in out
+    balances = json.loads(out.strip().splitlines()[-1])
+    # Passenger: 150,000 topped up - 42,000 fare - 5,000 tip; driver: 34,000 + 5,000 - 20,000.
+    assert balances["subscribers"] == {"081234567890": 103_000, "085712345678": 19_000}
+    assert balances["platform"]["corporate"] == 8_000
+    assert balances["platform"]["escrow"] == 0
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,9 @@ class Payments:
         ride = await rows.read_ride(self._db, ride_id)
         if ride is None:
             raise WalletError(Reason.RIDE_PAYMENT_NOT_FOUND, "no ride payment for this ride_id")
-        passenger, driver = _number(ride.passenger), _number(ride.driver or ride.passenger)
+        passenger = _number(ride.passenger)
+        # A captured ride always has its driver; before capture there is no one to tip.
+        driver = _number(ride.driver) if ride.driver else passenger
 
         async def checks() -> None:
             if ride.status is not RideStatus.CAPTURED:

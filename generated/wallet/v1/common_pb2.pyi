@@ -686,7 +686,9 @@ class BankAccount(_message.Message):
     account_number: _builtins.str
     """Account number, 5-20 ASCII digits."""
     account_name: _builtins.str
-    """Account holder's name, 1-100 characters."""
+    """Account holder's name, 1-50 characters: letters, spaces, apostrophes, dots and
+    hyphens.
+    """
     def __init__(
         self,
         *,

@@ -27,8 +27,12 @@ if _version_not_supported:
 
 class PaymentServiceStub:
     """Ride payments, tips, transfers and QRIS payments. Roles: `dispatch` may call
-    the ride payment RPCs and TipDriver; `app` may call Transfer and PayQris;
-    `admin` may call everything.
+    the ride payment RPCs and TipDriver; `app` may call Transfer, PayQris and
+    GetRidePayment; `admin` may call everything.
+
+    A money RPC whose KasPro outcome is not known yet answers UNAVAILABLE /
+    PROVIDER_UNAVAILABLE with ErrorInfo.metadata["transaction_id"]; the service keeps
+    asking KasPro, and a retry with the same request_id answers the settled result.
 
     Every RPC can also answer UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE /
     PROVIDER_UNAVAILABLE (retry with the same request_id), INVALID_ARGUMENT /
@@ -81,8 +85,12 @@ class PaymentServiceStub:
 
 class PaymentServiceServicer:
     """Ride payments, tips, transfers and QRIS payments. Roles: `dispatch` may call
-    the ride payment RPCs and TipDriver; `app` may call Transfer and PayQris;
-    `admin` may call everything.
+    the ride payment RPCs and TipDriver; `app` may call Transfer, PayQris and
+    GetRidePayment; `admin` may call everything.
+
+    A money RPC whose KasPro outcome is not known yet answers UNAVAILABLE /
+    PROVIDER_UNAVAILABLE with ErrorInfo.metadata["transaction_id"]; the service keeps
+    asking KasPro, and a retry with the same request_id answers the settled result.
 
     Every RPC can also answer UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE /
     PROVIDER_UNAVAILABLE (retry with the same request_id), INVALID_ARGUMENT /
@@ -216,8 +224,12 @@ def add_PaymentServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PaymentService:
     """Ride payments, tips, transfers and QRIS payments. Roles: `dispatch` may call
-    the ride payment RPCs and TipDriver; `app` may call Transfer and PayQris;
-    `admin` may call everything.
+    the ride payment RPCs and TipDriver; `app` may call Transfer, PayQris and
+    GetRidePayment; `admin` may call everything.
+
+    A money RPC whose KasPro outcome is not known yet answers UNAVAILABLE /
+    PROVIDER_UNAVAILABLE with ErrorInfo.metadata["transaction_id"]; the service keeps
+    asking KasPro, and a retry with the same request_id answers the settled result.
 
     Every RPC can also answer UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE /
     PROVIDER_UNAVAILABLE (retry with the same request_id), INVALID_ARGUMENT /

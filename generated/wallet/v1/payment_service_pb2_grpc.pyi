@@ -28,8 +28,12 @@ GRPC_VERSION: str
 
 class PaymentServiceStub:
     """Ride payments, tips, transfers and QRIS payments. Roles: `dispatch` may call
-    the ride payment RPCs and TipDriver; `app` may call Transfer and PayQris;
-    `admin` may call everything.
+    the ride payment RPCs and TipDriver; `app` may call Transfer, PayQris and
+    GetRidePayment; `admin` may call everything.
+
+    A money RPC whose KasPro outcome is not known yet answers UNAVAILABLE /
+    PROVIDER_UNAVAILABLE with ErrorInfo.metadata["transaction_id"]; the service keeps
+    asking KasPro, and a retry with the same request_id answers the settled result.
 
     Every RPC can also answer UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE /
     PROVIDER_UNAVAILABLE (retry with the same request_id), INVALID_ARGUMENT /
@@ -95,8 +99,12 @@ class PaymentServiceStub:
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
     """Ride payments, tips, transfers and QRIS payments. Roles: `dispatch` may call
-    the ride payment RPCs and TipDriver; `app` may call Transfer and PayQris;
-    `admin` may call everything.
+    the ride payment RPCs and TipDriver; `app` may call Transfer, PayQris and
+    GetRidePayment; `admin` may call everything.
+
+    A money RPC whose KasPro outcome is not known yet answers UNAVAILABLE /
+    PROVIDER_UNAVAILABLE with ErrorInfo.metadata["transaction_id"]; the service keeps
+    asking KasPro, and a retry with the same request_id answers the settled result.
 
     Every RPC can also answer UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE /
     PROVIDER_UNAVAILABLE (retry with the same request_id), INVALID_ARGUMENT /
@@ -158,8 +166,12 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Ride payments, tips, transfers and QRIS payments. Roles: `dispatch` may call
-    the ride payment RPCs and TipDriver; `app` may call Transfer and PayQris;
-    `admin` may call everything.
+    the ride payment RPCs and TipDriver; `app` may call Transfer, PayQris and
+    GetRidePayment; `admin` may call everything.
+
+    A money RPC whose KasPro outcome is not known yet answers UNAVAILABLE /
+    PROVIDER_UNAVAILABLE with ErrorInfo.metadata["transaction_id"]; the service keeps
+    asking KasPro, and a retry with the same request_id answers the settled result.
 
     Every RPC can also answer UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE /
     PROVIDER_UNAVAILABLE (retry with the same request_id), INVALID_ARGUMENT /
