@@ -24,7 +24,7 @@ from wallet_service.domain.account import AccountType
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.money import Limits, RideStatus, TxStatus, TxType
 from wallet_service.domain.phone import MobileNumber
-from wallet_service.domain.records import AttemptStatus, RidePayment, Transaction
+from wallet_service.domain.records import RidePayment, Transaction
 from wallet_service.flows.engine import (
     EXPIRED_REASON,
     FEE,
@@ -387,69 +387,73 @@ class Payments:
             raise
         passenger = _number(ride.passenger)
         escrow = account_party(self._accounts.escrow)
-        async with self._db.transaction() as tx:
-            now = self._engine.now()
-            capture = self._transaction(
-                TxType.RIDE_CAPTURE,
-                passenger,
-                ride.held_amount_idr,
-                now,
-                counterparty=driver.canonical,
-                ride_id=ride_id,
-            )
-            legs = [
-                (
-                    PAYOUT,
-                    split.driver_payout_idr,
-                    subscriber_party(driver),
-                    money.subscriber(driver),
-                ),
-                (
-                    FEE,
-                    split.platform_fee_idr,
-                    account_party(self._accounts.corporate),
-                    money.CORPORATE,
-                ),
-                (
-                    REFUND,
-                    split.refund_idr,
-                    subscriber_party(passenger),
-                    money.subscriber(passenger),
-                ),
-            ]
-            attempts = [
-                self._engine.new_attempt(
-                    kaspro_request_id("ride", ride_id, leg),
-                    capture,
-                    leg,
-                    "p2p",
-                    {
-                        "source": escrow,
-                        "destination": target,
-                        "amount": amount,
-                        "note": f"ride {ride_id} {leg}",
-                    },
-                    money.movement(money.ESCROW, account, amount),
+        try:
+            async with self._db.transaction() as tx:
+                now = self._engine.now()
+                capture = self._transaction(
+                    TxType.RIDE_CAPTURE,
+                    passenger,
+                    ride.held_amount_idr,
+                    now,
+                    counterparty=driver.canonical,
+                    ride_id=ride_id,
                 )
-                for leg, amount, target, account in legs
-                if amount > 0
-            ]
-            moved = await self._engine.move_ride(
-                tx,
-                ride,
-                RideStatus.CAPTURING,
-                now,
-                driver=driver.canonical,
-                final_fare_idr=final_fare_idr,
-                platform_fee_idr=platform_fee_idr,
-                driver_payout_idr=split.driver_payout_idr,
-                refund_idr=split.refund_idr,
-                settle_transaction=capture.id,
-            )
-            if moved is None:  # a concurrent capture or void got there first
-                raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
-            await self._insert(tx, capture, attempts, now)
-            await idempotency.attach_operation(tx, request.key, _ride_operation(ride_id))
+                legs = [
+                    (
+                        PAYOUT,
+                        split.driver_payout_idr,
+                        subscriber_party(driver),
+                        money.subscriber(driver),
+                    ),
+                    (
+                        FEE,
+                        split.platform_fee_idr,
+                        account_party(self._accounts.corporate),
+                        money.CORPORATE,
+                    ),
+                    (
+                        REFUND,
+                        split.refund_idr,
+                        subscriber_party(passenger),
+                        money.subscriber(passenger),
+                    ),
+                ]
+                attempts = [
+                    self._engine.new_attempt(
+                        kaspro_request_id("ride", ride_id, leg),
+                        capture,
+                        leg,
+                        "p2p",
+                        {
+                            "source": escrow,
+                            "destination": target,
+                            "amount": amount,
+                            "note": f"ride {ride_id} {leg}",
+                        },
+                        money.movement(money.ESCROW, account, amount),
+                    )
+                    for leg, amount, target, account in legs
+                    if amount > 0
+                ]
+                moved = await self._engine.move_ride(
+                    tx,
+                    ride,
+                    RideStatus.CAPTURING,
+                    now,
+                    driver=driver.canonical,
+                    final_fare_idr=final_fare_idr,
+                    platform_fee_idr=platform_fee_idr,
+                    driver_payout_idr=split.driver_payout_idr,
+                    refund_idr=split.refund_idr,
+                    settle_transaction=capture.id,
+                )
+                if moved is None:  # a concurrent capture or void got there first
+                    raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
+                await self._insert(tx, capture, attempts, now)
+                await idempotency.attach_operation(tx, request.key, _ride_operation(ride_id))
+        except WalletError as exc:  # a concurrent capture or void got there first
+            await self._refused(request, exc)
+            raise
         await self._send_and_settle_key(request, attempts, timeout=timeout)
         return await self._render_ride(ride_id)
 
@@ -701,9 +705,7 @@ class Payments:
         return ride
 
     async def _outcome_unknown(self, transaction_id: str) -> bool:
-        async with self._db.transaction() as tx:
-            attempts = await rows.attempts_of(tx, transaction_id)
-        return any(a.status is AttemptStatus.PENDING for a in attempts)
+        return await rows.has_unanswered_attempt(self._db, transaction_id)
 
     async def _ride_in(self, ride_id: str, status: RideStatus, verb: str) -> RidePayment:
         ride = await self.ride(ride_id)

@@ -225,6 +225,15 @@ async def attempts_of(tx: DbTx, transaction_id: str) -> list[Attempt]:
     return [_attempt(row) for row in rows]
 
 
+async def has_unanswered_attempt(db: Database, transaction_id: str) -> bool:
+    """Whether a KasPro call of this transaction has no usable answer yet."""
+    row = await db.fetch_one(
+        "SELECT 1 FROM attempts WHERE transaction_id = ? AND status = 'pending' LIMIT 1",
+        (transaction_id,),
+    )
+    return row is not None
+
+
 async def save_attempt(tx: DbTx, a: Attempt) -> bool:
     """Write an open attempt's new state; False when it was already final."""
     changed = await tx.execute(
