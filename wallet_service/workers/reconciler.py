@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from wallet_service.domain.records import Attempt
 from wallet_service.flows.engine import Engine
 from wallet_service.flows.payments import Payments
 from wallet_service.store import money as rows
@@ -51,13 +52,12 @@ class Reconciler:
         """One pass; returns how many attempts it asked KasPro about."""
         due = await rows.due_attempts(self._engine.db, self._engine.now(), self._batch)
 
-        async def settle(reference: str) -> None:
+        async def settle(attempt: Attempt) -> None:
             async with self._slots:
-                # Reload: a callback may have settled it since the query.
-                attempts = [a for a in due if a.reference == reference]
-                await self._engine.inquire(attempts[0], timeout=self._inquiry_timeout)
+                # A callback may settle it meanwhile: apply() then finds it final.
+                await self._engine.inquire(attempt, timeout=self._inquiry_timeout)
 
-        results = await asyncio.gather(*(settle(a.reference) for a in due), return_exceptions=True)
+        results = await asyncio.gather(*(settle(a) for a in due), return_exceptions=True)
         for attempt, result in zip(due, results, strict=True):
             if isinstance(result, Exception):
                 log.error("reconciling %s failed", attempt.reference, exc_info=result)
