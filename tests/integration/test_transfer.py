@@ -1,11 +1,124 @@
-"""Transfer (P2P): money moves once between two linked wallets, and both books agree."""
+"""Transfer (P2P): money moves once between two linked wallets, and both books agree.
+
+Also home of the small helpers the money tests share (``Books``, ``money_calls``,
+``transaction_statuses``, ``get_transaction``): test_cash_out.py and test_qris.py import
+them from here.
+"""
 
 from __future__ import annotations
 
-import grpc
-from wallet.v1 import common_pb2, payment_service_pb2
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from .conftest import APP, DEADLINE, LOCAL, OTHER_LOCAL, Harness, assert_failure, expect_failure
+import grpc
+import pytest
+from wallet.v1 import common_pb2, payment_service_pb2, transaction_service_pb2
+
+from wallet_service.domain.money import Limits
+
+from .conftest import (
+    ADMIN,
+    APP,
+    CANONICAL,
+    DEADLINE,
+    E164,
+    LOCAL,
+    NATIONAL,
+    OTHER_E164,
+    OTHER_LOCAL,
+    Harness,
+    RpcFailure,
+    assert_failure,
+    expect_failure,
+    failure_of,
+)
+
+T = TypeVar("T")
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+P2P_PATH = "/p2p-transaction/"
+STATUS_PATH = "/transaction-status/"
+# Every KasPro path that moves money (docs/kaspro.md § Money endpoints).
+MONEY_PATHS = frozenset(
+    {P2P_PATH, "/pil-transaction-payment-to-merchant/", "/bank-transfer/", "/qris-issuer/"}
+)
+
+PENDING = common_pb2.TRANSACTION_STATUS_PENDING
+PROCESSING = common_pb2.TRANSACTION_STATUS_PROCESSING
+SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
+FAILED = common_pb2.TRANSACTION_STATUS_FAILED
+
+SENDER = f"subscriber:{CANONICAL}"
+
+
+# Shared helpers.
+
+
+async def money_calls(h: Harness) -> list[dict[str, Any]]:
+    """The money calls in the sandbox's request log (refused and faulted ones included)."""
+    return [r for r in await h.kaspro_requests() if r["path"] in MONEY_PATHS]
+
+
+@dataclass(frozen=True)
+class Books:
+    """Both sets of books and the money calls so far, to show later that nothing moved."""
+
+    sandbox: dict[str, Any]
+    ledger: dict[str, int]
+    money_calls: int
+
+    @classmethod
+    async def take(cls, h: Harness) -> Books:
+        await h.assert_books_agree()
+        return cls(await h.sandbox_balances(), await h.ledger(), len(await money_calls(h)))
+
+    async def assert_unchanged(self, h: Harness, *, reached_kaspro: bool = False) -> None:
+        """No money moved on either side; unless ``reached_kaspro``, no money call was made."""
+        assert await h.sandbox_balances() == self.sandbox
+        assert await h.ledger() == self.ledger
+        await h.assert_books_agree()
+        if not reached_kaspro:
+            assert len(await money_calls(h)) == self.money_calls, await money_calls(h)
+
+
+async def get_transaction(h: Harness, transaction_id: str) -> common_pb2.Transaction:
+    response = await h.transactions.GetTransaction(
+        transaction_service_pb2.GetTransactionRequest(transaction_id=transaction_id),
+        metadata=APP,
+        timeout=DEADLINE,
+    )
+    return response.transaction
+
+
+async def transaction_statuses(h: Harness, transaction_id: str, after: int = 0) -> list[int]:
+    """The statuses the events after ``after`` reported for one transaction, in order."""
+    return [
+        e.transaction.status
+        for e in await h.events(after)
+        if e.WhichOneof("subject") == "transaction"
+        and e.transaction.transaction_id == transaction_id
+    ]
+
+
+async def last_sequence(h: Harness) -> int:
+    events = await h.events()
+    return events[-1].sequence if events else 0
+
+
+async def outcome(call: Awaitable[T]) -> T | RpcFailure:
+    """The response, or how the call failed."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        return failure_of(exc)
+
+
+# Transfer helpers.
 
 
 def transfer(
@@ -16,6 +129,17 @@ def transfer(
     return payment_service_pb2.TransferRequest(
         request_id=request_id, amount_idr=amount_idr, **values
     )
+
+
+async def send(
+    h: Harness, request: payment_service_pb2.TransferRequest, metadata: Any = APP
+) -> common_pb2.Transaction:
+    response = await h.payments.Transfer(request, metadata=metadata, timeout=DEADLINE)
+    return response.transaction
+
+
+async def p2p_calls(h: Harness) -> list[dict[str, Any]]:
+    return await h.kaspro_requests(P2P_PATH)
 
 
 async def test_transfer_moves_money_once_and_books_agree(h: Harness) -> None:
@@ -63,3 +187,288 @@ async def test_insufficient_funds_is_decided_by_kaspro_and_moves_nothing(h: Harn
     balances = await h.sandbox_balances()
     assert balances["subscribers"][LOCAL] == 10_000
     await h.assert_books_agree()
+
+
+# Refusals before KasPro.
+
+
+async def test_sender_not_linked_is_refused_before_kaspro(h: Harness) -> None:
+    await h.register(LOCAL, request_id="register-sender")
+    await h.top_up(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer()))
+
+    assert_failure(failure, PRECONDITION, "WALLET_NOT_LINKED")
+    await books.assert_unchanged(h)
+
+
+@pytest.mark.parametrize("to", [LOCAL, NATIONAL, CANONICAL, E164])
+async def test_transfer_to_oneself_is_invalid_in_any_spelling(h: Harness, to: str) -> None:
+    await h.onboard(LOCAL, 100_000)
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer(to_mobile_number=to)))
+
+    assert_failure(failure, INVALID, "INVALID_FIELD", "to_mobile_number")
+    await books.assert_unchanged(h)
+
+
+async def test_unknown_receiver_is_not_found_and_moves_nothing(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer()))
+
+    assert_failure(failure, grpc.StatusCode.NOT_FOUND, "CUSTOMER_NOT_FOUND")
+    await books.assert_unchanged(h)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        pytest.param({"amount_idr": 0}, "amount_idr", id="zero-amount"),
+        pytest.param({"amount_idr": -5_000}, "amount_idr", id="negative-amount"),
+        pytest.param({"note": "n" * 101}, "note", id="note-over-100"),
+        pytest.param({"request_id": ""}, "request_id", id="no-request-id"),
+    ],
+)
+async def test_bad_transfer_fields_are_invalid_and_move_nothing(
+    h: Harness, request_fields: dict[str, Any], field: str
+) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    books = await Books.take(h)
+    request = transfer()
+    for name, value in request_fields.items():
+        setattr(request, name, value)
+
+    failure = await expect_failure(send(h, request))
+
+    assert_failure(failure, INVALID, "INVALID_FIELD", field)
+    await books.assert_unchanged(h)
+
+
+async def test_note_of_exactly_100_characters_is_accepted(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+
+    t = await send(h, transfer(note="n" * 100))
+
+    assert (t.status, t.note) == (SUCCEEDED, "n" * 100)
+    await h.assert_books_agree()
+
+
+async def test_receiver_at_its_basic_balance_cap_is_refused_before_kaspro(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, 1_990_000, name="Siti")
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer(10_001)))
+
+    assert_failure(failure, PRECONDITION, "LIMIT_EXCEEDED")
+    await books.assert_unchanged(h)
+
+    # Up to the cap exactly is fine.
+    t = await send(h, transfer(10_000, request_id="transfer-2"))
+    assert t.status == SUCCEEDED
+    assert (await h.sandbox_balances())["subscribers"][OTHER_LOCAL] == 2_000_000
+    await h.assert_books_agree()
+
+
+async def test_configured_balance_cap_applies(h: Harness) -> None:
+    await h.restart(h.with_config(limits=Limits(basic_balance_cap_idr=50_000)))
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, 40_000, name="Siti")
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer(20_000)))
+
+    # KasPro's own cap is 2,000,000: the refusal is ours, before any money call.
+    assert_failure(failure, PRECONDITION, "LIMIT_EXCEEDED")
+    await books.assert_unchanged(h)
+
+
+async def test_monthly_volume_cap_refuses_the_transfer_that_would_break_it(h: Harness) -> None:
+    # The 30-day volume counts every rupiah in and out of the wallet (the 100,000
+    # top-up included): 100,000 + 30,000 fits under 150,000, 30,000 more does not.
+    await h.restart(h.with_config(limits=Limits(monthly_volume_cap_idr=150_000)))
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    first = await send(h, transfer(30_000))
+    assert first.status == SUCCEEDED
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer(30_000, request_id="transfer-2")))
+
+    assert_failure(failure, PRECONDITION, "LIMIT_EXCEEDED")
+    await books.assert_unchanged(h)
+    # The refusal is a decision: the same request is refused again, still without KasPro.
+    again = await expect_failure(send(h, transfer(30_000, request_id="transfer-2")))
+    assert_failure(again, PRECONDITION, "LIMIT_EXCEEDED")
+    await books.assert_unchanged(h)
+
+
+# Idempotency.
+
+
+async def test_concurrent_identical_transfers_move_money_once(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+
+    answers = await asyncio.gather(*(outcome(send(h, transfer())) for _ in range(20)))
+
+    transactions = [a for a in answers if isinstance(a, common_pb2.Transaction)]
+    failures = [a for a in answers if isinstance(a, RpcFailure)]
+    assert transactions, failures
+    assert {t.transaction_id for t in transactions} == {transactions[0].transaction_id}
+    assert {t.status for t in transactions} == {SUCCEEDED}
+    for failure in failures:
+        assert_failure(failure, grpc.StatusCode.ABORTED, "REQUEST_IN_PROGRESS")
+    assert len(await p2p_calls(h)) == 1
+    balances = await h.sandbox_balances()
+    assert (balances["subscribers"][LOCAL], balances["subscribers"][OTHER_LOCAL]) == (
+        75_000,
+        25_000,
+    )
+    await h.assert_books_agree()
+
+    replay = await send(h, transfer())
+    assert (replay.transaction_id, replay.status) == (transactions[0].transaction_id, SUCCEEDED)
+    assert len(await p2p_calls(h)) == 1
+
+
+async def test_same_request_id_for_another_amount_is_refused(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    first = await send(h, transfer(25_000))
+    books = await Books.take(h)
+
+    failure = await expect_failure(send(h, transfer(26_000)))
+
+    assert_failure(failure, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    await books.assert_unchanged(h)
+    # The original is untouched and still replays.
+    assert (await send(h, transfer(25_000))).transaction_id == first.transaction_id
+    await books.assert_unchanged(h)
+
+
+async def test_request_ids_are_scoped_per_caller(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    by_app = await send(h, transfer(), metadata=APP)
+
+    by_admin = await send(h, transfer(), metadata=ADMIN)
+
+    assert by_admin.status == SUCCEEDED
+    assert by_admin.transaction_id != by_app.transaction_id
+    assert len(await p2p_calls(h)) == 2
+    assert (await h.sandbox_balances())["subscribers"][LOCAL] == 50_000
+    await h.assert_books_agree()
+    # Each caller's key still replays its own transfer.
+    assert (await send(h, transfer(), metadata=APP)).transaction_id == by_app.transaction_id
+    assert (await send(h, transfer(), metadata=ADMIN)).transaction_id == by_admin.transaction_id
+    assert len(await p2p_calls(h)) == 2
+
+
+# KasPro's outcome unknown.
+
+
+async def test_kaspro_timeout_is_unavailable_then_settled_by_the_status_inquiry(
+    h: Harness,
+) -> None:
+    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    ledger_before = await h.ledger()
+    after = await last_sequence(h)
+    # The sandbox executes the transfer, then answers after our timeout.
+    await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
+
+    failure = await expect_failure(send(h, transfer()))
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    transaction_id = failure.error_metadata["transaction_id"]
+    assert (await get_transaction(h, transaction_id)).status == PROCESSING
+    # Unknown is not booked: our ledger waits for KasPro's word.
+    assert await h.ledger() == ledger_before
+
+    assert await h.settle() == 1
+
+    t = await get_transaction(h, transaction_id)
+    assert (t.status, t.amount_idr) == (SUCCEEDED, 25_000)
+    reference = (await p2p_calls(h))[0]["requestId"]
+    assert [r["requestId"] for r in await h.kaspro_requests(STATUS_PATH)] == [reference]
+    assert len(await p2p_calls(h)) == 1
+    executed = [x for x in await h.sandbox_transactions() if x["requestId"] == reference]
+    assert [x["status"] for x in executed] == ["SUCCESS"]
+    balances = await h.sandbox_balances()
+    assert (balances["subscribers"][LOCAL], balances["subscribers"][OTHER_LOCAL]) == (
+        75_000,
+        25_000,
+    )
+    await h.assert_books_agree()
+    replay = await send(h, transfer())
+    assert (replay.transaction_id, replay.status) == (transaction_id, SUCCEEDED)
+    assert len(await p2p_calls(h)) == 1
+    assert await transaction_statuses(h, transaction_id, after) == [
+        PENDING,
+        PROCESSING,
+        SUCCEEDED,
+    ]
+
+
+async def test_kaspro_500_is_sent_again_with_the_same_reference_after_the_inquiry(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    books = await Books.take(h)
+    after = await last_sequence(h)
+    await h.arm_fault(P2P_PATH, "http_500")
+
+    failure = await expect_failure(send(h, transfer()))
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    transaction_id = failure.error_metadata["transaction_id"]
+    assert (await get_transaction(h, transaction_id)).status == PROCESSING
+    # The faulted call was not executed, and nothing is booked.
+    await books.assert_unchanged(h, reached_kaspro=True)
+    # A retry reports the same unknown outcome and sends nothing new.
+    retry = await expect_failure(send(h, transfer()))
+    assert_failure(retry, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert retry.error_metadata["transaction_id"] == transaction_id
+    assert len(await p2p_calls(h)) == 1
+
+    await h.settle()
+
+    t = await get_transaction(h, transaction_id)
+    assert t.status == SUCCEEDED
+    calls = await p2p_calls(h)
+    assert [c["fault"] for c in calls] == ["http_500", None]
+    assert calls[0]["requestId"] == calls[1]["requestId"]
+    inquiries = await h.kaspro_requests(STATUS_PATH)
+    assert [(r["requestId"], r["code"]) for r in inquiries] == [(calls[0]["requestId"], 150001)]
+    executed = [
+        x for x in await h.sandbox_transactions() if x["requestId"] == calls[0]["requestId"]
+    ]
+    assert [x["status"] for x in executed] == ["SUCCESS"]
+    balances = await h.sandbox_balances()
+    assert (balances["subscribers"][LOCAL], balances["subscribers"][OTHER_LOCAL]) == (
+        75_000,
+        25_000,
+    )
+    await h.assert_books_agree()
+    ledger = await h.ledger()
+    assert (ledger[SENDER], ledger[f"subscriber:{OTHER_E164[1:]}"]) == (75_000, 25_000)
+    replay = await send(h, transfer())
+    assert (replay.transaction_id, replay.status) == (transaction_id, SUCCEEDED)
+    # A second pass finds nothing left to do.
+    assert await h.settle() == 0
+    assert len(await p2p_calls(h)) == 2
+    assert await transaction_statuses(h, transaction_id, after) == [
+        PENDING,
+        PROCESSING,
+        SUCCEEDED,
+    ]

@@ -14,7 +14,7 @@ from wallet_service.api import convert
 from wallet_service.api.account import time_left
 from wallet_service.api.fields import Fields
 from wallet_service.api.idempotent import money_request
-from wallet_service.domain.customer import name_problem
+from wallet_service.domain.customer import account_name_problem
 from wallet_service.domain.funding import Instructions
 from wallet_service.flows.funding import Funding
 from wallet_service.flows.payments import BankAccount, Payments
@@ -92,12 +92,7 @@ class FundingServicer(pb_grpc.FundingServiceServicer):
                     "bank_account.bank_code must be one of " + ", ".join(sorted(self._banks)),
                 )
             number = f.account_number("bank_account.account_number", account.account_number)
-            f.check(
-                "bank_account.account_name",
-                name_problem(account.account_name, required=True)
-                if len(account.account_name) <= 50
-                else "must be at most 50 characters",
-            )
+            f.check("bank_account.account_name", account_name_problem(account.account_name))
             bank = BankAccount(account.bank_code, number, account.account_name)
         elif destination == "retail_outlet":
             outlet = _OUTLETS.get(request.retail_outlet)

@@ -72,3 +72,19 @@ def postal_code_problem(value: str) -> str | None:
     if value and not _POSTAL_CODE.fullmatch(value):
         return "must be 5 digits"
     return None
+
+
+def account_name_problem(value: str) -> str | None:
+    """Why ``value`` is not a bank account holder's name, or None.
+
+    Banks hold company names too (digits, "&", commas), so this is wider than a
+    person's name: 1-100 printable characters with at least one letter.
+    """
+    if not value.strip():
+        return "is required"
+    problem = text_problem(value, max_length=100)
+    if problem is not None:
+        return problem
+    if not any(unicodedata.category(ch)[0] == "L" for ch in value):
+        return "must contain a letter"
+    return None

@@ -686,8 +686,8 @@ class BankAccount(_message.Message):
     account_number: _builtins.str
     """Account number, 5-20 ASCII digits."""
     account_name: _builtins.str
-    """Account holder's name, 1-50 characters: letters, spaces, apostrophes, dots and
-    hyphens.
+    """Account holder's name as the bank knows it: 1-100 printable characters with at
+    least one letter (company names with digits, "&" or commas are fine).
     """
     def __init__(
         self,
