@@ -148,7 +148,7 @@ class MoneyTransaction:
 
     def status_document(self) -> dict[str, Any]:
         """`data` of a transaction-status answer (docs/kaspro.md)."""
-        return {
+        document: dict[str, Any] = {
             "requestId": self.request_id,
             "reffId": self.reff_id,
             "status": self.status,
@@ -158,6 +158,9 @@ class MoneyTransaction:
             "type": self.type,
             "message": self.message,
         }
+        if self.status == "FAILED":
+            document["code"] = self.code  # why it failed: the refusal's own code
+        return document
 
     def to_json(self) -> dict[str, Any]:
         """The sandbox's own view (control endpoints), not a KasPro shape."""

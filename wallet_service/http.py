@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wallet_service.domain.errors import Reason
-from wallet_service.flows.engine import Engine, Result, State
+from wallet_service.flows.engine import Applied, Engine, Result, State
 from wallet_service.flows.payments import Payments
 from wallet_service.kaspro import (
     CALLBACK_SIGNATURE_HEADER,
@@ -87,20 +87,20 @@ class CallbackReceiver:
             await self._mark(callback_id, "rejected", detail=str(exc))
             log.error("callback %d unreadable: %s", callback_id, exc)
             return 400
-        await self._handle(callback_id, callback)
-        return 200
+        return 200 if await self._handle(callback_id, callback, tries=0) else 400
 
     async def retry_parked(self) -> int:
         """Try parked callbacks again (the reconciler calls this); how many were tried."""
         parked = await rows.parked_callbacks(self._engine.db, self._clock(), 100)
         for row in parked:
-            await self._handle(int(row["id"]), parse_callback(bytes(row["raw"])))
+            callback = parse_callback(bytes(row["raw"]))
+            await self._handle(int(row["id"]), callback, tries=int(row["tries"]))
         return len(parked)
 
-    async def _handle(self, callback_id: int, callback: Callback) -> None:
+    async def _handle(self, callback_id: int, callback: Callback, *, tries: int) -> bool:
+        """Apply (or park) a verified callback; False when it cannot be used at all."""
         if callback.kind is CallbackKind.TOPUP:
-            await self._top_up(callback_id, callback)
-            return
+            return await self._top_up(callback_id, callback)
         result = _result(callback)
         if result.state is State.UNKNOWN:
             # A status word we cannot read: ask KasPro rather than guess.
@@ -111,22 +111,25 @@ class CallbackReceiver:
                 reference=callback.request_id,
                 detail=callback.detail or "unknown status",
             )
-            return
-        known = await self._engine.apply(callback.request_id, result)
-        if known:
-            await self._mark(callback_id, "applied", reference=callback.request_id)
+            return True
+        applied = await self._engine.apply(callback.request_id, result)
+        if applied is not Applied.UNKNOWN_REFERENCE:
+            await self._mark(callback_id, applied.value, reference=callback.request_id)
         else:
             log.warning(
                 "callback %d for unknown reference %s parked", callback_id, callback.request_id
             )
+            # Backing off, but never giving up: the attempt may still be committed.
+            delay = min(self._settings.park_retry_seconds * 2 ** min(tries, 10), 600.0)
             await self._mark(
                 callback_id,
                 "parked",
                 reference=callback.request_id,
-                next_try_at=self._clock() + self._settings.park_retry_seconds,
+                next_try_at=self._clock() + delay,
             )
+        return True
 
-    async def _top_up(self, callback_id: int, callback: Callback) -> None:
+    async def _top_up(self, callback_id: int, callback: Callback) -> bool:
         if (
             callback.state is not TransferState.SUCCEEDED
             or callback.mobile_number is None
@@ -138,19 +141,24 @@ class CallbackReceiver:
                 reference=callback.reff_id,
                 detail="top-up callback without a credited amount and wallet",
             )
+            # Answered 400: KasPro keeps the credit on record and retries; the raw body
+            # stays in the callbacks table for a person to look at.
             log.error("callback %d: unusable top-up", callback_id)
-            return
+            return False
         driver = any(
             callback.va_number.startswith(p) for p in self._settings.driver_va_prefixes
         ) or any(callback.payment_code.startswith(p) for p in self._settings.driver_retail_prefixes)
-        await self._payments.record_top_up(
+        created = await self._payments.record_top_up(
             callback.reff_id,
             callback.mobile_number,
             callback.amount_idr,
             driver=driver,
             channel=callback.channel or "VA",
         )
-        await self._mark(callback_id, "applied", reference=callback.reff_id)
+        await self._mark(
+            callback_id, "applied" if created else "duplicate", reference=callback.reff_id
+        )
+        return True
 
     async def _distrust(self, callback_id: int, raw: bytes) -> None:
         reference = ""
@@ -199,6 +207,7 @@ def _result(callback: Callback) -> Result:
         amount_idr=callback.amount_idr,
         fee_idr=callback.fee_idr,
         reff_id=callback.reff_id or None,
+        mobile_number=callback.mobile_number,
         message=callback.message,
         reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
         detail=callback.detail,
@@ -211,6 +220,9 @@ def create_app(
     serving: Callable[[], bool],
 ) -> Starlette:
     async def callback(request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
+            return JSONResponse({"error": "callback too large"}, status_code=413)
         raw = await request.body()
         if len(raw) > MAX_CALLBACK_BYTES:
             return JSONResponse({"error": "callback too large"}, status_code=413)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.timestamp_pb2 import Timestamp
 from wallet.v1 import common_pb2 as pb
 
@@ -160,3 +162,17 @@ def ride_payment(r: RidePayment) -> pb.RidePayment:
         create_time=timestamp(r.create_time),
         update_time=timestamp(r.update_time),
     )
+
+
+def account_event(data: dict[str, Any]) -> pb.Account:
+    """What an account event knows: the number, the link and (after eKYC) the KYC status.
+
+    The rest of the account is KasPro's and is read with GetAccount.
+    """
+    message = pb.Account(mobile_number=_e164_of(data["mobile_number"]))
+    if data.get("linked_at") is not None:
+        message.linked = True
+        message.link_time.CopyFrom(timestamp(data["linked_at"]))
+    if data.get("kyc_status") == "VERIFIED":
+        message.kyc_status = pb.KYC_STATUS_VERIFIED
+    return message

@@ -19,6 +19,7 @@ from wallet_service.api import convert
 from wallet_service.api.fields import Fields
 from wallet_service.domain.money import TxStatus, TxType
 from wallet_service.flows.engine import RIDE_PAYMENT_UPDATED, TRANSACTION_UPDATED
+from wallet_service.flows.onboarding import ACCOUNT_LINKED, KYC_UPGRADED
 from wallet_service.flows.payments import Payments
 from wallet_service.store import money as rows
 from wallet_service.store.database import Database, Row
@@ -121,6 +122,13 @@ def _event(row: Row) -> common_pb2.Event:
     elif row["type"] == RIDE_PAYMENT_UPDATED:
         event.type = common_pb2.EVENT_TYPE_RIDE_PAYMENT_UPDATED
         event.ride_payment.CopyFrom(convert.ride_payment(rows.ride_from_snapshot(data)))
+    elif row["type"] in (ACCOUNT_LINKED, KYC_UPGRADED):
+        event.type = (
+            common_pb2.EVENT_TYPE_ACCOUNT_LINKED
+            if row["type"] == ACCOUNT_LINKED
+            else common_pb2.EVENT_TYPE_KYC_UPGRADED
+        )
+        event.account.CopyFrom(convert.account_event(data))
     return event
 
 

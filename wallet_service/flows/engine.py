@@ -65,12 +65,24 @@ _REJECTION_REASONS = {
 }
 
 
+class Applied(enum.Enum):
+    """What ``Engine.apply`` did with a signal."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # the attempt already ended this way
+    IGNORED = "ignored"  # the attempt already ended otherwise, or is frozen
+    FROZEN = "frozen"  # the signal contradicts what we asked: frozen for review
+    UNKNOWN_REFERENCE = "unknown_reference"
+
+
 @dataclass(frozen=True)
 class Result:
     """How one attempt ended, whoever said so."""
 
     state: State
     amount_idr: int | None = None
+    # The subscriber KasPro says paid, when the signal names one (callbacks do).
+    mobile_number: MobileNumber | None = None
     fee_idr: int = 0
     reff_id: str | None = None
     message: str = ""
@@ -118,7 +130,13 @@ class Result:
             fee_idr=status.fee_idr,
             reff_id=status.reff_id,
             message=status.message,
-            reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
+            reason=(
+                _REJECTION_REASONS.get(status.rejection, Reason.PROVIDER_REJECTED)
+                if status.rejection is not None
+                else Reason.PROVIDER_REJECTED
+            )
+            if state is State.FAILED
+            else None,
             detail=status.detail,
         )
 
@@ -259,45 +277,38 @@ class Engine:
             )
         raise ValueError(f"unknown endpoint {endpoint!r}")
 
-    async def apply(self, reference: str, result: Result) -> bool:
-        """Apply how attempt ``reference`` ended; False when the reference is unknown."""
+    async def apply(self, reference: str, result: Result) -> Applied:
+        """Apply how attempt ``reference`` ended, and say what that did."""
         async with self.db.transaction() as tx:
             attempt = await rows.load_attempt(tx, reference)
             if attempt is None:
-                return False
+                return Applied.UNKNOWN_REFERENCE
             if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.PROCESSING):
                 if result.state in (State.SUCCEEDED, State.FAILED):
-                    expected = State(attempt.status.value)
-                    if expected is not result.state:
-                        log.error(
-                            "attempt %s is %s but KasPro now says %s: ignored, needs review",
-                            reference,
-                            attempt.status.value,
-                            result.state.value,
-                        )
-                return True
+                    if State(attempt.status.value) is result.state:
+                        return Applied.DUPLICATE
+                    log.error(
+                        "attempt %s is %s but KasPro now says %s: ignored, needs review",
+                        reference,
+                        attempt.status.value,
+                        result.state.value,
+                    )
+                return Applied.IGNORED
             transaction = await rows.load_transaction(tx, attempt.transaction_id)
             assert transaction is not None
             if transaction.frozen:
-                return True
+                return Applied.IGNORED
+            mismatch = _mismatch(attempt, result)
+            if mismatch:
+                await self._freeze(tx, transaction, self.now(), mismatch)
+                return Applied.FROZEN
             await self._apply(tx, attempt, transaction, result)
-            return True
+            return Applied.APPLIED
 
     async def _apply(
         self, tx: DbTx, attempt: Attempt, transaction: Transaction, result: Result
     ) -> None:
         now = self.now()
-        if result.state in (State.SUCCEEDED, State.PROCESSING) and (
-            result.amount_idr is not None and result.amount_idr != attempt.amount_idr
-        ):
-            await self._freeze(
-                tx,
-                transaction,
-                now,
-                f"KasPro reported {result.amount_idr} for attempt {attempt.reference}, "
-                f"we asked {attempt.amount_idr}",
-            )
-            return
         if result.state is State.SUCCEEDED:
             done = replace(
                 attempt,
@@ -427,6 +438,29 @@ class Engine:
 
 
 EXPIRED_REASON = "expired: not captured within its lifetime"
+
+
+def _mismatch(attempt: Attempt, result: Result) -> str:
+    """Why a signal does not match what we asked (rule 6), or "" when it does."""
+    if result.amount_idr is not None and result.amount_idr != attempt.amount_idr:
+        return (
+            f"KasPro reported {result.amount_idr} for attempt {attempt.reference}, "
+            f"we asked {attempt.amount_idr}"
+        )
+    payer = _payer(attempt)
+    if result.mobile_number is not None and payer is not None and result.mobile_number != payer:
+        return f"KasPro reported another wallet for attempt {attempt.reference}"
+    return ""
+
+
+def _payer(attempt: Attempt) -> MobileNumber | None:
+    """The subscriber an attempt takes money from (None for a platform account)."""
+    args = attempt.call["args"]
+    canonical = args.get("payer") or args.get("mobile")
+    if canonical:
+        return _mobile(canonical)
+    source = args.get("source", "")
+    return _mobile(source.removeprefix("mobile:")) if source.startswith("mobile:") else None
 
 
 def _lines(attempt: Attempt) -> list[Line]:

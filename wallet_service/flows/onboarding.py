@@ -22,12 +22,17 @@ from wallet_service.kaspro import (
     Rejection,
     kaspro_request_id,
 )
+from wallet_service.store import money as events
 from wallet_service.store import onboarding as rows
 from wallet_service.store.database import Database
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+# Event types of the outbox (store/money.py), for account changes.
+ACCOUNT_LINKED = "ACCOUNT_LINKED"
+KYC_UPGRADED = "KYC_UPGRADED"
 
 # How KasPro's definite refusals read to our callers.
 _REJECTIONS: dict[Rejection, tuple[Reason, str]] = {
@@ -172,7 +177,14 @@ class Onboarding:
             await rows.save_otp_state(
                 tx, mobile, replace(done, expires_at=None, failed_attempts=0, locked_until=None)
             )
-            await rows.mark_linked(tx, mobile, now)
+            linked_at = await rows.mark_linked(tx, mobile, now)
+            await events.append_event(
+                tx,
+                ACCOUNT_LINKED,
+                mobile.canonical,
+                {"mobile_number": mobile.canonical, "linked_at": linked_at},
+                now,
+            )
         log.info("wallet %s linked", mobile.masked)
         return await self._account_after_change(mobile, timeout=timeout)
 
@@ -223,7 +235,20 @@ class Onboarding:
         problem = nik_problem(identity.id_card_number)
         if problem is not None:
             log.warning("KasPro eKYC for %s returned a malformed NIK: %s", mobile.masked, problem)
-        await rows.mark_kyc_verified(self._db, mobile, self._clock())
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            await rows.mark_kyc_verified(tx, mobile, now)
+            await events.append_event(
+                tx,
+                KYC_UPGRADED,
+                mobile.canonical,
+                {
+                    "mobile_number": mobile.canonical,
+                    "kyc_status": "VERIFIED",
+                    "linked_at": await rows.linked_at_in(tx, mobile),
+                },
+                now,
+            )
         account = await self._account_after_change(mobile, timeout=timeout)
         return KycResult(identity=identity, nik_problem=problem, account=account)
 

@@ -111,6 +111,7 @@ class Payments:
         async def checks() -> None:
             await self._require_linked(source)
             await self._require_room(target, amount_idr, timeout=timeout)
+            await self._require_linked(target, role="receiving")
             await self._require_monthly_room(source, amount_idr)
 
         async def create(tx: DbTx, now: float) -> Transaction:
@@ -379,6 +380,9 @@ class Payments:
                 raise WalletError(Reason.INVALID_STATE, str(exc)) from None
             if split.driver_payout_idr:
                 await self._require_room(driver, split.driver_payout_idr, timeout=timeout)
+            # Payouts go to drivers who proved their number, like every money receiver
+            # (checked after KasPro's NOT_FOUND, which says more about a stranger).
+            await self._require_linked(driver, role="driver")
         except WalletError as exc:
             await self._refused(request, exc)
             raise
@@ -535,12 +539,12 @@ class Payments:
         *,
         driver: bool,
         channel: str,
-    ) -> Transaction:
-        """A credited top-up told by KasPro: recorded once per KasPro reference."""
+    ) -> bool:
+        """A credited top-up told by KasPro, recorded once per KasPro reference; whether
+        this call recorded it (False: it was recorded before)."""
         async with self._db.transaction() as tx:
-            existing = await rows.topup_exists(tx, kaspro_reference)
-            if existing is not None:
-                return existing
+            if await rows.topup_exists(tx, kaspro_reference) is not None:
+                return False
             now = self._engine.now()
             type_ = TxType.DRIVER_DEPOSIT if driver else TxType.TOP_UP
             source = money.EXTERNAL_VA if channel == "VA" else money.EXTERNAL_RETAIL
@@ -564,7 +568,7 @@ class Payments:
                 now,
             )
             await self._engine.event(tx, t, now)
-            return t
+            return True
 
     # Reads.
 
@@ -716,10 +720,12 @@ class Payments:
             )
         return ride
 
-    async def _require_linked(self, mobile: MobileNumber) -> None:
+    async def _require_linked(self, mobile: MobileNumber, *, role: str = "paying") -> None:
         if await customer_rows.linked_at(self._db, mobile) is None:
             raise WalletError(
-                Reason.WALLET_NOT_LINKED, "the paying wallet is not linked: verify it with an OTP"
+                Reason.WALLET_NOT_LINKED,
+                f"the {role} wallet is not linked: verify it with an OTP",
+                metadata={"wallet": role},
             )
 
     async def _require_room(

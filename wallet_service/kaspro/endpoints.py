@@ -459,6 +459,8 @@ class StatusReply:
     fee_idr: int
     message: str
     detail: str
+    # Why a FAILED transfer failed, when KasPro's refusal code says so (data.code).
+    rejection: Rejection | None = None
 
     @classmethod
     def unknown(cls, detail: str, message: str = "") -> StatusReply:
@@ -793,7 +795,13 @@ def parse_transaction_status(body: Any, request_id: str) -> StatusReply:
         amount, fee = _settled_amounts(data, required=state is TransferState.SUCCEEDED)
     except KasProUnavailable as exc:
         return StatusReply.unknown(exc.reason, message)
-    return StatusReply(state, _loose_text(data, "reffId"), amount, fee, message, "")
+    rejection = None
+    if state is TransferState.FAILED:
+        failure_code = peek_code(data)
+        if failure_code is not None:
+            failed_how, why = classify(failure_code)
+            rejection = why if failed_how is Outcome.REJECTED and why in MONEY_REJECTIONS else None
+    return StatusReply(state, _loose_text(data, "reffId"), amount, fee, message, "", rejection)
 
 
 def _settled_amounts(data: Mapping[str, Any], *, required: bool) -> tuple[int | None, int]:

@@ -129,14 +129,20 @@ async def mark_linked(tx: Transaction, mobile: MobileNumber, now: float) -> floa
     return float(row["linked_at"])
 
 
-async def mark_kyc_verified(db: Database, mobile: MobileNumber, now: float) -> None:
-    async with db.transaction() as tx:
-        await tx.execute(
-            """INSERT INTO customers (mobile_number, kyc_verified_at) VALUES (?, ?)
-               ON CONFLICT (mobile_number)
-               DO UPDATE SET kyc_verified_at = excluded.kyc_verified_at""",
-            (mobile.canonical, now),
-        )
+async def mark_kyc_verified(tx: Transaction, mobile: MobileNumber, now: float) -> None:
+    await tx.execute(
+        """INSERT INTO customers (mobile_number, kyc_verified_at) VALUES (?, ?)
+           ON CONFLICT (mobile_number)
+           DO UPDATE SET kyc_verified_at = excluded.kyc_verified_at""",
+        (mobile.canonical, now),
+    )
+
+
+async def linked_at_in(tx: Transaction, mobile: MobileNumber) -> float | None:
+    row = await tx.fetch_one(
+        "SELECT linked_at FROM customers WHERE mobile_number = ?", (mobile.canonical,)
+    )
+    return None if row is None else row["linked_at"]
 
 
 async def linked_at(db: Database, mobile: MobileNumber) -> float | None:

@@ -913,7 +913,10 @@ class Event(_message.Message):
 
     @_builtins.property
     def account(self) -> Global___Account:
-        """For EVENT_TYPE_ACCOUNT_LINKED and EVENT_TYPE_KYC_UPGRADED."""
+        """For EVENT_TYPE_ACCOUNT_LINKED and EVENT_TYPE_KYC_UPGRADED: what the service
+        itself knows (mobile_number, linked, link_time, and kyc_status after eKYC);
+        the rest of the account is KasPro's, read with GetAccount.
+        """
 
     def __init__(
         self,

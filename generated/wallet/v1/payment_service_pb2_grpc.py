@@ -158,8 +158,9 @@ class PaymentServiceServicer:
         """Transfers between two linked subscriber wallets.
 
         Errors: INVALID_ARGUMENT (to oneself); FAILED_PRECONDITION /
-        WALLET_NOT_LINKED, INSUFFICIENT_FUNDS, LIMIT_EXCEEDED; NOT_FOUND /
-        CUSTOMER_NOT_FOUND.
+        WALLET_NOT_LINKED (either wallet; ErrorInfo.metadata["wallet"] says which:
+        "paying" or "receiving"), INSUFFICIENT_FUNDS, LIMIT_EXCEEDED (the receiver's
+        balance cap or the sender's 30-day volume); NOT_FOUND / CUSTOMER_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -85,8 +85,9 @@ class PaymentServiceStub:
     """Transfers between two linked subscriber wallets.
 
     Errors: INVALID_ARGUMENT (to oneself); FAILED_PRECONDITION /
-    WALLET_NOT_LINKED, INSUFFICIENT_FUNDS, LIMIT_EXCEEDED; NOT_FOUND /
-    CUSTOMER_NOT_FOUND.
+    WALLET_NOT_LINKED (either wallet; ErrorInfo.metadata["wallet"] says which:
+    "paying" or "receiving"), INSUFFICIENT_FUNDS, LIMIT_EXCEEDED (the receiver's
+    balance cap or the sender's 30-day volume); NOT_FOUND / CUSTOMER_NOT_FOUND.
     """
     PayQris: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.PayQrisRequest, _payment_service_pb2.PayQrisResponse]
     """Pays a QRIS merchant from the wallet. Usually answered PROCESSING.
@@ -153,8 +154,9 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Transfers between two linked subscriber wallets.
 
     Errors: INVALID_ARGUMENT (to oneself); FAILED_PRECONDITION /
-    WALLET_NOT_LINKED, INSUFFICIENT_FUNDS, LIMIT_EXCEEDED; NOT_FOUND /
-    CUSTOMER_NOT_FOUND.
+    WALLET_NOT_LINKED (either wallet; ErrorInfo.metadata["wallet"] says which:
+    "paying" or "receiving"), INSUFFICIENT_FUNDS, LIMIT_EXCEEDED (the receiver's
+    balance cap or the sender's 30-day volume); NOT_FOUND / CUSTOMER_NOT_FOUND.
     """
     PayQris: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.PayQrisRequest, _payment_service_pb2.PayQrisResponse]  # type: ignore[assignment]
     """Pays a QRIS merchant from the wallet. Usually answered PROCESSING.
@@ -254,8 +256,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Transfers between two linked subscriber wallets.
 
         Errors: INVALID_ARGUMENT (to oneself); FAILED_PRECONDITION /
-        WALLET_NOT_LINKED, INSUFFICIENT_FUNDS, LIMIT_EXCEEDED; NOT_FOUND /
-        CUSTOMER_NOT_FOUND.
+        WALLET_NOT_LINKED (either wallet; ErrorInfo.metadata["wallet"] says which:
+        "paying" or "receiving"), INSUFFICIENT_FUNDS, LIMIT_EXCEEDED (the receiver's
+        balance cap or the sender's 30-day volume); NOT_FOUND / CUSTOMER_NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

@@ -102,8 +102,9 @@ CREATE TABLE callbacks (
     raw           BLOB NOT NULL,
     timestamp     TEXT NOT NULL DEFAULT '',
     signature     TEXT NOT NULL DEFAULT '',
-    -- received, applied, duplicate, parked (reference not known yet), rejected
-    -- (unverifiable or unreadable), ignored (for a final state already recorded)
+    -- received, applied, duplicate (same final state again), ignored (contradicts a
+    -- final state, or the transaction is frozen), frozen (contradicts what we asked),
+    -- parked (reference not known yet), rejected (unverifiable or unusable)
     status        TEXT NOT NULL,
     reference     TEXT NOT NULL DEFAULT '',
     tries         INTEGER NOT NULL DEFAULT 0,

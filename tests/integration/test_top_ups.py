@@ -1,0 +1,303 @@
+"""Top-ups told by KasPro's callback: recorded once per KasPro reference, whatever the retries.
+
+A VA transfer or a cash payment at an outlet is credited by KasPro (here the sandbox's
+``POST /_sandbox/topup``), which calls our receiver back. Each credited top-up becomes one
+SUCCEEDED TOP_UP (or DRIVER_DEPOSIT, for a driver prefix) transaction, one balanced ledger
+entry from ``external:va``/``external:retail`` to the subscriber, and one event — however
+many times the callback is delivered (MONEY-RULES rules 5, 8, 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import httpx
+from wallet.v1 import common_pb2, transaction_service_pb2
+
+from .conftest import (
+    APP,
+    CANONICAL,
+    DEADLINE,
+    E164,
+    LOCAL,
+    NATIONAL,
+    OTHER_LOCAL,
+    Harness,
+    wait_for,
+)
+
+# KasPro's callback secret in development (config.py; the sandbox signs with it too).
+CALLBACK_SECRET = "wallet-dev-callback-secret"
+
+TOP_UP = common_pb2.TRANSACTION_TYPE_TOP_UP
+DRIVER_DEPOSIT = common_pb2.TRANSACTION_TYPE_DRIVER_DEPOSIT
+SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
+SUBSCRIBER = f"subscriber:{CANONICAL}"
+
+
+def sign(secret: str, timestamp: str, raw: bytes) -> str:
+    """KasPro's callback signature, written here independently of the service's verifier."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+
+
+async def post_callback(h: Harness, raw: bytes) -> httpx.Response:
+    """Deliver ``raw`` to the service's receiver as KasPro does: signed, timestamped now."""
+    timestamp = str(int(h.clock()))
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        return await client.post(
+            f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "KasPro-Callback-Timestamp": timestamp,
+                "KasPro-Callback-Signature": sign(CALLBACK_SECRET, timestamp, raw),
+            },
+        )
+
+
+async def top_up_rows(h: Harness, reff_id: str) -> list[dict[str, Any]]:
+    rows = await h.running._db.fetch_all(
+        "SELECT id, type, status, amount_idr, mobile_number, details FROM transactions "
+        "WHERE kaspro_reference = ?",
+        (reff_id,),
+    )
+    return [dict(row) for row in rows]
+
+
+async def only_top_up(h: Harness, reff_id: str) -> dict[str, Any]:
+    found = await top_up_rows(h, reff_id)
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def ledger_lines(h: Harness, transaction_id: str) -> list[tuple[str, str, int]]:
+    rows = await h.running._db.fetch_all(
+        "SELECT reference, account, amount_idr FROM ledger_lines WHERE transaction_id = ? "
+        "ORDER BY account",
+        (transaction_id,),
+    )
+    return [(row["reference"], row["account"], row["amount_idr"]) for row in rows]
+
+
+async def events_of(h: Harness, transaction_id: str) -> list[common_pb2.Event]:
+    return [e for e in await h.events() if e.transaction.transaction_id == transaction_id]
+
+
+async def stored_raw(h: Harness, reff_id: str) -> bytes:
+    """The body KasPro sent, byte for byte, as our receiver stored it."""
+    row = await h.running._db.fetch_one(
+        "SELECT raw FROM callbacks WHERE reference = ? ORDER BY id LIMIT 1", (reff_id,)
+    )
+    assert row is not None, "the top-up callback was not stored"
+    return bytes(row["raw"])
+
+
+async def deliveries(h: Harness, request_id: str) -> list[dict[str, Any]]:
+    """The sandbox's callback tries for one of its transactions."""
+    tries: list[dict[str, Any]] = await h._control("GET", "/callbacks")
+    return [t for t in tries if t["requestId"] == request_id]
+
+
+async def assert_recorded_once(
+    h: Harness, reff_id: str, type_: int, amount_idr: int, source: str
+) -> str:
+    """One transaction, one ledger entry (source → subscriber), one event; its id."""
+    row = await only_top_up(h, reff_id)
+    assert (row["status"], row["amount_idr"], row["mobile_number"]) == (
+        "SUCCEEDED",
+        amount_idr,
+        CANONICAL,
+    )
+    t = (
+        await h.transactions.GetTransaction(
+            transaction_service_pb2.GetTransactionRequest(transaction_id=row["id"]),
+            metadata=APP,
+            timeout=DEADLINE,
+        )
+    ).transaction
+    assert (t.type, t.status, t.amount_idr, t.fee_idr) == (type_, SUCCEEDED, amount_idr, 0)
+    assert (t.mobile_number, t.counterparty_mobile_number) == (E164, "")
+    assert t.kaspro_reference == reff_id
+    assert await ledger_lines(h, row["id"]) == sorted(
+        [(f"topup:{reff_id}", source, -amount_idr), (f"topup:{reff_id}", SUBSCRIBER, amount_idr)],
+        key=lambda line: line[1],
+    )
+    events = await events_of(h, row["id"])
+    assert len(events) == 1, events
+    (event,) = events
+    assert event.type == common_pb2.EVENT_TYPE_TRANSACTION_UPDATED
+    assert (event.transaction.type, event.transaction.status, event.transaction.amount_idr) == (
+        type_,
+        SUCCEEDED,
+        amount_idr,
+    )
+    assert event.transaction.kaspro_reference == reff_id
+    return str(row["id"])
+
+
+async def test_a_va_top_up_becomes_one_succeeded_top_up(h: Harness) -> None:
+    await h.onboard(LOCAL)
+
+    sent = await h.top_up(LOCAL, 50_000)
+
+    assert sent["vaNumber"] == "39358" + NATIONAL
+    await assert_recorded_once(h, sent["reffId"], TOP_UP, 50_000, "external:va")
+    row = await only_top_up(h, sent["reffId"])
+    assert json.loads(row["details"]) == {"channel": "VA"}
+    assert (await h.ledger())[SUBSCRIBER] == 50_000
+    assert (await h.sandbox_balances())["subscribers"][LOCAL] == 50_000
+    await h.assert_books_agree()
+    # The receiver kept the callback and says what it did with it.
+    callback = await h.running._db.fetch_one(
+        "SELECT status FROM callbacks WHERE reference = ?", (sent["reffId"],)
+    )
+    assert callback is not None
+    assert callback["status"] == "applied"
+
+
+async def test_the_same_callback_three_times_is_recorded_once(h: Harness) -> None:
+    await h.onboard(LOCAL)
+    sent = await h.top_up(LOCAL, 75_000)
+    transaction_id = await assert_recorded_once(h, sent["reffId"], TOP_UP, 75_000, "external:va")
+    raw = await stored_raw(h, sent["reffId"])
+
+    # KasPro's exact bytes again, three times (freshly signed, as KasPro's retries are).
+    for _ in range(3):
+        response = await post_callback(h, raw)
+        assert response.status_code == 200, response.text
+
+    assert await assert_recorded_once(h, sent["reffId"], TOP_UP, 75_000, "external:va") == (
+        transaction_id
+    )
+    received = await h.running._db.fetch_all("SELECT id FROM callbacks WHERE raw = ?", (raw,))
+    assert len(received) == 4  # every delivery is stored, one was applied
+    assert (await h.ledger())[SUBSCRIBER] == 75_000
+    await h.assert_books_agree()
+
+
+async def test_concurrent_duplicate_callbacks_are_recorded_once(h: Harness) -> None:
+    await h.onboard(LOCAL)
+    sent = await h.top_up(LOCAL, 60_000)
+    raw = await stored_raw(h, sent["reffId"])
+
+    answers = await asyncio.gather(*(post_callback(h, raw) for _ in range(5)))
+
+    assert [a.status_code for a in answers] == [200] * 5
+    await assert_recorded_once(h, sent["reffId"], TOP_UP, 60_000, "external:va")
+    await h.assert_books_agree()
+
+
+async def test_the_sandbox_resending_the_top_up_callback_changes_nothing(h: Harness) -> None:
+    await h.onboard(LOCAL)
+    sent = await h.top_up(LOCAL, 40_000)
+    transaction_id = await assert_recorded_once(h, sent["reffId"], TOP_UP, 40_000, "external:va")
+
+    await h.resend_callback(sent["requestId"])
+    await h.resend_callback(sent["requestId"])
+
+    async def delivered_three_times() -> bool:
+        answered = [d for d in await deliveries(h, sent["requestId"]) if d["statusCode"] == 200]
+        return len(answered) == 3
+
+    await wait_for(delivered_three_times)
+    assert await assert_recorded_once(h, sent["reffId"], TOP_UP, 40_000, "external:va") == (
+        transaction_id
+    )
+    await h.assert_books_agree()
+
+
+async def test_a_driver_va_prefix_is_a_driver_deposit(h: Harness) -> None:
+    await h.onboard(LOCAL)
+
+    sent = await h.top_up(LOCAL, 100_000, number="39359" + NATIONAL)
+
+    await assert_recorded_once(h, sent["reffId"], DRIVER_DEPOSIT, 100_000, "external:va")
+    await h.assert_books_agree()
+
+
+async def test_every_default_driver_va_prefix_is_a_driver_deposit(h: Harness) -> None:
+    await h.onboard(LOCAL)
+
+    for prefix in ("39359", "89509", "8809", "26216"):
+        sent = await h.top_up(LOCAL, 10_000, number=prefix + NATIONAL)
+        row = await only_top_up(h, sent["reffId"])
+        assert row["type"] == "DRIVER_DEPOSIT", prefix
+    for prefix in ("39358", "89508", "8808", "26215"):
+        sent = await h.top_up(LOCAL, 10_000, number=prefix + NATIONAL)
+        row = await only_top_up(h, sent["reffId"])
+        assert row["type"] == "TOP_UP", prefix
+    assert (await h.ledger())[SUBSCRIBER] == 80_000
+    await h.assert_books_agree()
+
+
+async def test_a_retail_top_up_is_a_top_up_from_the_outlet(h: Harness) -> None:
+    await h.onboard(LOCAL)
+
+    sent = await h.top_up(LOCAL, 20_000, channel="ALFAMART")
+
+    assert sent["paymentCode"] == "7010" + NATIONAL
+    await assert_recorded_once(h, sent["reffId"], TOP_UP, 20_000, "external:retail")
+    row = await only_top_up(h, sent["reffId"])
+    assert json.loads(row["details"]) == {"channel": "ALFAMART"}
+    await h.assert_books_agree()
+
+
+async def test_a_driver_retail_code_is_a_driver_deposit(h: Harness) -> None:
+    await h.onboard(LOCAL)
+
+    sent = await h.top_up(LOCAL, 30_000, channel="INDOMARET", number="7021" + NATIONAL)
+
+    await assert_recorded_once(h, sent["reffId"], DRIVER_DEPOSIT, 30_000, "external:retail")
+    row = await only_top_up(h, sent["reffId"])
+    assert json.loads(row["details"]) == {"channel": "INDOMARET"}
+    await h.assert_books_agree()
+
+
+async def test_top_ups_of_two_wallets_keep_both_books_in_agreement(h: Harness) -> None:
+    await h.onboard(LOCAL)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+
+    await h.top_up(LOCAL, 50_000)
+    await h.top_up(OTHER_LOCAL, 25_000, channel="INDOMARET")
+    await h.top_up(LOCAL, 15_000, channel="ALFAMART")
+
+    ledger = await h.ledger()
+    assert ledger[SUBSCRIBER] == 65_000
+    assert ledger["subscriber:6285712345678"] == 25_000
+    assert ledger["external:va"] == -50_000
+    assert ledger["external:retail"] == -40_000
+    await h.assert_books_agree()
+
+
+async def test_the_top_up_is_listed_for_the_wallet(h: Harness) -> None:
+    await h.onboard(LOCAL)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    sent = await h.top_up(LOCAL, 35_000)
+    row = await only_top_up(h, sent["reffId"])
+
+    mine = await h.transactions.ListTransactions(
+        transaction_service_pb2.ListTransactionsRequest(mobile_number=LOCAL),
+        metadata=APP,
+        timeout=DEADLINE,
+    )
+    theirs = await h.transactions.ListTransactions(
+        transaction_service_pb2.ListTransactionsRequest(mobile_number=OTHER_LOCAL),
+        metadata=APP,
+        timeout=DEADLINE,
+    )
+    only_top_ups = await h.transactions.ListTransactions(
+        transaction_service_pb2.ListTransactionsRequest(mobile_number=E164, type=TOP_UP),
+        metadata=APP,
+        timeout=DEADLINE,
+    )
+
+    assert [(t.transaction_id, t.type, t.status, t.amount_idr) for t in mine.transactions] == [
+        (row["id"], TOP_UP, SUCCEEDED, 35_000)
+    ]
+    assert mine.next_page_token == ""
+    assert list(theirs.transactions) == []
+    assert [t.transaction_id for t in only_top_ups.transactions] == [row["id"]]
