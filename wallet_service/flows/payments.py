@@ -114,40 +114,15 @@ class Payments:
             await self._require_linked(target, role="receiving")
             await self._require_monthly_room(source, amount_idr)
 
-        async def create(tx: DbTx, now: float) -> Transaction:
-            t = self._transaction(
-                TxType.TRANSFER, source, amount_idr, now, counterparty=target.canonical, note=note
-            )
-            await self._insert(
-                tx,
-                t,
-                [
-                    self._engine.new_attempt(
-                        kaspro_request_id("transfer", t.id),
-                        t,
-                        "transfer",
-                        "p2p",
-                        {
-                            "source": subscriber_party(source),
-                            "destination": subscriber_party(target),
-                            "amount": amount_idr,
-                            "note": note,
-                        },
-                        money.movement(
-                            money.subscriber(source), money.subscriber(target), amount_idr
-                        ),
-                    )
-                ],
-                now,
-            )
-            return t
-
+        create = self._subscriber_p2p(
+            TxType.TRANSFER, "transfer", source, target, amount_idr, note=note, kaspro_note=note
+        )
         return await self._run_transaction(request, checks, create, timeout=timeout)
 
     async def tip(
         self, request: Request, ride_id: str, amount_idr: int, *, timeout: float | None
     ) -> Transaction:
-        ride = await rows.read_ride(self._db, ride_id)
+        ride = await rows.load_ride(self._db, ride_id)
         if ride is None:
             raise WalletError(Reason.RIDE_PAYMENT_NOT_FOUND, "no ride payment for this ride_id")
         passenger = _number(ride.passenger)
@@ -164,39 +139,15 @@ class Payments:
             await self._require_linked(passenger)
             await self._require_room(driver, amount_idr, timeout=timeout)
 
-        async def create(tx: DbTx, now: float) -> Transaction:
-            t = self._transaction(
-                TxType.TIP,
-                passenger,
-                amount_idr,
-                now,
-                counterparty=driver.canonical,
-                ride_id=ride_id,
-            )
-            await self._insert(
-                tx,
-                t,
-                [
-                    self._engine.new_attempt(
-                        kaspro_request_id("tip", t.id),
-                        t,
-                        "tip",
-                        "p2p",
-                        {
-                            "source": subscriber_party(passenger),
-                            "destination": subscriber_party(driver),
-                            "amount": amount_idr,
-                            "note": f"tip {ride_id}",
-                        },
-                        money.movement(
-                            money.subscriber(passenger), money.subscriber(driver), amount_idr
-                        ),
-                    )
-                ],
-                now,
-            )
-            return t
-
+        create = self._subscriber_p2p(
+            TxType.TIP,
+            "tip",
+            passenger,
+            driver,
+            amount_idr,
+            ride_id=ride_id,
+            kaspro_note=f"tip {ride_id}",
+        )
         return await self._run_transaction(request, checks, create, timeout=timeout)
 
     async def cash_out(
@@ -573,18 +524,53 @@ class Payments:
     # Reads.
 
     async def transaction(self, transaction_id: str) -> Transaction:
-        found = await rows.read_transaction(self._db, transaction_id)
+        found = await rows.load_transaction(self._db, transaction_id)
         if found is None:
             raise WalletError(Reason.TRANSACTION_NOT_FOUND, "no transaction with this id")
         return found
 
     async def ride(self, ride_id: str) -> RidePayment:
-        found = await rows.read_ride(self._db, ride_id)
+        found = await rows.load_ride(self._db, ride_id)
         if found is None:
             raise WalletError(Reason.RIDE_PAYMENT_NOT_FOUND, "no ride payment for this ride_id")
         return found
 
     # Plumbing.
+
+    def _subscriber_p2p(
+        self,
+        type_: TxType,
+        leg: str,
+        source: MobileNumber,
+        target: MobileNumber,
+        amount_idr: int,
+        *,
+        kaspro_note: str,
+        **fields: Any,
+    ) -> Callable[[DbTx, float], Awaitable[Transaction]]:
+        """How to create a one-leg P2P transaction between two subscribers."""
+
+        async def create(tx: DbTx, now: float) -> Transaction:
+            t = self._transaction(
+                type_, source, amount_idr, now, counterparty=target.canonical, **fields
+            )
+            attempt = self._engine.new_attempt(
+                kaspro_request_id(leg, t.id),
+                t,
+                leg,
+                "p2p",
+                {
+                    "source": subscriber_party(source),
+                    "destination": subscriber_party(target),
+                    "amount": amount_idr,
+                    "note": kaspro_note,
+                },
+                money.movement(money.subscriber(source), money.subscriber(target), amount_idr),
+            )
+            await self._insert(tx, t, [attempt], now)
+            return t
+
+        return create
 
     def _transaction(
         self, type_: TxType, mobile: MobileNumber, amount_idr: int, now: float, **fields: Any

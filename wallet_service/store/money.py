@@ -26,6 +26,9 @@ from wallet_service.domain.records import Attempt, AttemptStatus, RidePayment, T
 from wallet_service.store.database import Database, Row
 from wallet_service.store.database import Transaction as DbTx
 
+# Reads work inside a transaction or on their own.
+Source = Database | DbTx
+
 # Transactions.
 
 _TX_COLUMNS = (
@@ -86,15 +89,8 @@ async def insert_transaction(tx: DbTx, t: Transaction) -> None:
     )
 
 
-async def load_transaction(tx: DbTx, transaction_id: str) -> Transaction | None:
-    row = await tx.fetch_one(
-        f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,)
-    )
-    return None if row is None else _transaction(row)
-
-
-async def read_transaction(db: Database, transaction_id: str) -> Transaction | None:
-    row = await db.fetch_one(
+async def load_transaction(source: Source, transaction_id: str) -> Transaction | None:
+    row = await source.fetch_one(
         f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,)
     )
     return None if row is None else _transaction(row)
@@ -326,15 +322,8 @@ async def insert_ride(tx: DbTx, r: RidePayment) -> None:
     )
 
 
-async def load_ride(tx: DbTx, ride_id: str) -> RidePayment | None:
-    row = await tx.fetch_one(
-        f"SELECT {_RIDE_COLUMNS} FROM ride_payments WHERE ride_id = ?", (ride_id,)
-    )
-    return None if row is None else _ride(row)
-
-
-async def read_ride(db: Database, ride_id: str) -> RidePayment | None:
-    row = await db.fetch_one(
+async def load_ride(source: Source, ride_id: str) -> RidePayment | None:
+    row = await source.fetch_one(
         f"SELECT {_RIDE_COLUMNS} FROM ride_payments WHERE ride_id = ?", (ride_id,)
     )
     return None if row is None else _ride(row)
