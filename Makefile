@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 GEN := generated
 PROTO_FILES := $(wildcard protos/wallet/v1/*.proto)
 
-.PHONY: help venv run sandbox test lint fmt proto proto-check clean
+.PHONY: help venv run sandbox test lint fmt proto proto-check clean bench
 
 help:
 	@echo "make run    - start the service (SQLite under ./var, KasPro sandbox in-process)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff, mypy, buf lint, and a check that generated/ is fresh"
 	@echo "make proto  - regenerate generated/ from protos/"
 	@echo "make sandbox - run the KasPro sandbox alone on port 8090"
+	@echo "make bench  - benchmarks against the gRPC ceiling (QUICK=1 for ~30 s)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,3 +69,7 @@ proto-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (docs/performance.md): `make bench`, or `make bench QUICK=1` for ~30 s.
+bench: $(STAMP)
+	$(PY) -m bench $(if $(QUICK),--quick,)

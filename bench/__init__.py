@@ -1,0 +1,1 @@
+"""Benchmarks of the wallet service against the ceiling of Python gRPC (``make bench``)."""

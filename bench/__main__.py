@@ -1,0 +1,332 @@
+"""``make bench``: every scenario against freshly started processes, one table of figures.
+
+Each scenario starts its own server processes (the echo ceiling, or the KasPro sandbox
+and the wallet service as two processes), prepares customers, runs the load generator
+in a third process, and reads the servers' CPU time and peak RSS from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from wallet.v1 import account_service_pb2, account_service_pb2_grpc
+
+from bench import procs
+
+TOKEN = "bench-admin-token"
+RESULTS = procs.ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration: float
+    concurrency: int
+    latency_concurrency: int
+    customers: int
+
+
+def grpc_serving(port: int) -> Any:
+    def check() -> bool:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
+                )
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError:
+            return False
+
+    return check
+
+
+class Stack:
+    """A sandbox process and a wallet service process on a fresh database."""
+
+    def __init__(self, workdir: Path, *, sandbox_latency: float = 0.0) -> None:
+        self.workdir = workdir
+        self.sandbox_port = procs.free_port()
+        self.grpc_port = procs.free_port()
+        self.http_port = procs.free_port()
+        self.sandbox, _ = procs.start(
+            "sandbox",
+            [
+                "-m",
+                "kaspro_sandbox",
+                "--port",
+                str(self.sandbox_port),
+                "--callback-url",
+                f"http://127.0.0.1:{self.http_port}/callbacks/kaspro",
+            ],
+            workdir=workdir,
+            ready=procs.port_open(self.sandbox_port),
+        )
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        self.control = httpx.Client(base_url=self.sandbox_url, timeout=30)
+        self.service, self.startup_seconds = procs.start(
+            "service",
+            ["-m", "wallet_service", "serve"],
+            workdir=workdir,
+            env={
+                "WALLET_GRPC_LISTEN": f"127.0.0.1:{self.grpc_port}",
+                "WALLET_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+                "WALLET_DB_PATH": str(workdir / "wallet.db"),
+                "WALLET_KASPRO_BASE_URL": self.sandbox_url,
+                "WALLET_KASPRO_CLIENT_ID": "wallet-dev",
+                "WALLET_KASPRO_CLIENT_SECRET": "wallet-dev-secret",
+                "WALLET_KASPRO_HMAC_KEY": "wallet-dev-key",
+                "WALLET_KASPRO_HMAC_SECRET": "wallet-dev-hmac-secret",
+                "WALLET_KASPRO_CALLBACK_SECRET": "wallet-dev-callback-secret",
+                "WALLET_KASPRO_ESCROW_ACCOUNT": "888000000000001",
+                "WALLET_KASPRO_MERCHANT_ACCOUNT": "888000000000002",
+                "WALLET_KASPRO_CORPORATE_ACCOUNT": "888000000000003",
+                "WALLET_CALLER_TOKENS": f"bench:admin:{TOKEN}",
+                "WALLET_MAX_CONCURRENT_RPCS": "5000",
+                "WALLET_LOG_LEVEL": "WARNING",
+            },
+            ready=grpc_serving(self.grpc_port),
+        )
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        if sandbox_latency:
+            self.control.post(
+                "/_sandbox/faults",
+                json={
+                    "path": "*",
+                    "kind": "delay",
+                    "delaySeconds": sandbox_latency,
+                    "times": 10**9,
+                },
+            ).raise_for_status()
+
+    def onboard(self, count: int) -> list[str]:
+        """Register and link ``count`` customers, each with IDR 1,000,000 at the sandbox."""
+        numbers = [f"0812{n:08d}" for n in range(count)]
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        with grpc.insecure_channel(self.target) as channel:
+            stub = account_service_pb2_grpc.AccountServiceStub(channel)
+            for number in numbers:
+                stub.RegisterCustomer(
+                    account_service_pb2.RegisterCustomerRequest(
+                        request_id=f"reg-{number}", mobile_number=number, first_name="Bench"
+                    ),
+                    metadata=metadata,
+                )
+                stub.RequestOtp(
+                    account_service_pb2.RequestOtpRequest(mobile_number=number), metadata=metadata
+                )
+                otp = self.control.get("/_sandbox/otp", params={"mobileNumber": number}).json()
+                stub.VerifyOtp(
+                    account_service_pb2.VerifyOtpRequest(mobile_number=number, otp=otp["otp"]),
+                    metadata=metadata,
+                )
+                self.control.post(
+                    f"/_sandbox/customers/{number}/balance", json={"balance": 1_000_000}
+                ).raise_for_status()
+        return numbers
+
+    def stop(self) -> None:
+        self.control.close()
+        self.service.stop()
+        self.sandbox.stop()
+
+
+def load(
+    scenario: str, target: str, numbers: list[str], plan: Plan, **extra: Any
+) -> dict[str, Any]:
+    args = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "--scenario",
+        scenario,
+        "--target",
+        target,
+        "--token",
+        TOKEN,
+        "--numbers",
+        json.dumps(numbers),
+        "--concurrency",
+        str(extra.get("concurrency", plan.concurrency)),
+        "--duration",
+        str(plan.duration),
+    ]
+    if "sandbox" in extra:
+        args += ["--sandbox", extra["sandbox"]]
+    done = subprocess.run(args, cwd=procs.ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measured(
+    result: dict[str, Any], servers: list[procs.Proc], cpu_before: list[float]
+) -> dict[str, Any]:
+    calls = max(result["calls"], 1)
+    for proc, before in zip(servers, cpu_before, strict=True):
+        result[f"{proc.name}_cpu_s_per_1000"] = round(
+            (proc.cpu_seconds() - before) / calls * 1000, 3
+        )
+        result[f"{proc.name}_peak_rss_mb"] = round(proc.peak_rss_mb(), 1)
+    return result
+
+
+def ceiling(plan: Plan, workdir: Path) -> dict[str, Any]:
+    port = procs.free_port()
+    echo, _ = procs.start(
+        "echo",
+        ["-m", "bench.echo_server", "--port", str(port), "--uvloop"],
+        workdir=workdir,
+        ready=procs.port_open(port),
+    )
+    try:
+        before = [echo.cpu_seconds()]
+        result = load("echo", f"127.0.0.1:{port}", [], plan)
+        return measured(result, [echo], before)
+    finally:
+        echo.stop()
+
+
+def with_stack(
+    plan: Plan,
+    workdir: Path,
+    scenario: str,
+    *,
+    customers: int,
+    sandbox_latency: float = 0.0,
+    concurrency: int | None = None,
+    direct: bool = False,
+) -> dict[str, Any]:
+    stack = Stack(workdir, sandbox_latency=sandbox_latency)
+    try:
+        numbers = stack.onboard(customers)
+        servers = [stack.sandbox] if direct else [stack.service, stack.sandbox]
+        before = [p.cpu_seconds() for p in servers]
+        extra: dict[str, Any] = {"concurrency": concurrency or plan.concurrency}
+        if direct:
+            extra["sandbox"] = stack.sandbox_url
+        result = load(scenario, stack.target, numbers, plan, **extra)
+        result = measured(result, servers, before)
+        result["startup_s"] = round(stack.startup_seconds, 3)
+        return result
+    finally:
+        stack.stop()
+
+
+SCENARIOS = (
+    "ceiling",
+    "kaspro_direct",
+    "get_account",
+    "check_funds",
+    "transfer",
+    "ride",
+    "replay",
+    "latency_bound",
+    "watch",
+)
+
+
+def run_all(plan: Plan, only: list[str]) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="wallet-bench-") as tmp:
+        for name in SCENARIOS:
+            if only and name not in only:
+                continue
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            print(f"running {name} …", file=sys.stderr, flush=True)
+            if name == "ceiling":
+                results[name] = ceiling(plan, workdir)
+            elif name == "kaspro_direct":
+                results[name] = with_stack(plan, workdir, name, customers=4, direct=True)
+            elif name == "latency_bound":
+                results[name] = with_stack(
+                    plan,
+                    workdir,
+                    "get_account",
+                    customers=4,
+                    sandbox_latency=0.2,
+                    concurrency=plan.latency_concurrency,
+                )
+            else:
+                scenario = name
+                results[name] = with_stack(plan, workdir, scenario, customers=plan.customers)
+    return results
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    ceiling = results.get("ceiling", {}).get("calls_per_s") or 0.0
+    direct = results.get("kaspro_direct", {}).get("calls_per_s") or 0.0
+    rows = [
+        f"{'scenario':<14} {'calls/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'svc cpu s/1k':>12} {'svc MB':>7} {'sbx cpu s/1k':>12} {'/ceiling':>8} {'/direct':>8}"
+    ]
+    for name, r in results.items():
+        errors = sum(r["errors"].values())
+        cps = r["calls_per_s"]
+        server_cpu = r.get("service_cpu_s_per_1000", r.get("echo_cpu_s_per_1000", 0))
+        rows.append(
+            f"{name:<14} {cps:>9.1f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{errors:>7} {server_cpu:>12.3f} "
+            f"{r.get('service_peak_rss_mb', r.get('echo_peak_rss_mb', 0)):>7.1f} "
+            f"{r.get('sandbox_cpu_s_per_1000', 0):>12.3f} "
+            f"{(cps / ceiling if ceiling else 0):>8.2f} {(cps / direct if direct else 0):>8.2f}"
+        )
+    if "watch" in results:
+        w = results["watch"]
+        rows.append(
+            f"WatchEvents lag: p50 {w['lag_p50_ms']} ms, p99 {w['lag_p99_ms']} ms "
+            f"over {w['lag_events']} events"
+        )
+    startups = [r["startup_s"] for r in results.values() if "startup_s" in r]
+    if startups:
+        rows.append(f"start-up to SERVING: max {max(startups):.2f} s over {len(startups)} starts")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="about 30 s in all")
+    parser.add_argument("--duration", type=float, help="seconds of load per scenario")
+    parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
+    parser.add_argument("--only", nargs="*", default=[], choices=SCENARIOS)
+    args = parser.parse_args()
+    plan = Plan(
+        duration=args.duration or (2.0 if args.quick else 10.0),
+        concurrency=args.concurrency or 32,
+        latency_concurrency=200 if args.quick else 1000,
+        customers=16 if args.quick else 64,
+    )
+    started = time.monotonic()
+    results = run_all(plan, args.only)
+    print(table(results))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "plan": plan.__dict__,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "results": results,
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""The load generator: a closed loop of N concurrent grpc.aio callers for D seconds.
+
+Runs in its own process (``python -m bench.load``) so its CPU is not the server's.
+Prints one JSON object: calls, errors by code, latency percentiles, calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from wallet.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    payment_service_pb2,
+    payment_service_pb2_grpc,
+    transaction_service_pb2,
+    transaction_service_pb2_grpc,
+)
+
+from bench.messages import ACCOUNT_REQUEST_BYTES
+
+Call = Callable[[int, int], Awaitable[None]]  # (worker, iteration)
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    lags: list[float] = field(default_factory=list)
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        done = sorted(self.latencies)
+
+        def pct(values: list[float], p: float) -> float:
+            if not values:
+                return 0.0
+            return round(values[min(len(values) - 1, int(p * len(values)))] * 1000, 2)
+
+        lags = sorted(self.lags)
+        return {
+            "calls": len(done),
+            "errors": dict(self.errors),
+            "seconds": round(seconds, 3),
+            "calls_per_s": round(len(done) / seconds, 1) if seconds else 0.0,
+            "p50_ms": pct(done, 0.50),
+            "p90_ms": pct(done, 0.90),
+            "p99_ms": pct(done, 0.99),
+            "lag_events": len(lags),
+            "lag_p50_ms": pct(lags, 0.50),
+            "lag_p99_ms": pct(lags, 0.99),
+        }
+
+
+async def run(call: Call, concurrency: int, duration: float, stats: Stats) -> float:
+    deadline = time.perf_counter() + duration
+
+    async def worker(n: int) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await call(n, i)
+            except grpc.aio.AioRpcError as exc:
+                stats.errors[exc.code().name] += 1
+            except Exception as exc:
+                stats.errors[type(exc).__name__] += 1
+            else:
+                stats.latencies.append(time.perf_counter() - started)
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    stats = Stats()
+    metadata = (("authorization", f"Bearer {args.token}"),)
+    numbers: list[str] = json.loads(args.numbers) if args.numbers else []
+    options = [("grpc.max_receive_message_length", 21 * 1024 * 1024)]
+    # Several channels: one HTTP/2 connection per channel spreads the streams.
+    channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(4)]
+    scenario = args.scenario
+
+    def channel(n: int) -> grpc.aio.Channel:
+        return channels[n % len(channels)]
+
+    if scenario == "echo":
+        calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            c.unary_unary("/bench.Echo/Call") for c in channels
+        ]
+
+        async def call(n: int, i: int) -> None:
+            await calls[n % len(calls)](ACCOUNT_REQUEST_BYTES, timeout=30)
+
+    elif scenario == "kaspro_direct":
+        from wallet_service.domain.phone import parse_mobile_number
+        from wallet_service.kaspro import KasProClient, KasProSettings
+
+        client = KasProClient(
+            KasProSettings(
+                base_url=args.sandbox,
+                client_id="wallet-dev",
+                client_secret="wallet-dev-secret",
+                hmac_key="wallet-dev-key",
+                hmac_secret="wallet-dev-hmac-secret",
+                timeout_seconds=30,
+                max_connections=max(100, args.concurrency),
+            )
+        )
+        mobiles = [parse_mobile_number(n) for n in numbers]
+
+        async def call(n: int, i: int) -> None:
+            await client.account_inquiry(mobiles[n % len(mobiles)])
+
+    elif scenario in ("get_account", "check_funds"):
+        accounts = [account_service_pb2_grpc.AccountServiceStub(c) for c in channels]
+
+        async def call(n: int, i: int) -> None:
+            stub = accounts[n % len(accounts)]
+            mobile = numbers[n % len(numbers)]
+            if scenario == "get_account":
+                await stub.GetAccount(
+                    account_service_pb2.GetAccountRequest(mobile_number=mobile),
+                    metadata=metadata,
+                    timeout=30,
+                )
+            else:
+                await stub.CheckFunds(
+                    account_service_pb2.CheckFundsRequest(mobile_number=mobile, amount_idr=1),
+                    metadata=metadata,
+                    timeout=30,
+                )
+
+    elif scenario in ("transfer", "replay", "watch"):
+        payments = [payment_service_pb2_grpc.PaymentServiceStub(c) for c in channels]
+        run_id = uuid.uuid4().hex[:8]
+
+        async def call(n: int, i: int) -> None:
+            pair = (n * 2) % len(numbers)
+            source, target = numbers[pair], numbers[pair + 1]
+            if i % 2:
+                source, target = target, source
+            request_id = f"{run_id}-replay" if scenario == "replay" else f"{run_id}-{n}-{i}"
+            if scenario == "replay":
+                source, target = numbers[0], numbers[1]
+            await payments[n % len(payments)].Transfer(
+                payment_service_pb2.TransferRequest(
+                    request_id=request_id,
+                    from_mobile_number=source,
+                    to_mobile_number=target,
+                    amount_idr=1,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+
+        if scenario == "replay":
+            await call(0, 0)  # the first call does the transfer; the loop replays it
+
+    elif scenario == "ride":
+        payments = [payment_service_pb2_grpc.PaymentServiceStub(c) for c in channels]
+        run_id = uuid.uuid4().hex[:8]
+
+        async def call(n: int, i: int) -> None:
+            stub = payments[n % len(payments)]
+            pair = (n * 2) % len(numbers)
+            passenger, driver = numbers[pair], numbers[pair + 1]
+            ride = f"{run_id}-{n}-{i}"
+            await stub.AuthorizeRidePayment(
+                payment_service_pb2.AuthorizeRidePaymentRequest(
+                    request_id=f"a-{ride}",
+                    ride_id=ride,
+                    passenger_mobile_number=passenger,
+                    amount_idr=10,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+            await stub.CaptureRidePayment(
+                payment_service_pb2.CaptureRidePaymentRequest(
+                    request_id=f"c-{ride}",
+                    ride_id=ride,
+                    final_fare_idr=8,
+                    driver_mobile_number=driver,
+                    platform_fee_idr=2,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+
+    watcher: asyncio.Task[None] | None = None
+    if scenario == "watch":
+        watcher = asyncio.create_task(watch(channel(0), metadata, stats))
+    seconds = await run(call, args.concurrency, args.duration, stats)
+    if watcher is not None:
+        await asyncio.sleep(0.5)
+        watcher.cancel()
+    for c in channels:
+        await c.close()
+    return stats.summary(seconds)
+
+
+async def watch(channel: grpc.aio.Channel, metadata: Any, stats: Stats) -> None:
+    """Lag from a state change (its event's occurred_at) to its arrival here."""
+    stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+    since = time.time()
+    stream = stub.WatchEvents(
+        transaction_service_pb2.WatchEventsRequest(after_sequence=0), metadata=metadata
+    )
+    async for response in stream:
+        occurred = response.event.occurred_at.ToNanoseconds() / 1e9
+        if occurred >= since:  # the backlog from before the run is not lag
+            stats.lags.append(max(time.time() - occurred, 0.0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", required=True)
+    parser.add_argument("--target", default="")
+    parser.add_argument("--sandbox", default="")
+    parser.add_argument("--token", default="bench-admin-token")
+    parser.add_argument("--numbers", default="")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0)
+    args = parser.parse_args()
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result = runner.run(main_async(args))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
