@@ -1,20 +1,28 @@
-"""The SQLite database: one connection in WAL mode, migrations, and transactions."""
+"""The SQLite database: one connection in WAL mode, migrations, and transactions.
+
+Statements run on the event loop's own thread. Each is an indexed lookup or a small
+write that takes microseconds (WAL with ``synchronous = NORMAL`` does not fsync on
+commit), which is far cheaper than handing every statement to a worker thread and
+waiting for the loop to come back: under load that hand-off made every transaction a
+queue behind all other ready tasks, and the single-writer lock turned the queue into a
+convoy (docs/performance.md has the measurements). A transaction's statements
+therefore run back to back, and it never spans a KasPro call.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 log = logging.getLogger(__name__)
 
-Row = aiosqlite.Row
+Row = sqlite3.Row
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -27,14 +35,12 @@ def _migrations() -> list[tuple[int, str]]:
 
 
 class Database:
-    """One SQLite connection; writes are serialized through ``transaction()``.
+    """One SQLite connection; writes are serialized through ``transaction()``."""
 
-    SQLite has a single writer anyway; one connection and an asyncio lock keep
-    transactions from interleaving on it. Never hold a transaction across a KasPro call.
-    """
-
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection
+        # Transactions do not await anything but their own statements, so the lock is
+        # never contended in practice; it keeps them apart should one ever await.
         self._lock = asyncio.Lock()
         self._events_written = asyncio.Event()
 
@@ -47,37 +53,36 @@ class Database:
     async def open(cls, path: str) -> Database:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA busy_timeout = 5000")
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
         db = cls(conn)
         await db.migrate()
         return db
 
     async def close(self) -> None:
         async with self._lock:
-            await self._conn.close()
+            self._conn.close()
 
     async def migrate(self) -> None:
         """Apply every migration newer than the database's user_version."""
         async with self._lock:
-            cursor = await self._conn.execute("PRAGMA user_version")
-            row = await cursor.fetchone()
+            row = self._conn.execute("PRAGMA user_version").fetchone()
             current = int(row[0]) if row else 0
             for version, sql in _migrations():
                 if version <= current:
                     continue
-                await self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in _split(sql):
-                        await self._conn.execute(statement)
-                    await self._conn.execute(f"PRAGMA user_version = {version:d}")
-                    await self._conn.execute("COMMIT")
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {version:d}")
+                    self._conn.execute("COMMIT")
                 except BaseException:
-                    await self._conn.execute("ROLLBACK")
+                    self._conn.execute("ROLLBACK")
                     raise
                 log.info("applied database migration %04d", version)
 
@@ -85,48 +90,43 @@ class Database:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             tx = Transaction(self._conn)
             try:
                 yield tx
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                self._conn.execute("ROLLBACK")
                 raise
-            await self._conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
         if tx.wrote_events:
             signal, self._events_written = self._events_written, asyncio.Event()
             signal.set()
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
-        async with self._lock:
-            cursor = await self._conn.execute(sql, tuple(params))
-            return await cursor.fetchone()
+        row: Row | None = self._conn.execute(sql, tuple(params)).fetchone()
+        return row
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        async with self._lock:
-            cursor = await self._conn.execute(sql, tuple(params))
-            return list(await cursor.fetchall())
+        return list(self._conn.execute(sql, tuple(params)).fetchall())
 
 
 class Transaction:
     """Statements inside one database transaction."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection
         self.wrote_events = False
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""
-        cursor = await self._conn.execute(sql, tuple(params))
-        return cursor.rowcount
+        return self._conn.execute(sql, tuple(params)).rowcount
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
-        cursor = await self._conn.execute(sql, tuple(params))
-        return await cursor.fetchone()
+        row: Row | None = self._conn.execute(sql, tuple(params)).fetchone()
+        return row
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        cursor = await self._conn.execute(sql, tuple(params))
-        return list(await cursor.fetchall())
+        return list(self._conn.execute(sql, tuple(params)).fetchall())
 
 
 def _split(sql: str) -> list[str]:
