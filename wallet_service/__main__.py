@@ -15,8 +15,8 @@ _WALKTHROUGH = """\
 Wallet service listening on {address} (KasPro sandbox at {sandbox})
 Development token (role admin): {token}
 
-Onboard a customer (copy-paste into a shell at the repository root; README.md explains):
-  g() {{ .venv/bin/grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {token}' "$@"; }}
+Onboard a customer (copy-paste into a shell at the repository root; README.md explains):{tls_note}
+  g() {{ .venv/bin/grpcurl {transport} -emit-defaults -H 'authorization: Bearer {token}' "$@"; }}
   g {address} list
   g -d '{{"request_id":"reg-1","mobile_number":"081234567890","first_name":"Siti","last_name":"Rahayu","email":"siti@example.com"}}' {address} wallet.v1.AccountService/RegisterCustomer
   g -d '{{"mobile_number":"081234567890"}}' {address} wallet.v1.AccountService/RequestOtp
@@ -28,12 +28,29 @@ Stop with Ctrl-C (in-flight calls get {grace:.0f} s to finish).
 """
 
 
+def _grpcurl_transport(config: config_module.Config) -> tuple[str, str]:
+    """grpcurl's transport flags for the gRPC port, and a note on the files they name."""
+    if config.tls is None:
+        return "-plaintext", ""
+    if not config.tls.mutual:
+        return "-cacert ca.pem", (
+            "\n  (TLS is on: ca.pem = the CA that signed WALLET_TLS_CERT_FILE)"
+        )
+    return "-cacert ca.pem -cert client.pem -key client.key", (
+        "\n  (mutual TLS is on: ca.pem = the CA that signed WALLET_TLS_CERT_FILE;"
+        "\n   client.pem/client.key = a client certificate signed by WALLET_TLS_CLIENT_CA_FILE)"
+    )
+
+
 def _banner(service: WalletService) -> None:
     tokens = [t for t, c in service.config.callers.items() if c.name == "dev"]
     if not service.config.embedded_sandbox or not tokens:
         return
+    transport, tls_note = _grpcurl_transport(service.config)
     print(
         _WALKTHROUGH.format(
+            transport=transport,
+            tls_note=tls_note,
             address=service.address,
             sandbox=service.kaspro_base_url,
             token=tokens[0],

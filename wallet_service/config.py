@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -54,6 +55,25 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS of the gRPC port: the server's certificate and, for mutual TLS, the client CA.
+
+    With ``client_ca`` every client must present a certificate signed by it; a
+    certificate whose subject CN is a key of ``client_callers`` authenticates as that
+    caller without a bearer token (docs/operations.md, "TLS").
+    """
+
+    certificate_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+    client_callers: Mapping[str, Caller] = field(default_factory=dict)
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+
+@dataclass(frozen=True)
 class Config:
     grpc_listen: str = "127.0.0.1:50051"
     db_path: str = "var/wallet.db"
@@ -86,8 +106,10 @@ class Config:
     idempotency_lease_seconds: float = 120.0
     max_image_bytes: int = 5 * 1024 * 1024
     max_concurrent_rpcs: int = 1000
+    min_money_deadline_seconds: float = 1.0
     grace_period_seconds: float = 10.0
     log_level: str = "INFO"
+    tls: TlsSettings | None = None
 
     @property
     def embedded_sandbox(self) -> bool:
@@ -130,6 +152,113 @@ def parse_callers(text: str) -> dict[str, Caller]:
             raise ConfigError(f"WALLET_CALLER_TOKENS: a token is used twice ({name})")
         callers[token] = Caller(name, roles)
     return callers
+
+
+def parse_certificate_callers(text: str) -> dict[str, Caller]:
+    """Parse ``name:role+role:common-name;…`` into client-certificate subject CN → caller."""
+    callers: dict[str, Caller] = {}
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        parts = [part.strip() for part in entry.split(":", 2)]
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError("WALLET_TLS_CLIENT_CALLERS entries must be name:roles:common-name")
+        name, roles_text, common_name = parts
+        roles = frozenset(roles_text.split("+"))
+        unknown = roles - ROLES
+        if unknown:
+            raise ConfigError(
+                f"WALLET_TLS_CLIENT_CALLERS: unknown role(s) {sorted(unknown)} for {name}"
+            )
+        if common_name in callers:
+            raise ConfigError(
+                f"WALLET_TLS_CLIENT_CALLERS: common name {common_name!r} is used twice"
+            )
+        callers[common_name] = Caller(name, roles)
+    return callers
+
+
+def _one_role_set_per_name(
+    tokens: Mapping[str, Caller], certificates: Mapping[str, Caller]
+) -> None:
+    """A caller name (the scope of its idempotency keys) has one set of roles, whether it
+    authenticates by token or by certificate."""
+    roles: dict[str, frozenset[str]] = {c.name: c.roles for c in tokens.values()}
+    for caller in certificates.values():
+        known = roles.setdefault(caller.name, caller.roles)
+        if known != caller.roles:
+            raise ConfigError(
+                f"WALLET_TLS_CLIENT_CALLERS: caller {caller.name} has roles "
+                f"{'+'.join(sorted(caller.roles))} here but {'+'.join(sorted(known))} "
+                "elsewhere (WALLET_CALLER_TOKENS or an earlier entry)"
+            )
+
+
+def _read_pem(env: Mapping[str, str], name: str, kind: str) -> tuple[str, bytes] | None:
+    """The path a variable names and the PEM text of the file; None when it is unset."""
+    path = env.get(name, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            content = file.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in content:
+        raise ConfigError(f"{name}: {path} is not a PEM file (expected {kind})")
+    return path, content
+
+
+def _refuse_encrypted_key() -> str:
+    raise ConfigError("WALLET_TLS_KEY_FILE: the private key is encrypted; gRPC needs a plain one")
+
+
+def _tls(env: Mapping[str, str], token_callers: Mapping[str, Caller]) -> TlsSettings | None:
+    """The TLS variables: the gRPC port's certificate, key, client CA and certificate callers."""
+    certificate = _read_pem(env, "WALLET_TLS_CERT_FILE", "a certificate chain")
+    key = _read_pem(env, "WALLET_TLS_KEY_FILE", "a private key")
+    client_ca = _read_pem(env, "WALLET_TLS_CLIENT_CA_FILE", "CA certificates")
+    callers = parse_certificate_callers(env.get("WALLET_TLS_CLIENT_CALLERS", ""))
+    if certificate is None or key is None:
+        if certificate is not None or key is not None:
+            raise ConfigError("WALLET_TLS_CERT_FILE and WALLET_TLS_KEY_FILE go together: set both")
+        if client_ca is not None:
+            raise ConfigError(
+                "WALLET_TLS_CLIENT_CA_FILE needs TLS: set WALLET_TLS_CERT_FILE and "
+                "WALLET_TLS_KEY_FILE too"
+            )
+        if callers:
+            raise ConfigError(
+                "WALLET_TLS_CLIENT_CALLERS needs mutual TLS: set WALLET_TLS_CERT_FILE, "
+                "WALLET_TLS_KEY_FILE and WALLET_TLS_CLIENT_CA_FILE"
+            )
+        return None
+    if callers and client_ca is None:
+        raise ConfigError(
+            "WALLET_TLS_CLIENT_CALLERS needs WALLET_TLS_CLIENT_CA_FILE: without it client "
+            "certificates are not asked for"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certificate[0], key[0], password=_refuse_encrypted_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            "WALLET_TLS_CERT_FILE / WALLET_TLS_KEY_FILE: not a usable certificate and "
+            f"matching unencrypted private key ({getattr(exc, 'reason', None) or exc})"
+        ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cadata=client_ca[1].decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"WALLET_TLS_CLIENT_CA_FILE: {client_ca[0]} holds no usable CA certificate "
+                f"({getattr(exc, 'reason', None) or exc})"
+            ) from None
+    _one_role_set_per_name(token_callers, callers)
+    return TlsSettings(
+        certificate_chain=certificate[1],
+        private_key=key[1],
+        client_ca=None if client_ca is None else client_ca[1],
+        client_callers=callers,
+    )
 
 
 def log_level(text: str) -> str:
@@ -208,10 +337,15 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     )
 
     callers = parse_callers(env.get("WALLET_CALLER_TOKENS", ""))
-    if not callers and embedded:
+    tls = _tls(env, callers)
+    certificate_callers = tls.client_callers if tls is not None else {}
+    if not callers and not certificate_callers and embedded:
         callers = {DEV_TOKEN: Caller("dev", frozenset({"admin"}))}
-    if not callers:
-        raise ConfigError("WALLET_CALLER_TOKENS is required when WALLET_KASPRO_BASE_URL is set")
+    if not callers and not certificate_callers:
+        raise ConfigError(
+            "WALLET_CALLER_TOKENS (or WALLET_TLS_CLIENT_CALLERS) is required when "
+            "WALLET_KASPRO_BASE_URL is set"
+        )
 
     return Config(
         grpc_listen=text("WALLET_GRPC_LISTEN", "127.0.0.1:50051"),
@@ -251,8 +385,10 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         idempotency_ttl_hours=number("WALLET_IDEMPOTENCY_TTL_HOURS", 72.0, minimum=72.0),
         max_image_bytes=integer("WALLET_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1024),
         max_concurrent_rpcs=integer("WALLET_MAX_CONCURRENT_RPCS", 1000, minimum=1),
+        min_money_deadline_seconds=number("WALLET_MIN_MONEY_DEADLINE_SECONDS", 1.0),
         grace_period_seconds=number("WALLET_GRACE_PERIOD_SECONDS", 10.0),
         log_level=log_level(text("WALLET_LOG_LEVEL", "INFO")),
+        tls=tls,
     )
 
 

@@ -126,8 +126,16 @@ async def start(
     base_url = kaspro_base_url or config.kaspro_base_url
     kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
 
+    authenticator = Authenticator(
+        config.callers, config.tls.client_callers if config.tls is not None else None
+    )
+    edge = EdgeInterceptor(
+        authenticator,
+        config.max_concurrent_rpcs,
+        min_money_deadline_seconds=config.min_money_deadline_seconds,
+    )
     server = grpc.aio.server(
-        interceptors=[EdgeInterceptor(Authenticator(config.callers), config.max_concurrent_rpcs)],
+        interceptors=[edge],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -197,7 +205,7 @@ async def start(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(config.grpc_listen)
+        port = _listen(server, config)
     except RuntimeError as exc:
         await kaspro.aclose()
         await db.close()
@@ -223,7 +231,12 @@ async def start(
     closers.append(lambda: _cancel(housekeeping))
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("wallet service serving on port %d (KasPro at %s)", port, base_url)
+    log.info(
+        "wallet service serving on port %d, %s (KasPro at %s)",
+        port,
+        _transport(config),
+        base_url,
+    )
     return WalletService(
         config=config,
         port=port,
@@ -237,6 +250,27 @@ async def start(
         reconciler=reconciler,
         _closers=closers,
     )
+
+
+def _listen(server: grpc.aio.Server, config: Config) -> int:
+    """Add the gRPC port: TLS when a certificate is configured (mutual with a client CA)."""
+    tls = config.tls
+    if tls is None:
+        return server.add_insecure_port(config.grpc_listen)
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=tls.mutual,
+    )
+    return server.add_secure_port(config.grpc_listen, credentials)
+
+
+def _transport(config: Config) -> str:
+    if config.tls is None:
+        return "plaintext"
+    if not config.tls.mutual:
+        return "TLS"
+    return f"mutual TLS ({len(config.tls.client_callers)} certificate callers)"
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

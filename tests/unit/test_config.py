@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from wallet_service.config import (
@@ -12,6 +14,7 @@ from wallet_service.config import (
     ConfigError,
     load,
     parse_callers,
+    parse_certificate_callers,
 )
 from wallet_service.domain.otp import OtpLimits
 
@@ -335,3 +338,116 @@ def test_load_reports_caller_errors() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+# The deadline guard of money calls.
+
+
+def test_the_money_deadline_guard_defaults_to_one_second() -> None:
+    assert load({}).min_money_deadline_seconds == 1.0
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("2.5", 2.5), ("0", 0.0), (" 1 ", 1.0)])
+def test_the_money_deadline_guard_is_read(value: str, seconds: float) -> None:
+    assert load({"WALLET_MIN_MONEY_DEADLINE_SECONDS": value}).min_money_deadline_seconds == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1s", "one"])
+def test_a_malformed_money_deadline_guard_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="WALLET_MIN_MONEY_DEADLINE_SECONDS"):
+        load({"WALLET_MIN_MONEY_DEADLINE_SECONDS": value})
+
+
+# Certificate callers and the TLS variables that go together (tests/integration/test_tls.py
+# covers real certificates and keys).
+
+
+def test_parse_certificate_callers_maps_common_names_to_callers() -> None:
+    callers = parse_certificate_callers(
+        " dispatch:dispatch:dispatch-svc ; app:app+admin:app.backend.internal;;odd:pricing:a:b "
+    )
+    assert callers == {
+        "dispatch-svc": Caller("dispatch", frozenset({"dispatch"})),
+        "app.backend.internal": Caller("app", frozenset({"app", "admin"})),
+        # Only the first two colons separate: a common name may contain colons.
+        "a:b": Caller("odd", frozenset({"pricing"})),
+    }
+
+
+@pytest.mark.parametrize("text", ["", " ", ";", " ; ; "])
+def test_parse_certificate_callers_of_nothing_is_empty(text: str) -> None:
+    assert parse_certificate_callers(text) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("dispatch", "name:roles:common-name"),
+        ("dispatch:dispatch", "name:roles:common-name"),
+        (":dispatch:dispatch-svc", "name:roles:common-name"),
+        ("dispatch::dispatch-svc", "name:roles:common-name"),
+        ("dispatch:dispatch: ", "name:roles:common-name"),
+        ("dispatch:driver:dispatch-svc", "unknown role"),
+        ("dispatch:dispatch+:dispatch-svc", "unknown role"),
+        ("a:app:same-svc;b:dispatch:same-svc", "used twice"),
+    ],
+)
+def test_parse_certificate_callers_refuses_malformed_entries(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"WALLET_TLS_CLIENT_CALLERS.*{problem}"):
+        parse_certificate_callers(text)
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path) -> dict[str, str]:
+    """Files that look like PEM: enough for the checks made before the files are parsed."""
+    files = {}
+    for name, label in [("cert", "CERTIFICATE"), ("key", "PRIVATE KEY"), ("ca", "CERTIFICATE")]:
+        path = tmp_path / f"{name}.pem"
+        path.write_text(f"-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n")
+        files[name] = str(path)
+    return files
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"WALLET_TLS_CERT_FILE": "cert"}, "WALLET_TLS_CERT_FILE and WALLET_TLS_KEY_FILE"),
+        ({"WALLET_TLS_KEY_FILE": "key"}, "WALLET_TLS_CERT_FILE and WALLET_TLS_KEY_FILE"),
+        (
+            {"WALLET_TLS_CERT_FILE": "cert", "WALLET_TLS_CLIENT_CA_FILE": "ca"},
+            "WALLET_TLS_CERT_FILE and WALLET_TLS_KEY_FILE",
+        ),
+        ({"WALLET_TLS_CLIENT_CA_FILE": "ca"}, "WALLET_TLS_CLIENT_CA_FILE needs TLS"),
+        (
+            {"WALLET_TLS_CLIENT_CALLERS": "dispatch:dispatch:dispatch-svc"},
+            "WALLET_TLS_CLIENT_CALLERS needs mutual TLS",
+        ),
+        (
+            {
+                "WALLET_TLS_CERT_FILE": "cert",
+                "WALLET_TLS_KEY_FILE": "key",
+                "WALLET_TLS_CLIENT_CALLERS": "dispatch:dispatch:dispatch-svc",
+            },
+            "WALLET_TLS_CLIENT_CALLERS needs WALLET_TLS_CLIENT_CA_FILE",
+        ),
+    ],
+)
+def test_tls_variables_that_go_together(
+    pem_files: dict[str, str], variables: dict[str, str], problem: str
+) -> None:
+    env = {name: pem_files.get(value, value) for name, value in variables.items()}
+    with pytest.raises(ConfigError, match=problem):
+        load(env)
+
+
+def test_tls_files_that_are_not_certificates_are_config_errors(pem_files: dict[str, str]) -> None:
+    # The placeholders look like PEM but hold no certificate: parsing them fails at load,
+    # not at the first handshake.
+    with pytest.raises(ConfigError, match="WALLET_TLS_CERT_FILE / WALLET_TLS_KEY_FILE"):
+        load({"WALLET_TLS_CERT_FILE": pem_files["cert"], "WALLET_TLS_KEY_FILE": pem_files["key"]})
+
+
+def test_an_unreadable_tls_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError, match=f"WALLET_TLS_CERT_FILE: cannot read {missing}"):
+        load({"WALLET_TLS_CERT_FILE": str(missing), "WALLET_TLS_KEY_FILE": str(missing)})

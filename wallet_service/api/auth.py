@@ -1,4 +1,4 @@
-"""Who may call what: bearer tokens → callers, and the roles each RPC allows."""
+"""Who may call what: tokens and client certificates → callers, and the roles of each RPC."""
 
 from __future__ import annotations
 
@@ -44,20 +44,71 @@ current_caller: ContextVar[Caller] = ContextVar("current_caller")
 
 
 class Authenticator:
-    """Resolves the ``authorization`` metadata to a caller and checks its roles."""
+    """Resolves a call's credentials to a caller and checks its roles.
 
-    def __init__(self, callers: Mapping[str, Caller]) -> None:
+    Two credentials exist: ``authorization: Bearer <token>`` metadata, and (with mutual
+    TLS and certificate callers configured) the subject CN of the client certificate
+    the TLS handshake verified. The rule when both are presented: every credential a
+    call presents must be valid, and they must name the same caller; a mismatch is
+    UNAUTHENTICATED rather than one silently winning. With certificate callers
+    configured, a certificate whose CN names no caller is UNAUTHENTICATED even with a
+    valid token.
+    """
+
+    def __init__(
+        self,
+        callers: Mapping[str, Caller],
+        certificate_callers: Mapping[str, Caller] | None = None,
+    ) -> None:
         # Keyed by a digest so lookups do not compare secrets character by character.
         self._by_digest = {_digest(token): caller for token, caller in callers.items()}
+        self._by_common_name = dict(certificate_callers or {})
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
+    @property
+    def uses_certificates(self) -> bool:
+        """True when client certificates identify callers (the edge then reads the CN)."""
+        return bool(self._by_common_name)
+
+    def authenticate(
+        self,
+        metadata: Sequence[tuple[str, str | bytes]],
+        common_names: Sequence[str] = (),
+    ) -> Caller:
+        """The caller of a call: ``common_names`` are the verified client certificate's CNs."""
+        by_token = self._token_caller(metadata)
+        if not self._by_common_name:
+            if by_token is None:
+                raise WalletError(Reason.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
+            return by_token
+        by_certificate = self._certificate_caller(common_names)
+        if by_token is not None and by_token != by_certificate:
+            raise WalletError(
+                Reason.UNAUTHENTICATED,
+                "the bearer token and the client certificate belong to different callers",
+            )
+        return by_certificate
+
+    def _token_caller(self, metadata: Sequence[tuple[str, str | bytes]]) -> Caller | None:
+        """The token's caller; None without an ``authorization`` header; else a refusal."""
         values = [v for k, v in metadata if k == "authorization"]
+        if not values:
+            return None
         if len(values) != 1 or not isinstance(values[0], str):
             raise WalletError(Reason.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
         scheme, _, token = values[0].partition(" ")
         caller = self._by_digest.get(_digest(token.strip())) if scheme.lower() == "bearer" else None
         if caller is None:
             raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
+        return caller
+
+    def _certificate_caller(self, common_names: Sequence[str]) -> Caller:
+        caller = self._by_common_name.get(common_names[0]) if len(common_names) == 1 else None
+        if caller is None:
+            shown = ", ".join(repr(name[:64]) for name in common_names) or "none"
+            raise WalletError(
+                Reason.UNAUTHENTICATED,
+                f"the client certificate's common name ({shown}) is not a known caller",
+            )
         return caller
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""The edge interceptor: authentication, permissions, error mapping and the call log.
+"""The edge interceptor: overload, authentication, permissions, the money deadline guard,
+error mapping and the call log.
 
 Servicer methods contain only the happy path; everything they raise is turned into
 a status here, in one place.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -25,11 +26,34 @@ Unary: TypeAlias = Callable[[Any, ServicerContext], Awaitable[Any]]
 Streaming: TypeAlias = Callable[[Any, ServicerContext], AsyncIterator[Any]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
+# The RPCs that may start a KasPro money call: they get the deadline guard.
+MONEY_METHODS = frozenset(
+    {
+        "/wallet.v1.FundingService/CashOut",
+        "/wallet.v1.PaymentService/AuthorizeRidePayment",
+        "/wallet.v1.PaymentService/CaptureRidePayment",
+        "/wallet.v1.PaymentService/VoidRidePayment",
+        "/wallet.v1.PaymentService/TipDriver",
+        "/wallet.v1.PaymentService/Transfer",
+        "/wallet.v1.PaymentService/PayQris",
+    }
+)
+SHORT_DEADLINE_MESSAGE = (
+    "too little time left on the deadline to call KasPro safely; retry with a longer deadline"
+)
+
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, max_concurrent_calls: int) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        max_concurrent_calls: int,
+        *,
+        min_money_deadline_seconds: float = 0.0,
+    ) -> None:
         self._auth = authenticator
         self._max_calls = max_concurrent_calls
+        self._min_money_deadline = min_money_deadline_seconds
         self._calls = 0
 
     async def intercept_service(
@@ -70,6 +94,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 caller = self._admit(method, context)
                 call.caller = caller.name
                 current_caller.set(caller)
+                if method in MONEY_METHODS:
+                    self._guard_deadline(context)
                 return await behaviour(request, context)
             except BaseException as exc:
                 await call.fail(exc, context)
@@ -98,9 +124,35 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _admit(self, method: str, context: ServicerContext) -> Any:
-        caller = self._auth.authenticate(tuple(context.invocation_metadata() or ()))
+        common_names = _common_names(context) if self._auth.uses_certificates else ()
+        caller = self._auth.authenticate(tuple(context.invocation_metadata() or ()), common_names)
         self._auth.authorize(caller, method)
         return caller
+
+    def _guard_deadline(self, context: ServicerContext) -> None:
+        """Refuse a money call that could not wait out a KasPro call before its deadline.
+
+        Started anyway, it would likely leave a PROCESSING transaction and answer
+        PROVIDER_UNAVAILABLE after a KasPro call; refused here, nothing is started, so
+        a retry with the same request_id (and a longer deadline) runs afresh.
+        """
+        if self._min_money_deadline <= 0:
+            return
+        remaining: float | None = context.time_remaining()
+        if remaining is not None and remaining < self._min_money_deadline:
+            raise WalletError(
+                Reason.PROVIDER_UNAVAILABLE,
+                SHORT_DEADLINE_MESSAGE,
+                metadata={"min_deadline_seconds": f"{self._min_money_deadline:g}"},
+            )
+
+
+def _common_names(context: ServicerContext) -> Sequence[str]:
+    """The subject CNs of the client certificate the TLS handshake verified (none: no TLS)."""
+    auth = context.auth_context()
+    if list(auth.get("transport_security_type", ())) != [b"ssl"]:
+        return ()
+    return tuple(name.decode("utf-8", "replace") for name in auth.get("x509_common_name", ()))
 
 
 class _Call:

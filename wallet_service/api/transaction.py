@@ -143,11 +143,16 @@ def _encode_token(create_time: float, transaction_id: str, scope: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_MAX_TOKEN_CHARS = 256
+
+
 def _decode_token(token: str, scope: str) -> tuple[float, str] | None:
+    if len(token) > _MAX_TOKEN_CHARS:
+        return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         create_time, transaction_id, token_scope = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     if token_scope != scope or not isinstance(transaction_id, str):
         return None
