@@ -334,7 +334,10 @@ class _TransactionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tra
     TRANSACTION_STATUS_UNSPECIFIED: _TransactionStatus.ValueType  # 0
     """Not used."""
     TRANSACTION_STATUS_PENDING: _TransactionStatus.ValueType  # 1
-    """Recorded, not yet sent to KasPro."""
+    """Recorded; its KasPro call is being sent. One left PENDING by a crash or a
+    shutdown may or may not have reached KasPro: the service asks KasPro and moves it
+    on, never sends it twice.
+    """
     TRANSACTION_STATUS_PROCESSING: _TransactionStatus.ValueType  # 2
     """Sent to KasPro; the outcome is not final yet (or not known yet). The service
     tracks it until it is.
@@ -354,7 +357,10 @@ class TransactionStatus(_TransactionStatus, metaclass=_TransactionStatusEnumType
 TRANSACTION_STATUS_UNSPECIFIED: TransactionStatus.ValueType  # 0
 """Not used."""
 TRANSACTION_STATUS_PENDING: TransactionStatus.ValueType  # 1
-"""Recorded, not yet sent to KasPro."""
+"""Recorded; its KasPro call is being sent. One left PENDING by a crash or a
+shutdown may or may not have reached KasPro: the service asks KasPro and moves it
+on, never sends it twice.
+"""
 TRANSACTION_STATUS_PROCESSING: TransactionStatus.ValueType  # 2
 """Sent to KasPro; the outcome is not final yet (or not known yet). The service
 tracks it until it is.
