@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from kaspro_sandbox import config as defaults
 from kaspro_sandbox.app import create_app
 from kaspro_sandbox.config import SandboxConfig
+from kaspro_sandbox.faults import FaultSpecError, FaultTable
 from kaspro_sandbox.runner import base_url_for, bind_socket
 
 CONTROL_ENDPOINTS = (
@@ -19,7 +24,10 @@ CONTROL_ENDPOINTS = (
     'POST   /_sandbox/customers/08…/balance       set a balance: {"balance": 150000}',
     "POST   /_sandbox/ocr-override                the idCardNumber the next eKYC returns",
     "GET    /_sandbox/requests                    request log (DELETE clears it)",
-    "POST   /_sandbox/faults                      arm a fault (GET lists, DELETE clears)",
+    "POST   /_sandbox/faults                      arm a fault rule (GET lists, DELETE clears)",
+    "DELETE /_sandbox/faults/<id>                 disarm one rule",
+    'POST   /_sandbox/faults/script               script one requestId: {"requestId", "steps"}',
+    "GET    /_sandbox/faults/stats                faults injected, per kind and path",
     "POST   /_sandbox/tokens/expire               expire every issued token",
     'POST   /_sandbox/topup                       credit a top-up: {"mobileNumber", "amount", …}',
     "GET    /_sandbox/transactions[/<requestId>]  money transactions with their status",
@@ -40,6 +48,23 @@ def _seconds(value: str) -> float:
     if not seconds >= 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {value}")
     return seconds
+
+
+def _fault_file(value: str) -> tuple[Mapping[str, Any], ...]:
+    """A JSON file holding a list of fault rules, checked as the sandbox would arm them."""
+    try:
+        rules = json.loads(Path(value).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value} is not JSON: {exc}") from None
+    if not isinstance(rules, list):
+        raise argparse.ArgumentTypeError(f"{value} must hold a JSON list of fault rules")
+    try:
+        FaultTable(rules=rules)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(f"{value}: {exc}") from None
+    return tuple(rules)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=defaults.SandboxConfig.async_delay_seconds,
         help="seconds before an async transfer completes by itself (default 0.5)",
+    )
+    parser.add_argument(
+        "--faults",
+        type=_fault_file,
+        default=(),
+        metavar="FILE",
+        help="a JSON list of fault rules to arm at start and on every reset",
+    )
+    parser.add_argument(
+        "--fault-seed",
+        type=int,
+        default=None,
+        help="seed of the fault draws (default: --seed)",
     )
     parser.add_argument(
         "--client-id",
@@ -105,6 +143,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         seed=args.seed,
         callback_url=args.callback_url,
         async_delay_seconds=args.async_delay,
+        faults=args.faults,
+        fault_seed=args.fault_seed,
     )
 
 
@@ -119,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         f"callbacks to {config.callback_url or '(none yet)'}, "
         f"async transfers complete after {config.async_delay_seconds:g} s"
     )
+    if config.faults:
+        seed = config.fault_seed if config.fault_seed is not None else config.seed
+        print(f"{len(config.faults)} fault rule(s) armed, fault seed {seed}")
     print("Control endpoints (no auth):")
     for line in CONTROL_ENDPOINTS:
         print(f"  {line}")

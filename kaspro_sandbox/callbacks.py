@@ -2,7 +2,8 @@
 
 Headers (docs/kaspro.md § Callbacks): `KasPro-Callback-Timestamp: <unix seconds>` and
 `KasPro-Callback-Signature: <hex HMAC-SHA256(secret, f"{timestamp}." + raw body)>`. Each try
-is signed afresh with the clock's current second; the body bytes stay the same.
+is signed afresh with the clock's current second; the body bytes stay the same. A delivery
+under a signature fault leaves the signature out or signs with a wrong secret.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 import httpx
 
@@ -21,6 +22,10 @@ from kaspro_sandbox.money import CallbackAttempt
 
 TIMESTAMP_HEADER = "KasPro-Callback-Timestamp"
 SIGNATURE_HEADER = "KasPro-Callback-Signature"
+# What a badly signed callback is signed with, instead of the callback secret.
+WRONG_SECRET_PREFIX: Final = "not-the-secret:"
+
+Signing = Literal["valid", "none", "bad"]
 
 
 def callback_signature(secret: str, timestamp: str, raw_body: bytes) -> str:
@@ -50,6 +55,8 @@ class Delivery:
     max_attempts: int
     retry_base_seconds: float
     timeout_seconds: float
+    signing: Signing = "valid"
+    fault: str | None = None  # for the callback log
 
 
 async def deliver(
@@ -66,11 +73,12 @@ async def deliver(
     async with httpx.AsyncClient(timeout=delivery.timeout_seconds, trust_env=False) as client:
         for attempt in range(1, delivery.max_attempts + 1):
             timestamp = str(int(clock()))
-            headers = {
-                "Content-Type": "application/json",
-                TIMESTAMP_HEADER: timestamp,
-                SIGNATURE_HEADER: callback_signature(delivery.secret, timestamp, raw_body),
-            }
+            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
+            if delivery.signing != "none":
+                secret = delivery.secret
+                if delivery.signing == "bad":
+                    secret = WRONG_SECRET_PREFIX + secret
+                headers[SIGNATURE_HEADER] = callback_signature(secret, timestamp, raw_body)
             status_code: int | None = None
             error: str | None = None
             try:
@@ -87,6 +95,7 @@ async def deliver(
                     status_code=status_code,
                     error=error,
                     body=delivery.body,
+                    fault=delivery.fault,
                 )
             )
             if status_code is not None and 200 <= status_code < 300:

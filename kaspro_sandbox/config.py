@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DEV_CLIENT_ID = "wallet-dev"
 DEV_CLIENT_SECRET = "wallet-dev-secret"
@@ -25,7 +26,9 @@ class SandboxConfig:
     and the callback timestamps use it, so a test can move time by passing its own clock.
     `async_delay_seconds`, `auto_complete`, `cash_out_fee` and `callback_url` are only the
     starting values: `POST /_sandbox/settings` and `/_sandbox/callback-url` change them at
-    runtime, and a reset brings these back.
+    runtime, and a reset brings these back. `faults` are fault rules in their JSON form
+    (docs/sandbox.md § Faults), armed at the start and again on every reset; their draws
+    use `fault_seed`, or `seed` when that is None.
     """
 
     client_id: str = DEV_CLIENT_ID
@@ -53,3 +56,6 @@ class SandboxConfig:
     callback_max_attempts: int = 5
     callback_retry_base_seconds: float = 0.2
     callback_timeout_seconds: float = 5.0
+    # Fault injection.
+    faults: tuple[Mapping[str, Any], ...] = ()
+    fault_seed: int | None = None

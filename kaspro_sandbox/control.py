@@ -1,5 +1,6 @@
-"""The `/_sandbox/` control endpoints: read OTPs, inspect and set state, arm faults, move
-money in (top-ups), settle async transfers by hand, read the journal and callbacks, reset.
+"""The `/_sandbox/` control endpoints: read OTPs, inspect and set state, arm faults and
+scripts and read their counters, move money in (top-ups), settle async transfers by hand,
+read the journal and callbacks, reset.
 
 A loopback developer tool, not part of KasPro: no auth, plain `{"error": …}` failures.
 Mobile numbers may be given as `08…`, `628…` or `+628…`.
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from kaspro_sandbox.config import SandboxConfig
-from kaspro_sandbox.faults import FAULT_KINDS, Fault, FaultKind
+from kaspro_sandbox.faults import FaultSpecError
 from kaspro_sandbox.mobile import to_local
 from kaspro_sandbox.money import (
     EXTERNAL_RETAIL,
@@ -28,13 +29,10 @@ from kaspro_sandbox.money import (
     Status,
     is_digits,
 )
-from kaspro_sandbox.partner import GATEWAY_PATHS
-from kaspro_sandbox.payments import MONEY_PATHS
 from kaspro_sandbox.settlement import NotPending, Settlement
 from kaspro_sandbox.state import IssuedOtp, SandboxState
 
 PREFIX = "/_sandbox"
-FAULTABLE_PATHS = (*GATEWAY_PATHS, *MONEY_PATHS)
 SETTINGS = ("async_delay_seconds", "auto_complete", "cash_out_fee")
 
 Json = dict[str, Any] | list[dict[str, Any]]
@@ -88,25 +86,6 @@ def _int_field(body: dict[str, Any], name: str, default: int | None = None) -> i
     return value
 
 
-def _fault_from(body: dict[str, Any]) -> Fault:
-    path = body.get("path")
-    if path not in FAULTABLE_PATHS:
-        raise ControlError(400, f"path must be one of {', '.join(FAULTABLE_PATHS)}")
-    kind = body.get("kind")
-    if kind not in FAULT_KINDS:
-        raise ControlError(400, f"kind must be one of {', '.join(FAULT_KINDS)}")
-    times = _int_field(body, "times", 1)
-    if times < 1:
-        raise ControlError(400, "times must be at least 1")
-    delay = body.get("delaySeconds", 0.0)
-    if kind == "delay" and "delaySeconds" not in body:
-        raise ControlError(400, "delaySeconds is required for a delay")
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-        raise ControlError(400, "delaySeconds must be a non-negative number")
-    fault_kind: FaultKind = kind
-    return Fault(path=path, kind=fault_kind, remaining=times, delay_seconds=float(delay))
-
-
 class ControlApi:
     """The control endpoints, bound to one config and state."""
 
@@ -130,6 +109,12 @@ class ControlApi:
             ("/faults", "GET", self.list_faults),
             ("/faults", "POST", self.arm_fault),
             ("/faults", "DELETE", self.clear_faults),
+            ("/faults/script", "GET", self.list_scripts),
+            ("/faults/script", "POST", self.arm_script),
+            ("/faults/script", "DELETE", self.clear_scripts),
+            ("/faults/stats", "GET", self.fault_stats),
+            ("/faults/stats", "DELETE", self.clear_fault_stats),
+            ("/faults/{ruleId:int}", "DELETE", self.remove_fault),
             ("/tokens/expire", "POST", self.expire_tokens),
             ("/reset", "POST", self.reset),
             ("/topup", "POST", self.topup),
@@ -227,13 +212,44 @@ class ControlApi:
         return self.state.faults.to_json()
 
     async def arm_fault(self, request: Request) -> Json:
-        fault = _fault_from(await _json_object(request))
-        self.state.faults.arm(fault)
-        return fault.to_json()
+        try:
+            rule = self.state.faults.arm(await _json_object(request))
+        except FaultSpecError as exc:
+            raise ControlError(400, str(exc)) from None
+        return rule.to_json()
 
     async def clear_faults(self, request: Request) -> Json:
+        """Disarm every rule and script; the stats stay."""
         self.state.faults.clear()
         return self.state.faults.to_json()
+
+    async def remove_fault(self, request: Request) -> Json:
+        rule = self.state.faults.remove(request.path_params["ruleId"])
+        if rule is None:
+            raise ControlError(404, "no fault rule with this id")
+        return rule.to_json()
+
+    async def list_scripts(self, request: Request) -> Json:
+        return self.state.faults.scripts_json()
+
+    async def arm_script(self, request: Request) -> Json:
+        try:
+            script = self.state.faults.add_script(await _json_object(request))
+        except FaultSpecError as exc:
+            raise ControlError(400, str(exc)) from None
+        return script.to_json()
+
+    async def clear_scripts(self, request: Request) -> Json:
+        cleared = len(self.state.faults.scripts)
+        self.state.faults.scripts.clear()
+        return {"cleared": cleared}
+
+    async def fault_stats(self, request: Request) -> Json:
+        return self.state.faults.stats_json()
+
+    async def clear_fault_stats(self, request: Request) -> Json:
+        self.state.faults.clear_stats()
+        return self.state.faults.stats_json()
 
     async def expire_tokens(self, request: Request) -> Json:
         now = self.config.clock()
@@ -311,7 +327,7 @@ class ControlApi:
         transaction = self._transaction(request)
         if transaction.callback_body is None:
             raise ControlError(409, "the transaction has no final callback (yet)")
-        if not self.settlement.send_callback(transaction):
+        if not self.settlement.send_callback(transaction, with_fault=False):
             raise ControlError(409, "no callback URL is set")
         return transaction.callback_body
 

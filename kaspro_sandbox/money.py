@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from kaspro_sandbox.config import SandboxConfig
+from kaspro_sandbox.faults import CallbackFault
 
 TransactionType = Literal["PAYMENT", "P2P", "BANK_TRANSFER", "RETAIL_WITHDRAWAL", "QRIS", "TOPUP"]
 Status = Literal["PENDING", "SUCCESS", "FAILED"]
@@ -121,6 +122,8 @@ class MoneyTransaction:
 
     `answer_status`/`answer_body` is the first answer, given again to a repeated requestId.
     A rejected request (110005, 140001, 140002) is a FAILED transaction that moved nothing.
+    `held`: a fault or script keeps it PENDING (no completion timer); `callback_fault`:
+    how its callbacks misbehave.
     """
 
     request_id: str
@@ -141,6 +144,8 @@ class MoneyTransaction:
     details: dict[str, str] = field(default_factory=dict)
     callback_body: dict[str, Any] | None = None
     completion: asyncio.Task[None] | None = field(default=None, repr=False)
+    held: bool = False
+    callback_fault: CallbackFault | None = None
 
     @property
     def is_async(self) -> bool:
@@ -177,10 +182,14 @@ class MoneyTransaction:
             "destination": self.destination,
             "createdAt": iso_utc(self.created_at),
             "settledAt": iso_utc(self.settled_at) if self.settled_at is not None else None,
-            "plannedStatus": self.planned_status if self.status == "PENDING" else None,
+            "plannedStatus": (
+                self.planned_status if self.status == "PENDING" and not self.held else None
+            ),
             "details": dict(self.details),
             "answer": self.answer_body,
             "callback": self.callback_body,
+            "held": self.held,
+            "callbackFault": self.callback_fault.kind if self.callback_fault else None,
         }
 
 
@@ -195,6 +204,7 @@ class CallbackAttempt:
     status_code: int | None
     error: str | None
     body: dict[str, Any]
+    fault: str | None = None  # the callback fault this try was part of
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -205,6 +215,7 @@ class CallbackAttempt:
             "statusCode": self.status_code,
             "error": self.error,
             "body": self.body,
+            "fault": self.fault,
         }
 
 

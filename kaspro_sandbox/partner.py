@@ -2,47 +2,43 @@
 
 Every path here answers with the shapes of docs/kaspro.md. Signed paths go through
 auth.check_partner_call first; every request, signed or not, lands in the request log;
-an armed fault for the path replaces or delays the answer.
+a fault (faults.py) decided for the request delays, replaces or drops the answer, or
+stops the request from being carried out (docs/sandbox.md § Faults).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from kaspro_sandbox import codes
 from kaspro_sandbox.auth import check_partner_call
 from kaspro_sandbox.config import SandboxConfig
-from kaspro_sandbox.faults import GARBAGE_BODY, UNKNOWN_CODE, Fault
+from kaspro_sandbox.faults import GARBAGE_BODY, UNKNOWN_CODE, Injection
 from kaspro_sandbox.mobile import is_local_mobile, mask, to_international_number
 from kaspro_sandbox.ocr import decode_image, ocr_identity
-from kaspro_sandbox.state import Customer, IssuedOtp, LoggedRequest, SandboxState
-
-TOKEN_PATH = "/authentication-server/oauth/token"
-REGISTER_PATH = "/register-customer/"
-GET_OTP_PATH = "/pil-partner-get-otp/"
-VALIDATE_OTP_PATH = "/validate-otp/"
-EKYC_PATH = "/pil-partner/ekyc-upgrade-premium-inquiry/"
-ACCOUNT_INQUIRY_PATH = "/customer-account-inquiry/"
-GATEWAY_PATHS = (
-    TOKEN_PATH,
-    REGISTER_PATH,
-    GET_OTP_PATH,
-    VALIDATE_OTP_PATH,
-    EKYC_PATH,
+from kaspro_sandbox.paths import (
     ACCOUNT_INQUIRY_PATH,
+    EKYC_PATH,
+    GET_OTP_PATH,
+    REGISTER_PATH,
+    TOKEN_PATH,
+    VALIDATE_OTP_PATH,
 )
+from kaspro_sandbox.state import Customer, IssuedOtp, LoggedRequest, SandboxState
+from kaspro_sandbox.transport import NoAnswer, abort_connection, hold, until_disconnected
 
 OTP_CHANNEL = "WhatsApp"
 IMAGE_FIELDS = ("idCardImage", "selfieImage", "selfieWithIdCardImage")
@@ -79,6 +75,8 @@ class Reply:
 
     status: int
     body: dict[str, Any]
+    # The callback fault given to the transfer this call created (for the request log).
+    callback_fault: str | None = None
 
     @property
     def code(self) -> int | None:
@@ -96,6 +94,13 @@ class PartnerCall:
     raw_body: bytes
     fields: dict[str, Any] | None
     received_at: float
+    # The fault or script step decided for this call; handlers act on the kinds that
+    # change what is executed (in_process_forever, in_process, success, fail).
+    injection: Injection | None = None
+
+    @property
+    def injected(self) -> str | None:
+        return self.injection.kind if self.injection is not None else None
 
     def json_object(self) -> dict[str, Any]:
         if self.fields is None:
@@ -110,6 +115,17 @@ class PartnerCall:
 
 
 Handler = Callable[[PartnerCall], Reply]
+# The requestId a call is about (scripts are kept per requestId); None when it has none.
+Reference = Callable[[PartnerCall], str | None]
+
+BAD_GATEWAY_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center></body></html>"
+)
+GATEWAY_TIMEOUT_PAGE = (
+    "<html><head><title>504 Gateway Time-out</title></head>"
+    "<body><center><h1>504 Gateway Time-out</h1></center></body></html>"
+)
 
 
 def success(**extra: Any) -> Reply:
@@ -159,12 +175,27 @@ def _parse_json_object(raw: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def _fault_response(fault: Fault) -> Response:
-    if fault.kind == "garbage":
-        return Response(GARBAGE_BODY, status_code=200, media_type="text/html")
-    if fault.kind == "http_500":
+def _fault_response(kind: str) -> Response | None:
+    """The answer a fault gives instead of the real one; None for the kinds that answer
+    the real reply (latency, in-process and script steps).
+    """
+    if kind == "http_500":
         return PlainTextResponse("Internal Server Error", status_code=500)
-    return JSONResponse({"code": UNKNOWN_CODE, "message": "Unexpected"})
+    if kind == "http_502":
+        return HTMLResponse(BAD_GATEWAY_PAGE, status_code=502)
+    if kind == "http_503":
+        return PlainTextResponse("Service Unavailable", status_code=503)
+    if kind in ("timeout_before", "timeout_after"):
+        return HTMLResponse(GATEWAY_TIMEOUT_PAGE, status_code=504)
+    if kind == "garbage":
+        return Response(GARBAGE_BODY, status_code=200, media_type="application/json")
+    if kind == "unknown_code":
+        return JSONResponse({"code": UNKNOWN_CODE, "message": "Unexpected"})
+    return None
+
+
+def _reply_response(reply: Reply) -> Response:
+    return JSONResponse(reply.body, status_code=reply.status)
 
 
 class PartnerGateway:
@@ -185,9 +216,12 @@ class PartnerGateway:
         ]
 
     def endpoint(
-        self, handler: Handler, *, signed: bool = True
+        self, handler: Handler, *, signed: bool = True, reference: Reference | None = None
     ) -> Callable[[Request], Awaitable[Response]]:
-        """Serve `handler` as a gateway path: auth check, fault table, request log."""
+        """Serve `handler` as a gateway path: auth check, faults, request log.
+
+        `reference` names the requestId a call is about, for scripted faults.
+        """
 
         async def endpoint(request: Request) -> Response:
             raw_body = await request.body()
@@ -207,30 +241,69 @@ class PartnerGateway:
             if refusal is not None:
                 reply = Reply(401, {"code": refusal.code, "message": refusal.message})
                 self._log(call, reply.code, reply.status)
-                return JSONResponse(reply.body, status_code=reply.status)
+                return _reply_response(reply)
 
-            fault = self.state.faults.take(call.path)
-            if fault is not None and fault.kind != "delay":
-                response = _fault_response(fault)
-                code = UNKNOWN_CODE if fault.kind == "unknown_code" else None
-                self._log(call, code, response.status_code, fault.kind)
-                return response
-
-            try:
-                reply = handler(call)
-            except InvalidRequest as exc:
-                reply = Reply(400, {"code": codes.INVALID_REQUEST, "message": exc.message})
-            self._log(call, reply.code, reply.status, fault.kind if fault else None)
-            if fault is not None:
-                # The work is done before the delay: a client that times out has still
-                # had its request carried out, which is what makes the outcome unknown.
-                await asyncio.sleep(fault.delay_seconds)
-            return JSONResponse(reply.body, status_code=reply.status)
+            request_id = reference(call) if reference is not None else None
+            injection = self.state.faults.decide(call.path, request_id)
+            if injection is None:
+                reply = self._execute(handler, call)
+                self._log(call, reply.code, reply.status, callback_fault=reply.callback_fault)
+                return _reply_response(reply)
+            return await self._inject(request, handler, replace(call, injection=injection))
 
         return endpoint
 
+    @staticmethod
+    def _execute(handler: Handler, call: PartnerCall) -> Reply:
+        try:
+            return handler(call)
+        except InvalidRequest as exc:
+            return Reply(400, {"code": codes.INVALID_REQUEST, "message": exc.message})
+
+    async def _inject(self, request: Request, handler: Handler, call: PartnerCall) -> Response:
+        """Answer a call a fault or script step was decided for (docs/sandbox.md § Faults):
+        carry it out unless the kind forbids it, wait, then answer, fail or drop.
+        """
+        injection = call.injection
+        assert injection is not None
+        # Everything up to the wait happens at once, so the draws and the money moves
+        # keep the order of the requests.
+        reply = self._execute(handler, call) if injection.executes else None
+        response = _fault_response(injection.kind)
+        callback_fault = reply.callback_fault if reply is not None else None
+        if injection.kind == "reset":
+            self._log(call, None, None, injection, callback_fault)
+        elif response is not None:
+            code = UNKNOWN_CODE if injection.kind == "unknown_code" else None
+            self._log(call, code, response.status_code, injection, callback_fault)
+        else:
+            assert reply is not None  # kinds without their own answer are carried out
+            self._log(call, reply.code, reply.status, injection, callback_fault)
+            response = _reply_response(reply)
+        await hold(request.receive, injection.wait_seconds)
+        if response is None:  # reset
+            return await self._reset(request)
+        return response
+
+    @staticmethod
+    async def _reset(request: Request) -> Response:
+        """Drop the connection without a word (a TCP RST)."""
+        if not abort_connection(request.scope):
+            # Not served by uvicorn's h11/httptools: let the server deal with an error.
+            raise ConnectionResetError("KasPro sandbox fault: connection reset")
+        # Let the server see the connection go before the (empty) response is "sent".
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await until_disconnected(request.receive)
+        return NoAnswer()
+
     def _log(
-        self, call: PartnerCall, code: int | None, status: int, fault: str | None = None
+        self,
+        call: PartnerCall,
+        code: int | None,
+        status: int | None,
+        injection: Injection | None = None,
+        callback_fault: str | None = None,
     ) -> None:
         mobile = call.logged_value("mobileNumber")
         self.state.requests.append(
@@ -242,7 +315,10 @@ class PartnerGateway:
                 request_id=call.logged_value("requestId"),
                 code=code,
                 http_status=status,
-                fault=fault,
+                fault=injection.fault if injection is not None else None,
+                fault_rule=injection.rule_id if injection is not None else None,
+                script_step=injection.step if injection is not None else None,
+                callback_fault=callback_fault,
             )
         )
 

@@ -8,14 +8,20 @@ repeat's body, and nothing is executed again. A request refused as malformed (40
 is not remembered: nothing was executed, so the requestId stays unused.
 
 The paths go through PartnerGateway.endpoint: signed, token-checked, logged, faultable.
+Faults that change what is executed are carried out here: `in_process_forever` and the
+script steps `in_process`, `success` and `fail` (docs/sandbox.md § Faults). A transfer
+accepted while a script still has steps for its requestId gets no completion timer: the
+script (or a control call) settles it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from kaspro_sandbox import codes
@@ -40,15 +46,19 @@ from kaspro_sandbox.partner import (
     PartnerGateway,
     Reply,
 )
+from kaspro_sandbox.paths import (
+    BANK_TRANSFER_PATH,
+    P2P_PATH,
+    PAYMENT_PATH,
+    QRIS_PATH,
+    STATUS_PATH,
+)
 from kaspro_sandbox.qris import merchant_name
 from kaspro_sandbox.settlement import Settlement
 
-PAYMENT_PATH = "/pil-transaction-payment-to-merchant/"
-P2P_PATH = "/p2p-transaction/"
-BANK_TRANSFER_PATH = "/bank-transfer/"
-QRIS_PATH = "/qris-issuer/"
-STATUS_PATH = "/transaction-status/"
-MONEY_PATHS = (PAYMENT_PATH, P2P_PATH, BANK_TRANSFER_PATH, QRIS_PATH, STATUS_PATH)
+# Faults and script steps that keep a transfer PENDING and turn a success into "In Process".
+IN_PROCESS_KINDS = frozenset({"in_process", "in_process_forever"})
+SETTLING_STEPS: dict[str, Status] = {"success": "SUCCESS", "fail": "FAILED"}
 
 POCKET_ID = "2"
 FLOW_TYPE_ASYNC = "Async"
@@ -102,7 +112,11 @@ class MoneyGateway:
         self.state = settlement.state
 
     def routes(self) -> list[Route]:
-        endpoint = self.gateway.endpoint
+        def endpoint(
+            handler: Callable[[PartnerCall], Reply],
+        ) -> Callable[[Request], Awaitable[Response]]:
+            return self.gateway.endpoint(handler, reference=self.reference)
+
         return [
             Route(PAYMENT_PATH, endpoint(self._money(self.pay_merchant)), methods=["POST"]),
             Route(P2P_PATH, endpoint(self._money(self.p2p)), methods=["POST"]),
@@ -110,6 +124,17 @@ class MoneyGateway:
             Route(QRIS_PATH, endpoint(self._money(self.qris)), methods=["POST"]),
             Route(STATUS_PATH, endpoint(self.transaction_status), methods=["GET"]),
         ]
+
+    def reference(self, call: PartnerCall) -> str | None:
+        """The requestId a money call or status inquiry is about (for scripted faults)."""
+        if call.path == STATUS_PATH:
+            request_id = call.query.get("requestId", "").strip()
+            if request_id:
+                return request_id
+            transaction = self.state.transaction_by_reff_id(call.query.get("reffId", "").strip())
+            return transaction.request_id if transaction is not None else None
+        sent = (call.fields or {}).get("requestId")
+        return sent if isinstance(sent, str) else None
 
     def _money(self, execute: MoneyHandler) -> Callable[[PartnerCall], Reply]:
         """Idempotency by requestId around a money handler, and 400001 in the failure shape."""
@@ -122,8 +147,10 @@ class MoneyGateway:
                     raise InvalidRequest("requestId")
                 first = self.state.transactions.get(request_id)
                 if first is not None:
-                    return Reply(first.answer_status, first.answer_body)
-                return execute(call, fields, request_id)
+                    reply = Reply(first.answer_status, first.answer_body)
+                else:
+                    reply = execute(call, fields, request_id)
+                return self._apply_injection(call, request_id, reply)
             except InvalidRequest as exc:
                 return Reply(
                     400,
@@ -135,6 +162,29 @@ class MoneyGateway:
                 )
 
         return handler
+
+    def _apply_injection(self, call: PartnerCall, request_id: str, reply: Reply) -> Reply:
+        """What in_process_forever and the script steps in_process, success and fail do to
+        a money call once it has been carried out (or answered again).
+        """
+        kind = call.injected
+        transaction = self.state.transactions.get(request_id)
+        pending = None
+        if transaction is not None and transaction.status == "PENDING":
+            pending = transaction
+        if kind in IN_PROCESS_KINDS:
+            if pending is not None:
+                self.settlement.hold(pending)
+            if reply.code == codes.SUCCESS:
+                body = {
+                    **reply.body,
+                    "code": codes.IN_PROCESS,
+                    "message": codes.MESSAGES[codes.IN_PROCESS],
+                }
+                reply = replace(reply, body=body)
+        elif kind in SETTLING_STEPS and pending is not None:
+            self.settlement.settle(pending, SETTLING_STEPS[kind])
+        return reply
 
     # checks shared by every money call
 
@@ -480,9 +530,14 @@ class MoneyGateway:
             planned_status=planned,
             details=details,
         )
+        transaction.callback_fault = self.state.faults.decide_callback(call.path)
         self.state.add_transaction(transaction)
-        self.settlement.schedule(transaction)
-        return Reply(200, body)
+        if call.injected in IN_PROCESS_KINDS or self.state.faults.scripted(request_id):
+            transaction.held = True  # settled by a script step or by hand, never by a timer
+        else:
+            self.settlement.schedule(transaction)
+        callback_fault = transaction.callback_fault
+        return Reply(200, body, callback_fault=callback_fault.kind if callback_fault else None)
 
     # status inquiry
 
@@ -498,11 +553,19 @@ class MoneyGateway:
         if transaction is None:
             code = codes.TRANSACTION_NOT_FOUND
             return Reply(200, {"code": code, "message": codes.MESSAGES[code]})
+        step = call.injected
+        if step in SETTLING_STEPS and transaction.status == "PENDING":
+            self.settlement.settle(transaction, SETTLING_STEPS[step])
+        document = transaction.status_document()
+        if step == "in_process":
+            # A stale view: the inquiry says PENDING whatever the transaction's state.
+            document.pop("code", None)
+            document.update(status="PENDING", message=codes.MESSAGES[codes.IN_PROCESS])
         return Reply(
             200,
             {
                 "code": codes.SUCCESS,
                 "message": codes.MESSAGES[codes.SUCCESS],
-                "data": transaction.status_document(),
+                "data": document,
             },
         )

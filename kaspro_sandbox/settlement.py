@@ -5,7 +5,9 @@ by itself after `async_delay_seconds` (when `auto_complete` was on at acceptance
 hand through the control endpoints. SUCCESS adds nothing to the journal (the money left
 when the transfer was accepted); FAILED journals a REFUND of `amount + serviceFee` back
 to the wallet. Either way the final callback is built, stored on the transaction and,
-when a callback URL is set, delivered in the background.
+when a callback URL is set, delivered in the background — late, several times, followed
+by a stale one, unsigned, badly signed or not at all when the transaction drew a callback
+fault (docs/sandbox.md § Faults).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from kaspro_sandbox import codes
-from kaspro_sandbox.callbacks import Delivery, deliver
+from kaspro_sandbox.callbacks import Delivery, Signing, deliver
 from kaspro_sandbox.config import SandboxConfig
+from kaspro_sandbox.faults import CallbackFault
 from kaspro_sandbox.mobile import mask
-from kaspro_sandbox.money import REFUND, MoneyTransaction, Status
+from kaspro_sandbox.money import REFUND, CallbackAttempt, MoneyTransaction, Status
+from kaspro_sandbox.paths import TOPUP_CONTROL_PATH
 from kaspro_sandbox.state import SandboxState
 
 logger = logging.getLogger("kaspro_sandbox")
@@ -45,6 +50,14 @@ class Settlement:
             self._complete_later(transaction, settings.async_delay_seconds),
             name=f"kaspro-sandbox:complete:{transaction.request_id}",
         )
+
+    def hold(self, transaction: MoneyTransaction) -> None:
+        """Keep a PENDING transfer pending until it is settled by hand or by a script step."""
+        transaction.held = True
+        completion = transaction.completion
+        transaction.completion = None
+        if completion is not None and completion is not asyncio.current_task():
+            completion.cancel()
 
     async def _complete_later(self, transaction: MoneyTransaction, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -116,12 +129,21 @@ class Settlement:
             body.update(transaction.details)
         return body
 
-    def send_callback(self, transaction: MoneyTransaction) -> bool:
-        """Deliver the transaction's final callback in the background; False without a URL."""
+    def send_callback(self, transaction: MoneyTransaction, *, with_fault: bool = True) -> bool:
+        """Deliver the transaction's final callback in the background; False without a URL.
+
+        The transaction's callback fault applies unless `with_fault` is False (a resend).
+        """
         url = self.state.settings.callback_url
         body = transaction.callback_body
         if url is None or body is None:
             return False
+        fault = transaction.callback_fault if with_fault else None
+        signing: Signing = "valid"
+        if fault is not None and fault.kind == "callback_unsigned":
+            signing = "none"
+        elif fault is not None and fault.kind == "callback_bad_signature":
+            signing = "bad"
         delivery = Delivery(
             url=url,
             request_id=transaction.request_id,
@@ -130,12 +152,32 @@ class Settlement:
             max_attempts=self.config.callback_max_attempts,
             retry_base_seconds=self.config.callback_retry_base_seconds,
             timeout_seconds=self.config.callback_timeout_seconds,
+            signing=signing,
+            fault=fault.kind if fault is not None else None,
         )
-        self.state.spawn(
-            self._deliver(delivery),
-            name=f"kaspro-sandbox:callback:{transaction.request_id}",
+        coroutine = (
+            self._deliver(delivery)
+            if fault is None
+            else self._deliver_faulted(delivery, fault, self._stale_body(transaction))
         )
+        self.state.spawn(coroutine, name=f"kaspro-sandbox:callback:{transaction.request_id}")
         return True
+
+    @staticmethod
+    def _stale_body(transaction: MoneyTransaction) -> dict[str, Any] | None:
+        """The callback of the transfer's earlier state (PENDING, at acceptance), for
+        callback_reorder; None for a top-up, which has no earlier state.
+        """
+        body = transaction.callback_body
+        if body is None or not transaction.is_async:
+            return None
+        return {
+            **body,
+            "status": "PENDING",
+            "code": codes.IN_PROCESS,
+            "message": codes.MESSAGES[codes.IN_PROCESS],
+            "timestamp": int(transaction.created_at),
+        }
 
     async def _deliver(self, delivery: Delivery) -> None:
         delivered = await deliver(delivery, self.config.clock, self.state.callbacks.append)
@@ -143,6 +185,37 @@ class Settlement:
             logger.warning(
                 "gave up delivering the callback of %s to %s", delivery.request_id, delivery.url
             )
+
+    async def _deliver_faulted(
+        self, delivery: Delivery, fault: CallbackFault, stale_body: dict[str, Any] | None
+    ) -> None:
+        """Deliver under a callback fault (docs/sandbox.md § Faults)."""
+        kind = fault.kind
+        if kind == "callback_drop":
+            self.state.callbacks.append(
+                CallbackAttempt(
+                    time=self.config.clock(),
+                    url=delivery.url,
+                    request_id=delivery.request_id,
+                    attempt=0,
+                    status_code=None,
+                    error="not sent: callback_drop",
+                    body=delivery.body,
+                    fault=kind,
+                )
+            )
+            logger.info("dropped the callback of %s (fault)", delivery.request_id)
+            return
+        if kind == "callback_late":
+            await asyncio.sleep(fault.wait_seconds)
+        copies = fault.copies if kind == "callback_duplicate" else 1
+        for copy in range(copies):
+            if copy:
+                await asyncio.sleep(fault.wait_seconds)
+            await self._deliver(delivery)
+        if kind == "callback_reorder" and stale_body is not None:
+            await asyncio.sleep(fault.wait_seconds)
+            await self._deliver(replace(delivery, body=stale_body))
 
     def credit_topup(
         self, mobile_number: str, amount: int, source: str, details: dict[str, str]
@@ -177,6 +250,7 @@ class Settlement:
         )
         transaction.callback_body = self.callback_body(transaction, now)
         transaction.answer_body = transaction.callback_body
+        transaction.callback_fault = state.faults.decide_callback(TOPUP_CONTROL_PATH)
         state.add_transaction(transaction)
         self.send_callback(transaction)
         return transaction

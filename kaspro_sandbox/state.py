@@ -120,8 +120,11 @@ class LoggedRequest:
     mobile_number: str | None
     request_id: str | None
     code: int | None
-    http_status: int
+    http_status: int | None  # None: no answer (the connection was reset)
     fault: str | None = None
+    fault_rule: int | None = None
+    script_step: str | None = None
+    callback_fault: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +136,9 @@ class LoggedRequest:
             "code": self.code,
             "httpStatus": self.http_status,
             "fault": self.fault,
+            "faultRule": self.fault_rule,
+            "scriptStep": self.script_step,
+            "callbackFault": self.callback_fault,
         }
 
 
@@ -141,8 +147,9 @@ Holder = Customer | PlatformWallet
 
 @dataclass(eq=False)
 class SandboxState:
-    """The gateway's memory. `seed` makes OTPs (and nothing else) reproducible; `config` gives
-    the platform wallets, the balance caps and the starting money settings.
+    """The gateway's memory. `seed` makes OTPs reproducible, and faults unless the config
+    has a `fault_seed`; `config` gives the platform wallets, the balance caps, the starting
+    money settings and the fault rules armed at the start.
     """
 
     seed: int | None = None
@@ -151,7 +158,7 @@ class SandboxState:
     otps: dict[str, IssuedOtp] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
     ocr_overrides: dict[str, str] = field(default_factory=dict)
-    faults: FaultTable = field(default_factory=FaultTable)
+    faults: FaultTable = field(init=False)
     requests: list[LoggedRequest] = field(default_factory=list)
     transactions: dict[str, MoneyTransaction] = field(default_factory=dict)
     reff_ids: dict[str, str] = field(default_factory=dict)
@@ -168,9 +175,12 @@ class SandboxState:
         self.rng = random.Random(self.seed)
         self.wallets = platform_wallets(self.config)
         self.settings = MoneySettings.from_config(self.config)
+        fault_seed = self.config.fault_seed if self.config.fault_seed is not None else self.seed
+        self.faults = FaultTable(seed=fault_seed, rules=self.config.faults)
 
     def reset(self) -> None:
-        """Forget everything, as a freshly started sandbox with the same seed and config.
+        """Forget everything, as a freshly started sandbox with the same seed and config
+        (the config's fault rules are armed again, with fresh counters and generator).
 
         Pending completions and callback deliveries are cancelled (not awaited: the tasks
         end at their next step; `aclose()` awaits them). The money settings go back to the
@@ -183,7 +193,7 @@ class SandboxState:
         self.otps.clear()
         self.tokens.clear()
         self.ocr_overrides.clear()
-        self.faults.clear()
+        self.faults.reset()
         self.requests.clear()
         self.transactions.clear()
         self.reff_ids.clear()

@@ -120,14 +120,24 @@ class Partner:
         json: Any = None,
         headers: dict[str, str] | None = None,
         drop: tuple[str, ...] = (),
+        timeout: float | None = None,
         **signing: Any,
     ) -> httpx.Response:
-        """A signed call; `signing` goes to headers(), `headers` replaces, `drop` removes."""
+        """A signed call; `signing` goes to headers(), `headers` replaces, `drop` removes;
+        `timeout` replaces the client's for this call.
+        """
         sent = await self.headers(method, path, **signing)
         sent.update(headers or {})
         for name in drop:
             del sent[name]
-        return await self.http.request(method, path, params=params, json=json, headers=sent)
+        return await self.http.request(
+            method,
+            path,
+            params=params,
+            json=json,
+            headers=sent,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        )
 
     async def get(self, path: str, mobile_number: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", path, params={"mobileNumber": mobile_number}, **kwargs)

@@ -174,7 +174,9 @@ async def test_garbage_fault(partner: Partner) -> None:
     await arm(partner, path=INQUIRY, kind="garbage")
     response = await partner.get(INQUIRY, NUMBER)
     assert response.status_code == 200
-    assert response.text == "<html>oops</html>"
+    assert response.headers["content-type"] == "application/json"
+    with pytest.raises(ValueError, match="Expecting"):
+        response.json()
     assert (await partner.get(INQUIRY, NUMBER)).json() == NOT_FOUND
 
 
@@ -235,7 +237,20 @@ async def test_refused_calls_do_not_use_up_a_fault(partner: Partner) -> None:
 async def test_faults_can_be_listed_and_cleared(partner: Partner) -> None:
     await arm(partner, path=INQUIRY, kind="delay", delaySeconds=1.5, times=3)
     listed = (await partner.http.get("/_sandbox/faults")).json()
-    assert listed == [{"path": INQUIRY, "kind": "delay", "delaySeconds": 1.5, "times": 3}]
+    assert listed == [
+        {
+            "id": listed[0]["id"],
+            "path": INQUIRY,
+            "kind": "delay",
+            "probability": 1.0,
+            "times": 3,
+            "remaining": 3,
+            "delaySeconds": 1.5,
+            "jitterSeconds": 0.0,
+            "matched": 0,
+            "fired": 0,
+        }
+    ]
     assert (await partner.http.delete("/_sandbox/faults")).json() == []
     assert (await partner.get(INQUIRY, NUMBER)).json() == NOT_FOUND
 
