@@ -136,6 +136,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         mobile = f.mobile("mobile_number", request.mobile_number)
         amount = 0
         merchant = ""
+        if request.amount_idr < 0:
+            f.bad("amount_idr", "amount_idr must not be negative")
         try:
             qris = parse_qris(request.qris_payload)
         except InvalidQris as exc:
@@ -143,9 +145,10 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         else:
             merchant = qris.merchant_name
             try:
-                amount = amount_to_pay(qris, request.amount_idr)
+                amount = amount_to_pay(qris, max(request.amount_idr, 0))
             except QrisAmountError as exc:
-                f.bad("amount_idr", f"amount_idr {exc}")
+                if request.amount_idr >= 0:  # a negative amount is named above already
+                    f.bad("amount_idr", f"amount_idr {exc}")
         f.done()
         transaction = await self._flow.pay_qris(
             money_request("PayQris", request, request_id),

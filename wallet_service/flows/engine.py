@@ -328,10 +328,15 @@ class Engine:
             await rows.save_attempt(tx, done)
             await self._leg_failed(tx, transaction, done, result, now)
         else:
+            accepted = result.state is State.PROCESSING
             waiting = replace(
                 attempt,
-                status=(
-                    AttemptStatus.PROCESSING if result.state is State.PROCESSING else attempt.status
+                status=AttemptStatus.PROCESSING if accepted else attempt.status,
+                # The fee KasPro first accepted it with; the settlement must repeat it.
+                fee_idr=(
+                    result.fee_idr
+                    if accepted and attempt.status is AttemptStatus.PENDING
+                    else attempt.fee_idr
                 ),
                 kaspro_reff_id=result.reff_id or attempt.kaspro_reff_id,
                 checks=attempt.checks + 1,
@@ -446,6 +451,16 @@ def _mismatch(attempt: Attempt, result: Result) -> str:
         return (
             f"KasPro reported {result.amount_idr} for attempt {attempt.reference}, "
             f"we asked {attempt.amount_idr}"
+        )
+    if (
+        attempt.status is AttemptStatus.PROCESSING
+        and result.state is State.SUCCEEDED
+        and result.fee_idr != attempt.fee_idr
+    ):
+        # KasPro told the fee when it accepted the transfer; the settlement must agree.
+        return (
+            f"KasPro settled attempt {attempt.reference} with fee {result.fee_idr}, "
+            f"it accepted it with fee {attempt.fee_idr}"
         )
     payer = _payer(attempt)
     if result.mobile_number is not None and payer is not None and result.mobile_number != payer:

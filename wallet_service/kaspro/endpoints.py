@@ -310,12 +310,16 @@ def parse_account_inquiry(body: Any) -> Account:
     )
 
 
+# Eighteen digits, as for strings: beyond that no real amount, and no SQLite INTEGER.
+_MAX_AMOUNT = 10**18
+
+
 def parse_amount(value: Any) -> int:
     """Whole rupiah from a string of digits or a JSON integer; anything else is an error.
 
     A masked (``4xxx9``), empty, fractional or negative amount must never read as zero.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_AMOUNT:
         return value
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         return int(value)
