@@ -94,6 +94,8 @@ class Stack:
                 "WALLET_KASPRO_CORPORATE_ACCOUNT": "888000000000003",
                 "WALLET_CALLER_TOKENS": f"bench:admin:{TOKEN}",
                 "WALLET_MAX_CONCURRENT_RPCS": "5000",
+                # The service default; BENCH_KASPRO_CONNECTIONS tries others (performance.md).
+                "WALLET_KASPRO_MAX_CONNECTIONS": os.environ.get("BENCH_KASPRO_CONNECTIONS", "256"),
                 "WALLET_LOG_LEVEL": "WARNING",
             },
             ready=grpc_serving(self.grpc_port),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,9 @@ T = TypeVar("T")
 
 # Stands for a body that is not JSON, so that a 401 can still be told apart from others.
 _UNREADABLE: Final = object()
+
+
+_CONNECTIONS_PER_POOL = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,24 +81,34 @@ class KasProClient:
         self._settings = settings
         self._clock = clock
         self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
-        self._http = httpx.AsyncClient(
-            base_url=settings.base_url,
-            transport=transport,
-            timeout=httpx.Timeout(
-                settings.timeout_seconds, connect=settings.connect_timeout_seconds
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            # A redirect would be re-sent unsigned to a place KasPro did not document.
-            follow_redirects=False,
-        )
+        # The connections are spread over small pools, one httpx.AsyncClient each, used
+        # in turn: httpcore scans every connection of its pool on every request and
+        # response, so one pool of hundreds of connections spent most of the service's
+        # CPU there under load (docs/performance.md). Pools of 32 keep that scan short.
+        shards = max(1, math.ceil(settings.max_connections / _CONNECTIONS_PER_POOL))
+        per_pool = math.ceil(settings.max_connections / shards)
+        self._pools = [
+            httpx.AsyncClient(
+                base_url=settings.base_url,
+                transport=transport,
+                timeout=httpx.Timeout(
+                    settings.timeout_seconds, connect=settings.connect_timeout_seconds
+                ),
+                limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
+                # A redirect would be re-sent unsigned to a place KasPro did not document.
+                follow_redirects=False,
+            )
+            for _ in range(shards)
+        ]
+        self._next_pool = itertools.cycle(self._pools)
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
+        # Callers queue here, in a plain FIFO, rather than inside httpcore's pools.
+        self._slots = asyncio.Semaphore(settings.max_connections)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -426,23 +441,26 @@ class KasProClient:
         code: int | None = None
         problem = "interrupted"
         try:
-            remaining = max(deadline - started, 0.001)
-            http_request = self._http.build_request(
-                request.method,
-                request.path,
-                params=request.query or None,
-                json=request.json,
-                data=request.form,
-                headers=headers,
-                timeout=httpx.Timeout(
-                    remaining, connect=min(self._settings.connect_timeout_seconds, remaining)
-                ),
-            )
-            if signed:
-                # Sign what goes on the wire, base URL prefix included, query excluded.
-                target = http_request.url.raw_path.decode("ascii")
-                http_request.headers.update(self._signer.headers(request.method, target))
-            response = await self._http.send(http_request)
+            async with self._slots:
+                remaining = max(deadline - loop.time(), 0.001)
+                http = next(self._next_pool)
+                http_request = http.build_request(
+                    request.method,
+                    request.path,
+                    params=request.query or None,
+                    json=request.json,
+                    data=request.form,
+                    headers=headers,
+                    timeout=httpx.Timeout(
+                        remaining, connect=min(self._settings.connect_timeout_seconds, remaining)
+                    ),
+                )
+                if signed:
+                    # Sign what goes on the wire, base URL prefix included, query excluded;
+                    # after the wait for a connection, so the Date is fresh.
+                    target = http_request.url.raw_path.decode("ascii")
+                    http_request.headers.update(self._signer.headers(request.method, target))
+                response = await http.send(http_request)
             status = response.status_code
             body = _decode(response)
             code = endpoints.peek_code(body)
