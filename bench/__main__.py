@@ -166,6 +166,8 @@ def load(
     ]
     if "sandbox" in extra:
         args += ["--sandbox", extra["sandbox"]]
+    if "calls" in extra:
+        args += ["--calls", str(extra["calls"])]
     done = subprocess.run(args, cwd=procs.ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
@@ -223,6 +225,28 @@ def with_stack(
         result = measured(result, servers, before)
         result["startup_s"] = round(stack.startup_seconds, 3)
         return result
+    finally:
+        stack.stop()
+
+
+def leak(plan: Plan, workdir: Path, first: int, total: int) -> dict[str, Any]:
+    """RSS after ``first`` transfers and after ``total``: the two should be close."""
+    stack = Stack(workdir)
+    try:
+        numbers = stack.onboard(plan.customers)
+        long_plan = Plan(3600.0, plan.concurrency, plan.latency_concurrency, plan.customers)
+        load("transfer", stack.target, numbers, long_plan, calls=first)
+        early = stack.service.rss_mb()
+        done = load("transfer", stack.target, numbers, long_plan, calls=total - first)
+        late = stack.service.rss_mb()
+        return {
+            **done,
+            "writes": total,
+            "rss_mb_after_first": round(early, 1),
+            "rss_mb_after_all": round(late, 1),
+            "rss_growth_pct": round((late - early) / early * 100, 1),
+            "first": first,
+        }
     finally:
         stack.stop()
 
@@ -304,6 +328,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, help="seconds of load per scenario")
     parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
     parser.add_argument("--only", nargs="*", default=[], choices=SCENARIOS)
+    parser.add_argument(
+        "--leak",
+        type=int,
+        metavar="WRITES",
+        help="instead: RSS after WRITES/10 transfers and after WRITES (e.g. 100000)",
+    )
     args = parser.parse_args()
     plan = Plan(
         duration=args.duration or (2.0 if args.quick else 10.0),
@@ -312,6 +342,16 @@ def main() -> int:
         customers=16 if args.quick else 64,
     )
     started = time.monotonic()
+    if args.leak:
+        with tempfile.TemporaryDirectory(prefix="wallet-bench-") as tmp:
+            result = leak(plan, Path(tmp), args.leak // 10, args.leak)
+        print(
+            f"RSS after {result['first']} transfers: {result['rss_mb_after_first']} MB; "
+            f"after {result['writes']}: {result['rss_mb_after_all']} MB "
+            f"({result['rss_growth_pct']:+.1f} %)"
+        )
+        (RESULTS / "leak.json").write_text(json.dumps(result, indent=2))
+        return 0
     results = run_all(plan, args.only)
     print(table(results))
     RESULTS.mkdir(parents=True, exist_ok=True)

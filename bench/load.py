@@ -60,12 +60,18 @@ class Stats:
         }
 
 
-async def run(call: Call, concurrency: int, duration: float, stats: Stats) -> float:
+async def run(call: Call, concurrency: int, duration: float, stats: Stats, calls: int = 0) -> float:
+    """Call in a closed loop until ``duration`` is over (or ``calls`` calls are done)."""
     deadline = time.perf_counter() + duration
+
+    def going() -> bool:
+        if calls and len(stats.latencies) + sum(stats.errors.values()) >= calls:
+            return False
+        return time.perf_counter() < deadline
 
     async def worker(n: int) -> None:
         i = 0
-        while time.perf_counter() < deadline:
+        while going():
             started = time.perf_counter()
             try:
                 await call(n, i)
@@ -204,7 +210,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     watcher: asyncio.Task[None] | None = None
     if scenario == "watch":
         watcher = asyncio.create_task(watch(channel(0), metadata, stats))
-    seconds = await run(call, args.concurrency, args.duration, stats)
+    seconds = await run(call, args.concurrency, args.duration, stats, args.calls)
     if watcher is not None:
         await asyncio.sleep(0.5)
         watcher.cancel()
@@ -235,6 +241,7 @@ def main() -> None:
     parser.add_argument("--numbers", default="")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--calls", type=int, default=0, help="stop after this many calls")
     args = parser.parse_args()
     import uvloop
 
