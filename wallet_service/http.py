@@ -171,11 +171,7 @@ class CallbackReceiver:
 
     async def _inquire_soon(self, reference: str) -> None:
         async with self._engine.db.transaction() as tx:
-            await tx.execute(
-                "UPDATE attempts SET next_check_at = ? WHERE reference = ? "
-                "AND status IN ('pending', 'processing')",
-                (self._clock(), reference),
-            )
+            await rows.check_attempt_at(tx, reference, self._clock())
 
     async def _mark(
         self,

@@ -250,6 +250,15 @@ async def save_attempt(tx: DbTx, a: Attempt) -> bool:
     return changed > 0
 
 
+async def check_attempt_at(tx: DbTx, reference: str, when: float) -> None:
+    """Have the reconciler ask KasPro about an open attempt at ``when``."""
+    await tx.execute(
+        "UPDATE attempts SET next_check_at = ? WHERE reference = ? "
+        "AND status IN ('pending', 'processing')",
+        (when, reference),
+    )
+
+
 async def due_attempts(db: Database, now: float, limit: int) -> list[Attempt]:
     rows = await db.fetch_all(
         f"SELECT {_ATTEMPT_COLUMNS} FROM attempts "
