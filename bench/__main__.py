@@ -168,6 +168,8 @@ def load(
         args += ["--sandbox", extra["sandbox"]]
     if "calls" in extra:
         args += ["--calls", str(extra["calls"])]
+    if "rate" in extra:
+        args += ["--rate", str(extra["rate"])]
     done = subprocess.run(args, cwd=procs.ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
@@ -212,6 +214,7 @@ def with_stack(
     sandbox_latency: float = 0.0,
     concurrency: int | None = None,
     direct: bool = False,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     stack = Stack(workdir, sandbox_latency=sandbox_latency)
     try:
@@ -221,6 +224,8 @@ def with_stack(
         extra: dict[str, Any] = {"concurrency": concurrency or plan.concurrency}
         if direct:
             extra["sandbox"] = stack.sandbox_url
+        if rate:
+            extra["rate"] = rate
         result = load(scenario, stack.target, numbers, plan, **extra)
         result = measured(result, servers, before)
         result["startup_s"] = round(stack.startup_seconds, 3)
@@ -261,6 +266,7 @@ SCENARIOS = (
     "replay",
     "latency_bound",
     "watch",
+    "added_latency",
 )
 
 
@@ -277,6 +283,27 @@ def run_all(plan: Plan, only: list[str]) -> dict[str, dict[str, Any]]:
                 results[name] = ceiling(plan, workdir)
             elif name == "kaspro_direct":
                 results[name] = with_stack(plan, workdir, name, customers=4, direct=True)
+            elif name == "added_latency":
+                # Half of the measured write throughput, open loop: the service's p99
+                # against the same KasPro work done straight to the sandbox.
+                rate = max((results.get("transfer", {}).get("calls_per_s") or 300.0) / 2, 10.0)
+                (workdir / "direct").mkdir()
+                (workdir / "service").mkdir()
+                direct = with_stack(
+                    plan,
+                    workdir / "direct",
+                    "transfer_direct",
+                    customers=plan.customers,
+                    direct=True,
+                    rate=rate,
+                )
+                through = with_stack(
+                    plan, workdir / "service", "transfer", customers=plan.customers, rate=rate
+                )
+                through["rate"] = rate
+                through["direct_p99_ms"] = direct["p99_ms"]
+                through["added_p99_ms"] = round(through["p99_ms"] - direct["p99_ms"], 2)
+                results[name] = through
             elif name == "latency_bound":
                 results[name] = with_stack(
                     plan,
@@ -315,6 +342,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(
             f"WatchEvents lag: p50 {w['lag_p50_ms']} ms, p99 {w['lag_p99_ms']} ms "
             f"over {w['lag_events']} events"
+        )
+    if "added_latency" in results:
+        a = results["added_latency"]
+        rows.append(
+            f"added p99 at {a['rate']:.0f} transfers/s (open loop): {a['added_p99_ms']} ms "
+            f"(service {a['p99_ms']} ms, the same KasPro calls direct {a['direct_p99_ms']} ms)"
         )
     startups = [r["startup_s"] for r in results.values() if "startup_s" in r]
     if startups:

@@ -88,6 +88,31 @@ async def run(call: Call, concurrency: int, duration: float, stats: Stats, calls
     return time.perf_counter() - started
 
 
+async def run_open(call: Call, rate: float, duration: float, stats: Stats) -> float:
+    """Open loop: start a call every 1/rate seconds whatever the earlier ones are doing."""
+
+    async def one(n: int) -> None:
+        started = time.perf_counter()
+        try:
+            await call(n, 0)
+        except grpc.aio.AioRpcError as exc:
+            stats.errors[exc.code().name] += 1
+        except Exception as exc:
+            stats.errors[type(exc).__name__] += 1
+        else:
+            stats.latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    tasks = []
+    n = 0
+    while (now := time.perf_counter()) < started + duration:
+        tasks.append(asyncio.create_task(one(n)))
+        n += 1
+        await asyncio.sleep(max(started + n / rate - now, 0))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     metadata = (("authorization", f"Bearer {args.token}"),)
@@ -128,6 +153,33 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         async def call(n: int, i: int) -> None:
             await client.account_inquiry(mobiles[n % len(mobiles)])
 
+    elif scenario == "transfer_direct":
+        from wallet_service.domain.phone import parse_mobile_number
+        from wallet_service.kaspro import KasProClient, KasProSettings, kaspro_request_id
+
+        client = KasProClient(
+            KasProSettings(
+                base_url=args.sandbox,
+                client_id="wallet-dev",
+                client_secret="wallet-dev-secret",
+                hmac_key="wallet-dev-key",
+                hmac_secret="wallet-dev-hmac-secret",
+                timeout_seconds=30,
+                max_connections=256,
+            )
+        )
+        mobiles = [parse_mobile_number(n) for n in numbers]
+        run_id = uuid.uuid4().hex[:8]
+        counter = iter(range(10**9))
+
+        async def call(n: int, i: int) -> None:
+            k = next(counter)
+            pair = (k * 2) % len(mobiles)
+            source, target = mobiles[pair], mobiles[pair + 1]
+            # What the service asks KasPro for one transfer: the receiver, then the P2P.
+            await client.account_inquiry(target)
+            await client.p2p_transfer(kaspro_request_id(run_id, str(k)), source, target, 1)
+
     elif scenario in ("get_account", "check_funds"):
         accounts = [account_service_pb2_grpc.AccountServiceStub(c) for c in channels]
 
@@ -151,12 +203,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         payments = [payment_service_pb2_grpc.PaymentServiceStub(c) for c in channels]
         run_id = uuid.uuid4().hex[:8]
 
+        counter = iter(range(10**9))
+
         async def call(n: int, i: int) -> None:
-            pair = (n * 2) % len(numbers)
+            k = next(counter) if args.rate else n
+            pair = (k * 2) % len(numbers)
             source, target = numbers[pair], numbers[pair + 1]
             if i % 2:
                 source, target = target, source
-            request_id = f"{run_id}-replay" if scenario == "replay" else f"{run_id}-{n}-{i}"
+            request_id = f"{run_id}-replay" if scenario == "replay" else f"{run_id}-{k}-{i}"
             if scenario == "replay":
                 source, target = numbers[0], numbers[1]
             await payments[n % len(payments)].Transfer(
@@ -210,7 +265,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     watcher: asyncio.Task[None] | None = None
     if scenario == "watch":
         watcher = asyncio.create_task(watch(channel(0), metadata, stats))
-    seconds = await run(call, args.concurrency, args.duration, stats, args.calls)
+    if args.rate:
+        seconds = await run_open(call, args.rate, args.duration, stats)
+    else:
+        seconds = await run(call, args.concurrency, args.duration, stats, args.calls)
     if watcher is not None:
         await asyncio.sleep(0.5)
         watcher.cancel()
@@ -242,6 +300,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--calls", type=int, default=0, help="stop after this many calls")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: calls per second")
     args = parser.parse_args()
     import uvloop
 
