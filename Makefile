@@ -73,3 +73,8 @@ clean:
 # Benchmarks (docs/performance.md): `make bench`, or `make bench QUICK=1` for ~30 s.
 bench: $(STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick,)
+
+# Chaos simulation (docs/reliability.md): `make chaos`, or `make chaos SEED=7 OPS=5000 KILLS=10`.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(PY) -m chaos --seed $(or $(SEED),1) --ops $(or $(OPS),2000) $(if $(KILLS),--kills $(KILLS),)

@@ -30,6 +30,7 @@ from wallet_service.kaspro import (
     Callback,
     CallbackKind,
     KasProCallbackInvalid,
+    KasProClient,
     TransferState,
     parse_callback,
     verify_callback,
@@ -57,11 +58,13 @@ class CallbackReceiver:
         self,
         engine: Engine,
         payments: Payments,
+        kaspro: KasProClient,
         settings: CallbackSettings,
         clock: Callable[[], float],
     ) -> None:
         self._engine = engine
         self._payments = payments
+        self._kaspro = kaspro
         self._settings = settings
         self._clock = clock
 
@@ -90,12 +93,55 @@ class CallbackReceiver:
         return 200 if await self._handle(callback_id, callback, tries=0) else 400
 
     async def retry_parked(self) -> int:
-        """Try parked callbacks again (the reconciler calls this); how many were tried."""
+        """Try parked callbacks again, and confirm distrusted top-ups with KasPro (the
+        reconciler calls this); how many were tried."""
         parked = await rows.parked_callbacks(self._engine.db, self._clock(), 100)
         for row in parked:
             callback = parse_callback(bytes(row["raw"]))
-            await self._handle(int(row["id"]), callback, tries=int(row["tries"]))
+            if row["status"] == "verify":
+                await self._confirm_top_up(int(row["id"]), callback, tries=int(row["tries"]))
+            else:
+                await self._handle(int(row["id"]), callback, tries=int(row["tries"]))
         return len(parked)
+
+    async def _confirm_top_up(self, callback_id: int, untrusted: Callback, *, tries: int) -> None:
+        """A top-up told by a callback we could not verify: believe KasPro's status answer
+        only. The unverified body only says which requestId to ask about (and, for the
+        label, whether the number was a driver's)."""
+        status = await self._kaspro.transaction_status(untrusted.request_id, timeout=10.0)
+        if (
+            status.state is TransferState.SUCCEEDED
+            and status.kind is CallbackKind.TOPUP
+            and status.mobile_number is not None
+            and status.amount_idr
+            and status.reff_id
+        ):
+            created = await self._payments.record_top_up(
+                status.reff_id,
+                status.mobile_number,
+                status.amount_idr,
+                driver=self._is_driver(untrusted),
+                channel=untrusted.channel or "VA",
+            )
+            await self._mark(
+                callback_id, "applied" if created else "duplicate", reference=status.reff_id
+            )
+        elif status.state in (TransferState.FAILED, TransferState.NOT_FOUND):
+            log.error("callback %d: KasPro does not confirm this top-up", callback_id)
+            await self._mark(
+                callback_id,
+                "rejected",
+                reference=untrusted.request_id,
+                detail="top-up not confirmed by KasPro",
+            )
+        else:
+            await self._mark(
+                callback_id,
+                "verify",
+                reference=untrusted.request_id,
+                detail=status.detail or "not confirmed yet",
+                next_try_at=self._clock() + min(2.0 * 2 ** min(tries, 8), 300.0),
+            )
 
     async def _handle(self, callback_id: int, callback: Callback, *, tries: int) -> bool:
         """Apply (or park) a verified callback; False when it cannot be used at all."""
@@ -145,9 +191,7 @@ class CallbackReceiver:
             # stays in the callbacks table for a person to look at.
             log.error("callback %d: unusable top-up", callback_id)
             return False
-        driver = any(
-            callback.va_number.startswith(p) for p in self._settings.driver_va_prefixes
-        ) or any(callback.payment_code.startswith(p) for p in self._settings.driver_retail_prefixes)
+        driver = self._is_driver(callback)
         created = await self._payments.record_top_up(
             callback.reff_id,
             callback.mobile_number,
@@ -160,12 +204,30 @@ class CallbackReceiver:
         )
         return True
 
+    def _is_driver(self, callback: Callback) -> bool:
+        """Paid to a driver prefix: a DRIVER_DEPOSIT rather than a TOP_UP."""
+        return any(
+            callback.va_number.startswith(p) for p in self._settings.driver_va_prefixes
+        ) or any(callback.payment_code.startswith(p) for p in self._settings.driver_retail_prefixes)
+
     async def _distrust(self, callback_id: int, raw: bytes) -> None:
-        reference = ""
+        untrusted = None
         with contextlib.suppress(KasProCallbackInvalid):
-            reference = parse_callback(raw).request_id
-        await self._mark(callback_id, "rejected", reference=reference, detail="bad signature")
+            untrusted = parse_callback(raw)
         log.warning("callback %d failed verification; asking KasPro instead", callback_id)
+        if untrusted is not None and untrusted.kind is CallbackKind.TOPUP:
+            # No attempt of ours to re-check: the reconciler asks KasPro about this
+            # requestId (retry_parked) and records the top-up from its answer.
+            await self._mark(
+                callback_id,
+                "verify",
+                reference=untrusted.request_id,
+                detail="bad signature",
+                next_try_at=self._clock(),
+            )
+            return
+        reference = "" if untrusted is None else untrusted.request_id
+        await self._mark(callback_id, "rejected", reference=reference, detail="bad signature")
         if reference:
             await self._inquire_soon(reference)
 

@@ -180,6 +180,7 @@ async def start(
     receiver = CallbackReceiver(
         engine,
         payments,
+        kaspro,
         CallbackSettings(
             secrets=[
                 s

@@ -465,6 +465,10 @@ class StatusReply:
     detail: str
     # Why a FAILED transfer failed, when KasPro's refusal code says so (data.code).
     rejection: Rejection | None = None
+    # The wallet and the kind KasPro names (what a top-up is found by, when its
+    # callback could not be trusted).
+    mobile_number: MobileNumber | None = None
+    kind: CallbackKind = CallbackKind.UNKNOWN
 
     @classmethod
     def unknown(cls, detail: str, message: str = "") -> StatusReply:
@@ -805,7 +809,17 @@ def parse_transaction_status(body: Any, request_id: str) -> StatusReply:
         if failure_code is not None:
             failed_how, why = classify(failure_code)
             rejection = why if failed_how is Outcome.REJECTED and why in MONEY_REJECTIONS else None
-    return StatusReply(state, _loose_text(data, "reffId"), amount, fee, message, "", rejection)
+    return StatusReply(
+        state,
+        _loose_text(data, "reffId"),
+        amount,
+        fee,
+        message,
+        "",
+        rejection,
+        _loose_mobile_number(data.get("mobileNumber")),
+        _CALLBACK_KINDS.get(_loose_word(data, "type"), CallbackKind.UNKNOWN),
+    )
 
 
 def _settled_amounts(data: Mapping[str, Any], *, required: bool) -> tuple[int | None, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -43,6 +44,9 @@ class Database:
         # never contended in practice; it keeps them apart should one ever await.
         self._lock = asyncio.Lock()
         self._events_written = asyncio.Event()
+        # This opening of the database: rows marked with another one were written by a
+        # process that is gone.
+        self.incarnation = uuid.uuid4().hex
 
     @property
     def events_written(self) -> asyncio.Event:
@@ -91,7 +95,7 @@ class Database:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
         async with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            tx = Transaction(self._conn)
+            tx = Transaction(self._conn, self.incarnation)
             try:
                 yield tx
             except BaseException:
@@ -113,8 +117,9 @@ class Database:
 class Transaction:
     """Statements inside one database transaction."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, incarnation: str) -> None:
         self._conn = connection
+        self.incarnation = incarnation
         self.wrote_events = False
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:

@@ -44,16 +44,24 @@ async def claim_in(
 ) -> Claim:
     """``claim`` inside the caller's transaction, which creates the operation (rule 1)."""
     row = await tx.fetch_one(
-        """SELECT request_hash, state, response, lease_until, operation_id
+        """SELECT request_hash, state, response, lease_until, operation_id, holder
            FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
         (key.caller, key.method, key.request_id),
     )
     if row is None:
         await tx.execute(
-            """INSERT INTO idempotency_keys
-                   (caller, method, request_id, request_hash, state, lease_until, created_at)
-               VALUES (?, ?, ?, ?, 'running', ?, ?)""",
-            (key.caller, key.method, key.request_id, request_hash, now + lease_seconds, now),
+            """INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state,
+                                             lease_until, created_at, holder)
+               VALUES (?, ?, ?, ?, 'running', ?, ?, ?)""",
+            (
+                key.caller,
+                key.method,
+                key.request_id,
+                request_hash,
+                now + lease_seconds,
+                now,
+                tx.incarnation,
+            ),
         )
         return Claim(ClaimKind.NEW)
     if bytes(row["request_hash"]) != request_hash:
@@ -62,7 +70,9 @@ async def claim_in(
     stored = None if row["response"] is None else bytes(row["response"])
     if row["state"] == "done":
         return Claim(ClaimKind.REPLAY, stored, operation)
-    if row["lease_until"] > now:
+    # Running in this process and within its lease: a true duplicate in flight. A key
+    # held by another incarnation belongs to a process that died (we are the only one).
+    if row["lease_until"] > now and row["holder"] == tx.incarnation:
         return Claim(ClaimKind.IN_PROGRESS)
     if operation is not None:
         # The request died after creating its operation: the workers finish that
@@ -70,9 +80,9 @@ async def claim_in(
         return Claim(ClaimKind.REPLAY, stored, operation)
     # The request holding the key died before doing anything: take it over.
     await tx.execute(
-        """UPDATE idempotency_keys SET lease_until = ?
+        """UPDATE idempotency_keys SET lease_until = ?, holder = ?
            WHERE caller = ? AND method = ? AND request_id = ?""",
-        (now + lease_seconds, key.caller, key.method, key.request_id),
+        (now + lease_seconds, tx.incarnation, key.caller, key.method, key.request_id),
     )
     return Claim(ClaimKind.NEW)
 

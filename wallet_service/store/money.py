@@ -506,8 +506,9 @@ async def mark_callback(
 
 
 async def parked_callbacks(db: Database, now: float, limit: int) -> list[Row]:
+    """Callbacks to try again: parked (reference not known yet) or to verify with KasPro."""
     return await db.fetch_all(
-        "SELECT id, raw, tries FROM callbacks WHERE status = 'parked' AND next_try_at <= ? "
-        "ORDER BY id LIMIT ?",
+        "SELECT id, raw, tries, status FROM callbacks "
+        "WHERE status IN ('parked', 'verify') AND next_try_at <= ? ORDER BY id LIMIT ?",
         (now, limit),
     )

@@ -1,0 +1,517 @@
+"""``python -m chaos --seed N --ops M [--kills K] [--concurrency C]``.
+
+Starts the KasPro sandbox (faults armed at start-up, seeded with N) and the wallet service
+as separate processes, onboards and funds customers, runs M money operations from C
+concurrent retrying callers while a killer SIGKILLs the service K times and restarts it
+on the same database, then turns the faults off, waits for everything to settle, and
+audits. Prints a table; exits 1 naming the seed when an invariant is violated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chaos import audit, faults, plan
+from chaos.stack import Settings, Stack, readonly
+from chaos.watch import Watcher
+from chaos.workload import Callers
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "chaos" / "results"
+MONEY_PATHS = set(faults.MONEY_PATHS)
+# Callbacks may arrive this long after settlement (late + retries): the books are read
+# only after the sandbox's callback log has been quiet for this long.
+CALLBACKS_QUIET_SECONDS = 5.0
+
+
+@dataclass
+class Run:
+    seed: int
+    ops: int
+    kills_planned: int
+    concurrency: int
+    fault_rate: float
+    hold_lifetime: float
+    final_wait: float
+    dropped_faults: list[str]
+    kills: int = 0
+    kill_at_ops: list[int] = field(default_factory=list)
+    restart_seconds: list[float] = field(default_factory=list)
+    crash_findings: list[list[str]] = field(default_factory=list)
+    onboarding_problems: list[str] = field(default_factory=list)
+    workload_seconds: float = 0.0
+    final_pass_seconds: float = 0.0
+    settle_seconds: float | None = None
+    quiescent_seconds: float | None = None
+    held_settled_by_hand: int = 0
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    checks: list[audit.Check]
+    sandbox: audit.Sandbox
+    duplicates: dict[str, int]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ops", type=int, default=2000, help="money operations (default 2000)")
+    parser.add_argument(
+        "--kills", type=int, help="SIGKILLs of the service (default 5 per 2000 ops, at least 1)"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent callers")
+    parser.add_argument(
+        "--fault-rate", type=float, default=1.0, help="scales every fault probability"
+    )
+    parser.add_argument(
+        "--hold-lifetime",
+        type=float,
+        default=20.0,
+        help="seconds before an uncaptured hold expires",
+    )
+    parser.add_argument(
+        "--final-wait",
+        type=float,
+        default=150.0,
+        help="seconds to ask again about operations left without an answer (a key cut by"
+        " a kill is held for the service's 120 s idempotency lease)",
+    )
+    parser.add_argument(
+        "--drop-fault",
+        action="append",
+        default=[],
+        metavar="KIND[@PATH]",
+        help="leave out the fault rules of this kind (on this path), e.g. to bisect a"
+        " violation: --drop-fault callback_unsigned@/_sandbox/topup; may be repeated",
+    )
+    parser.add_argument("--settle-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the JSON result and the work directory (logs, database) go",
+    )
+    args = parser.parse_args(argv)
+    if args.kills is None:
+        args.kills = max(1, -(-args.ops * 5 // 2000))
+    if args.ops < 1 or args.concurrency < 1 or args.kills < 0:
+        parser.error("--ops and --concurrency must be at least 1, --kills at least 0")
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    run = Run(
+        args.seed,
+        args.ops,
+        args.kills,
+        args.concurrency,
+        args.fault_rate,
+        args.hold_lifetime,
+        args.final_wait,
+        args.drop_fault,
+    )
+    results: Path = args.results
+    workdir = results / f"work-seed{args.seed}-ops{args.ops}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    settings = Settings(hold_lifetime_seconds=args.hold_lifetime)
+    rules = faults.without(
+        faults.profile(settings.kaspro_timeout_seconds, args.fault_rate), args.drop_fault
+    )
+    stack = Stack(workdir, args.seed, rules, settings)
+    try:
+        await asyncio.to_thread(stack.start_sandbox)
+        async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=60) as control:
+            (
+                await control.post(
+                    "/_sandbox/settings", json={"cash_out_fee": settings.cash_out_fee_idr}
+                )
+            ).raise_for_status()
+            await asyncio.to_thread(stack.start_service)
+            callers = Callers(stack.target, stack.sandbox_url, args.seed)
+            try:
+                outcome = await exercise(args, run, stack, callers, control)
+            finally:
+                await callers.close()
+    finally:
+        await asyncio.to_thread(stack.stop)
+    run.wall_seconds = time.monotonic() - started
+    return report(run, callers, outcome, results, workdir)
+
+
+async def exercise(
+    args: argparse.Namespace, run: Run, stack: Stack, callers: Callers, control: httpx.AsyncClient
+) -> Outcome:
+    people = plan.customers(args.seed, args.ops)
+    print(
+        f"chaos: seed {args.seed}, onboarding {len(people.everyone)} customers …",
+        file=sys.stderr,
+        flush=True,
+    )
+    run.onboarding_problems = await callers.onboard(people, min(args.concurrency, 8))
+    watcher = Watcher(stack.target)
+    stop_watching = asyncio.Event()
+    watching = asyncio.create_task(watcher.run(stop_watching))
+    scenarios = plan.scenarios(args.seed, 3 * args.ops, people)
+    points = plan.kill_points(args.seed, args.ops, args.kills)
+    workload_done = asyncio.Event()
+    print(f"chaos: {args.ops} operations, {len(points)} kills …", file=sys.stderr, flush=True)
+
+    async def killer() -> None:
+        rng = random.Random(f"kill-timing-{args.seed}")
+        for point in points:
+            while callers.finished < point and not workload_done.is_set():
+                callers.progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(callers.progress.wait(), 0.5)
+            if workload_done.is_set():
+                return
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
+            stack.kill_service()
+            run.kills += 1
+            run.kill_at_ops.append(callers.finished)
+            with stack.crash_copy() as connection:
+                run.crash_findings.append(audit.database_checks(audit.Books(connection)))
+            down = time.monotonic()
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            await asyncio.to_thread(stack.start_service)
+            run.restart_seconds.append(time.monotonic() - down)
+            print(
+                f"chaos: kill {run.kills} after {run.kill_at_ops[-1]} operations,"
+                f" back in {run.restart_seconds[-1]:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    killing = asyncio.create_task(killer())
+    t0 = time.monotonic()
+    try:
+        await callers.run(scenarios, args.concurrency, args.ops)
+    finally:
+        workload_done.set()
+        await killing
+    run.workload_seconds = time.monotonic() - t0
+
+    print("chaos: faults off, settling …", file=sys.stderr, flush=True)
+    (await control.delete("/_sandbox/faults")).raise_for_status()
+    if callers.deferred:
+        print(
+            f"chaos: asking again about {len(callers.deferred)} operation(s) left without"
+            " an answer …",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def final_pass() -> None:
+        t0 = time.monotonic()
+        await callers.final_pass(args.final_wait)
+        run.final_pass_seconds = time.monotonic() - t0
+
+    asking = asyncio.create_task(final_pass())
+    try:
+        await settle(args, run, stack, control, asking)
+    finally:
+        asking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asking
+
+    # The stream must have caught up with the outbox before the service stops.
+    with readonly(stack.db_path) as connection:
+        row = connection.execute("SELECT COALESCE(MAX(sequence), 0) FROM events").fetchone()
+    last = int(row[0])
+    for _ in range(300):  # at most 30 s
+        if watcher.last >= last:
+            break
+        await asyncio.sleep(0.1)
+    stop_watching.set()
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    await asyncio.to_thread(stack.stop_service)
+
+    async def get(path: str) -> Any:
+        answer = await control.get(path)
+        answer.raise_for_status()
+        return answer.json()
+
+    sandbox = audit.Sandbox(
+        transactions=await get("/_sandbox/transactions"),
+        journal=await get("/_sandbox/ledger"),
+        balances=await get("/_sandbox/balances"),
+        callbacks=await get("/_sandbox/callbacks"),
+        requests=await get("/_sandbox/requests"),
+        stats=await get("/_sandbox/faults/stats"),
+    )
+    with readonly(stack.db_path) as connection:
+        books = audit.Books(connection)
+    checks = audit.audit(books, sandbox, callers.records, watcher, run.crash_findings)
+    if run.onboarding_problems:
+        checks.append(
+            audit.Check(
+                "setup",
+                "every customer was onboarded",
+                len(plan.customers(args.seed, args.ops).everyone),
+                run.onboarding_problems,
+            )
+        )
+    return Outcome(checks, sandbox, duplicates(books, sandbox, callers))
+
+
+async def settle(
+    args: argparse.Namespace,
+    run: Run,
+    stack: Stack,
+    control: httpx.AsyncClient,
+    asking: asyncio.Task[None],
+) -> None:
+    """Wait until nothing is unresolved at the service or PENDING at the sandbox (the
+    settle time), then until holds expired, callbacks went quiet and the callers' final
+    pass ended (quiescent)."""
+    rng = random.Random(f"settle-{args.seed}")
+    started = time.monotonic()
+    callbacks_seen = -1
+    quiet_since = time.monotonic()
+    async with httpx.AsyncClient(timeout=5) as http:
+        while time.monotonic() - started < args.settle_timeout:
+            transactions = (await control.get("/_sandbox/transactions")).json()
+            pending = [t for t in transactions if t["status"] == "PENDING"]
+            for transfer in sorted(
+                (t for t in pending if t["held"]), key=lambda t: str(t["requestId"])
+            ):
+                # in_process_forever: KasPro finishes it after all, one way or the other.
+                verb = "complete" if rng.random() < 0.8 else "fail"
+                answer = await control.post(
+                    f"/_sandbox/transactions/{transfer['requestId']}/{verb}"
+                )
+                if answer.status_code == 200:
+                    run.held_settled_by_hand += 1
+            unresolved = await unresolved_attempts(http, stack.metrics_url)
+            with readonly(stack.db_path) as connection:
+                row = connection.execute(
+                    "SELECT COUNT(*) FROM ride_payments WHERE status IN "
+                    "('AUTHORIZING', 'AUTHORIZED', 'CAPTURING', 'VOIDING')"
+                ).fetchone()
+            open_rides = int(row[0])
+            callbacks = len((await control.get("/_sandbox/callbacks")).json())
+            if callbacks != callbacks_seen:
+                callbacks_seen, quiet_since = callbacks, time.monotonic()
+            now = time.monotonic()
+            if unresolved == 0 and not pending and run.settle_seconds is None:
+                run.settle_seconds = now - started
+            if (
+                run.settle_seconds is not None
+                and unresolved == 0
+                and not pending
+                and open_rides == 0
+                and now - quiet_since >= CALLBACKS_QUIET_SECONDS
+                and asking.done()
+            ):
+                run.quiescent_seconds = now - started
+                return
+            await asyncio.sleep(0.5)
+    print(f"chaos: not settled within {args.settle_timeout:.0f} s", file=sys.stderr, flush=True)
+
+
+async def unresolved_attempts(http: httpx.AsyncClient, url: str) -> int:
+    """``wallet_unresolved_attempts`` from the service's /metrics (-1 if unreadable)."""
+    try:
+        text = (await http.get(url)).text
+    except httpx.HTTPError:
+        return -1
+    for line in text.splitlines():
+        if line.startswith("wallet_unresolved_attempts "):
+            return int(float(line.split()[1]))
+    return -1
+
+
+def duplicates(books: audit.Books, sandbox: audit.Sandbox, callers: Callers) -> dict[str, int]:
+    """Repeats the system absorbed: retried RPCs answered from an existing operation,
+    money calls sent to KasPro again with the same requestId, repeated callbacks."""
+    replays = 0
+    for record in callers.records:
+        if record.retries == 0 or record.outcome not in ("ok", "refused"):
+            continue
+        key = books.keys.get((record.caller, record.method, record.request_id))
+        if key is not None and key["created_at"] < record.last_try_at - 0.001:
+            replays += 1
+    sent: Counter[str] = Counter(
+        r["requestId"] for r in sandbox.requests if r["path"] in MONEY_PATHS and r["requestId"]
+    )
+    resends = sum(n - 1 for n in sent.values())
+    repeated_callbacks = books.callbacks.get("duplicate", 0) + books.callbacks.get("ignored", 0)
+    return {
+        "rpc_replays": replays,
+        "kaspro_resends": resends,
+        "callbacks": repeated_callbacks,
+        "total": replays + resends + repeated_callbacks,
+    }
+
+
+def _counts(counter: dict[str, int]) -> str:
+    ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {v}" for k, v in ordered)
+
+
+def table(run: Run, callers: Callers, outcome: Outcome) -> list[str]:
+    """The run's table: what was done, what went wrong on purpose, what held."""
+    records = callers.records
+    workload = [r for r in records if r.phase == "workload"]
+    kinds = Counter(r.kind for r in workload)
+    seen = Counter(r.outcome for r in workload)
+    late = sum(1 for r in workload if r.deferred and r.outcome != "unknown")
+    codes: Counter[str] = Counter()
+    for r in records:
+        codes.update(r.retry_codes)
+    injected = {k: v for k, v in outcome.sandbox.stats.get("byKind", {}).items() if v}
+    dup = outcome.duplicates
+    restarts = run.restart_seconds
+    restart = (
+        f"down {statistics.median(restarts):.1f} s median, {max(restarts):.1f} s max"
+        if restarts
+        else "none"
+    )
+    settle = "NOT SETTLED" if run.settle_seconds is None else f"{run.settle_seconds:.1f} s"
+    quiet = "never" if run.quiescent_seconds is None else f"{run.quiescent_seconds:.1f} s"
+    rows = [
+        (
+            "seed",
+            f"{run.seed} ({run.concurrency} callers, fault rate {run.fault_rate}"
+            + "".join(f", without {d}" for d in run.dropped_faults)
+            + ")",
+        ),
+        (
+            "operations",
+            f"{len(workload)} in {run.workload_seconds:.1f} s: {_counts(dict(kinds))}"
+            f" (+ {len(records) - len(workload)} funding top-ups)",
+        ),
+        (
+            "outcomes",
+            f"ok {seen['ok']}, refused {seen['refused']}, unknown {seen['unknown']},"
+            f" unexpected {seen['unexpected']}; {late} answered in the final pass"
+            f" ({run.final_pass_seconds:.1f} s)",
+        ),
+        ("faults", f"{sum(injected.values())} injected: {_counts(injected)}"),
+        ("kills", f"{run.kills} SIGKILLs after operations {run.kill_at_ops}; {restart}"),
+        (
+            "retries",
+            f"{sum(r.retries for r in records)} same-request_id retries"
+            f" ({_counts(dict(codes))}); {sum(r.polls for r in records)} status polls",
+        ),
+        (
+            "duplicates",
+            f"{dup['total']} absorbed: {dup['rpc_replays']} retried RPCs answered from the"
+            f" stored operation, {dup['kaspro_resends']} KasPro calls repeating a requestId,"
+            f" {dup['callbacks']} repeated or stale callbacks",
+        ),
+        (
+            "settle",
+            f"{settle} from faults off to 0 unresolved attempts and nothing PENDING at the"
+            f" sandbox ({run.held_settled_by_hand} held transfers finished by hand);"
+            f" quiescent after {quiet}",
+        ),
+    ]
+    lines = [f"{name:<11} {text}" for name, text in rows]
+    lines += ["", f"{'invariant':<9} {'result':<6} {'checked':>7}  description"]
+    for check in outcome.checks:
+        result = "OK" if check.ok else "FAIL"
+        lines.append(f"{check.key:<9} {result:<6} {check.checked:>7}  {check.title}")
+    for check in outcome.checks:
+        lines += [f"  {check.key}: {v}" for v in check.violations[:10]]
+        if len(check.violations) > 10:
+            lines.append(f"  {check.key}: … {len(check.violations) - 10} more")
+    return lines
+
+
+def report(run: Run, callers: Callers, outcome: Outcome, results: Path, workdir: Path) -> int:
+    ok = all(c.ok for c in outcome.checks)
+    replay = (
+        f"python -m chaos --seed {run.seed} --ops {run.ops} --kills {run.kills_planned}"
+        f" --concurrency {run.concurrency}"
+    )
+    for option, value, default in (
+        ("--fault-rate", run.fault_rate, 1.0),
+        ("--hold-lifetime", run.hold_lifetime, 20.0),
+        ("--final-wait", run.final_wait, 150.0),
+    ):
+        if value != default:
+            replay += f" {option} {value:g}"
+    for dropped in run.dropped_faults:
+        replay += f" --drop-fault {dropped}"
+    lines = table(run, callers, outcome)
+    lines.append("")
+    if ok:
+        lines.append(f"RESULT OK: every invariant held (seed {run.seed}; replay: {replay})")
+    else:
+        failed = [c.key for c in outcome.checks if not c.ok]
+        lines.append(
+            f"RESULT FAIL: {len(failed)} invariant(s) violated ({', '.join(failed)})"
+            f" with seed {run.seed}; replay: {replay}"
+        )
+        lines.append(f"logs and database: {workdir}")
+    print("\n".join(lines), flush=True)
+
+    results.mkdir(parents=True, exist_ok=True)
+    document = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "ok": ok,
+        "replay": replay,
+        "run": run.__dict__,
+        "faults": outcome.sandbox.stats,
+        "duplicates": outcome.duplicates,
+        "checks": [c.to_json() for c in outcome.checks],
+        "table": lines,
+        "records": [r.to_json() for r in callers.records],
+    }
+    text = json.dumps(document, indent=1, default=str)
+    (results / f"seed{run.seed}-ops{run.ops}.json").write_text(text)
+    (results / "latest.json").write_text(text)
+    return 0 if ok else 1
+
+
+async def guarded(args: argparse.Namespace) -> int:
+    """``main_async``, cancelled by SIGTERM or SIGINT so the processes it started are
+    stopped on the way out (a background job ignores SIGINT; SIGTERM still works)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await main_async(args)
+    except asyncio.CancelledError:
+        print("chaos: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return asyncio.run(guarded(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""A WatchEvents consumer that behaves like a real one: it follows the stream, and when the
+service dies it reconnects from the last sequence it saw."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import grpc
+from wallet.v1 import transaction_service_pb2, transaction_service_pb2_grpc
+
+from chaos.stack import TOKENS
+from chaos.workload import CHANNEL_OPTIONS
+
+
+@dataclass
+class Watcher:
+    target: str
+    # Every event as it arrived: (sequence, event_id), duplicates included.
+    arrived: list[tuple[int, str]] = field(default_factory=list)
+    connections: int = 0
+    last: int = 0
+    gaps: list[str] = field(default_factory=list)
+    disorder: list[str] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        metadata = (("authorization", f"Bearer {TOKENS['dispatch']}"),)
+        while not stop.is_set():
+            self.connections += 1
+            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+                stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+                stream = stub.WatchEvents(
+                    transaction_service_pb2.WatchEventsRequest(after_sequence=self.last),
+                    metadata=metadata,
+                )
+                previous = self.last
+                try:
+                    async for response in stream:
+                        self._see(response.event.sequence, response.event.event_id, previous)
+                        previous = response.event.sequence
+                except grpc.aio.AioRpcError:
+                    pass
+                finally:
+                    stream.cancel()
+            if not stop.is_set():
+                await asyncio.sleep(0.2)
+
+    def _see(self, sequence: int, event_id: str, previous: int) -> None:
+        self.arrived.append((sequence, event_id))
+        if sequence <= previous:
+            self.disorder.append(f"sequence {sequence} after {previous} on one stream")
+        if sequence > self.last + 1:
+            self.gaps.append(f"jumped from {self.last} to {sequence}")
+        self.last = max(self.last, sequence)
