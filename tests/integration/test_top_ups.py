@@ -301,3 +301,41 @@ async def test_the_top_up_is_listed_for_the_wallet(h: Harness) -> None:
     assert mine.next_page_token == ""
     assert list(theirs.transactions) == []
     assert [t.transaction_id for t in only_top_ups.transactions] == [row["id"]]
+
+
+async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kaspro(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL)
+    await h.arm_fault("/_sandbox/topup", "callback_unsigned", times=1)
+    sent = await h._control(
+        "POST",
+        "/topup",
+        json={
+            "mobileNumber": LOCAL,
+            "amount": 70_000,
+            "channel": "VA",
+            "vaNumber": "39358" + LOCAL[1:],
+        },
+    )
+
+    async def distrusted() -> bool:
+        row = await h.running._db.fetch_one(
+            "SELECT status FROM callbacks WHERE reference = ?", (sent["requestId"],)
+        )
+        return row is not None and row["status"] == "verify"
+
+    await wait_for(distrusted)
+    # Not trusted: nothing booked until KasPro confirms it by status inquiry.
+    assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
+
+    await h.settle()
+
+    row = await h.running._db.fetch_one(
+        "SELECT type, amount_idr FROM transactions WHERE kaspro_reference = ?", (sent["reffId"],)
+    )
+    assert row is not None
+    assert (row["type"], row["amount_idr"]) == ("TOP_UP", 70_000)
+    await h.assert_books_agree()
+    await h.settle()  # asking again records nothing twice
+    await h.assert_books_agree()

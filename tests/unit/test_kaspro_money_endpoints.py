@@ -15,6 +15,7 @@ import pytest
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.kaspro.codes import Outcome, Rejection, classify
 from wallet_service.kaspro.endpoints import (
+    CallbackKind,
     HttpRequest,
     MoneyReply,
     StatusReply,
@@ -635,7 +636,25 @@ def test_status_success() -> None:
         fee_idr=2500,
         message="Transfer berhasil",
         detail="",
+        mobile_number=PAYER,
+        kind=CallbackKind.BANK_TRANSFER,
     )
+
+
+def test_status_of_a_top_up_names_its_wallet_and_kind() -> None:
+    # What a top-up whose callback could not be verified is recorded from.
+    reply = parse_transaction_status(
+        status_body(type="TOPUP", mobileNumber="6281234567890", serviceFee="0"), REQUEST_ID
+    )
+    assert (reply.state, reply.kind, reply.mobile_number, reply.amount_idr, reply.reff_id) == (
+        TransferState.SUCCEEDED,
+        CallbackKind.TOPUP,
+        PAYER,
+        50000,
+        "REF3",
+    )
+    unnamed = parse_transaction_status(status_body(mobileNumber="12", type="???"), REQUEST_ID)
+    assert (unnamed.mobile_number, unnamed.kind) == (None, CallbackKind.UNKNOWN)
 
 
 @pytest.mark.parametrize(
