@@ -400,15 +400,6 @@ async def ledger_balances(db: Database) -> dict[str, int]:
     return {row["account"]: int(row["total"]) for row in rows}
 
 
-async def ledger_balance(db: Database, account: str) -> int:
-    row = await db.fetch_one(
-        "SELECT COALESCE(SUM(amount_idr), 0) AS total FROM ledger_lines WHERE account = ?",
-        (account,),
-    )
-    assert row is not None
-    return int(row["total"])
-
-
 async def unbalanced_transactions(db: Database) -> list[str]:
     rows = await db.fetch_all(
         "SELECT transaction_id FROM ledger_lines GROUP BY transaction_id "

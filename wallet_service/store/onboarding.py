@@ -25,11 +25,6 @@ async def load_otp_state(tx: Transaction, mobile: MobileNumber) -> OtpState:
     return _otp_state(row)
 
 
-async def read_otp_state(db: Database, mobile: MobileNumber) -> OtpState:
-    row = await db.fetch_one("SELECT * FROM otp_state WHERE mobile_number = ?", (mobile.canonical,))
-    return _otp_state(row)
-
-
 async def save_otp_state(tx: Transaction, mobile: MobileNumber, state: OtpState) -> None:
     await tx.execute(
         """INSERT INTO otp_state (mobile_number, expires_at, last_sent_at, failed_attempts,
