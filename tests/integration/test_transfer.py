@@ -33,6 +33,7 @@ from .conftest import (
     assert_failure,
     expect_failure,
     failure_of,
+    wait_for,
 )
 
 T = TypeVar("T")
@@ -472,3 +473,62 @@ async def test_kaspro_500_is_sent_again_with_the_same_reference_after_the_inquir
         PROCESSING,
         SUCCEEDED,
     ]
+
+
+async def test_two_passes_over_an_attempt_kaspro_never_saw_send_it_again_once(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    await h.arm_fault(P2P_PATH, "http_500")
+    failure = await expect_failure(send(h, transfer()))
+    transaction_id = failure.error_metadata["transaction_id"]
+    reference = (await p2p_calls(h))[0]["requestId"]
+
+    # Two reconciler passes at once both find the attempt due; the second joins the
+    # first's inquiry instead of asking (and, on "not found", sending) a second time.
+    h.clock.advance(60.0)
+    reconciler = h.running.reconciler
+    assert await asyncio.gather(reconciler.run_once(), reconciler.run_once()) == [1, 1]
+
+    assert [r["requestId"] for r in await h.kaspro_requests(STATUS_PATH)] == [reference]
+    calls = await p2p_calls(h)
+    assert [(c["requestId"], c["fault"]) for c in calls] == [
+        (reference, "http_500"),
+        (reference, None),
+    ]
+    assert (await get_transaction(h, transaction_id)).status == SUCCEEDED
+    balances = await h.sandbox_balances()
+    assert (balances["subscribers"][LOCAL], balances["subscribers"][OTHER_LOCAL]) == (
+        75_000,
+        25_000,
+    )
+    await h.assert_books_agree()
+
+
+async def test_reconciler_waits_for_a_call_still_in_flight_instead_of_asking_kaspro(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    # KasPro executes the transfer and answers a second later; meanwhile the clock runs
+    # past the grace after which an unanswered attempt is due for an inquiry.
+    await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
+    in_flight = asyncio.create_task(send(h, transfer()))
+
+    async def executed() -> bool:
+        return any(
+            (x["type"], x["status"]) == ("P2P", "SUCCESS") for x in await h.sandbox_transactions()
+        )
+
+    await wait_for(executed)
+    assert not in_flight.done()
+
+    assert await h.settle() == 1
+
+    assert await h.kaspro_requests(STATUS_PATH) == []  # it shared the call's own answer
+    sent = await in_flight
+    assert sent.status == SUCCEEDED
+    assert len(await p2p_calls(h)) == 1
+    assert (await get_transaction(h, sent.transaction_id)).status == SUCCEEDED
+    await h.assert_books_agree()

@@ -9,10 +9,11 @@ the attempt already final and changes nothing (MONEY-RULES rules 3-9).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -179,6 +180,8 @@ class Engine:
         self._kaspro = kaspro
         self._clock = clock
         self.timing = timing
+        # The send or inquiry of each attempt running in this process (see _one_flight).
+        self._flights: dict[str, asyncio.Future[Result]] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -212,18 +215,61 @@ class Engine:
 
     async def send(self, attempt: Attempt, *, timeout: float | None) -> Result:
         """Send the attempt's call (again, with the same reference) and apply the answer."""
+        return await self._one_flight(
+            attempt.reference, lambda: self._send(attempt, timeout), timeout
+        )
+
+    async def inquire(self, attempt: Attempt, *, timeout: float | None) -> Result:
+        """Ask KasPro how the attempt ended and apply it; send it again if KasPro never saw it."""
+        return await self._one_flight(
+            attempt.reference, lambda: self._inquire(attempt, timeout), timeout
+        )
+
+    async def _one_flight(
+        self, reference: str, start: Callable[[], Awaitable[Result]], timeout: float | None
+    ) -> Result:
+        """Run ``start`` unless a send or inquiry of ``reference`` is already running here.
+
+        A second caller (the reconciler while the request path still waits for KasPro, or
+        two inquiries that both hear "not found") waits for the running one and shares its
+        result instead of calling KasPro again: one process never has two calls of one
+        attempt in flight. The caller that started the call owns it (cancelling it cuts
+        the call off, as before); a waiter that gives up, or whose call was cut off, gets
+        UNKNOWN and the reconciler asks again later.
+        """
+        flight = self._flights.get(reference)
+        if flight is None:
+            flight = asyncio.ensure_future(start())
+            self._flights[reference] = flight
+            flight.add_done_callback(lambda done: self._landed(reference, done))
+            return await flight
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight), timeout)
+        except TimeoutError:
+            return Result(State.UNKNOWN, detail="an earlier call of this attempt is running")
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if flight.cancelled() and (current is None or not current.cancelling()):
+                return Result(State.UNKNOWN, detail="an earlier call of this attempt was cut off")
+            raise
+
+    def _landed(self, reference: str, flight: asyncio.Future[Result]) -> None:
+        if self._flights.get(reference) is flight:
+            del self._flights[reference]
+
+    async def _send(self, attempt: Attempt, timeout: float | None) -> Result:
         reply = await self._dispatch(attempt, timeout)
         result = Result.of_reply(reply)
         await self.apply(attempt.reference, result)
         return result
 
-    async def inquire(self, attempt: Attempt, *, timeout: float | None) -> Result:
+    async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
         result = Result.of_status(status)
         if result.state is State.NOT_FOUND:
             # KasPro never executed it: the same step goes again, same reference.
             log.info("attempt %s unknown to KasPro: sending it again", attempt.reference)
-            return await self.send(attempt, timeout=timeout)
+            return await self._send(attempt, timeout)
         await self.apply(attempt.reference, result)
         return result
 
