@@ -205,8 +205,17 @@ async def exercise(
 
     killing = asyncio.create_task(killer())
     t0 = time.monotonic()
+    working = asyncio.create_task(callers.run(scenarios, args.concurrency, args.ops))
     try:
-        await callers.run(scenarios, args.concurrency, args.ops)
+        # A service that does not come back after a kill fails the run at once: the
+        # callers would otherwise retry against nothing for ever.
+        await asyncio.wait({working, killing}, return_when=asyncio.FIRST_EXCEPTION)
+        if killing.done() and killing.exception() is not None:
+            working.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await working
+            killing.result()  # raises why the service did not come back
+        await working
     finally:
         workload_done.set()
         await killing
