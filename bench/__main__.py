@@ -94,8 +94,12 @@ class Stack:
                 "WALLET_KASPRO_CORPORATE_ACCOUNT": "888000000000003",
                 "WALLET_CALLER_TOKENS": f"bench:admin:{TOKEN}",
                 "WALLET_MAX_CONCURRENT_RPCS": "5000",
-                # The service default; BENCH_KASPRO_CONNECTIONS tries others (performance.md).
-                "WALLET_KASPRO_MAX_CONNECTIONS": os.environ.get("BENCH_KASPRO_CONNECTIONS", "256"),
+                # The service default unless BENCH_KASPRO_CONNECTIONS says otherwise.
+                **(
+                    {"WALLET_KASPRO_MAX_CONNECTIONS": os.environ["BENCH_KASPRO_CONNECTIONS"]}
+                    if "BENCH_KASPRO_CONNECTIONS" in os.environ
+                    else {}
+                ),
                 "WALLET_LOG_LEVEL": "WARNING",
             },
             ready=grpc_serving(self.grpc_port),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import httpx
 from wallet.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -137,6 +138,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         from wallet_service.domain.phone import parse_mobile_number
         from wallet_service.kaspro import KasProClient, KasProSettings
 
+        # What a caller would do without the service: signed calls over plain httpx
+        # (its own connection pool, not the service's aiohttp transport).
+        connections = max(100, args.concurrency)
         client = KasProClient(
             KasProSettings(
                 base_url=args.sandbox,
@@ -145,8 +149,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 hmac_key="wallet-dev-key",
                 hmac_secret="wallet-dev-hmac-secret",
                 timeout_seconds=30,
-                max_connections=max(100, args.concurrency),
-            )
+                max_connections=connections,
+            ),
+            transport=httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                )
+            ),
         )
         mobiles = [parse_mobile_number(n) for n in numbers]
 

@@ -90,7 +90,7 @@ class Config:
     kaspro_corporate_account: str = _DEV_KASPRO["corporate_account"]
     kaspro_timeout_seconds: float = 10.0
     kaspro_ekyc_timeout_seconds: float = 30.0
-    kaspro_max_connections: int = 256
+    kaspro_max_connections: int = 1024
     http_listen: str = "127.0.0.1:8081"
     limits: Limits = field(default_factory=Limits)
     va_prefixes: tuple[VaPrefix, ...] = DEFAULT_VA_PREFIXES
@@ -377,7 +377,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         reconcile_overdue_seconds=number("WALLET_RECONCILE_OVERDUE_SECONDS", 3600.0),
         kaspro_timeout_seconds=number("WALLET_KASPRO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         kaspro_ekyc_timeout_seconds=number("WALLET_KASPRO_EKYC_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-        kaspro_max_connections=integer("WALLET_KASPRO_MAX_CONNECTIONS", 256, minimum=1),
+        kaspro_max_connections=integer("WALLET_KASPRO_MAX_CONNECTIONS", 1024, minimum=1),
         callers=callers,
         otp=OtpLimits(
             resend_cooldown_seconds=number("WALLET_OTP_RESEND_COOLDOWN_SECONDS", 60.0),

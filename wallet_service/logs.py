@@ -47,5 +47,5 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "aiohttp", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

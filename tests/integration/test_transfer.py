@@ -489,7 +489,7 @@ async def test_two_passes_over_an_attempt_kaspro_never_saw_send_it_again_once(
     # first's inquiry instead of asking (and, on "not found", sending) a second time.
     h.clock.advance(60.0)
     reconciler = h.running.reconciler
-    assert await asyncio.gather(reconciler.run_once(), reconciler.run_once()) == [1, 1]
+    assert list(await asyncio.gather(reconciler.run_once(), reconciler.run_once())) == [1, 1]
 
     assert [r["requestId"] for r in await h.kaspro_requests(STATUS_PATH)] == [reference]
     calls = await p2p_calls(h)

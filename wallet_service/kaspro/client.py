@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from wallet_service.kaspro.endpoints import (
 )
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
 from wallet_service.kaspro.signing import HmacSigner, Signer
+from wallet_service.kaspro.transport import AiohttpTransport
 
 logger = logging.getLogger("wallet_service.kaspro")
 
@@ -35,9 +34,6 @@ T = TypeVar("T")
 
 # Stands for a body that is not JSON, so that a 401 can still be told apart from others.
 _UNREADABLE: Final = object()
-
-
-_CONNECTIONS_PER_POOL = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,34 +77,20 @@ class KasProClient:
         self._settings = settings
         self._clock = clock
         self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
-        # The connections are spread over small pools, one httpx.AsyncClient each, used
-        # in turn: httpcore scans every connection of its pool on every request and
-        # response, so one pool of hundreds of connections spent most of the service's
-        # CPU there under load (docs/performance.md). Pools of 32 keep that scan short.
-        shards = max(1, math.ceil(settings.max_connections / _CONNECTIONS_PER_POOL))
-        per_pool = math.ceil(settings.max_connections / shards)
-        self._pools = [
-            httpx.AsyncClient(
-                base_url=settings.base_url,
-                transport=transport,
-                timeout=httpx.Timeout(
-                    settings.timeout_seconds, connect=settings.connect_timeout_seconds
-                ),
-                limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-                # A redirect would be re-sent unsigned to a place KasPro did not document.
-                follow_redirects=False,
-            )
-            for _ in range(shards)
-        ]
-        self._next_pool = itertools.cycle(self._pools)
+        # The requests go straight to the transport: one pool of aiohttp connections
+        # behind httpx's interface (transport.py), or a test's httpx.MockTransport.
+        # httpx.AsyncClient is left out on purpose: its cookie jar, URL merging and
+        # redirect handling cost more CPU per call than the exchange itself, and none of
+        # it applies (KasPro sets no cookies; a redirect is never followed).
+        self._transport = transport or AiohttpTransport(max_connections=settings.max_connections)
+        self._base_url = settings.base_url.rstrip("/")
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
         # Callers queue here, in a plain FIFO, rather than inside httpcore's pools.
         self._slots = asyncio.Semaphore(settings.max_connections)
 
     async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -443,24 +425,30 @@ class KasProClient:
         try:
             async with self._slots:
                 remaining = max(deadline - loop.time(), 0.001)
-                http = next(self._next_pool)
-                http_request = http.build_request(
+                connect = min(self._settings.connect_timeout_seconds, remaining)
+                http_request = httpx.Request(
                     request.method,
-                    request.path,
+                    self._base_url + request.path,
                     params=request.query or None,
                     json=request.json,
                     data=request.form,
                     headers=headers,
-                    timeout=httpx.Timeout(
-                        remaining, connect=min(self._settings.connect_timeout_seconds, remaining)
-                    ),
+                    extensions={
+                        "timeout": {
+                            "connect": connect,
+                            "read": remaining,
+                            "write": remaining,
+                            "pool": remaining,
+                        }
+                    },
                 )
                 if signed:
                     # Sign what goes on the wire, base URL prefix included, query excluded;
                     # after the wait for a connection, so the Date is fresh.
                     target = http_request.url.raw_path.decode("ascii")
                     http_request.headers.update(self._signer.headers(request.method, target))
-                response = await http.send(http_request)
+                response = await self._transport.handle_async_request(http_request)
+                await response.aread()
             status = response.status_code
             body = _decode(response)
             code = endpoints.peek_code(body)
