@@ -323,12 +323,23 @@ def run_all(plan: Plan, only: list[str]) -> dict[str, dict[str, Any]]:
     return results
 
 
+def cores_busy(result: dict[str, Any]) -> float:
+    """How many cores the run's processes kept busy: every CPU second per call, times calls/s."""
+    per_call = sum(
+        result.get(f"{name}_cpu_s_per_1000", 0.0)
+        for name in ("echo", "service", "sandbox", "generator")
+    )
+    busy: float = per_call / 1000 * result["calls_per_s"]
+    return round(busy, 2)
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     ceiling = results.get("ceiling", {}).get("calls_per_s") or 0.0
     direct = results.get("kaspro_direct", {}).get("calls_per_s") or 0.0
     rows = [
         f"{'scenario':<14} {'calls/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'svc cpu s/1k':>12} {'svc MB':>7} {'sbx cpu s/1k':>12} {'/ceiling':>8} {'/direct':>8}"
+        f"{'svc cpu s/1k':>12} {'svc MB':>7} {'sbx cpu s/1k':>12} {'gen cpu s/1k':>12} "
+        f"{'cores busy':>10} {'/ceiling':>8} {'/direct':>8}"
     ]
     for name, r in results.items():
         errors = sum(r["errors"].values())
@@ -339,6 +350,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"{errors:>7} {server_cpu:>12.3f} "
             f"{r.get('service_peak_rss_mb', r.get('echo_peak_rss_mb', 0)):>7.1f} "
             f"{r.get('sandbox_cpu_s_per_1000', 0):>12.3f} "
+            f"{r.get('generator_cpu_s_per_1000', 0):>12.3f} {cores_busy(r):>10.2f} "
             f"{(cps / ceiling if ceiling else 0):>8.2f} {(cps / direct if direct else 0):>8.2f}"
         )
     if "watch" in results:
@@ -366,6 +378,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
     parser.add_argument("--only", nargs="*", default=[], choices=SCENARIOS)
     parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where latest.json goes (bench/results)"
+    )
+    parser.add_argument(
         "--leak",
         type=int,
         metavar="WRITES",
@@ -387,11 +402,12 @@ def main() -> int:
             f"after {result['writes']}: {result['rss_mb_after_all']} MB "
             f"({result['rss_growth_pct']:+.1f} %)"
         )
-        (RESULTS / "leak.json").write_text(json.dumps(result, indent=2))
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "leak.json").write_text(json.dumps(result, indent=2))
         return 0
     results = run_all(plan, args.only)
     print(table(results))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -403,7 +419,7 @@ def main() -> int:
         "wall_seconds": round(time.monotonic() - started, 1),
         "results": results,
     }
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    (args.results / "latest.json").write_text(json.dumps(report, indent=2))
     return 0
 
 

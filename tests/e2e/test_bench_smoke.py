@@ -1,0 +1,56 @@
+"""`make bench` keeps working: a one-second run of the ceiling and of GetAccount through the
+service prints the table and writes latest.json with every figure the docs quote. It
+asserts what was measured (calls made, no errors, CPU accounted), never how fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--duration",
+            "1",
+            "--concurrency",
+            "4",
+            "--only",
+            "ceiling",
+            "get_account",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    assert {"scenario", "ceiling", "get_account"} <= rows.keys()
+    assert "cores busy" in done.stdout
+    report = json.loads((tmp_path / "latest.json").read_text())
+    for name in ("ceiling", "get_account"):
+        result = report["results"][name]
+        assert result["calls"] > 0, name
+        assert result["errors"] == {}, name
+        assert result["generator_cpu_s_per_1000"] > 0, name
+    assert report["results"]["ceiling"]["echo_cpu_s_per_1000"] > 0
+    service = report["results"]["get_account"]
+    assert service["service_cpu_s_per_1000"] > 0
+    assert service["sandbox_cpu_s_per_1000"] > 0
+    assert 0 < service["startup_s"] < 60
