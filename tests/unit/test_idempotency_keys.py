@@ -41,3 +41,42 @@ async def test_a_key_held_by_a_killed_process_is_taken_over_at_once(tmp_path: Pa
         assert other.kind is idempotency.ClaimKind.REUSED
     finally:
         await alive.close()
+
+
+async def test_peek_answers_a_decided_key_and_a_reused_one_without_a_transaction(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        assert await idempotency.peek(db, KEY, HASH) is None  # unknown: claim decides
+        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        assert await idempotency.peek(db, KEY, HASH) is None  # running: claim decides
+        async with db.transaction() as tx:
+            await idempotency.attach_operation(tx, KEY, "txn_1")
+        await idempotency.complete(db, KEY, None)
+
+        replay = await idempotency.peek(db, KEY, HASH)
+        reused = await idempotency.peek(db, KEY, b"x" * 32)
+
+        assert replay is not None
+        assert (replay.kind, replay.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
+        assert reused is not None
+        assert reused.kind is idempotency.ClaimKind.REUSED
+    finally:
+        await db.close()
+
+
+async def test_peek_does_not_see_a_decision_that_is_not_committed(tmp_path: Path) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        async with db.transaction() as tx:
+            await idempotency.complete_in(tx, KEY, b"outcome")
+            # Another request peeks while this transaction is open (its coroutine
+            # suspended here): the 'done' it would read could still be rolled back.
+            assert await idempotency.peek(db, KEY, HASH) is None
+        claim = await idempotency.peek(db, KEY, HASH)
+        assert claim is not None
+        assert (claim.kind, claim.stored) == (idempotency.ClaimKind.REPLAY, b"outcome")
+    finally:
+        await db.close()

@@ -639,10 +639,12 @@ class Payments:
 
     async def _claim(self, request: Request) -> idempotency.Claim | None:
         """None when this request runs; else the claim that says what to answer."""
-        async with self._db.transaction() as tx:
-            claim = await idempotency.claim_in(
-                tx, request.key, request.request_hash, self._engine.now(), self._lease
-            )
+        claim = await idempotency.peek(self._db, request.key, request.request_hash)
+        if claim is None:
+            async with self._db.transaction() as tx:
+                claim = await idempotency.claim_in(
+                    tx, request.key, request.request_hash, self._engine.now(), self._lease
+                )
         if claim.kind is idempotency.ClaimKind.NEW:
             return None
         if claim.kind is idempotency.ClaimKind.REUSED:

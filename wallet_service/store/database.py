@@ -106,6 +106,12 @@ class Database:
             signal, self._events_written = self._events_written, asyncio.Event()
             signal.set()
 
+    @property
+    def in_transaction(self) -> bool:
+        """True while a transaction is open: its coroutine is suspended inside it, and a
+        plain read on this shared connection would see its uncommitted rows."""
+        return self._conn.in_transaction
+
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         row: Row | None = self._conn.execute(sql, tuple(params)).fetchone()
         return row

@@ -39,6 +39,31 @@ async def claim(
         return await claim_in(tx, key, request_hash, now, lease_seconds)
 
 
+async def peek(db: Database, key: Key, request_hash: bytes) -> Claim | None:
+    """The claim of a key whose answer is settled (decided, or used for another request),
+    read without taking the writer lock; None when only ``claim_in`` can tell.
+
+    A retry of a decided request is the common case under load (callers retry on every
+    timeout), and it needs no write. It reads only when no transaction is open on the
+    (shared) connection, so what it sees is committed.
+    """
+    if db.in_transaction:
+        return None
+    row = await db.fetch_one(
+        """SELECT request_hash, state, response, operation_id
+           FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
+        (key.caller, key.method, key.request_id),
+    )
+    if row is None:
+        return None
+    if bytes(row["request_hash"]) != request_hash:
+        return Claim(ClaimKind.REUSED)
+    if row["state"] != "done":
+        return None
+    stored = None if row["response"] is None else bytes(row["response"])
+    return Claim(ClaimKind.REPLAY, stored, row["operation_id"])
+
+
 async def claim_in(
     tx: Transaction, key: Key, request_hash: bytes, now: float, lease_seconds: float
 ) -> Claim:
