@@ -1,8 +1,9 @@
-"""The aiohttp transport under the KasPro client, against a real socket server.
+"""The KasPro client's transports, against a real socket server.
 
 The server is a raw asyncio one so that a test can answer anything: a redirect, a gzip
-body, a slow answer, half an answer, or bytes that are not HTTP. Each test shows what the
-client above sees: the same httpx responses and exceptions httpcore would give.
+body, a slow answer, half an answer, or bytes that are not HTTP. Each test runs on the
+service's aiohttp transport and on plain httpx behind the same interface, and shows
+that the client gets the same thing from both.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from wallet_service.kaspro.transport import AiohttpTransport
+from wallet_service.kaspro.transport import (
+    AiohttpTransport,
+    HttpxTransport,
+    Transport,
+    TransportError,
+    TransportTimeout,
+    WireRequest,
+)
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -51,12 +59,28 @@ class Server:
 
 
 Serve = Callable[[Handler], Awaitable[Server]]
-MakeClient = Callable[..., httpx.AsyncClient]
+MakeTransport = Callable[..., Transport]
 
 
 def answer(status: str, body: bytes, *headers: str) -> bytes:
     lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def request(
+    port: int,
+    path: str = "/x",
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    timeout: float = 2.0,
+) -> WireRequest:
+    return WireRequest(method, f"http://127.0.0.1:{port}{path}", headers or [], body, 1.0, timeout)
+
+
+async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
+    writer.write(answer("200 OK", b"{}"))
 
 
 @pytest.fixture
@@ -75,127 +99,124 @@ async def serve() -> AsyncIterator[Serve]:
         listening.close()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[MakeClient]:
-    clients: list[httpx.AsyncClient] = []
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[MakeTransport]:
+    """The service's transport, or plain httpx behind the same interface."""
+    made: list[Transport] = []
 
-    def make(port: int, max_connections: int = 4) -> httpx.AsyncClient:
-        made = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            transport=AiohttpTransport(max_connections=max_connections),
-            timeout=httpx.Timeout(2.0),
-        )
-        clients.append(made)
-        return made
+    def make(max_connections: int = 4) -> Transport:
+        if request.param == "aiohttp":
+            one: Transport = AiohttpTransport(max_connections=max_connections)
+        else:
+            limits = httpx.Limits(max_connections=max_connections)
+            one = HttpxTransport(httpx.AsyncHTTPTransport(limits=limits))
+        made.append(one)
+        return one
 
     yield make
-    for made in clients:
-        await made.aclose()
+    for one in made:
+        await one.aclose()
 
 
-async def test_request_and_answer_pass_through_unchanged(serve: Serve, client: MakeClient) -> None:
-    async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            answer("200 OK", b'{"code": 0}', "Content-Type: application/json", "X-Trace: a")
+async def test_request_and_answer_pass_through_unchanged(
+    serve: Serve, transport: MakeTransport
+) -> None:
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer("200 OK", b'{"code": 0}', "Content-Type: application/json"))
+
+    server = await serve(reply)
+
+    got = await transport().send(
+        request(
+            server.port,
+            "/gw/p2p-transaction/?requestId=ABC%2F1",
+            method="POST",
+            headers=[("Authorization", "Bearer t"), ("Content-Type", "application/json")],
+            body=b'{"amount":"50000"}',
         )
-
-    server = await serve(ok)
-    http = client(server.port)
-
-    response = await http.post(
-        "/p2p-transaction/",
-        params={"requestId": "ABC"},
-        json={"amount": "50000"},
-        headers={"Authorization": "Bearer t", "X-Signature": "s1g"},
     )
 
-    assert response.status_code == 200
-    assert response.json() == {"code": 0}
-    assert response.headers["x-trace"] == "a"
+    assert (got.status, got.body) == (200, b'{"code": 0}')
     sent = server.requests[0]
-    assert sent.startswith(b"POST /p2p-transaction/?requestId=ABC HTTP/1.1\r\n")
+    # The target is sent exactly as given (it is what the signature covers).
+    assert sent.startswith(b"POST /gw/p2p-transaction/?requestId=ABC%2F1 HTTP/1.1\r\n")
     head, _, body = sent.partition(b"\r\n\r\n")
     assert body == b'{"amount":"50000"}'
     lines = [line.lower() for line in head.split(b"\r\n")[1:]]
     assert b"authorization: bearer t" in lines
-    assert b"x-signature: s1g" in lines
     assert b"content-type: application/json" in lines
     assert b"content-length: 18" in lines
-    # httpx's Host and Content-Length are not sent twice next to aiohttp's own.
     assert sum(line.startswith(b"host:") for line in lines) == 1
-    assert sum(line.startswith(b"content-length:") for line in lines) == 1
 
 
-async def test_connections_are_kept_alive_and_reused(serve: Serve, client: MakeClient) -> None:
-    async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(answer("200 OK", b"{}"))
-
+async def test_connections_are_kept_alive_and_reused(
+    serve: Serve, transport: MakeTransport
+) -> None:
     server = await serve(ok)
-    http = client(server.port)
+    one = transport()
 
     for _ in range(5):
-        assert (await http.get("/token")).status_code == 200
+        assert (await one.send(request(server.port))).status == 200
 
     assert (len(server.requests), server.connections) == (5, 1)
 
 
 async def test_max_connections_bounds_the_open_connections(
-    serve: Serve, client: MakeClient
+    serve: Serve, transport: MakeTransport
 ) -> None:
     async def slow(request: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(0.05)
         writer.write(answer("200 OK", b"{}"))
 
     server = await serve(slow)
-    http = client(server.port, max_connections=2)
+    one = transport(max_connections=2)
 
-    statuses = await asyncio.gather(*(http.get("/x") for _ in range(6)))
+    answers = await asyncio.gather(*(one.send(request(server.port)) for _ in range(6)))
 
-    assert [r.status_code for r in statuses] == [200] * 6
+    assert [a.status for a in answers] == [200] * 6
     assert server.connections == 2
 
 
-async def test_a_redirect_is_returned_not_followed(serve: Serve, client: MakeClient) -> None:
+async def test_a_redirect_is_returned_not_followed(serve: Serve, transport: MakeTransport) -> None:
     async def moved(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(answer("302 Found", b"", "Location: http://127.0.0.1:1/elsewhere"))
 
     server = await serve(moved)
-    http = client(server.port)
 
-    response = await http.post("/bank-transfer/", json={})
+    got = await transport().send(request(server.port, method="POST", body=b"{}"))
 
-    assert response.status_code == 302
+    assert got.status == 302
     assert len(server.requests) == 1
 
 
-async def test_a_gzip_body_is_decoded_by_httpx(serve: Serve, client: MakeClient) -> None:
+async def test_a_gzip_body_is_decoded(serve: Serve, transport: MakeTransport) -> None:
     async def zipped(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(answer("200 OK", gzip.compress(b'{"code": 0}'), "Content-Encoding: gzip"))
 
     server = await serve(zipped)
 
-    response = await client(server.port).get("/x")
-
-    assert response.json() == {"code": 0}
+    assert (await transport().send(request(server.port))).body == b'{"code": 0}'
 
 
-async def test_a_slow_answer_is_a_read_timeout(serve: Serve, client: MakeClient) -> None:
+async def test_a_slow_answer_is_a_timeout(serve: Serve, transport: MakeTransport) -> None:
     async def silent(request: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
     server = await serve(silent)
 
-    with pytest.raises(httpx.ReadTimeout):
-        await client(server.port).get("/x", timeout=httpx.Timeout(0.2))
+    with pytest.raises(TransportTimeout):
+        await transport().send(request(server.port, timeout=0.2))
 
 
-async def test_a_refused_connection_is_a_connect_error(client: MakeClient) -> None:
+async def test_a_refused_connection_is_a_connect_error(transport: MakeTransport) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
 
-    with pytest.raises(httpx.ConnectError):
-        await client(port).get("/x")
+    with pytest.raises(TransportError) as refused:
+        await transport().send(request(port))
+
+    assert refused.value.kind == "ConnectError"
 
 
 @pytest.mark.parametrize(
@@ -203,10 +224,11 @@ async def test_a_refused_connection_is_a_connect_error(client: MakeClient) -> No
     [
         b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"code"',  # cut short
         b"",  # closed without a word
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",  # not HTTP
     ],
 )
-async def test_a_connection_closed_mid_answer_is_a_transport_error(
-    serve: Serve, client: MakeClient, reply: bytes
+async def test_no_usable_answer_is_a_transport_error(
+    serve: Serve, transport: MakeTransport, reply: bytes
 ) -> None:
     async def cut(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(reply)
@@ -215,34 +237,18 @@ async def test_a_connection_closed_mid_answer_is_a_transport_error(
 
     server = await serve(cut)
 
-    with pytest.raises(httpx.TransportError):
-        await client(server.port).get("/x")
+    with pytest.raises(TransportError) as failed:
+        await transport().send(request(server.port))
+
+    assert failed.value.kind in ("RemoteProtocolError", "ReadError")
 
 
-async def test_bytes_that_are_not_http_are_a_protocol_error(
-    serve: Serve, client: MakeClient
-) -> None:
-    async def garbage(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-
-    server = await serve(garbage)
-
-    with pytest.raises(httpx.RemoteProtocolError):
-        await client(server.port).get("/x")
-
-
-async def test_a_closed_transport_refuses_new_requests(serve: Serve) -> None:
-    async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(answer("200 OK", b"{}"))
-
+async def test_a_closed_aiohttp_transport_refuses_new_requests(serve: Serve) -> None:
     server = await serve(ok)
-    transport = AiohttpTransport(max_connections=1)
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", transport=transport)
-    assert (await http.get("/x")).status_code == 200
+    one = AiohttpTransport(max_connections=1)
+    assert (await one.send(request(server.port))).status == 200
 
-    await http.aclose()
+    await one.aclose()
 
-    with pytest.raises(RuntimeError):
-        await transport.handle_async_request(
-            httpx.Request("GET", f"http://127.0.0.1:{server.port}/")
-        )
+    with pytest.raises(TransportError):
+        await one.send(request(server.port))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -26,7 +29,14 @@ from wallet_service.kaspro.endpoints import (
 )
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
 from wallet_service.kaspro.signing import HmacSigner, Signer
-from wallet_service.kaspro.transport import AiohttpTransport
+from wallet_service.kaspro.transport import (
+    AiohttpTransport,
+    HttpxTransport,
+    Transport,
+    TransportError,
+    TransportTimeout,
+    WireRequest,
+)
 
 logger = logging.getLogger("wallet_service.kaspro")
 
@@ -62,28 +72,32 @@ class KasProClient:
     Onboarding and read methods raise KasProRejected for a definite refusal and
     KasProUnavailable when the outcome is unknown. Money methods never raise for
     KasPro's trouble: they return a reply whose outcome is UNKNOWN, since "we do not know"
-    is what the caller must record. No httpx or JSON exception escapes. ``timeout`` is the
+    is what the caller must record. No transport or JSON exception escapes. ``timeout`` is the
     time left on the caller's deadline (seconds): a plain argument rather than an outer
-    asyncio.timeout so that the token fetch, the retry and httpx share one budget.
+    asyncio.timeout so that the token fetch, the retry and the exchange share one budget.
     """
 
     def __init__(
         self,
         settings: KasProSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
-        # The requests go straight to the transport: one pool of aiohttp connections
-        # behind httpx's interface (transport.py), or a test's httpx.MockTransport.
-        # httpx.AsyncClient is left out on purpose: its cookie jar, URL merging and
-        # redirect handling cost more CPU per call than the exchange itself, and none of
-        # it applies (KasPro sets no cookies; a redirect is never followed).
-        self._transport = transport or AiohttpTransport(max_connections=settings.max_connections)
+        # One pool of aiohttp connections (transport.py); a test passes an httpx
+        # transport (httpx.MockTransport), put behind the same interface.
+        if transport is None:
+            self._transport: Transport = AiohttpTransport(max_connections=settings.max_connections)
+        elif isinstance(transport, httpx.AsyncBaseTransport):
+            self._transport = HttpxTransport(transport)
+        else:
+            self._transport = transport
         self._base_url = settings.base_url.rstrip("/")
+        # What precedes our paths on the wire, signed with them (a gateway prefix).
+        self._base_path = urlsplit(self._base_url).path
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
         # Callers queue here, in a plain FIFO, rather than inside httpcore's pools.
@@ -332,7 +346,7 @@ class KasProClient:
             raise KasProUnavailable("no time left for the call")
         deadline = asyncio.get_running_loop().time() + budget
         try:
-            # httpx's own timeouts are per socket operation; this bounds the whole call.
+            # The transport's timeouts are per socket operation; this bounds the whole call.
             async with asyncio.timeout_at(deadline):
                 return await self._authorised(request, mobile, deadline)
         except TimeoutError:
@@ -344,17 +358,17 @@ class KasProClient:
         """The decoded answer, after one token refresh and retry if the token was refused."""
         token = await self._bearer(deadline)
         status, body = await self._send(request, mobile, deadline, token)
-        if status == httpx.codes.UNAUTHORIZED:
+        if status == HTTPStatus.UNAUTHORIZED:
             code = endpoints.peek_code(body)
             if code is not None and code != INVALID_TOKEN:
                 raise self._auth_error(code)
             token = await self._bearer(deadline, refused=token)
             status, body = await self._send(request, mobile, deadline, token)
-            if status == httpx.codes.UNAUTHORIZED:
+            if status == HTTPStatus.UNAUTHORIZED:
                 raise self._auth_error(endpoints.peek_code(body))
         # A redirect is not followed (it would go unsigned where KasPro did not document),
         # so whatever its body says, what KasPro did is unknown; so is a 5xx.
-        if status >= httpx.codes.INTERNAL_SERVER_ERROR or 300 <= status < 400:
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR or 300 <= status < 400:
             raise KasProUnavailable(f"HTTP {status}")
         if body is _UNREADABLE:
             raise KasProUnavailable(f"HTTP {status} answer is not JSON")
@@ -388,10 +402,10 @@ class KasProClient:
         # Counted from before the request so that a slow answer errs towards early refresh.
         asked_at = self._clock()
         status, body = await self._exchange(request, None, deadline, {"Accept": "application/json"})
-        if status == httpx.codes.OK:
+        if status == HTTPStatus.OK:
             token = endpoints.parse_token(body)
             return _CachedToken(token.value, asked_at + token.expires_in_seconds)
-        if status in (httpx.codes.BAD_REQUEST, httpx.codes.UNAUTHORIZED):
+        if status in (HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED):
             reason = endpoints.token_refusal(body)
             logger.error("kaspro %s (HTTP %s)", reason, status)
             raise KasProAuthError(reason)
@@ -425,40 +439,39 @@ class KasProClient:
         try:
             async with self._slots:
                 remaining = max(deadline - loop.time(), 0.001)
-                connect = min(self._settings.connect_timeout_seconds, remaining)
-                http_request = httpx.Request(
-                    request.method,
-                    self._base_url + request.path,
-                    params=request.query or None,
-                    json=request.json,
-                    data=request.form,
-                    headers=headers,
-                    extensions={
-                        "timeout": {
-                            "connect": connect,
-                            "read": remaining,
-                            "write": remaining,
-                            "pool": remaining,
-                        }
-                    },
-                )
+                wire_headers = list(headers.items())
                 if signed:
                     # Sign what goes on the wire, base URL prefix included, query excluded;
                     # after the wait for a connection, so the Date is fresh.
-                    target = http_request.url.raw_path.decode("ascii")
-                    http_request.headers.update(self._signer.headers(request.method, target))
-                response = await self._transport.handle_async_request(http_request)
-                await response.aread()
-            status = response.status_code
-            body = _decode(response)
-            code = endpoints.peek_code(body)
+                    target = self._base_path + request.path
+                    wire_headers.extend(self._signer.headers(request.method, target).items())
+                body = None
+                if request.json is not None:
+                    body = _json_body(request.json)
+                elif request.form is not None:
+                    body = urlencode(request.form).encode("ascii")
+                    wire_headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+                query = f"?{urlencode(request.query)}" if request.query else ""
+                answer = await self._transport.send(
+                    WireRequest(
+                        request.method,
+                        self._base_url + request.path + query,
+                        wire_headers,
+                        body,
+                        connect_timeout=min(self._settings.connect_timeout_seconds, remaining),
+                        timeout=remaining,
+                    )
+                )
+            status = answer.status
+            body_read = _decode(answer.body)
+            code = endpoints.peek_code(body_read)
             problem = ""
-            return status, body
-        except httpx.TimeoutException:
+            return status, body_read
+        except TransportTimeout:
             problem = "timeout"
             raise KasProUnavailable("timeout") from None
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            problem = type(exc).__name__
+        except TransportError as exc:
+            problem = exc.kind
             raise KasProUnavailable(f"transport error: {problem}") from exc
         finally:
             _log_call(request, mobile, status, code, loop.time() - started, problem)
@@ -468,11 +481,16 @@ def _subscriber(party: Party) -> MobileNumber | None:
     return party if isinstance(party, MobileNumber) else None
 
 
-def _decode(response: httpx.Response) -> Any:
+def _decode(body: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(body)
     except (ValueError, RecursionError):
         return _UNREADABLE
+
+
+def _json_body(document: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, as httpx's ``json=`` writes it (the sandbox's samples match)."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _log_call(
@@ -483,7 +501,7 @@ def _log_call(
     seconds: float,
     problem: str,
 ) -> None:
-    failed = bool(problem) or status is None or status >= httpx.codes.BAD_REQUEST
+    failed = bool(problem) or status is None or status >= HTTPStatus.BAD_REQUEST
     request_id = _request_id(request)
     logger.log(
         logging.WARNING if failed else logging.INFO,

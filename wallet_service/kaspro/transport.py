@@ -1,38 +1,75 @@
-"""The HTTP transport under the KasPro client: httpx's interface, aiohttp's connections.
+"""How the KasPro client's bytes reach KasPro: one HTTP exchange, nothing else.
 
-httpx stays the client's interface (requests, responses, the exceptions the client
-handles, and ``httpx.MockTransport`` in unit tests), but its own connection layer,
-httpcore over anyio, cost about 0.5-1.4 ms of CPU per exchange on this project's
-machine, against about 0.05 ms for aiohttp's (docs/performance.md). This transport
-hands each request to one shared ``aiohttp`` connection pool and turns the answer back
-into an ``httpx.Response``; aiohttp's errors become the httpx exceptions httpcore would
-have raised, so nothing above this module knows the difference.
+The client builds a ``WireRequest`` (method, absolute URL, headers, body bytes, time
+limits) and gets a ``WireResponse`` (status, body bytes) or one of two exceptions:
+``TransportTimeout`` or ``TransportError``. Everything KasPro-specific (token,
+signature, JSON, codes) stays in client.py.
 
-What it keeps from httpx's behaviour: redirects are not followed (the client refuses
-them anyway), the body is passed on undecoded (httpx decodes ``Content-Encoding``
-itself), and the request's ``timeout`` extension sets the connect and read timeouts.
+``AiohttpTransport`` is the one the service uses: a single aiohttp connection pool.
+httpx with httpcore over anyio cost 0.5-1.4 ms of CPU per exchange on this project's
+machine, aiohttp about 0.05 ms (docs/performance.md), and even httpx's own request and
+response objects cost more than the exchange; so the hot path builds none.
+``HttpxTransport`` puts any httpx transport behind the same interface: the unit tests'
+``httpx.MockTransport``, and the benchmark's plain-httpx baseline.
+
+Both behave alike: redirects are never followed (the status is returned as it is, and
+the client treats it as an unknown outcome), a ``Content-Encoding`` body is decoded, and
+``connect_timeout`` / ``timeout`` bound connecting and each wait for the answer (the
+client's deadline bounds the whole call).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import httpx
 import yarl
 
-# Headers aiohttp writes itself from the URL and the body; httpx's copies are dropped so
-# they are not sent twice.
-_SET_BY_AIOHTTP = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    method: str
+    url: str  # absolute and already encoded, query string included
+    headers: list[tuple[str, str]]
+    body: bytes | None
+    connect_timeout: float
+    timeout: float  # the time left for the exchange; no read waits longer
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An ``httpx.AsyncBaseTransport`` over one ``aiohttp`` connection pool.
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    status: int
+    body: bytes
 
-    ``max_connections`` bounds the open connections (requests beyond it wait for one);
-    an idle connection is closed after ``keepalive_seconds``. The pool is created on the
-    first request, inside the running event loop.
+
+class TransportTimeout(Exception):
+    """No answer in time: whether KasPro acted is unknown."""
+
+
+class TransportError(Exception):
+    """No usable answer (refused, reset, not HTTP): whether KasPro acted is unknown.
+
+    ``kind`` names what happened, in httpx's words (``ConnectError``, ``ReadError``,
+    ``RemoteProtocolError``…), for the call log.
     """
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+class Transport(Protocol):
+    async def send(self, request: WireRequest) -> WireResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpTransport:
+    """One ``aiohttp`` connection pool: ``max_connections`` at most (more requests wait
+    for one); an idle connection is closed after ``keepalive_seconds``. The pool is
+    created on the first request, inside the running event loop."""
 
     def __init__(self, *, max_connections: int, keepalive_seconds: float = 5.0) -> None:
         self._max_connections = max_connections
@@ -42,64 +79,54 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise RuntimeError("the transport is closed")
+            raise TransportError("Closed", "the transport is closed")
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=0,
-                keepalive_timeout=self._keepalive_seconds,
-            )
             self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                # httpx already wrote the headers it wants; aiohttp adds none of its own.
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    keepalive_timeout=self._keepalive_seconds,
+                ),
+                # The client writes the headers it means; aiohttp adds only Host and
+                # Content-Length (and Accept-Encoding, whose answers it decodes).
+                skip_auto_headers=("User-Agent", "Content-Type"),
                 cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None),
             )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, request: WireRequest) -> WireResponse:
         session = self._pool()
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in request.headers.raw
-            if name.lower() not in _SET_BY_AIOHTTP
-        ]
-        body = request.content if request.method not in ("GET", "HEAD") else None
         try:
             async with session.request(
                 request.method,
-                # Already encoded by httpx: sent as is, so the signed path is the sent one.
-                yarl.URL(str(request.url), encoded=True),
-                headers=headers,
-                data=body,
+                # Already encoded: sent as is, so the signed path is the one on the wire.
+                yarl.URL(request.url, encoded=True),
+                headers=request.headers,
+                data=request.body,
                 allow_redirects=False,
-                timeout=_timeout(request.extensions.get("timeout")),
+                # Per-socket limits, enforced by aiohttp's protocol (no task cancellation
+                # to tangle with the client's own deadline around this call).
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=request.connect_timeout,
+                    sock_read=request.timeout,
+                ),
             ) as answer:
-                content = await answer.read()
-                return httpx.Response(
-                    answer.status,
-                    headers=[(bytes(name), bytes(value)) for name, value in answer.raw_headers],
-                    content=content,
-                    request=request,
-                    extensions={"http_version": b"HTTP/1.1"},
-                )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
+                return WireResponse(answer.status, await answer.read())
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timeout", request=request) from exc
+            raise TransportTimeout(str(exc) or "timeout") from exc
         except aiohttp.InvalidURL as exc:
-            raise httpx.UnsupportedProtocol(f"invalid URL: {exc}", request=request) from exc
+            raise TransportError("InvalidURL", str(exc)) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except aiohttp.ClientResponseError as exc:
-            # aiohttp could not parse the answer: not HTTP as httpx knows it either.
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            raise TransportError("ConnectError", str(exc)) from exc
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientResponseError,  # an answer aiohttp could not parse as HTTP
+        ) as exc:
+            raise TransportError("RemoteProtocolError", str(exc)) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            raise TransportError("ReadError", str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         self._closed = True
@@ -108,13 +135,35 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
 
 
-def _timeout(extension: Any) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeout dict (connect/read/write/pool) in aiohttp's terms."""
-    if not isinstance(extension, dict):
-        return aiohttp.ClientTimeout(total=None)
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=extension.get("pool"),
-        sock_connect=extension.get("connect"),
-        sock_read=extension.get("read"),
-    )
+class HttpxTransport:
+    """Any ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``) as a ``Transport``."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def send(self, request: WireRequest) -> WireResponse:
+        http_request = httpx.Request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.body,
+            extensions={
+                "timeout": {
+                    "connect": request.connect_timeout,
+                    "read": request.timeout,
+                    "write": request.timeout,
+                    "pool": request.timeout,
+                }
+            },
+        )
+        try:
+            response = await self._transport.handle_async_request(http_request)
+            body = await response.aread()
+        except httpx.TimeoutException as exc:
+            raise TransportTimeout(str(exc) or "timeout") from exc
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            raise TransportError(type(exc).__name__, str(exc)) from exc
+        return WireResponse(response.status_code, body)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
