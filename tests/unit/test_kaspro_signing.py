@@ -87,3 +87,30 @@ def test_hmac_signer_headers_use_its_clock() -> None:
         "Partner-Key": "partner-key",
     }
     assert "s3cr3t" not in repr(signer)
+
+
+def test_hmac_signer_headers_stay_right_as_the_clock_and_target_change() -> None:
+    # The signer reuses a second's Date and each path's signature: whatever the order of
+    # calls, every header must equal the one computed from scratch.
+    start = datetime(2021, 10, 4, 7, 0, 30, tzinfo=UTC).timestamp()
+    now = [start]
+    signer = HmacSigner("partner-key", "s3cr3t", clock=lambda: now[0])
+    calls = [
+        (0.0, "GET", "/customer-account-inquiry/?mobileNumber=081234567890"),
+        (0.2, "POST", "/p2p-transaction/"),
+        (0.5, "GET", "/customer-account-inquiry/?mobileNumber=089999999999"),
+        (0.9, "POST", "/customer-account-inquiry/"),
+        (1.0, "GET", "/customer-account-inquiry/"),
+        (1.7, "POST", "/p2p-transaction/"),
+        (61.0, "POST", "/p2p-transaction/"),
+        (0.1, "POST", "/p2p-transaction/"),  # a clock set back
+    ]
+    for offset, method, path in calls:
+        now[0] = start + offset
+        date = http_date(datetime.fromtimestamp(now[0], tz=UTC))
+        headers = signer.headers(method, path)
+        assert headers == {
+            "Date": date,
+            "KasPro-Signature": signature_header("partner-key", "s3cr3t", method, path, date),
+            "Partner-Key": "partner-key",
+        }, (offset, method, path)

@@ -191,6 +191,8 @@ class _Call:
         await context.abort(code, message, trailing_metadata=metadata)
 
     def log(self, context: ServicerContext) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the line is not wanted: skip building it (the hot path of every call)
         code = self.code or grpc.StatusCode.OK
         log.info(
             "%s %s %s",

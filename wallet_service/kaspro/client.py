@@ -502,9 +502,12 @@ def _log_call(
     problem: str,
 ) -> None:
     failed = bool(problem) or status is None or status >= HTTPStatus.BAD_REQUEST
+    level = logging.WARNING if failed else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
     request_id = _request_id(request)
     logger.log(
-        logging.WARNING if failed else logging.INFO,
+        level,
         "kaspro %s %s status=%s code=%s duration_ms=%d mobile=%s%s%s",
         request.method,
         request.path,
