@@ -62,6 +62,11 @@ class Authenticator:
     ) -> None:
         # Keyed by a digest so lookups do not compare secrets character by character.
         self._by_digest = {_digest(token): caller for token, caller in callers.items()}
+        # Tokens already proven by their digest, so a caller's every call does not pay
+        # for an HMAC. Only configured tokens get in: its size is bounded by `callers`.
+        # A lookup hashes the presented string (a keyed, per-process hash) before any
+        # comparison, so a wrong token is refused without comparing it to a secret.
+        self._proven: dict[str, Caller] = {}
         self._by_common_name = dict(certificate_callers or {})
 
     @property
@@ -96,7 +101,14 @@ class Authenticator:
         if len(values) != 1 or not isinstance(values[0], str):
             raise WalletError(Reason.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
         scheme, _, token = values[0].partition(" ")
-        caller = self._by_digest.get(_digest(token.strip())) if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
+        token = token.strip()
+        caller = self._proven.get(token)
+        if caller is None:
+            caller = self._by_digest.get(_digest(token))
+            if caller is not None:
+                self._proven[token] = caller
         if caller is None:
             raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
         return caller
