@@ -453,6 +453,34 @@ class Callers:
             rng,
         )
 
+    async def _app_transaction(
+        self,
+        kind: str,
+        n: int,
+        method: str,
+        send: Callable[..., Any],
+        request: Any,
+        amount_idr: int,
+        rng: random.Random,
+    ) -> None:
+        """An app money RPC answered with a Transaction: recorded, sent, retried."""
+        record = self.record(
+            op_id=f"{n}.{kind}",
+            kind=kind,
+            caller="app",
+            method=method,
+            request_id=request.request_id,
+            amount_idr=amount_idr,
+        )
+        md = self.metadata("app")
+        await self._money(
+            record,
+            lambda t: send(request, metadata=md, timeout=t),
+            lambda a: True,
+            _transaction_status,
+            rng,
+        )
+
     async def _transfer(self, transfer: Transfer, worker: int, rng: random.Random) -> None:
         stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
         request = payment_service_pb2.TransferRequest(
@@ -462,21 +490,8 @@ class Callers:
             amount_idr=transfer.amount_idr,
             note=f"chaos {transfer.n}",
         )
-        record = self.record(
-            op_id=f"{transfer.n}.transfer",
-            kind="transfer",
-            caller="app",
-            method="Transfer",
-            request_id=request.request_id,
-            amount_idr=transfer.amount_idr,
-        )
-        md = self.metadata("app")
-        await self._money(
-            record,
-            lambda t: stub.Transfer(request, metadata=md, timeout=t),
-            lambda a: True,
-            _transaction_status,
-            rng,
+        await self._app_transaction(
+            "transfer", transfer.n, "Transfer", stub.Transfer, request, transfer.amount_idr, rng
         )
 
     async def _cash_out(self, cash_out: CashOut, worker: int, rng: random.Random) -> None:
@@ -498,21 +513,8 @@ class Callers:
             request.retail_outlet = common_pb2.RetailOutlet.Value(
                 f"RETAIL_OUTLET_{cash_out.outlet}"
             )
-        record = self.record(
-            op_id=f"{cash_out.n}.cash_out",
-            kind="cash_out",
-            caller="app",
-            method="CashOut",
-            request_id=request.request_id,
-            amount_idr=cash_out.amount_idr,
-        )
-        md = self.metadata("app")
-        await self._money(
-            record,
-            lambda t: stub.CashOut(request, metadata=md, timeout=t),
-            lambda a: True,
-            _transaction_status,
-            rng,
+        await self._app_transaction(
+            "cash_out", cash_out.n, "CashOut", stub.CashOut, request, cash_out.amount_idr, rng
         )
 
     async def _qris(self, payment: Qris, worker: int, rng: random.Random) -> None:
@@ -525,21 +527,8 @@ class Callers:
             ),
             amount_idr=0 if payment.dynamic else payment.amount_idr,
         )
-        record = self.record(
-            op_id=f"{payment.n}.qris",
-            kind="qris",
-            caller="app",
-            method="PayQris",
-            request_id=request.request_id,
-            amount_idr=payment.amount_idr,
-        )
-        md = self.metadata("app")
-        await self._money(
-            record,
-            lambda t: stub.PayQris(request, metadata=md, timeout=t),
-            lambda a: True,
-            _transaction_status,
-            rng,
+        await self._app_transaction(
+            "qris", payment.n, "PayQris", stub.PayQris, request, payment.amount_idr, rng
         )
 
     async def top_up(self, top_up: TopUp, *, phase: str = "workload") -> None:
