@@ -252,3 +252,25 @@ async def test_a_closed_aiohttp_transport_refuses_new_requests(serve: Serve) -> 
 
     with pytest.raises(TransportError):
         await one.send(request(server.port))
+
+
+async def test_the_aiohttp_transport_goes_through_the_proxy_the_environment_names(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server plays an HTTP proxy: it gets the request in absolute form.
+    proxy = await serve(ok)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    one = AiohttpTransport(max_connections=1)
+    try:
+        got = await one.send(
+            WireRequest("GET", "http://kaspro.invalid/customer-account-inquiry/", [], None, 1, 2)
+        )
+    finally:
+        await one.aclose()
+
+    assert got.status == 200
+    assert proxy.requests[0].startswith(
+        b"GET http://kaspro.invalid/customer-account-inquiry/ HTTP/1.1\r\n"
+    )

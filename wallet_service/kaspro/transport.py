@@ -91,6 +91,9 @@ class AiohttpTransport:
                 # Content-Length (and Accept-Encoding, whose answers it decodes).
                 skip_auto_headers=("User-Agent", "Content-Type"),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # HTTP_PROXY / HTTPS_PROXY / NO_PROXY are honoured, as httpx did: the
+                # way out to a partner that allows only known addresses is often a proxy.
+                trust_env=True,
             )
         return self._session
 
