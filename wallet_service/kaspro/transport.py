@@ -68,10 +68,12 @@ class Transport(Protocol):
 
 class AiohttpTransport:
     """One ``aiohttp`` connection pool: ``max_connections`` at most (more requests wait
-    for one); an idle connection is closed after ``keepalive_seconds``. The pool is
-    created on the first request, inside the running event loop."""
+    for one); an idle connection is closed after ``keepalive_seconds``, a little before
+    common servers drop theirs (uvicorn's 5 s), so a request rarely meets a connection
+    the server is just closing. The pool is created on the first request, inside the
+    running event loop."""
 
-    def __init__(self, *, max_connections: int, keepalive_seconds: float = 5.0) -> None:
+    def __init__(self, *, max_connections: int, keepalive_seconds: float = 4.0) -> None:
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
