@@ -100,7 +100,7 @@ class KasProClient:
         self._base_path = urlsplit(self._base_url).path
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
-        # Callers queue here, in a plain FIFO, rather than inside httpcore's pools.
+        # Callers queue here, in a plain FIFO, rather than inside the transport's pool.
         self._slots = asyncio.Semaphore(settings.max_connections)
 
     async def aclose(self) -> None:
@@ -489,7 +489,7 @@ def _decode(body: bytes) -> Any:
 
 
 def _json_body(document: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, as httpx's ``json=`` writes it (the sandbox's samples match)."""
+    """Compact UTF-8 JSON: byte for byte what httpx's ``json=`` sent before the transport."""
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
