@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from wallet.v1 import account_service_pb2, account_service_pb2_grpc
 
 from bench import procs
@@ -36,20 +35,6 @@ class Plan:
     concurrency: int
     latency_concurrency: int
     customers: int
-
-
-def grpc_serving(port: int) -> Any:
-    def check() -> bool:
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                answer = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
-                )
-                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
-        except grpc.RpcError:
-            return False
-
-    return check
 
 
 class Stack:
@@ -102,7 +87,7 @@ class Stack:
                 ),
                 "WALLET_LOG_LEVEL": "WARNING",
             },
-            ready=grpc_serving(self.grpc_port),
+            ready=procs.grpc_serving(self.grpc_port),
         )
         self.target = f"127.0.0.1:{self.grpc_port}"
         if sandbox_latency:

@@ -12,6 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 ROOT = Path(__file__).resolve().parents[1]
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -88,6 +91,22 @@ def start(
             raise RuntimeError(f"{name} did not become ready in {timeout} s")
         time.sleep(0.02)
     return proc, time.monotonic() - started
+
+
+def grpc_serving(port: int) -> Callable[[], bool]:
+    """Ready when the gRPC health service on ``port`` answers SERVING."""
+
+    def check() -> bool:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
+                )
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError:
+            return False
+
+    return check
 
 
 def port_open(port: int) -> Callable[[], bool]:

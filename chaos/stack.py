@@ -8,14 +8,11 @@ import shutil
 import signal
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import procs
 
@@ -40,20 +37,6 @@ class Settings:
     hold_lifetime_seconds: float = 20.0
     async_delay_seconds: float = 0.3
     cash_out_fee_idr: int = 1000
-
-
-def grpc_serving(port: int) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                answer = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
-                )
-                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
-        except grpc.RpcError:
-            return False
-
-    return check
 
 
 class Stack:
@@ -147,7 +130,7 @@ class Stack:
             ["-m", "wallet_service", "serve"],
             workdir=self.workdir,
             env=self.service_env(),
-            ready=grpc_serving(self.grpc_port),
+            ready=procs.grpc_serving(self.grpc_port),
             timeout=60.0,
         )
         self.startup_seconds.append(seconds)

@@ -358,55 +358,22 @@ class Callers:
 
     async def _ride(self, ride: Ride, worker: int, rng: random.Random) -> None:
         stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
-        md = self.metadata("dispatch")
-
-        def ride_status(answer: Any) -> tuple[str, str]:
-            return RIDE_STATUS[answer.ride_payment.status], ""
-
         authorize = payment_service_pb2.AuthorizeRidePaymentRequest(
             request_id=f"auth-{ride.ride_id}",
             ride_id=ride.ride_id,
             passenger_mobile_number=ride.passenger,
             amount_idr=ride.held_idr,
         )
-        record = self.record(
-            op_id=f"{ride.n}.authorize",
-            kind="authorize",
-            caller="dispatch",
-            method="AuthorizeRidePayment",
-            request_id=authorize.request_id,
-            ride_id=ride.ride_id,
-            amount_idr=ride.held_idr,
+        status = await self._ride_step(
+            ride, "authorize", stub.AuthorizeRidePayment, authorize, ride.held_idr, rng
         )
-        answer = await self._money(
-            record,
-            lambda t: stub.AuthorizeRidePayment(authorize, metadata=md, timeout=t),
-            lambda a: RIDE_STATUS[a.ride_payment.status] != "AUTHORIZING",
-            ride_status,
-            rng,
-        )
-        if answer is None or record.status != "AUTHORIZED" or ride.ending == "abandon":
+        if status != "AUTHORIZED" or ride.ending == "abandon":
             return
         if ride.ending == "void":
             void = payment_service_pb2.VoidRidePaymentRequest(
                 request_id=f"void-{ride.ride_id}", ride_id=ride.ride_id, reason="cancelled"
             )
-            record = self.record(
-                op_id=f"{ride.n}.void",
-                kind="void",
-                caller="dispatch",
-                method="VoidRidePayment",
-                request_id=void.request_id,
-                ride_id=ride.ride_id,
-                amount_idr=ride.held_idr,
-            )
-            await self._money(
-                record,
-                lambda t: stub.VoidRidePayment(void, metadata=md, timeout=t),
-                lambda a: RIDE_STATUS[a.ride_payment.status] != "VOIDING",
-                ride_status,
-                rng,
-            )
+            await self._ride_step(ride, "void", stub.VoidRidePayment, void, ride.held_idr, rng)
             return
         capture = payment_service_pb2.CaptureRidePaymentRequest(
             request_id=f"capture-{ride.ride_id}",
@@ -415,64 +382,72 @@ class Callers:
             driver_mobile_number=ride.driver,
             platform_fee_idr=ride.fee_idr,
         )
-        record = self.record(
-            op_id=f"{ride.n}.capture",
-            kind="capture",
-            caller="dispatch",
-            method="CaptureRidePayment",
-            request_id=capture.request_id,
-            ride_id=ride.ride_id,
-            amount_idr=ride.fare_idr,
+        status = await self._ride_step(
+            ride, "capture", stub.CaptureRidePayment, capture, ride.fare_idr, rng
         )
-        answer = await self._money(
-            record,
-            lambda t: stub.CaptureRidePayment(capture, metadata=md, timeout=t),
-            lambda a: RIDE_STATUS[a.ride_payment.status] != "CAPTURING",
-            ride_status,
-            rng,
-        )
-        if answer is None or record.status != "CAPTURED" or not ride.tip_idr:
+        if status != "CAPTURED" or not ride.tip_idr:
             return
         tip = payment_service_pb2.TipDriverRequest(
             request_id=f"tip-{ride.ride_id}", ride_id=ride.ride_id, amount_idr=ride.tip_idr
         )
-        record = self.record(
-            op_id=f"{ride.n}.tip",
-            kind="tip",
-            caller="dispatch",
-            method="TipDriver",
-            request_id=tip.request_id,
-            ride_id=ride.ride_id,
-            amount_idr=ride.tip_idr,
-        )
-        await self._money(
-            record,
-            lambda t: stub.TipDriver(tip, metadata=md, timeout=t),
-            lambda a: True,
-            _transaction_status,
-            rng,
+        await self._transaction_call(
+            "tip", ride.n, "dispatch", stub.TipDriver, tip, ride.tip_idr, rng, ride.ride_id
         )
 
-    async def _app_transaction(
+    async def _ride_step(
         self,
+        ride: Ride,
         kind: str,
-        n: int,
-        method: str,
-        send: Callable[..., Any],
+        send: Any,
         request: Any,
         amount_idr: int,
         rng: random.Random,
+    ) -> str | None:
+        """One dispatch call on a ride payment, asked again while its answer is in a
+        passing status (AUTHORIZING, CAPTURING, VOIDING); the last status seen, or None
+        without an answer."""
+        passing = _PASSING[kind]
+        record = self.record(
+            op_id=f"{ride.n}.{kind}",
+            kind=kind,
+            caller="dispatch",
+            method=_method_name(request),
+            request_id=request.request_id,
+            ride_id=ride.ride_id,
+            amount_idr=amount_idr,
+        )
+        md = self.metadata("dispatch")
+        answer = await self._money(
+            record,
+            lambda t: send(request, metadata=md, timeout=t),
+            lambda a: RIDE_STATUS[a.ride_payment.status] != passing,
+            _ride_status,
+            rng,
+        )
+        return None if answer is None else record.status
+
+    async def _transaction_call(
+        self,
+        kind: str,
+        n: int,
+        caller: str,
+        send: Any,
+        request: Any,
+        amount_idr: int,
+        rng: random.Random,
+        ride_id: str = "",
     ) -> None:
-        """An app money RPC answered with a Transaction: recorded, sent, retried."""
+        """A money RPC answered with a Transaction: recorded, sent, retried."""
         record = self.record(
             op_id=f"{n}.{kind}",
             kind=kind,
-            caller="app",
-            method=method,
+            caller=caller,
+            method=_method_name(request),
             request_id=request.request_id,
+            ride_id=ride_id,
             amount_idr=amount_idr,
         )
-        md = self.metadata("app")
+        md = self.metadata(caller)
         await self._money(
             record,
             lambda t: send(request, metadata=md, timeout=t),
@@ -490,8 +465,8 @@ class Callers:
             amount_idr=transfer.amount_idr,
             note=f"chaos {transfer.n}",
         )
-        await self._app_transaction(
-            "transfer", transfer.n, "Transfer", stub.Transfer, request, transfer.amount_idr, rng
+        await self._transaction_call(
+            "transfer", transfer.n, "app", stub.Transfer, request, transfer.amount_idr, rng
         )
 
     async def _cash_out(self, cash_out: CashOut, worker: int, rng: random.Random) -> None:
@@ -513,8 +488,8 @@ class Callers:
             request.retail_outlet = common_pb2.RetailOutlet.Value(
                 f"RETAIL_OUTLET_{cash_out.outlet}"
             )
-        await self._app_transaction(
-            "cash_out", cash_out.n, "CashOut", stub.CashOut, request, cash_out.amount_idr, rng
+        await self._transaction_call(
+            "cash_out", cash_out.n, "app", stub.CashOut, request, cash_out.amount_idr, rng
         )
 
     async def _qris(self, payment: Qris, worker: int, rng: random.Random) -> None:
@@ -527,8 +502,8 @@ class Callers:
             ),
             amount_idr=0 if payment.dynamic else payment.amount_idr,
         )
-        await self._app_transaction(
-            "qris", payment.n, "PayQris", stub.PayQris, request, payment.amount_idr, rng
+        await self._transaction_call(
+            "qris", payment.n, "app", stub.PayQris, request, payment.amount_idr, rng
         )
 
     async def top_up(self, top_up: TopUp, *, phase: str = "workload") -> None:
@@ -597,6 +572,19 @@ class Callers:
                 await asyncio.sleep(min(2.0, max(deadline - asyncio.get_running_loop().time(), 0)))
 
         await asyncio.gather(*(again(r, i, h) for r, i, h in self.deferred))
+
+
+# The status a ride call passes through before its answer is final.
+_PASSING = {"authorize": "AUTHORIZING", "capture": "CAPTURING", "void": "VOIDING"}
+
+
+def _ride_status(answer: Any) -> tuple[str, str]:
+    return RIDE_STATUS[answer.ride_payment.status], ""
+
+
+def _method_name(request: Any) -> str:
+    """The RPC a request message is for: every one is named ``<Method>Request``."""
+    return str(type(request).__name__.removesuffix("Request"))
 
 
 def _transaction_status(answer: Any) -> tuple[str, str]:

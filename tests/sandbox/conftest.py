@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
 
+from .callback_receiver import CallbackReceiver
 from .partner_client import FakeClock, MoneyPartner, Partner
 
 SEED = 7
@@ -52,3 +53,21 @@ def partner(sandbox: RunningSandbox, http: httpx.AsyncClient, clock: FakeClock) 
 def money(partner: Partner) -> MoneyPartner:
     """The partner with money calls, on a freshly reset sandbox."""
     return MoneyPartner(partner.http, partner.clock)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def receiver() -> AsyncIterator[CallbackReceiver]:
+    running = CallbackReceiver()
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def hooked(
+    money: MoneyPartner, receiver: CallbackReceiver, sandbox: RunningSandbox
+) -> CallbackReceiver:
+    """A clean receiver that the freshly reset sandbox calls back (one per module)."""
+    receiver.clear()
+    sandbox.state.callback_url = receiver.url
+    return receiver

@@ -8,12 +8,10 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
 from kaspro_sandbox.runner import bind_socket
@@ -47,24 +45,6 @@ BODY_KEYS = [
 @pytest.fixture(scope="module")
 def sandbox_config(clock: FakeClock) -> SandboxConfig:
     return fast_money_config(clock)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def receiver() -> AsyncIterator[CallbackReceiver]:
-    running = CallbackReceiver()
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-def hooked(
-    money: MoneyPartner, receiver: CallbackReceiver, sandbox: RunningSandbox
-) -> CallbackReceiver:
-    """A clean receiver that the freshly reset sandbox calls back."""
-    receiver.clear()
-    sandbox.state.callback_url = receiver.url
-    return receiver
 
 
 @pytest.fixture

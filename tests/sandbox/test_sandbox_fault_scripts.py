@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
-from kaspro_sandbox import RunningSandbox, SandboxConfig
+from kaspro_sandbox import SandboxConfig
 
 from .callback_receiver import CallbackReceiver, Received
 from .partner_client import (
@@ -37,24 +35,6 @@ TOPUP_PATH = "/_sandbox/topup"
 @pytest.fixture(scope="module")
 def sandbox_config(clock: FakeClock) -> SandboxConfig:
     return fast_money_config(clock)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def receiver() -> AsyncIterator[CallbackReceiver]:
-    running = CallbackReceiver()
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-def hooked(
-    money: MoneyPartner, receiver: CallbackReceiver, sandbox: RunningSandbox
-) -> CallbackReceiver:
-    """A clean receiver that the freshly reset sandbox calls back."""
-    receiver.clear()
-    sandbox.state.callback_url = receiver.url
-    return receiver
 
 
 # helpers
