@@ -274,3 +274,25 @@ async def test_the_aiohttp_transport_goes_through_the_proxy_the_environment_name
     assert proxy.requests[0].startswith(
         b"GET http://kaspro.invalid/customer-account-inquiry/ HTTP/1.1\r\n"
     )
+
+
+async def test_the_aiohttp_transport_goes_direct_to_a_host_no_proxy_names(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await serve(ok)
+    kaspro = await serve(ok)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    one = AiohttpTransport(max_connections=1)
+    try:
+        first = await one.send(request(kaspro.port, "/a"))
+        second = await one.send(request(kaspro.port, "/b"))
+    finally:
+        await one.aclose()
+
+    assert (first.status, second.status) == (200, 200)
+    assert proxy.requests == []
+    assert [r.split(b"\r\n")[0] for r in kaspro.requests] == [
+        b"GET /a HTTP/1.1",
+        b"GET /b HTTP/1.1",
+    ]

@@ -26,6 +26,7 @@ from typing import Protocol
 import aiohttp
 import httpx
 import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +72,35 @@ class AiohttpTransport:
     for one); an idle connection is closed after ``keepalive_seconds``, a little before
     common servers drop theirs (uvicorn's 5 s), so a request rarely meets a connection
     the server is just closing. The pool is created on the first request, inside the
-    running event loop."""
+    running event loop.
+
+    ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (and a proxy's credentials in
+    ``.netrc``) are honoured, as httpx did: the way out to a partner that allows only
+    known addresses is often a proxy. They are read once per KasPro origin, on its first
+    request, not per request: aiohttp's own ``trust_env`` looks them up (netrc file
+    included) in a worker thread on every request, which cost 0.2 ms of CPU and two
+    thread hops per exchange (docs/performance.md). A changed environment takes a
+    restart, as with httpx."""
 
     def __init__(self, *, max_connections: int, keepalive_seconds: float = 4.0) -> None:
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._proxies: dict[
+            tuple[str, str | None, int | None], tuple[yarl.URL | None, aiohttp.BasicAuth | None]
+        ] = {}
+
+    def _proxy(self, url: yarl.URL) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+        origin = (url.scheme, url.host, url.port)
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(url)
+            except LookupError:  # none named, or NO_PROXY covers the host
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -93,19 +116,21 @@ class AiohttpTransport:
                 # Content-Length (and Accept-Encoding, whose answers it decodes).
                 skip_auto_headers=("User-Agent", "Content-Type"),
                 cookie_jar=aiohttp.DummyCookieJar(),
-                # HTTP_PROXY / HTTPS_PROXY / NO_PROXY are honoured, as httpx did: the
-                # way out to a partner that allows only known addresses is often a proxy.
-                trust_env=True,
+                trust_env=False,  # the proxy is looked up once per origin (_proxy)
             )
         return self._session
 
     async def send(self, request: WireRequest) -> WireResponse:
         session = self._pool()
         try:
+            # Already encoded: sent as is, so the signed path is the one on the wire.
+            url = yarl.URL(request.url, encoded=True)
+            proxy, proxy_auth = self._proxy(url)
             async with session.request(
                 request.method,
-                # Already encoded: sent as is, so the signed path is the one on the wire.
-                yarl.URL(request.url, encoded=True),
+                url,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
                 headers=request.headers,
                 data=request.body,
                 allow_redirects=False,
