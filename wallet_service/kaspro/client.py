@@ -28,6 +28,7 @@ from wallet_service.kaspro.endpoints import (
     TransferState,
 )
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
+from wallet_service.kaspro.http1 import Http1Transport
 from wallet_service.kaspro.signing import HmacSigner, Signer
 from wallet_service.kaspro.transport import (
     AiohttpTransport,
@@ -58,6 +59,20 @@ class KasProSettings:
     ekyc_timeout_seconds: float = 30.0
     token_refresh_margin_seconds: float = 60.0
     max_connections: int = 100
+    # "builtin": http1.Http1Transport; "aiohttp": transport.AiohttpTransport (the
+    # previous client, kept as a fallback an operator can switch to without a release).
+    http_client: str = "builtin"
+
+
+KASPRO_HTTP_CLIENTS = ("builtin", "aiohttp")
+
+
+def _make_transport(settings: KasProSettings) -> Transport:
+    if settings.http_client == "aiohttp":
+        return AiohttpTransport(max_connections=settings.max_connections)
+    if settings.http_client == "builtin":
+        return Http1Transport(max_connections=settings.max_connections)
+    raise ValueError(f"unknown KasPro HTTP client {settings.http_client!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +102,10 @@ class KasProClient:
         self._settings = settings
         self._clock = clock
         self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
-        # One pool of aiohttp connections (transport.py); a test passes an httpx
-        # transport (httpx.MockTransport), put behind the same interface.
+        # One pool of HTTP/1.1 connections (http1.py, or aiohttp's); a test passes an
+        # httpx transport (httpx.MockTransport), put behind the same interface.
         if transport is None:
-            self._transport: Transport = AiohttpTransport(max_connections=settings.max_connections)
+            self._transport: Transport = _make_transport(settings)
         elif isinstance(transport, httpx.AsyncBaseTransport):
             self._transport = HttpxTransport(transport)
         else:

@@ -2,8 +2,9 @@
 
 The server is a raw asyncio one so that a test can answer anything: a redirect, a gzip
 body, a slow answer, half an answer, or bytes that are not HTTP. Each test runs on the
-service's aiohttp transport and on plain httpx behind the same interface, and shows
-that the client gets the same thing from both.
+service's transport (``Http1Transport``), on the aiohttp one and on plain httpx behind
+the same interface, and shows that the client gets the same thing from all three; and
+each runs on asyncio's loop and on uvloop (conftest.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from wallet_service.kaspro.http1 import Http1Transport
 from wallet_service.kaspro.transport import (
     AiohttpTransport,
     HttpxTransport,
@@ -99,14 +101,16 @@ async def serve() -> AsyncIterator[Serve]:
         listening.close()
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["http1", "aiohttp", "httpx"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[MakeTransport]:
-    """The service's transport, or plain httpx behind the same interface."""
+    """The service's transport, the aiohttp one, or plain httpx behind the same interface."""
     made: list[Transport] = []
 
     def make(max_connections: int = 4) -> Transport:
-        if request.param == "aiohttp":
-            one: Transport = AiohttpTransport(max_connections=max_connections)
+        if request.param == "http1":
+            one: Transport = Http1Transport(max_connections=max_connections)
+        elif request.param == "aiohttp":
+            one = AiohttpTransport(max_connections=max_connections)
         else:
             limits = httpx.Limits(max_connections=max_connections)
             one = HttpxTransport(httpx.AsyncHTTPTransport(limits=limits))
