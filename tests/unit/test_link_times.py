@@ -31,15 +31,21 @@ async def test_the_first_link_time_is_kept_and_read(tmp_path: Path) -> None:
 
 async def test_a_link_that_is_rolled_back_is_not_remembered(tmp_path: Path) -> None:
     db = await Database.open(str(tmp_path / "w.db"))
+    seen: list[float | None] = []
+
+    async def link_then_fail() -> None:
+        async with db.transaction() as tx:
+            await rows.mark_linked(tx, BUDI, 1000.0)
+            # Another request reads while this transaction is open (its coroutine
+            # suspended here): it sees the uncommitted link, and must not keep it.
+            seen.append(await rows.linked_at(db, BUDI))
+            raise RuntimeError("the flow failed after marking the link")
+
     try:
         with pytest.raises(RuntimeError):
-            async with db.transaction() as tx:
-                await rows.mark_linked(tx, BUDI, 1000.0)
-                # Another request reads while this transaction is open (its coroutine
-                # suspended here): it sees the uncommitted link, and must not keep it.
-                assert await rows.linked_at(db, BUDI) == 1000.0
-                raise RuntimeError("the flow failed after marking the link")
+            await link_then_fail()
 
+        assert seen == [1000.0]
         assert await rows.linked_at(db, BUDI) is None
     finally:
         await db.close()

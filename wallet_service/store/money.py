@@ -408,13 +408,16 @@ async def unbalanced_transactions(db: Database) -> list[str]:
     return [row["transaction_id"] for row in rows]
 
 
+# Read from the index ledger_by_account_volume alone (migration 0004).
+VOLUME_SQL = (
+    "SELECT COALESCE(SUM(ABS(amount_idr)), 0) AS total FROM ledger_lines "
+    "WHERE account = ? AND create_time >= ?"
+)
+
+
 async def volume_since(db: Database, account: str, since: float) -> int:
     """Money moved in and out of ``account`` since ``since`` (for the monthly cap)."""
-    row = await db.fetch_one(
-        "SELECT COALESCE(SUM(ABS(amount_idr)), 0) AS total FROM ledger_lines "
-        "WHERE account = ? AND create_time >= ?",
-        (account, since),
-    )
+    row = await db.fetch_one(VOLUME_SQL, (account, since))
     assert row is not None
     return int(row["total"])
 
