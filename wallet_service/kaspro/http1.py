@@ -259,7 +259,9 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.tunnel_answer = bytearray()
         self.tunnel_waiter = self.loop.create_future()
-        lines = [f"CONNECT {origin.host_header} HTTP/1.1", f"Host: {origin.host_header}"]
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        authority = f"{host}:{origin.port}"  # always host:port (RFC 9110, 9.3.6)
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         if origin.proxy_authorization:
             lines.append(f"Proxy-Authorization: {origin.proxy_authorization}")
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
@@ -276,17 +278,18 @@ class _Connection(asyncio.Protocol):
                 waiter.set_exception(TransportError("ProxyError", "answer too long"))
             return
         self.tunnel_answer = None
-        if end + 4 < len(answer) and not waiter.done():
-            waiter.set_exception(TransportError("ProxyError", "bytes after the proxy's answer"))
+        if waiter.done():
             return
         status_line = bytes(answer[: answer.find(b"\r\n")])
         parts = status_line.split(b" ", 2)
-        if waiter.done():
-            return
-        if len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200":
-            waiter.set_result(None)
-        else:
+        if not (len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200"):
+            # A refusal (407, 403...) often has a body: the status line is what matters.
             waiter.set_exception(TransportError("ProxyError", status_line.decode("latin-1")[:200]))
+        elif end + 4 < len(answer):
+            # TLS has not started: the server cannot have spoken yet.
+            waiter.set_exception(TransportError("ProxyError", "bytes after the proxy's answer"))
+        else:
+            waiter.set_result(None)
 
     def abort(self) -> None:
         self.closed = True
@@ -331,8 +334,14 @@ class Http1Transport:
         method = request.method
         if method in _BODYLESS_METHODS:
             raise TransportError("InvalidRequest", f"{method} is not supported")
-        scheme, _, rest = request.url.partition("://")
+        url = request.url
+        if " " in url or not url.isprintable():  # it goes on the request line as it is
+            raise TransportError("InvalidURL", "a space or a control character in the URL")
+        scheme, _, rest = url.partition("://")
         netloc, _, path = rest.partition("/")
+        if "?" in netloc:  # a query and no path: http://host?x=1 asks for /?x=1
+            netloc, _, query = netloc.partition("?")
+            path = "?" + query
         origin = self._origins.get((scheme, netloc))
         if origin is None:
             origin = self._origin(scheme, netloc, request.url)
@@ -422,6 +431,8 @@ class Http1Transport:
                 raise TransportError("Closed", "the transport is closed")
             if self._open < self._max_connections:
                 break
+            if self._close_oldest_idle():  # another origin's: its place is free now
+                continue
             await self._wait_turn(loop, deadline)
         self._open += 1
         try:
@@ -457,6 +468,17 @@ class Http1Transport:
             if isinstance(exc, TimeoutError):
                 raise TransportTimeout("no free KasPro connection in time") from None
             raise
+
+    def _close_oldest_idle(self) -> bool:
+        """Close the connection idle the longest (of any origin), for its place."""
+        oldest: _Connection | None = None
+        for origin in self._origins.values():
+            if origin.idle and (oldest is None or origin.idle[0].idle_since < oldest.idle_since):
+                oldest = origin.idle[0]
+        if oldest is None:
+            return False
+        self.discard(oldest)
+        return True
 
     def _give_back(self) -> None:
         self._open -= 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -300,3 +301,124 @@ async def test_the_aiohttp_transport_goes_direct_to_a_host_no_proxy_names(
         b"GET /a HTTP/1.1",
         b"GET /b HTTP/1.1",
     ]
+
+
+async def test_a_chunked_answer_is_returned_whole(serve: Serve, transport: MakeTransport) -> None:
+    parts = [b'{"code": 0, ', b'"data": "' + b"x" * 70_000 + b'"', b", ", b'"end": 1}']
+
+    async def chunked(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in parts:  # each chunk in a read of its own
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+
+    server = await serve(chunked)
+
+    got = await transport().send(request(server.port))
+
+    assert (got.status, got.body) == (200, b"".join(parts))
+
+
+async def test_an_answer_ended_by_the_server_closing_is_returned_whole(
+    serve: Serve, transport: MakeTransport
+) -> None:
+    async def until_close(request: bytes, writer: asyncio.StreamWriter) -> None:
+        # Neither Content-Length nor chunked: the body is whatever comes before the close.
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"code": ')
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(b"0}")
+        await writer.drain()
+        writer.close()
+
+    server = await serve(until_close)
+
+    got = await transport().send(request(server.port))
+
+    assert (got.status, got.body) == (200, b'{"code": 0}')
+
+
+async def test_after_connection_close_the_next_request_opens_a_new_connection(
+    serve: Serve, transport: MakeTransport
+) -> None:
+    async def closing(request: bytes, writer: asyncio.StreamWriter) -> None:
+        # The server says it closes but leaves the socket open: the client must not reuse it.
+        writer.write(answer("200 OK", b"{}", "Connection: close"))
+
+    server = await serve(closing)
+    one = transport()
+
+    first = await one.send(request(server.port, "/a"))
+    second = await one.send(request(server.port, "/b"))
+
+    assert (first.status, second.status) == (200, 200)
+    assert server.connections == 2
+    assert [r.split(b"\r\n")[0] for r in server.requests] == [
+        b"GET /a HTTP/1.1",
+        b"GET /b HTTP/1.1",
+    ]
+
+
+async def test_a_late_answer_is_never_read_as_the_next_requests_answer(
+    serve: Serve, transport: MakeTransport
+) -> None:
+    async def late_then_prompt(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if request.startswith(b"GET /first "):
+            await asyncio.sleep(0.4)  # after the client has given up on it
+            writer.write(answer("200 OK", b"late"))
+        else:
+            writer.write(answer("200 OK", b"second"))
+
+    server = await serve(late_then_prompt)
+    one = transport(max_connections=1)
+
+    with pytest.raises(TransportTimeout):
+        await one.send(request(server.port, "/first", timeout=0.15))
+    got = await one.send(request(server.port, "/second"))
+
+    assert (got.status, got.body) == (200, b"second")
+
+
+async def test_an_interim_100_continue_is_skipped(serve: Serve, transport: MakeTransport) -> None:
+    async def continue_then_answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(answer("200 OK", b'{"code": 0}'))
+
+    server = await serve(continue_then_answer)
+    one = transport()
+
+    got = await one.send(request(server.port, method="POST", body=b"{}"))
+    again = await one.send(request(server.port, method="POST", body=b"{}"))
+
+    assert (got.status, got.body) == (200, b'{"code": 0}')
+    assert (again.status, again.body) == (200, b'{"code": 0}')
+
+
+async def test_a_deflate_body_is_decoded(serve: Serve, transport: MakeTransport) -> None:
+    async def deflated(request: bytes, writer: asyncio.StreamWriter) -> None:
+        body = zlib.compress(b'{"code": 0}')  # zlib-wrapped, as the RFC names "deflate"
+        writer.write(answer("200 OK", body, "Content-Encoding: deflate"))
+
+    server = await serve(deflated)
+
+    assert (await transport().send(request(server.port))).body == b'{"code": 0}'
+
+
+async def test_idle_connections_to_one_origin_do_not_starve_another(
+    serve: Serve, transport: MakeTransport
+) -> None:
+    # With every place held by an idle connection to A, a request to B must not wait for
+    # A's connection to expire (keepalive_seconds): an idle connection gives its place up.
+    a = await serve(ok)
+    b = await serve(ok)
+    one = transport(max_connections=1)
+
+    assert (await one.send(request(a.port))).status == 200
+    got = await one.send(request(b.port, timeout=0.5))
+
+    assert got.status == 200
+    assert (len(a.requests), len(b.requests)) == (1, 1)
