@@ -35,11 +35,25 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# WAL checkpoints (copying committed pages from the WAL into the database file) run in
+# a worker thread on a connection of their own, every CHECKPOINT_INTERVAL_SECONDS, so
+# that the event loop does not stop for them: done by SQLite inside a commit every
+# 1,000 pages, each cost the loop a few milliseconds that every call in flight waited
+# out (the p99 of a transfer at 150/s: 5.5-6.6 ms added over KasPro; without: 1.5).
+# A background checkpoint cannot reset the WAL while writes go on, so the loop's own
+# automatic checkpoint stays, at FOREGROUND_CHECKPOINT_PAGES: by then the thread has
+# copied nearly everything, the loop copies the last commits' pages, and the next write
+# starts the WAL afresh. The WAL stays bounded either way.
+CHECKPOINT_INTERVAL_SECONDS = 0.2
+FOREGROUND_CHECKPOINT_PAGES = 4000
+
+
 class Database:
     """One SQLite connection; writes are serialized through ``transaction()``."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection
+        self._checkpoints: asyncio.Task[None] | None = None
         # Transactions do not await anything but their own statements, so the lock is
         # never contended in practice; it keeps them apart should one ever await.
         self._lock = asyncio.Lock()
@@ -65,9 +79,16 @@ class Database:
         conn.execute("PRAGMA busy_timeout = 5000")
         db = cls(conn)
         await db.migrate()
+        if path != ":memory:":
+            conn.execute(f"PRAGMA wal_autocheckpoint = {FOREGROUND_CHECKPOINT_PAGES:d}")
+            db._checkpoints = asyncio.create_task(_checkpoint_forever(path), name="checkpoints")
         return db
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
+            self._checkpoints = None
         async with self._lock:
             self._conn.close()
 
@@ -118,6 +139,31 @@ class Database:
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         return list(self._conn.execute(sql, tuple(params)).fetchall())
+
+
+async def _checkpoint_forever(path: str) -> None:
+    """Copy committed WAL pages into the database file, off the event loop."""
+    conn = await asyncio.to_thread(
+        sqlite3.connect, path, isolation_level=None, check_same_thread=False
+    )
+    try:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+            work = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])  # the connection is closed after it, not during
+                raise
+            except sqlite3.Error as exc:
+                log.warning("background WAL checkpoint failed: %s", exc)
+    finally:
+        conn.close()
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: never waits for readers or the writer, and they never wait for it.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
 class Transaction:
