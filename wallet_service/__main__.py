@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Callable
 
@@ -40,6 +41,16 @@ def _grpcurl_transport(config: config_module.Config) -> tuple[str, str]:
         "\n  (mutual TLS is on: ca.pem = the CA that signed WALLET_TLS_CERT_FILE;"
         "\n   client.pem/client.key = a client certificate signed by WALLET_TLS_CLIENT_CA_FILE)"
     )
+
+
+def _started(service: WalletService) -> None:
+    # What exists now lives as long as the process (modules, protobuf descriptors,
+    # configuration, pools): frozen out of the collector's sight, a full collection
+    # under load scans only what calls allocate. With 1,000 calls in flight this
+    # halved the time spent in full collections (docs/performance.md).
+    gc.collect()
+    gc.freeze()
+    _banner(service)
 
 
 def _banner(service: WalletService) -> None:
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(config.log_level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config, on_started=_banner))
+            runner.run(serve(config, on_started=_started))
     except OSError as exc:
         print(f"wallet-service: {exc}", file=sys.stderr)
         return 1
