@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import time
 from pathlib import Path
+
+import pytest
 
 from wallet_service.store import database
 from wallet_service.store.database import Database
@@ -73,3 +76,67 @@ async def test_closing_stops_the_checkpoints_and_leaves_no_wal(tmp_path: Path) -
         assert conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 10
     finally:
         conn.close()
+
+
+async def test_a_cancelled_close_still_lets_the_running_checkpoint_finish_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes: list[str] = []
+    checkpoint = database._checkpoint
+
+    def slow_checkpoint(conn: sqlite3.Connection) -> None:
+        time.sleep(0.3)
+        try:
+            checkpoint(conn)
+            outcomes.append("done")
+        except sqlite3.Error as exc:  # e.g. "Cannot operate on a closed database"
+            outcomes.append(f"failed: {exc}")
+
+    monkeypatch.setattr(database, "_checkpoint", slow_checkpoint)
+    db = await Database.open(str(tmp_path / "w.db"))
+    await asyncio.sleep(database.CHECKPOINT_INTERVAL_SECONDS + 0.1)  # one is running
+    closing = asyncio.create_task(db.close())
+    await asyncio.sleep(0.05)
+    closing.cancel()  # a shutdown that is itself cut short
+
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.sleep(0.5)
+
+    assert outcomes == ["done"]
+    with pytest.raises(sqlite3.ProgrammingError):  # the main connection is closed too
+        await db.fetch_one("SELECT 1")
+
+
+async def test_checkpoints_never_create_a_database_that_is_not_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "gone.db"
+
+    await asyncio.wait_for(database._checkpoint_forever(str(missing)), timeout=5)
+
+    assert not missing.exists()
+    assert "background WAL checkpoints are off" in caplog.text
+
+
+async def test_a_commit_that_fails_leaves_no_transaction_open(tmp_path: Path) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            await tx.execute(
+                "CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) "
+                "DEFERRABLE INITIALLY DEFERRED)"
+            )
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO child (parent_id) VALUES (42)")
+            # The deferred foreign key fails at COMMIT, not at the INSERT.
+
+        assert not db.in_transaction
+        assert await db.fetch_all("SELECT * FROM child") == []
+        async with db.transaction() as tx:  # and the next one begins as usual
+            await tx.execute("INSERT INTO parent (id) VALUES (1)")
+        assert len(await db.fetch_all("SELECT * FROM parent")) == 1
+    finally:
+        await db.close()

@@ -46,7 +46,10 @@ from wallet_service.kaspro.transport import (
     WireResponse,
 )
 
-MAX_ANSWER_BYTES = 64 * 1024 * 1024  # far above any KasPro answer; a runaway is refused
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # far above any KasPro answer; a runaway is refused
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers
+# Framing is ours to write: a caller's copy would desynchronise the connection.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _BODYLESS_METHODS = frozenset({"HEAD", "CONNECT"})  # their answers are framed differently
 
 
@@ -97,6 +100,8 @@ class _Connection(asyncio.Protocol):
         self.encoding = b""
         self.framed = False  # Content-Length or chunked; otherwise the answer ends at EOF
         self.headers_done = False
+        self.head_bytes = 0
+        self.unsent = 0  # request bytes still buffered at the last read-timeout check
 
     def _reset(self) -> None:
         self.status = 0
@@ -105,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self.encoding = b""
         self.framed = False
         self.headers_done = False
+        self.head_bytes = 0
 
     # asyncio.Protocol
 
@@ -126,9 +132,18 @@ class _Connection(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(TransportError("RemoteProtocolError", f"not an HTTP answer: {exc}"))
             return
+        if not self.headers_done and self.waiter is not None:
+            # All of it was head, and the head is not over: the parser keeps it.
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail(TransportError("RemoteProtocolError", "answer head too large"))
+                return
         if self.reusable:
             self.reusable = False
-            if self.stray:
+            transport = self.transport
+            if self.stray or transport is None or transport.get_write_buffer_size():
+                # Stray bytes, or an answer before all of the request went out (the rest
+                # would reach the server ahead of the next request): not reused.
                 self.pool.discard(self)
             else:
                 self.pool.release(self)
@@ -139,7 +154,7 @@ class _Connection(asyncio.Protocol):
         if tunnel is not None and not tunnel.done():
             tunnel.set_exception(TransportError("ProxyError", "the proxy closed the connection"))
         if self.waiter is not None:
-            if self.headers_done and not self.framed:
+            if self.headers_done and not self.framed and exc is None:
                 self._complete(keep_alive=False)  # the close was the end of the body
             elif self.headers_done:
                 self._fail(TransportError("RemoteProtocolError", "the answer was cut short"))
@@ -155,9 +170,12 @@ class _Connection(asyncio.Protocol):
             self.stray = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:
+            return  # a chunked answer's trailer: it changes nothing already framed
         name = name.lower()
         if name == b"content-encoding":
-            self.encoding = value.strip().lower()
+            # Several encodings (or headers) are not something KasPro sends: refused.
+            self.encoding = b"several" if self.encoding else value.strip().lower()
         elif name == b"content-length" or name == b"transfer-encoding":
             self.framed = True
 
@@ -194,14 +212,17 @@ class _Connection(asyncio.Protocol):
             self._fail(TransportError("ReadError", "the connection closed before the request"))
             return waiter
         transport.writelines(wire)
+        self.unsent = 0
         self.read_timeout = timeout
         self.last_data = loop.time()
         self.timer = loop.call_at(self.last_data + timeout, self._check_timeout)
         return waiter
 
-    def forget(self) -> None:
-        """The caller gave up (cancelled): whatever comes on this connection is unknown."""
-        if self.waiter is not None:
+    def forget(self, waiter: asyncio.Future[WireResponse]) -> None:
+        """The caller of ``waiter`` gave up (cancelled): whatever comes on this connection
+        is unknown. Only while the connection still serves that caller: once its answer
+        came, the connection may already carry another caller's request."""
+        if self.waiter is waiter:
             self.waiter = None
             self._stop_timer()
             self.pool.discard(self)
@@ -211,11 +232,15 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None:
             return
         loop = self.loop
+        unsent = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if unsent and (not self.unsent or unsent < self.unsent):
+            # The request is still going out, and moved since the last check: the
+            # server is reading it. Counted like an answer's bytes arriving.
+            self.last_data = loop.time()
+        self.unsent = unsent
         due = self.last_data + self.read_timeout
-        sending = self.transport is not None and self.transport.get_write_buffer_size() > 0
-        if loop.time() < due or sending:
-            # Bytes arrived since, or the request is still going out: wait on.
-            self.timer = loop.call_at(max(due, loop.time() + 0.01), self._check_timeout)
+        if loop.time() < due:
+            self.timer = loop.call_at(due, self._check_timeout)
             return
         self._fail(TransportTimeout(f"no answer within {self.read_timeout:.3f} s"))
 
@@ -335,8 +360,8 @@ class Http1Transport:
         if method in _BODYLESS_METHODS:
             raise TransportError("InvalidRequest", f"{method} is not supported")
         url = request.url
-        if " " in url or not url.isprintable():  # it goes on the request line as it is
-            raise TransportError("InvalidURL", "a space or a control character in the URL")
+        if " " in url or "#" in url or not url.isprintable():  # the request line, as it is
+            raise TransportError("InvalidURL", "a space, # or a control character in the URL")
         scheme, _, rest = url.partition("://")
         netloc, _, path = rest.partition("/")
         if "?" in netloc:  # a query and no path: http://host?x=1 asks for /?x=1
@@ -348,14 +373,18 @@ class Http1Transport:
         target = request.url if origin.absolute_form else "/" + path
         wire = self._head(method, target, origin, request)
         connection = await self._acquire(loop, origin, request)
+        waiter = connection.start(wire, request.timeout)
         try:
-            return await connection.start(wire, request.timeout)
+            return await waiter
         except BaseException:
-            connection.forget()  # cancelled mid-exchange (after a failure: nothing to do)
+            connection.forget(waiter)  # cancelled mid-exchange (after a failure: nothing to do)
             raise
 
     def _head(self, method: str, target: str, origin: _Origin, request: WireRequest) -> list[bytes]:
         headers = request.headers
+        for name, _ in headers:
+            if name.lower() in _RESERVED_HEADERS:
+                raise TransportError("InvalidRequest", f"the {name} header is the transport's")
         lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
         # A CR or LF inside a name or value would start a header (or a request) of its own.
         if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
@@ -399,11 +428,15 @@ class Http1Transport:
         )
         proxy = _proxy_for(parts.scheme, host)
         if proxy is not None:
-            proxied = urllib.parse.urlsplit(proxy)
+            try:
+                proxied = urllib.parse.urlsplit(proxy)
+                proxy_port = proxied.port
+            except ValueError as exc:
+                raise TransportError("InvalidURL", f"the proxy URL: {exc}") from exc
             if proxied.scheme != "http" or not proxied.hostname:
                 raise TransportError("InvalidURL", f"unsupported proxy {proxied.scheme}://")
             origin.proxy_host = proxied.hostname
-            origin.proxy_port = proxied.port or 80
+            origin.proxy_port = proxy_port or 80
             if proxied.username is not None:
                 user = urllib.parse.unquote(proxied.username)
                 secret = urllib.parse.unquote(proxied.password or "")
@@ -422,8 +455,12 @@ class Http1Transport:
         while True:
             while idle:
                 connection = idle.pop()
-                if not connection.closed and (
-                    loop.time() - connection.idle_since < self._keepalive_seconds
+                transport = connection.transport
+                if (
+                    not connection.closed
+                    and transport is not None
+                    and not transport.is_closing()  # e.g. the server's EOF is being handled
+                    and loop.time() - connection.idle_since < self._keepalive_seconds
                 ):
                     return connection
                 self.discard(connection)
@@ -603,4 +640,10 @@ def _inflate(body: bytes, wbits: int) -> bytes:
     out = inflater.decompress(body, MAX_ANSWER_BYTES)
     if inflater.unconsumed_tail:
         raise ValueError("decoded answer larger than allowed")
-    return out + inflater.flush()
+    out += inflater.flush()
+    # A stream cut short, or followed by anything, is not the answer that was sent.
+    if not inflater.eof:
+        raise ValueError("the compressed answer is cut short")
+    if inflater.unused_data:
+        raise ValueError("bytes after the compressed answer")
+    return out

@@ -12,7 +12,9 @@ therefore run back to back, and it never spans a KasPro call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -20,6 +22,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +88,14 @@ class Database:
         return db
 
     async def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            await asyncio.gather(self._checkpoints, return_exceptions=True)
-            self._checkpoints = None
-        async with self._lock:
-            self._conn.close()
+        try:
+            if self._checkpoints is not None:
+                checkpoints, self._checkpoints = self._checkpoints, None
+                checkpoints.cancel()
+                await asyncio.gather(checkpoints, return_exceptions=True)
+        finally:
+            async with self._lock:
+                self._conn.close()
 
     async def migrate(self) -> None:
         """Apply every migration newer than the database's user_version."""
@@ -122,7 +127,14 @@ class Database:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (disk full, I/O error, a deferred constraint) may
+                # leave the transaction open: later reads would see its rows.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
         if tx.wrote_events:
             signal, self._events_written = self._events_written, asyncio.Event()
             signal.set()
@@ -142,10 +154,25 @@ class Database:
 
 
 async def _checkpoint_forever(path: str) -> None:
-    """Copy committed WAL pages into the database file, off the event loop."""
-    conn = await asyncio.to_thread(
-        sqlite3.connect, path, isolation_level=None, check_same_thread=False
-    )
+    """Copy committed WAL pages into the database file, off the event loop.
+
+    Its connection keeps SQLite's default ``synchronous = FULL``: the WAL is synced
+    before pages are copied, the database file before they are marked copied.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        # mode=rw: a database file that vanished is an error, not a new empty file.
+        conn = await asyncio.to_thread(
+            sqlite3.connect,
+            f"file:{quote(path)}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        log.error("background WAL checkpoints are off (the loop's own go on): %s", exc)
+        return
+    warned_at = -math.inf
     try:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
@@ -153,10 +180,16 @@ async def _checkpoint_forever(path: str) -> None:
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
-                await asyncio.wait([work])  # the connection is closed after it, not during
+                # The connection is closed after the running checkpoint, never during,
+                # however often the close is cancelled meanwhile.
+                while not work.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([work])
                 raise
             except sqlite3.Error as exc:
-                log.warning("background WAL checkpoint failed: %s", exc)
+                if loop.time() - warned_at > 60:  # a lasting problem: once a minute
+                    warned_at = loop.time()
+                    log.warning("background WAL checkpoint failed: %s", exc)
     finally:
         conn.close()
 

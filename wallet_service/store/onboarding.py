@@ -158,10 +158,11 @@ async def linked_at(db: Database, mobile: MobileNumber) -> float | None:
     found = known.get(key)
     if found is not None:
         return found
+    outside = not db.in_transaction  # before and after: should the read ever suspend
     row = await db.fetch_one("SELECT linked_at FROM customers WHERE mobile_number = ?", (key,))
     value: float | None = None if row is None else row["linked_at"]
     # Inside an open transaction the read may be a write that is not committed yet.
-    if value is not None and not db.in_transaction:
+    if value is not None and outside and not db.in_transaction:
         if len(known) >= LINK_TIMES_REMEMBERED:
             del known[next(iter(known))]
         known[key] = value

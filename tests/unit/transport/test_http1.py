@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +26,14 @@ from typing import Any
 
 import pytest
 
+from wallet_service.kaspro import http1
 from wallet_service.kaspro.http1 import Http1Transport
-from wallet_service.kaspro.transport import TransportError, TransportTimeout, WireRequest
+from wallet_service.kaspro.transport import (
+    TransportError,
+    TransportTimeout,
+    WireRequest,
+    WireResponse,
+)
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -272,7 +280,9 @@ async def test_a_header_with_a_line_break_is_refused_and_nothing_is_sent(
     assert server.connections == 1
 
 
-@pytest.mark.parametrize("path", ["/x\r\nX-Injected: 1", "/x\nX-Injected: 1", "/x y"])
+@pytest.mark.parametrize(
+    "path", ["/x\r\nX-Injected: 1", "/x\nX-Injected: 1", "/x y", "/x#fragment"]
+)
 async def test_a_url_with_a_line_break_or_space_is_refused_and_nothing_is_sent(
     serve: Serve, transport: MakeTransport, path: str
 ) -> None:
@@ -905,3 +915,201 @@ async def test_the_proxy_environment_is_read_once_per_origin(
 
     assert [request_line(r) for r in kaspro.requests] == [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1"]
     assert through.requests == []
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection"])
+async def test_a_framing_header_from_the_caller_is_refused_and_nothing_is_sent(
+    serve: Serve, transport: MakeTransport, name: str
+) -> None:
+    # The transport writes these itself: a second copy would desynchronise the connection.
+    server = await serve()
+    one = transport()
+
+    with pytest.raises(TransportError) as refused:
+        await one.send(request(server.port, "/bad", headers=[(name, "1")]))
+    await one.send(request(server.port, "/good"))
+
+    assert refused.value.kind == "InvalidRequest"
+    assert [request_line(r) for r in server.requests] == [b"GET /good HTTP/1.1"]
+
+
+async def test_a_malformed_proxy_variable_is_an_invalid_url_error(
+    transport: MakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy:not-a-port")
+
+    with pytest.raises(TransportError) as refused:
+        await transport().send(request(unused_port()))
+
+    assert refused.value.kind == "InvalidURL"
+
+
+# Answers that are damaged are errors, never answers
+
+
+async def one_answer(payload: bytes, *, reset: bool = False) -> WireResponse | TransportError:
+    """What the transport makes of ``payload`` (then a close, or a reset) from a server."""
+
+    async def answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(payload)
+        await writer.drain()
+        if reset:  # an RST instead of a FIN: the connection broke, it did not end
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+
+    listening = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
+    one = Http1Transport(max_connections=1)
+    try:
+        return await one.send(request(listening.sockets[0].getsockname()[1]))
+    except TransportError as exc:
+        return exc
+    finally:
+        await one.aclose()
+        listening.close()
+
+
+async def test_an_answer_ended_by_a_reset_is_cut_short_not_complete() -> None:
+    got = await one_answer(b'HTTP/1.1 200 OK\r\n\r\n{"code":0,"data":{"amo', reset=True)
+
+    assert isinstance(got, TransportError)
+    assert got.kind == "RemoteProtocolError"
+
+
+GZIPPED = gzip.compress(b'{"code": 0, "data": {"amount": "1000"}}')
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        GZIPPED[: len(GZIPPED) // 2],
+        GZIPPED + b"JUNK!",
+        gzip.compress(b'{"code": 0,') + gzip.compress(b'"x": 1}'),
+    ],
+    ids=["cut-short", "trailing-bytes", "two-members"],
+)
+async def test_a_gzip_body_that_is_not_one_whole_stream_is_a_decoding_error(body: bytes) -> None:
+    got = await one_answer(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+    assert isinstance(got, TransportError)
+    assert got.kind == "DecodingError"
+
+
+async def test_two_content_encodings_are_a_decoding_error() -> None:
+    got = await one_answer(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(GZIPPED) + GZIPPED
+    )
+
+    assert isinstance(got, TransportError)
+    assert got.kind == "DecodingError"
+
+
+async def test_a_trailer_does_not_change_how_the_body_is_read() -> None:
+    got = await one_answer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Encoding\r\n\r\n"
+        b"2\r\n{}\r\n0\r\nContent-Encoding: gzip\r\n\r\n"
+    )
+
+    assert got == WireResponse(200, b"{}")
+
+
+async def test_an_endless_answer_head_is_refused() -> None:
+    got = await one_answer(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (1024 * 1024))
+
+    assert isinstance(got, TransportError)
+    assert got.kind == "RemoteProtocolError"
+    assert "too large" in str(got)
+
+
+async def test_a_request_the_server_stops_reading_times_out(transport: MakeTransport) -> None:
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    listening = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    body = b"x" * (32 * 1024 * 1024)  # far more than the socket buffers hold
+    try:
+        with pytest.raises(TransportTimeout):
+            await asyncio.wait_for(
+                transport().send(
+                    WireRequest("POST", f"http://127.0.0.1:{port}/ekyc", [], body, 1.0, 0.3)
+                ),
+                timeout=10,  # only so that a regression fails instead of hanging
+            )
+    finally:
+        listening.close()
+
+
+async def test_an_answer_before_the_whole_request_went_out_leaves_the_connection_unused(
+    transport: MakeTransport,
+) -> None:
+    # Answered early, the rest of the body would reach the server ahead of the next
+    # request, whose answer would then be the server's answer to those bytes.
+    connections: list[int] = []
+
+    async def answers_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+                await asyncio.sleep(0.3)  # reads nothing more for a while
+                while await reader.read(1 << 20):
+                    pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(answers_at_once, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    one = transport(max_connections=1)
+    big = WireRequest("POST", f"http://127.0.0.1:{port}/a", [], b"x" * (32 * 1024 * 1024), 1, 5)
+    try:
+        first = await one.send(big)
+
+        assert first == WireResponse(200, b"ok")
+        assert one.open_connections == 0
+        assert len(connections) == 1
+    finally:
+        listening.close()
+
+
+async def test_a_cancelled_caller_whose_answer_came_does_not_disturb_the_next_one(
+    serve: Serve, transport: MakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A's answer arrives and its connection goes back to the pool; in the same loop
+    # pass B takes that connection and sends, then A's cancellation lands. A must not
+    # tear down the connection B's request is now on.
+    server = await serve()
+    one = transport(max_connections=1)
+    loop = asyncio.get_running_loop()
+    started: dict[str, asyncio.Task[WireResponse]] = {}
+    complete = http1._Connection._complete
+
+    def complete_then_interleave(self: http1._Connection, *, keep_alive: bool) -> None:
+        if "b" not in started:
+            started["b"] = loop.create_task(one.send(request(server.port, "/b")))
+        complete(self, keep_alive=keep_alive)
+        if not started["a"].cancelling():
+            started["a"].cancel()  # its deadline passed in this same loop pass
+
+    monkeypatch.setattr(http1._Connection, "_complete", complete_then_interleave)
+    started["a"] = loop.create_task(one.send(request(server.port, "/a")))
+    with pytest.raises(asyncio.CancelledError):
+        await started["a"]
+    monkeypatch.setattr(http1._Connection, "_complete", complete)
+
+    got = await asyncio.wait_for(started["b"], timeout=5)
+
+    assert got.status == 200
+    assert [request_line(r) for r in server.requests] == [
+        b"GET /a HTTP/1.1",
+        b"GET /b HTTP/1.1",
+    ]
