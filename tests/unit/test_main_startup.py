@@ -6,17 +6,21 @@ import gc
 from types import SimpleNamespace
 from typing import cast
 
-from wallet_service.__main__ import _started
+from wallet_service.__main__ import FULL_COLLECTION_EVERY, _started
 from wallet_service.config import Config
 from wallet_service.server import WalletService
 
 
-def test_objects_alive_at_start_up_are_frozen_out_of_the_collector() -> None:
+def test_start_up_objects_are_frozen_and_full_collections_are_rarer() -> None:
     service = cast(WalletService, SimpleNamespace(config=Config(kaspro_base_url="http://k")))
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     try:
         _started(service)
 
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (thresholds[0], thresholds[1], FULL_COLLECTION_EVERY)
+        assert thresholds[2] < FULL_COLLECTION_EVERY
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
