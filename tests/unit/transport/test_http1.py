@@ -35,45 +35,10 @@ from wallet_service.kaspro.transport import (
     WireResponse,
 )
 
-Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
+from .servers import Serve, Server, answer, request, request_line, started, stop
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-
-
-@dataclass
-class Server:
-    """Answers each request with ``handler``; records requests, connections and closes."""
-
-    handler: Handler
-    requests: list[bytes] = field(default_factory=list)
-    connections: int = 0
-    closed: int = 0  # connections that ended: closed or reset by the client, or the handler
-    port: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        started(self.tasks)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                request = head + await reader.readexactly(length)
-                self.requests.append(request)
-                await self.handler(request, writer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except asyncio.CancelledError:
-            pass  # the test is over (see stop)
-        finally:
-            self.closed += 1
-            writer.close()
 
 
 @dataclass
@@ -113,20 +78,6 @@ class Proxy:
             writer.close()
 
 
-def started(tasks: set[asyncio.Task[Any]]) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    tasks.add(task)
-
-
-async def stop(tasks: set[asyncio.Task[Any]]) -> None:
-    """End a test server's connection handlers. They end quietly when cancelled: on
-    Python 3.11 asyncio's streams log a cancelled handler as an error."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks)
-
-
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -138,32 +89,8 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-Serve = Callable[..., Awaitable[Server]]
 StartProxy = Callable[[bytes | None], Awaitable[Proxy]]
 MakeTransport = Callable[..., Http1Transport]
-
-
-def answer(status: str, body: bytes, *headers: str) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def request(
-    port: int,
-    path: str = "/x",
-    *,
-    method: str = "GET",
-    headers: list[tuple[str, str]] | None = None,
-    scheme: str = "http",
-    timeout: float = 2.0,
-    connect_timeout: float = 1.0,
-) -> WireRequest:
-    url = f"{scheme}://127.0.0.1:{port}{path}"
-    return WireRequest(method, url, headers or [], None, connect_timeout, timeout)
-
-
-def request_line(request: bytes) -> bytes:
-    return request.split(b"\r\n")[0]
 
 
 def header_lines(request: bytes) -> list[bytes]:
@@ -173,10 +100,6 @@ def header_lines(request: bytes) -> list[bytes]:
 
 def basic(credentials: str) -> bytes:
     return b"Proxy-Authorization: Basic " + base64.b64encode(credentials.encode())
-
-
-async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
-    writer.write(answer("200 OK", request_line(request)))
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -202,23 +125,6 @@ def no_proxy_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[tuple[asyncio.Server, Server]] = []
-
-    async def start(handler: Handler = ok, *, tls: ssl.SSLContext | None = None) -> Server:
-        server = Server(handler)
-        listening = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=tls)
-        servers.append((listening, server))
-        server.port = listening.sockets[0].getsockname()[1]
-        return server
-
-    yield start
-    for listening, server in servers:
-        listening.close()
-        await stop(server.tasks)
 
 
 @pytest.fixture

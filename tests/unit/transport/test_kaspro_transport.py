@@ -13,8 +13,7 @@ import asyncio
 import gzip
 import socket
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -29,77 +28,13 @@ from wallet_service.kaspro.transport import (
     WireRequest,
 )
 
-Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
+from .servers import Serve, answer, request
 
-
-@dataclass
-class Server:
-    """Answers each request with ``handler``; records every request and connection."""
-
-    handler: Handler
-    requests: list[bytes] = field(default_factory=list)
-    connections: int = 0
-    port: int = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                request = head + await reader.readexactly(length)
-                self.requests.append(request)
-                await self.handler(request, writer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-Serve = Callable[[Handler], Awaitable[Server]]
 MakeTransport = Callable[..., Transport]
-
-
-def answer(status: str, body: bytes, *headers: str) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def request(
-    port: int,
-    path: str = "/x",
-    *,
-    method: str = "GET",
-    headers: list[tuple[str, str]] | None = None,
-    body: bytes | None = None,
-    timeout: float = 2.0,
-) -> WireRequest:
-    return WireRequest(method, f"http://127.0.0.1:{port}{path}", headers or [], body, 1.0, timeout)
 
 
 async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
     writer.write(answer("200 OK", b"{}"))
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> Server:
-        server = Server(handler)
-        listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
-        servers.append(listening)
-        server.port = listening.sockets[0].getsockname()[1]
-        return server
-
-    yield start
-    for listening in servers:
-        listening.close()
 
 
 @pytest.fixture(params=["http1", "aiohttp", "httpx"])
