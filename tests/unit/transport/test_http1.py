@@ -35,7 +35,7 @@ from wallet_service.kaspro.transport import (
     WireResponse,
 )
 
-from .servers import Serve, Server, answer, request, request_line, started, stop
+from .servers import Handler, Serve, Server, answer, request, request_line, started, stop
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
@@ -100,6 +100,17 @@ def header_lines(request: bytes) -> list[bytes]:
 
 def basic(credentials: str) -> bytes:
     return b"Proxy-Authorization: Basic " + base64.b64encode(credentials.encode())
+
+
+def first_answered_after(seconds: float) -> Handler:
+    """Echoes each request line; ``GET /first`` only after ``seconds``."""
+
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if request.startswith(b"GET /first "):
+            await asyncio.sleep(seconds)
+        writer.write(answer("200 OK", request_line(request)))
+
+    return handler
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -331,12 +342,7 @@ async def test_idle_connections_are_closed_by_the_sweeper(
 async def test_a_request_that_times_out_waiting_for_a_connection_is_never_sent(
     serve: Serve, transport: MakeTransport
 ) -> None:
-    async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
-        if request.startswith(b"GET /first "):
-            await asyncio.sleep(0.3)
-        writer.write(answer("200 OK", request_line(request)))
-
-    server = await serve(slow_first)
+    server = await serve(first_answered_after(0.3))
     one = transport(max_connections=1)
     first = asyncio.ensure_future(one.send(request(server.port, "/first")))
     await eventually(lambda: len(server.requests) == 1, "the first request arrived")
@@ -447,12 +453,7 @@ async def cancel_by_task_cancel(pending: Awaitable[Any], server: Server) -> None
 async def test_a_cancelled_request_gives_its_place_back_and_its_connection_is_not_reused(
     serve: Serve, transport: MakeTransport, cancel: Cancel
 ) -> None:
-    async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
-        if request.startswith(b"GET /first "):
-            await asyncio.sleep(0.3)
-        writer.write(answer("200 OK", request_line(request)))
-
-    server = await serve(slow_first)
+    server = await serve(first_answered_after(0.3))
     one = transport(max_connections=1)
 
     await cancel(one.send(request(server.port, "/first")), server)
@@ -467,12 +468,7 @@ async def test_a_cancelled_request_gives_its_place_back_and_its_connection_is_no
 async def test_a_request_cancelled_while_waiting_for_a_place_takes_nothing(
     serve: Serve, transport: MakeTransport
 ) -> None:
-    async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
-        if request.startswith(b"GET /first "):
-            await asyncio.sleep(0.2)
-        writer.write(answer("200 OK", request_line(request)))
-
-    server = await serve(slow_first)
+    server = await serve(first_answered_after(0.2))
     one = transport(max_connections=1)
     first = asyncio.ensure_future(one.send(request(server.port, "/first")))
     await eventually(lambda: len(server.requests) == 1, "the first request arrived")
@@ -513,12 +509,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(
 async def test_closing_the_transport_fails_the_requests_waiting_for_a_place(
     serve: Serve, transport: MakeTransport
 ) -> None:
-    async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
-        if request.startswith(b"GET /first "):
-            await asyncio.sleep(0.1)
-        writer.write(answer("200 OK", request_line(request)))
-
-    server = await serve(slow_first)
+    server = await serve(first_answered_after(0.1))
     one = transport(max_connections=1)
     first = asyncio.ensure_future(one.send(request(server.port, "/first")))
     await eventually(lambda: len(server.requests) == 1, "the first request arrived")
