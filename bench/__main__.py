@@ -54,6 +54,11 @@ class Stack:
                 str(self.sandbox_port),
                 "--callback-url",
                 f"http://127.0.0.1:{self.http_port}/callbacks/kaspro",
+                # KasPro's own logging and memory are not the service's cost: no line
+                # per request, and a request log of the last 1,000 (nothing reads it).
+                "--no-access-log",
+                "--request-log-size",
+                "1000",
             ],
             workdir=workdir,
             ready=procs.port_open(self.sandbox_port),

@@ -263,12 +263,23 @@ async def exercise(
         answer.raise_for_status()
         return answer.json()
 
+    async def request_log() -> Any:
+        answer = await control.get("/_sandbox/requests")
+        answer.raise_for_status()
+        # Counting resends needs every money call the sandbox saw.
+        dropped = int(answer.headers.get("x-sandbox-requests-dropped", "0"))
+        if dropped:
+            raise RuntimeError(
+                f"the sandbox's request log dropped {dropped} entries: raise --request-log-size"
+            )
+        return answer.json()
+
     sandbox = audit.Sandbox(
         transactions=await get("/_sandbox/transactions"),
         journal=await get("/_sandbox/ledger"),
         balances=await get("/_sandbox/balances"),
         callbacks=await get("/_sandbox/callbacks"),
-        requests=await get("/_sandbox/requests"),
+        requests=await request_log(),
         stats=await get("/_sandbox/faults/stats"),
     )
     with readonly(stack.db_path) as connection:

@@ -17,6 +17,11 @@ from kaspro_sandbox.config import SandboxConfig
 from kaspro_sandbox.faults import FaultSpecError, FaultTable
 from kaspro_sandbox.runner import base_url_for, bind_socket
 
+# Only the command line: the same collector settings as the service's own process. Each
+# full pass scans every open connection: with 1,000 calls in flight, 31 of them took up
+# to 116 ms each in a 14-second run (docs/performance.md, fix 12).
+from wallet_service.gc_policy import settle_collector
+
 CONTROL_ENDPOINTS = (
     "GET    /_sandbox/otp?mobileNumber=08…        the last OTP 'sent' to a number",
     "POST   /_sandbox/otp/expire?mobileNumber=08… expire that OTP",
@@ -48,6 +53,16 @@ def _seconds(value: str) -> float:
     if not seconds >= 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {value}")
     return seconds
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {value}")
+    return count
 
 
 def _fault_file(value: str) -> tuple[Mapping[str, Any], ...]:
@@ -129,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("WALLET_KASPRO_HMAC_SECRET", defaults.DEV_HMAC_SECRET),
         help="HMAC signing secret (env WALLET_KASPRO_HMAC_SECRET)",
     )
+    parser.add_argument(
+        "--request-log-size",
+        type=_count,
+        default=defaults.SandboxConfig.request_log_size,
+        metavar="N",
+        help="the request log keeps the newest N entries (default 100000; 0 keeps none)",
+    )
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not print a line per request (the request log keeps them all)",
+    )
     return parser
 
 
@@ -145,6 +172,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         async_delay_seconds=args.async_delay,
         faults=args.faults,
         fault_seed=args.fault_seed,
+        request_log_size=args.request_log_size,
     )
 
 
@@ -166,7 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     for line in CONTROL_ENDPOINTS:
         print(f"  {line}")
     print("OTPs are printed here as they are 'sent'. Ctrl+C stops.", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(config), lifespan="off", log_level="info"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            lifespan="off",
+            log_level="info",
+            access_log=not args.no_access_log,
+        )
+    )
+    settle_collector()
     server.run(sockets=[sock])
     return 0
 

@@ -59,3 +59,6 @@ class SandboxConfig:
     # Fault injection.
     faults: tuple[Mapping[str, Any], ...] = ()
     fault_seed: int | None = None
+    # The request log keeps the newest this many entries (0: none); older ones are
+    # counted as dropped. A long-running sandbox would otherwise grow without end.
+    request_log_size: int = 100_000

@@ -36,7 +36,9 @@ PREFIX = "/_sandbox"
 SETTINGS = ("async_delay_seconds", "auto_complete", "cash_out_fee")
 
 Json = dict[str, Any] | list[dict[str, Any]]
-ControlHandler = Callable[[Request], Awaitable[Json]]
+ControlHandler = Callable[[Request], Awaitable[Json | JSONResponse]]
+# The request log's answer says how many older entries it no longer holds.
+DROPPED_HEADER = "X-Sandbox-Requests-Dropped"
 
 
 class ControlError(Exception):
@@ -150,7 +152,7 @@ class ControlApi:
                 body = await methods[request.method](request)
             except ControlError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
-            return JSONResponse(body)
+            return body if isinstance(body, JSONResponse) else JSONResponse(body)
 
         return endpoint
 
@@ -200,13 +202,14 @@ class ControlApi:
         self.state.ocr_overrides[mobile] = id_card_number
         return {"mobileNumber": mobile, "idCardNumber": id_card_number}
 
-    async def list_requests(self, request: Request) -> Json:
-        return [entry.to_json() for entry in self.state.requests]
+    async def list_requests(self, request: Request) -> JSONResponse:
+        return JSONResponse(
+            [entry.to_json() for entry in self.state.requests],
+            headers={DROPPED_HEADER: str(self.state.requests_dropped)},
+        )
 
     async def clear_requests(self, request: Request) -> Json:
-        cleared = len(self.state.requests)
-        self.state.requests.clear()
-        return {"cleared": cleared}
+        return {"cleared": self.state.clear_requests()}
 
     async def list_faults(self, request: Request) -> Json:
         return self.state.faults.to_json()

@@ -306,7 +306,7 @@ class PartnerGateway:
         callback_fault: str | None = None,
     ) -> None:
         mobile = call.logged_value("mobileNumber")
-        self.state.requests.append(
+        self.state.log_request(
             LoggedRequest(
                 time=call.received_at,
                 method=call.method,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -110,7 +111,7 @@ class IssuedOtp:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoggedRequest:
     """One request the gateway answered; the mobile number is already masked."""
 
@@ -159,7 +160,8 @@ class SandboxState:
     tokens: dict[str, float] = field(default_factory=dict)
     ocr_overrides: dict[str, str] = field(default_factory=dict)
     faults: FaultTable = field(init=False)
-    requests: list[LoggedRequest] = field(default_factory=list)
+    requests: deque[LoggedRequest] = field(init=False)
+    requests_dropped: int = field(default=0, init=False)
     transactions: dict[str, MoneyTransaction] = field(default_factory=dict)
     reff_ids: dict[str, str] = field(default_factory=dict)
     journal: list[JournalEntry] = field(default_factory=list)
@@ -172,6 +174,7 @@ class SandboxState:
     _topups: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self.requests = deque(maxlen=self.config.request_log_size)
         self.rng = random.Random(self.seed)
         self.wallets = platform_wallets(self.config)
         self.settings = MoneySettings.from_config(self.config)
@@ -194,7 +197,7 @@ class SandboxState:
         self.tokens.clear()
         self.ocr_overrides.clear()
         self.faults.reset()
-        self.requests.clear()
+        self.clear_requests()
         self.transactions.clear()
         self.reff_ids.clear()
         self.journal.clear()
@@ -205,6 +208,19 @@ class SandboxState:
         self.rng = random.Random(self.seed)
         self._last_response_ms = 0
         self._topups = 0
+
+    def log_request(self, entry: LoggedRequest) -> None:
+        """Keep `entry`; past `config.request_log_size` entries the oldest one goes."""
+        if len(self.requests) == self.requests.maxlen:
+            self.requests_dropped += 1
+        self.requests.append(entry)
+
+    def clear_requests(self) -> int:
+        """Empty the request log (and its count of dropped entries); how many it held."""
+        held = len(self.requests)
+        self.requests.clear()
+        self.requests_dropped = 0
+        return held
 
     @property
     def callback_url(self) -> str | None:

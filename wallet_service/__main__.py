@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 from collections.abc import Callable
 
 from wallet_service import config as config_module
 from wallet_service import logs
+from wallet_service.gc_policy import settle_collector
 from wallet_service.server import WalletService, serve
 
 _WALKTHROUGH = """\
@@ -43,20 +43,8 @@ def _grpcurl_transport(config: config_module.Config) -> tuple[str, str]:
     )
 
 
-# A full collection once per 100 of the middle generation's, not 10: each scans every
-# call in flight (20-60 ms with 1,000 of them, a pause for all); cyclic garbage that
-# old waits a few seconds longer (docs/performance.md, fix 11).
-FULL_COLLECTION_EVERY = 100
-
-
 def _started(service: WalletService) -> None:
-    # What exists now lives as long as the process (modules, protobuf descriptors,
-    # configuration, pools): frozen out of the collector's sight, a full collection
-    # under load scans only what calls allocate.
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    settle_collector()
     _banner(service)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from kaspro_sandbox import SandboxConfig, start_sandbox
 from kaspro_sandbox.__main__ import build_parser, config_from_args
+from kaspro_sandbox.paths import ACCOUNT_INQUIRY_PATH as INQUIRY
 from kaspro_sandbox.runner import bind_socket
 
 from .partner_client import FakeClock, MoneyPartner, Partner, request_id
@@ -26,6 +27,43 @@ async def test_port_zero_serves_on_a_real_port_until_stopped() -> None:
     async with httpx.AsyncClient(base_url=sandbox.base_url) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("/_sandbox/customers")
+
+
+async def test_request_log_keeps_the_newest_entries_and_counts_the_dropped() -> None:
+    clock = FakeClock()
+    config = SandboxConfig(clock=clock, request_log_size=2)
+    async with (
+        await start_sandbox(config) as sandbox,
+        httpx.AsyncClient(base_url=sandbox.base_url) as http,
+    ):
+        partner = Partner(http, clock)
+        for number in ("081200000001", "081200000002", "081200000003"):
+            await partner.get(INQUIRY, number)  # after the token request: 4 entries
+
+        log = await http.get("/_sandbox/requests")
+        assert [entry["mobileNumber"] for entry in log.json()] == [
+            "0812****0002",
+            "0812****0003",
+        ]
+        assert log.headers["X-Sandbox-Requests-Dropped"] == "2"
+
+        assert (await http.delete("/_sandbox/requests")).json() == {"cleared": 2}
+        emptied = await http.get("/_sandbox/requests")
+        assert emptied.json() == []
+        assert emptied.headers["X-Sandbox-Requests-Dropped"] == "0"
+
+
+async def test_a_request_log_of_size_zero_keeps_nothing() -> None:
+    clock = FakeClock()
+    config = SandboxConfig(clock=clock, request_log_size=0)
+    async with (
+        await start_sandbox(config) as sandbox,
+        httpx.AsyncClient(base_url=sandbox.base_url) as http,
+    ):
+        await Partner(http, clock).get(INQUIRY, "081200000001")
+        log = await http.get("/_sandbox/requests")
+        assert log.json() == []
+        assert log.headers["X-Sandbox-Requests-Dropped"] == "2"
 
 
 async def test_given_port_and_config_are_used() -> None:
@@ -124,6 +162,22 @@ def test_command_line_money_options() -> None:
     defaults = config_from_args(build_parser().parse_args([]))
     assert defaults.callback_url is None
     assert defaults.async_delay_seconds == 0.5
+
+
+def test_command_line_request_log_size() -> None:
+    assert config_from_args(build_parser().parse_args([])).request_log_size == 100_000
+    args = build_parser().parse_args(["--request-log-size", "1000", "--no-access-log"])
+    assert config_from_args(args).request_log_size == 1000
+    assert args.no_access_log
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1.5"])
+def test_command_line_refuses_a_bad_request_log_size(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--request-log-size", value])
+    assert "--request-log-size" in capsys.readouterr().err
 
 
 def test_command_line_refuses_a_negative_delay(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,8 +6,9 @@ import gc
 from types import SimpleNamespace
 from typing import cast
 
-from wallet_service.__main__ import FULL_COLLECTION_EVERY, _started
+from wallet_service.__main__ import _started
 from wallet_service.config import Config
+from wallet_service.gc_policy import FULL_COLLECTION_EVERY
 from wallet_service.server import WalletService
 
 
