@@ -53,6 +53,22 @@ async def test_request_log_keeps_the_newest_entries_and_counts_the_dropped() -> 
         assert emptied.headers["X-Sandbox-Requests-Dropped"] == "0"
 
 
+async def test_gateway_paths_keep_the_routers_answers_to_other_methods_and_paths() -> None:
+    async with (
+        await start_sandbox() as sandbox,
+        httpx.AsyncClient(base_url=sandbox.base_url) as http,
+    ):
+        assert (await http.post(INQUIRY)).status_code == 405  # a GET path
+        assert (await http.get(INQUIRY.rstrip("/"))).status_code == 404  # no slash redirect
+        assert (await http.get(INQUIRY + "x")).status_code == 404
+        # A gateway path still answers as the gateway: unsigned, so refused.
+        refused = await http.get(INQUIRY, params={"mobileNumber": "081200000001"})
+        assert refused.status_code == 401
+        assert [entry["path"] for entry in (await http.get("/_sandbox/requests")).json()] == [
+            INQUIRY
+        ]
+
+
 async def test_a_request_log_of_size_zero_keeps_nothing() -> None:
     clock = FakeClock()
     config = SandboxConfig(clock=clock, request_log_size=0)
