@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-access-log",
         action="store_true",
-        help="do not print a line per request (the request log keeps them all)",
+        help="do not print a line per request (GET /_sandbox/requests still lists them)",
     )
     return parser
 
