@@ -7,6 +7,7 @@ shows up as a refusal from the other.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -62,6 +63,8 @@ def parse_signature_header(value: str) -> dict[str, str] | None:
     return params
 
 
+# A partner's calls within one second carry the same Date: parsed once.
+@functools.lru_cache(maxsize=256)
 def parse_http_date(value: str) -> float | None:
     """Unix seconds of an RFC 1123 GMT date (`Mon, 04 Oct 2021 07:00:30 GMT`); None if not one."""
     if _RFC1123.fullmatch(value) is None:

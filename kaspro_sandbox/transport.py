@@ -69,12 +69,20 @@ async def until_disconnected(receive: Receive) -> None:
             return
 
 
+# Watching the connection costs a task per call: not worth it for a wait this short.
+WATCH_LONGER_WAITS_THAN_SECONDS = 1.0
+
+
 async def hold(receive: Receive, seconds: float) -> bool:
     """Wait `seconds`, or less if the client goes away first; True when it went away.
 
-    Nothing is listening for the answer then, so there is no point waiting longer.
+    Nothing is listening for the answer then, so there is no point waiting longer. Waits
+    of up to WATCH_LONGER_WAITS_THAN_SECONDS are only slept: False, whoever left.
     """
     if seconds <= 0:
+        return False
+    if seconds <= WATCH_LONGER_WAITS_THAN_SECONDS:
+        await asyncio.sleep(seconds)
         return False
     waiter = asyncio.ensure_future(until_disconnected(receive))
     try:

@@ -13,6 +13,7 @@ from kaspro_sandbox import SandboxConfig, start_sandbox
 from kaspro_sandbox.__main__ import build_parser, config_from_args
 from kaspro_sandbox.paths import ACCOUNT_INQUIRY_PATH as INQUIRY
 from kaspro_sandbox.runner import bind_socket
+from kaspro_sandbox.transport import WATCH_LONGER_WAITS_THAN_SECONDS, hold
 
 from .partner_client import FakeClock, MoneyPartner, Partner, request_id
 
@@ -136,6 +137,21 @@ async def test_seeded_sandboxes_send_the_same_otps() -> None:
                     await partner.get("/pil-partner-get-otp/", "081234567890")
                     otps.append(sandbox.state.otps["081234567890"].code)
     assert otps[:3] == otps[3:]
+
+
+async def _client_gone() -> dict[str, str]:
+    return {"type": "http.disconnect"}
+
+
+async def test_a_long_hold_ends_when_the_client_goes_away() -> None:
+    # An hour's hold: without watching the connection this would outlast the guard.
+    async with asyncio.timeout(30):
+        assert await hold(_client_gone, 3600.0) is True
+
+
+async def test_a_short_hold_is_only_slept() -> None:
+    assert await hold(_client_gone, WATCH_LONGER_WAITS_THAN_SECONDS / 100) is False
+    assert await hold(_client_gone, 0.0) is False
 
 
 def test_command_line_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
