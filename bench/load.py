@@ -2,6 +2,12 @@
 
 Runs in its own process (``python -m bench.load``) so its CPU is not the server's.
 Prints one JSON object: calls, errors by code, latency percentiles, calls/s.
+
+With ``--warmup W`` the run lasts W + D seconds and the calls started in the first W
+are the warm-up: they run and their errors count, but their latencies and number are
+reported apart (``warmup_calls``, ``warmup_p99_ms``), not in the percentiles or calls/s.
+Before it, every caller's first call also opens connections (the service's to KasPro,
+1,000 at once with 1,000 in flight), which is start-up, not the steady state measured.
 """
 
 from __future__ import annotations
@@ -38,9 +44,24 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     lags: list[float] = field(default_factory=list)
+    warmup_latencies: list[float] = field(default_factory=list)
+    # perf_counter() time from which a call's start counts it as measured
+    measured_from: float = 0.0
+
+    def succeeded(self, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        if started >= self.measured_from:
+            self.latencies.append(elapsed)
+        else:
+            self.warmup_latencies.append(elapsed)
+
+    def finished(self) -> int:
+        """Calls finished so far, warm-up and errors included."""
+        return len(self.latencies) + len(self.warmup_latencies) + sum(self.errors.values())
 
     def summary(self, seconds: float) -> dict[str, Any]:
         done = sorted(self.latencies)
+        warmup = sorted(self.warmup_latencies)
 
         def pct(values: list[float], p: float) -> float:
             if not values:
@@ -56,18 +77,29 @@ class Stats:
             "p50_ms": pct(done, 0.50),
             "p90_ms": pct(done, 0.90),
             "p99_ms": pct(done, 0.99),
+            "warmup_calls": len(warmup),
+            "warmup_p99_ms": pct(warmup, 0.99),
             "lag_events": len(lags),
             "lag_p50_ms": pct(lags, 0.50),
             "lag_p99_ms": pct(lags, 0.99),
         }
 
 
-async def run(call: Call, concurrency: int, duration: float, stats: Stats, calls: int = 0) -> float:
-    """Call in a closed loop until ``duration`` is over (or ``calls`` calls are done)."""
-    deadline = time.perf_counter() + duration
+async def run(
+    call: Call,
+    concurrency: int,
+    duration: float,
+    stats: Stats,
+    calls: int = 0,
+    warmup: float = 0.0,
+) -> float:
+    """Call in a closed loop for ``warmup`` + ``duration`` seconds (or until ``calls``
+    calls are done); the measured seconds."""
+    stats.measured_from = time.perf_counter() + warmup
+    deadline = stats.measured_from + duration
 
     def going() -> bool:
-        if calls and len(stats.latencies) + sum(stats.errors.values()) >= calls:
+        if calls and stats.finished() >= calls:
             return False
         return time.perf_counter() < deadline
 
@@ -82,16 +114,18 @@ async def run(call: Call, concurrency: int, duration: float, stats: Stats, calls
             except Exception as exc:
                 stats.errors[type(exc).__name__] += 1
             else:
-                stats.latencies.append(time.perf_counter() - started)
+                stats.succeeded(started)
             i += 1
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return time.perf_counter() - started
+    return time.perf_counter() - stats.measured_from
 
 
-async def run_open(call: Call, rate: float, duration: float, stats: Stats) -> float:
-    """Open loop: start a call every 1/rate seconds whatever the earlier ones are doing."""
+async def run_open(
+    call: Call, rate: float, duration: float, stats: Stats, warmup: float = 0.0
+) -> float:
+    """Open loop: start a call every 1/rate seconds whatever the earlier ones are doing,
+    for ``warmup`` + ``duration`` seconds; the measured seconds."""
 
     async def one(n: int) -> None:
         started = time.perf_counter()
@@ -102,17 +136,18 @@ async def run_open(call: Call, rate: float, duration: float, stats: Stats) -> fl
         except Exception as exc:
             stats.errors[type(exc).__name__] += 1
         else:
-            stats.latencies.append(time.perf_counter() - started)
+            stats.succeeded(started)
 
     started = time.perf_counter()
+    stats.measured_from = started + warmup
     tasks = []
     n = 0
-    while (now := time.perf_counter()) < started + duration:
+    while (now := time.perf_counter()) < stats.measured_from + duration:
         tasks.append(asyncio.create_task(one(n)))
         n += 1
         await asyncio.sleep(max(started + n / rate - now, 0))
     await asyncio.gather(*tasks)
-    return time.perf_counter() - started
+    return time.perf_counter() - stats.measured_from
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -280,9 +315,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settle_collector()
     cpu_before = time.process_time()
     if args.rate:
-        seconds = await run_open(call, args.rate, args.duration, stats)
+        seconds = await run_open(call, args.rate, args.duration, stats, args.warmup)
     else:
-        seconds = await run(call, args.concurrency, args.duration, stats, args.calls)
+        seconds = await run(call, args.concurrency, args.duration, stats, args.calls, args.warmup)
     cpu_seconds = time.process_time() - cpu_before
     if watcher is not None:
         await asyncio.sleep(0.5)
@@ -290,8 +325,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     for c in channels:
         await c.close()
     summary = stats.summary(seconds)
-    # The generator shares the machine too: its CPU belongs in the arithmetic.
-    summary["generator_cpu_s_per_1000"] = round(cpu_seconds / max(summary["calls"], 1) * 1000, 3)
+    # The generator shares the machine too: its CPU belongs in the arithmetic (per call
+    # made, warm-up included: its CPU time covers them all).
+    made = max(summary["calls"] + summary["warmup_calls"], 1)
+    summary["generator_cpu_s_per_1000"] = round(cpu_seconds / made * 1000, 3)
     return summary
 
 
@@ -319,6 +356,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--calls", type=int, default=0, help="stop after this many calls")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop: calls per second")
+    parser.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds of calls before the measured ones"
+    )
     args = parser.parse_args()
     import uvloop
 

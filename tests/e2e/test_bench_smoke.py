@@ -49,6 +49,7 @@ def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -
         assert result["calls"] > 0, name
         assert result["errors"] == {}, name
         assert result["generator_cpu_s_per_1000"] > 0, name
+        assert result["warmup_calls"] > 0, name  # a warm-up ran and was kept apart
     assert report["results"]["ceiling"]["echo_cpu_s_per_1000"] > 0
     service = report["results"]["get_account"]
     assert service["service_cpu_s_per_1000"] > 0
