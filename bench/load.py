@@ -5,9 +5,10 @@ Prints one JSON object: calls, errors by code, latency percentiles, calls/s.
 
 With ``--warmup W`` the run lasts W + D seconds and the calls started in the first W
 are the warm-up: they run and their errors count, but their latencies and number are
-reported apart (``warmup_calls``, ``warmup_p99_ms``), not in the percentiles or calls/s.
-Before it, every caller's first call also opens connections (the service's to KasPro,
-1,000 at once with 1,000 in flight), which is start-up, not the steady state measured.
+reported apart (``warmup_calls``, ``warmup_p99_ms``), not in the percentiles or calls/s
+(WatchEvents lags are counted from the start, warm-up included). Every caller's first
+call opens connections (the service's to KasPro: 1,000 at once with 1,000 in flight),
+which is start-up, not the steady state measured.
 """
 
 from __future__ import annotations

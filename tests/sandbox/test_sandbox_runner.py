@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -30,13 +32,20 @@ async def test_port_zero_serves_on_a_real_port_until_stopped() -> None:
             await client.get("/_sandbox/customers")
 
 
-async def test_request_log_keeps_the_newest_entries_and_counts_the_dropped() -> None:
-    clock = FakeClock()
-    config = SandboxConfig(clock=clock, request_log_size=2)
+@contextlib.asynccontextmanager
+async def control_client(config: SandboxConfig | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a sandbox started for the test (stopped after it)."""
     async with (
         await start_sandbox(config) as sandbox,
         httpx.AsyncClient(base_url=sandbox.base_url) as http,
     ):
+        yield http
+
+
+async def test_request_log_keeps_the_newest_entries_and_counts_the_dropped() -> None:
+    clock = FakeClock()
+    config = SandboxConfig(clock=clock, request_log_size=2)
+    async with control_client(config) as http:
         partner = Partner(http, clock)
         for number in ("081200000001", "081200000002", "081200000003"):
             await partner.get(INQUIRY, number)  # after the token request: 4 entries
@@ -55,10 +64,7 @@ async def test_request_log_keeps_the_newest_entries_and_counts_the_dropped() -> 
 
 
 async def test_gateway_paths_keep_the_routers_answers_to_other_methods_and_paths() -> None:
-    async with (
-        await start_sandbox() as sandbox,
-        httpx.AsyncClient(base_url=sandbox.base_url) as http,
-    ):
+    async with control_client() as http:
         assert (await http.post(INQUIRY)).status_code == 405  # a GET path
         assert (await http.get(INQUIRY.rstrip("/"))).status_code == 404  # no slash redirect
         assert (await http.get(INQUIRY + "x")).status_code == 404
@@ -73,10 +79,7 @@ async def test_gateway_paths_keep_the_routers_answers_to_other_methods_and_paths
 async def test_a_request_log_of_size_zero_keeps_nothing() -> None:
     clock = FakeClock()
     config = SandboxConfig(clock=clock, request_log_size=0)
-    async with (
-        await start_sandbox(config) as sandbox,
-        httpx.AsyncClient(base_url=sandbox.base_url) as http,
-    ):
+    async with control_client(config) as http:
         await Partner(http, clock).get(INQUIRY, "081200000001")
         log = await http.get("/_sandbox/requests")
         assert log.json() == []
