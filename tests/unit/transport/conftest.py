@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import pytest
 import uvloop
 
-from .servers import Handler, Serve, Server, ok, stop
+from .servers import Handler, Listeners, Serve, Server, ok
 
 
 def pytest_asyncio_loop_factories(
@@ -21,16 +21,10 @@ def pytest_asyncio_loop_factories(
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
-    servers: list[tuple[asyncio.Server, Server]] = []
+    listeners = Listeners()
 
     async def start(handler: Handler = ok, *, tls: ssl.SSLContext | None = None) -> Server:
-        server = Server(handler)
-        listening = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=tls)
-        servers.append((listening, server))
-        server.port = listening.sockets[0].getsockname()[1]
-        return server
+        return await listeners.start(Server(handler), tls)
 
     yield start
-    for listening, server in servers:
-        listening.close()
-        await stop(server.tasks)
+    await listeners.close()

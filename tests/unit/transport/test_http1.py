@@ -35,47 +35,44 @@ from wallet_service.kaspro.transport import (
     WireResponse,
 )
 
-from .servers import Handler, Serve, Server, answer, request, request_line, started, stop
+from .servers import (
+    Handler,
+    Listener,
+    Listeners,
+    Serve,
+    Server,
+    answer,
+    request,
+    request_line,
+)
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
 
 @dataclass
-class Proxy:
+class Proxy(Listener):
     """Reads one request head per connection and records it. ``reply`` None: says nothing
     (until the client goes); a 200: tunnels both ways to the ``CONNECT`` target; anything
     else: is written, then the connection closed."""
 
     reply: bytes | None
     heads: list[bytes] = field(default_factory=list)
-    closed: int = 0
-    port: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        started(self.tasks)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.heads.append(head)
-            if self.reply is None:
-                await reader.read()  # until the client closes
-            elif self.reply.startswith(b"HTTP/1.1 200 "):
-                target = head.split(b"\r\n")[0].split(b" ")[1].decode()
-                host, _, port = target.rpartition(":")
-                upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
-                writer.write(self.reply)
-                await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-            else:
-                writer.write(self.reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except asyncio.CancelledError:
-            pass  # the test is over (see stop)
-        finally:
-            self.closed += 1
-            writer.close()
+    async def talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        if self.reply is None:
+            await reader.read()  # until the client closes
+        elif self.reply.startswith(b"HTTP/1.1 200 "):
+            target = head.split(b"\r\n")[0].split(b" ")[1].decode()
+            host, _, port = target.rpartition(":")
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            writer.write(self.reply)
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        else:
+            writer.write(self.reply)
+            await writer.drain()
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -140,19 +137,13 @@ def no_proxy_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[StartProxy]:
-    servers: list[tuple[asyncio.Server, Proxy]] = []
+    listeners = Listeners()
 
     async def start(reply: bytes | None) -> Proxy:
-        one = Proxy(reply)
-        listening = await asyncio.start_server(one.serve, "127.0.0.1", 0)
-        servers.append((listening, one))
-        one.port = listening.sockets[0].getsockname()[1]
-        return one
+        return await listeners.start(Proxy(reply))
 
     yield start
-    for listening, one in servers:
-        listening.close()
-        await stop(one.tasks)
+    await listeners.close()
 
 
 @pytest.fixture
