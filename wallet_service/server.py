@@ -158,7 +158,6 @@ async def start(
             corporate=config.kaspro_corporate_account,
         ),
         config.limits,
-        config.idempotency_lease_seconds,
     )
     funding = Funding(
         onboarding,

@@ -24,6 +24,7 @@ from .conftest import (
     CANONICAL,
     DEADLINE,
     E164,
+    INQUIRY_PATH,
     LOCAL,
     NATIONAL,
     OTHER_E164,
@@ -356,6 +357,63 @@ async def test_concurrent_identical_transfers_move_money_once(h: Harness) -> Non
     replay = await send(h, transfer())
     assert (replay.transaction_id, replay.status) == (transactions[0].transaction_id, SUCCEEDED)
     assert len(await p2p_calls(h)) == 1
+
+
+async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_reused(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    # KasPro executes the transfer and answers a second later.
+    await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
+    first = asyncio.create_task(send(h, transfer()))
+
+    async def executed() -> bool:
+        return any(x["type"] == "P2P" for x in await h.sandbox_transactions())
+
+    await wait_for(executed)
+    same = await expect_failure(send(h, transfer()))
+    other = await expect_failure(send(h, transfer(26_000)))
+
+    assert not first.done()
+    assert_failure(same, grpc.StatusCode.ABORTED, "REQUEST_IN_PROGRESS")
+    assert same.retry_delay is not None
+    assert_failure(other, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    done = await first
+    assert done.status == SUCCEEDED
+    assert len(await p2p_calls(h)) == 1
+    balances = await h.sandbox_balances()
+    assert (balances["subscribers"][LOCAL], balances["subscribers"][OTHER_LOCAL]) == (
+        75_000,
+        25_000,
+    )
+    await h.assert_books_agree()
+    # Once it has ended, the same request replays it and the other is still refused.
+    assert (await send(h, transfer())).transaction_id == done.transaction_id
+    again = await expect_failure(send(h, transfer(26_000)))
+    assert_failure(again, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    assert len(await p2p_calls(h)) == 1
+
+
+async def test_kaspro_unavailable_during_the_checks_decides_nothing(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    books = await Books.take(h)
+    after = await last_sequence(h)
+    # The receiver's balance-cap check asks KasPro for its account first.
+    await h.arm_fault(INQUIRY_PATH, "http_500")
+
+    failure = await expect_failure(send(h, transfer()))
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    await books.assert_unchanged(h)
+    assert await h.events(after) == []  # no transaction was created
+    # Not a decision: the same request runs again, and moves the money once.
+    sent = await send(h, transfer())
+    assert sent.status == SUCCEEDED
+    assert len(await p2p_calls(h)) == 1
+    assert (await h.sandbox_balances())["subscribers"][OTHER_LOCAL] == 25_000
+    await h.assert_books_agree()
 
 
 async def test_same_request_id_for_another_amount_is_refused(h: Harness) -> None:

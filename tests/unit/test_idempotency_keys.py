@@ -1,7 +1,10 @@
-"""Idempotency keys: a duplicate in flight waits; a key left by a dead process does not."""
+"""Idempotency keys: a duplicate in flight waits; a key left by a dead process does not;
+a money request's key is written once, decided, and read without a transaction."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 from wallet_service.store import idempotency
@@ -28,8 +31,7 @@ async def test_a_key_held_by_a_killed_process_is_taken_over_at_once(tmp_path: Pa
     path = str(tmp_path / "w.db")
     dead = await Database.open(path)
     await idempotency.claim(dead, KEY, HASH, 1000.0, 120.0)
-    async with dead.transaction() as tx:
-        await idempotency.attach_operation(tx, KEY, "txn_1")
+    await _set_operation(dead, "txn_1")
     await dead.close()  # the process is gone; its key is still 'running', lease unexpired
 
     alive = await Database.open(path)
@@ -39,44 +41,113 @@ async def test_a_key_held_by_a_killed_process_is_taken_over_at_once(tmp_path: Pa
         assert (claim.kind, claim.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
         other = await idempotency.claim(alive, KEY, b"x" * 32, 1001.0, 120.0)
         assert other.kind is idempotency.ClaimKind.REUSED
+        # A money request looking at the key gets the same answers, without writing.
+        looked = await idempotency.look(alive, KEY, HASH, 1001.0)
+        assert looked is not None
+        assert (looked.kind, looked.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
     finally:
         await alive.close()
 
 
-async def test_peek_answers_a_decided_key_and_a_reused_one_without_a_transaction(
+async def test_a_recorded_key_replays_its_operation_or_refusal(tmp_path: Path) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    refused = idempotency.Key("app", "Transfer", "req-2")
+    try:
+        assert await idempotency.look(db, KEY, HASH, 1000.0) is None  # unknown: it runs
+        async with db.transaction() as tx:
+            made = await idempotency.record_in(
+                tx, KEY, HASH, 1000.0, operation_id="txn_1", response=None
+            )
+            no = await idempotency.record_in(
+                tx, refused, HASH, 1000.0, operation_id=None, response=b"refusal"
+            )
+        assert (made.kind, no.kind) == (idempotency.ClaimKind.NEW, idempotency.ClaimKind.NEW)
+
+        replay = await idempotency.look(db, KEY, HASH, 1001.0)
+        refusal = await idempotency.look(db, refused, HASH, 1001.0)
+        reused = await idempotency.look(db, KEY, b"x" * 32, 1001.0)
+
+        assert replay == idempotency.Claim(idempotency.ClaimKind.REPLAY, None, "txn_1")
+        assert refusal == idempotency.Claim(idempotency.ClaimKind.REPLAY, b"refusal", None)
+        assert reused == idempotency.Claim(idempotency.ClaimKind.REUSED)
+        # Recording again changes nothing and says what the key holds.
+        async with db.transaction() as tx:
+            again = await idempotency.record_in(
+                tx, KEY, HASH, 1002.0, operation_id="txn_2", response=None
+            )
+        assert again == replay
+        assert await idempotency.look(db, KEY, HASH, 1003.0) == replay
+    finally:
+        await db.close()
+
+
+async def test_record_takes_over_a_dead_requests_key_unless_it_made_an_operation(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "w.db")
+    other = idempotency.Key("app", "Transfer", "req-2")
+    dead = await Database.open(path)
+    await idempotency.claim(dead, KEY, HASH, 1000.0, 120.0)  # died before creating
+    await idempotency.claim(dead, other, HASH, 1000.0, 120.0)
+    await _set_operation(dead, "txn_1", other)  # died after creating txn_1
+    await dead.close()
+
+    alive = await Database.open(path)
+    try:
+        assert await idempotency.look(alive, KEY, HASH, 1001.0) is None  # it may run
+        async with alive.transaction() as tx:
+            taken = await idempotency.record_in(
+                tx, KEY, HASH, 1001.0, operation_id="txn_2", response=None
+            )
+            kept = await idempotency.record_in(
+                tx, other, HASH, 1001.0, operation_id="txn_3", response=None
+            )
+        assert taken.kind is idempotency.ClaimKind.NEW
+        assert (kept.kind, kept.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
+        looked = await idempotency.look(alive, KEY, HASH, 1002.0)
+        assert looked == idempotency.Claim(idempotency.ClaimKind.REPLAY, None, "txn_2")
+        looked = await idempotency.look(alive, other, HASH, 1002.0)
+        assert looked is not None
+        assert looked.operation_id == "txn_1"
+    finally:
+        await alive.close()
+
+
+async def test_look_waits_for_an_open_transaction_and_never_sees_what_rolls_back(
     tmp_path: Path,
 ) -> None:
     db = await Database.open(str(tmp_path / "w.db"))
     try:
-        assert await idempotency.peek(db, KEY, HASH) is None  # unknown: claim decides
-        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
-        assert await idempotency.peek(db, KEY, HASH) is None  # running: claim decides
+        with contextlib.suppress(RuntimeError):
+            async with db.transaction() as tx:
+                await idempotency.record_in(
+                    tx, KEY, HASH, 1000.0, operation_id="txn_1", response=None
+                )
+                # Another request looks while this transaction is open (its coroutine
+                # suspended here): the row it would read is not committed.
+                looking = asyncio.ensure_future(idempotency.look(db, KEY, HASH, 1000.0))
+                await asyncio.sleep(0.01)
+                assert not looking.done()
+                raise RuntimeError("rolled back")
+        assert await looking is None
+
         async with db.transaction() as tx:
-            await idempotency.attach_operation(tx, KEY, "txn_1")
-        await idempotency.complete(db, KEY, None)
-
-        replay = await idempotency.peek(db, KEY, HASH)
-        reused = await idempotency.peek(db, KEY, b"x" * 32)
-
-        assert replay is not None
-        assert (replay.kind, replay.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
-        assert reused is not None
-        assert reused.kind is idempotency.ClaimKind.REUSED
+            await idempotency.record_in(tx, KEY, HASH, 1000.0, operation_id="txn_2", response=None)
+            looking = asyncio.ensure_future(idempotency.look(db, KEY, HASH, 1000.0))
+            await asyncio.sleep(0.01)
+            assert not looking.done()
+        looked = await looking
+        assert looked is not None
+        assert looked.operation_id == "txn_2"
     finally:
         await db.close()
 
 
-async def test_peek_does_not_see_a_decision_that_is_not_committed(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
-    try:
-        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
-        async with db.transaction() as tx:
-            await idempotency.complete_in(tx, KEY, b"outcome")
-            # Another request peeks while this transaction is open (its coroutine
-            # suspended here): the 'done' it would read could still be rolled back.
-            assert await idempotency.peek(db, KEY, HASH) is None
-        claim = await idempotency.peek(db, KEY, HASH)
-        assert claim is not None
-        assert (claim.kind, claim.stored) == (idempotency.ClaimKind.REPLAY, b"outcome")
-    finally:
-        await db.close()
+async def _set_operation(db: Database, operation_id: str, key: idempotency.Key = KEY) -> None:
+    """What the claim protocol's holder wrote once it had created its operation."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            """UPDATE idempotency_keys SET operation_id = ?
+               WHERE caller = ? AND method = ? AND request_id = ?""",
+            (operation_id, key.caller, key.method, key.request_id),
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wallet_service.domain.money import RideStatus, TxStatus, TxType
+from wallet_service.domain.records import RidePayment, Transaction
 from wallet_service.store import money
 from wallet_service.store.database import Database
 
@@ -32,3 +34,85 @@ async def test_the_monthly_volume_is_summed_from_an_index_alone(tmp_path: Path) 
         assert await money.volume_since(db, "other", 0.0) == 0
     finally:
         await db.close()
+
+
+async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        hold, capture, tip = (
+            _transaction(TxType.RIDE_HOLD, "t-hold"),
+            _transaction(TxType.RIDE_CAPTURE, "t-capture"),
+            _transaction(TxType.TIP, "t-tip"),
+        )
+        stray = _transaction(TxType.RIDE_VOID, "t-stray")  # names the ride, is not its
+        ride = RidePayment(
+            ride_id="ride-1",
+            status=RideStatus.CAPTURING,
+            passenger="628111",
+            held_amount_idr=10_000,
+            expire_time=9e9,
+            hold_transaction=hold.id,
+            settle_transaction=capture.id,
+            create_time=1.0,
+            update_time=1.0,
+        )
+        async with db.transaction() as tx:
+            await money.insert_ride(tx, ride)
+            statements: list[str] = []
+            db._conn.set_trace_callback(statements.append)
+            try:
+                found = [await money.ride_of_transaction(tx, t) for t in (hold, capture)]
+                missing = [await money.ride_of_transaction(tx, t) for t in (tip, stray)]
+            finally:
+                db._conn.set_trace_callback(None)
+            plans = [
+                " ".join(row["detail"] for row in await tx.fetch_all(f"EXPLAIN QUERY PLAN {sql}"))
+                for sql in statements
+            ]
+
+        assert found == [ride, ride]
+        assert missing == [None, None]
+        assert len(statements) == 3  # the tip is not a ride payment's: not read at all
+        assert all("SEARCH ride_payments USING INDEX" in plan for plan in plans), plans
+    finally:
+        await db.close()
+
+
+async def test_parked_callbacks_come_from_their_index_in_arrival_order(tmp_path: Path) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {money.PARKED_CALLBACKS_SQL}", (0.0, 10))
+        details = " ".join(row["detail"] for row in plan)
+        assert "USING INDEX callbacks_to_retry" in details
+        assert "SCAN callbacks" not in details
+
+        states = [("parked", 50.0), ("applied", None), ("verify", 10.0), ("parked", 500.0)]
+        states.append(("parked", 5.0))  # due soonest, received last
+        due = []
+        for n, (status, next_try_at) in enumerate(states):
+            callback_id = await money.store_callback(db, b"{}", "", "", float(n))
+            async with db.transaction() as tx:
+                await money.mark_callback(tx, callback_id, status, next_try_at=next_try_at)
+            if next_try_at is not None and next_try_at <= 100.0:
+                due.append(callback_id)
+
+        rows = await money.parked_callbacks(db, 100.0, 10)
+        assert [row["id"] for row in rows] == due  # received first, tried first
+        assert [row["id"] for row in await money.parked_callbacks(db, 100.0, 2)] == due[:2]
+    finally:
+        await db.close()
+
+
+def _transaction(type_: TxType, id_: str) -> Transaction:
+    return Transaction(
+        id=id_,
+        type=type_,
+        status=TxStatus.PENDING,
+        amount_idr=10_000,
+        mobile_number="628111",
+        ride_id="ride-1",
+        create_time=1.0,
+        update_time=1.0,
+    )

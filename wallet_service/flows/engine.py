@@ -427,7 +427,7 @@ class Engine:
         if moved is None:
             return
         await self.event(tx, moved, now)
-        ride = await rows.ride_of_transaction(tx, transaction.id)
+        ride = await rows.ride_of_transaction(tx, transaction)
         if ride is None:
             return
         target = {
@@ -464,7 +464,7 @@ class Engine:
         if moved is None:
             return
         await self.event(tx, moved, now)
-        ride = await rows.ride_of_transaction(tx, transaction.id)
+        ride = await rows.ride_of_transaction(tx, transaction)
         if ride is not None and transaction.type is TxType.RIDE_HOLD:
             await self.move_ride(tx, ride, RideStatus.FAILED, now, reason=reason)
 

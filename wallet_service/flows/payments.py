@@ -2,29 +2,28 @@
 QRIS, and top-ups told by KasPro.
 
 Every use case has the same recovery points (see docs/money.md):
-1. claim the idempotency key (its own transaction);
+1. look up the idempotency key, and hold it in this process while the request runs;
 2. check what can be checked before KasPro (linked wallet, limits) — a refusal here is
    a decision and is stored under the key;
 3. create the operation: transaction, ride payment, attempts with their references,
-   events, and the key's link to the operation — one database transaction;
+   events, and the key (decided: it names the operation) — one database transaction;
 4. send the attempts and apply each answer through ``Engine.apply``;
 5. answer with the operation's current state. A retry with the same key skips to 5.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from wallet_service.domain import money
 from wallet_service.domain.account import AccountType
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.money import Limits, RideStatus, TxStatus, TxType
 from wallet_service.domain.phone import MobileNumber
-from wallet_service.domain.records import RidePayment, Transaction
+from wallet_service.domain.records import Attempt, RidePayment, Transaction
 from wallet_service.flows.engine import (
     EXPIRED_REASON,
     FEE,
@@ -78,6 +77,18 @@ class BankAccount:
 
 
 Operation = Transaction | RidePayment
+# A new operation's transaction and the attempts to send for it.
+Created = tuple[Transaction, list[Attempt]]
+T = TypeVar("T")
+
+
+class _KeyTaken(Exception):
+    """The key was decided already when the operation was to be recorded with it (by a
+    process that died): the creation rolls back, and the request answers with this."""
+
+    def __init__(self, claim: idempotency.Claim) -> None:
+        super().__init__(claim.kind.value)
+        self.claim = claim
 
 
 class Payments:
@@ -87,14 +98,15 @@ class Payments:
         onboarding: Onboarding,
         accounts: PlatformAccounts,
         limits: Limits,
-        lease_seconds: float,
     ) -> None:
         self._engine = engine
         self._db = engine.db
         self._onboarding = onboarding
         self._accounts = accounts
         self._limits = limits
-        self._lease = lease_seconds
+        # Idempotency keys of the money requests running in this process, with their
+        # request hashes (see _keyed).
+        self._running: dict[idempotency.Key, bytes] = {}
 
     # Use cases.
 
@@ -170,7 +182,7 @@ class Payments:
             await self._require_linked(mobile)
             await self._require_monthly_room(mobile, amount_idr)
 
-        async def create(tx: DbTx, now: float) -> Transaction:
+        async def create(tx: DbTx, now: float) -> Created:
             if bank is not None:
                 details: dict[str, Any] = {
                     "bank_code": bank.bank_code,
@@ -185,7 +197,7 @@ class Payments:
                 endpoint, sink = "retail", money.EXTERNAL_RETAIL
                 args = {"mobile": mobile.canonical, "channel": outlet}
             t = self._transaction(TxType.CASH_OUT, mobile, amount_idr, now, details=details)
-            await self._insert(
+            return await self._insert(
                 tx,
                 t,
                 [
@@ -200,7 +212,6 @@ class Payments:
                 ],
                 now,
             )
-            return t
 
         return await self._run_transaction(request, checks, create, timeout=timeout)
 
@@ -218,7 +229,7 @@ class Payments:
             await self._require_linked(mobile)
             await self._require_monthly_room(mobile, amount_idr)
 
-        async def create(tx: DbTx, now: float) -> Transaction:
+        async def create(tx: DbTx, now: float) -> Created:
             t = self._transaction(
                 TxType.QRIS_PAYMENT,
                 mobile,
@@ -226,7 +237,7 @@ class Payments:
                 now,
                 details={"merchant_name": merchant_name},
             )
-            await self._insert(
+            return await self._insert(
                 tx,
                 t,
                 [
@@ -241,7 +252,6 @@ class Payments:
                 ],
                 now,
             )
-            return t
 
         return await self._run_transaction(request, checks, create, timeout=timeout)
 
@@ -254,61 +264,62 @@ class Payments:
         *,
         timeout: float | None,
     ) -> RidePayment:
-        claim = await self._claim(request)
-        if claim is not None:
-            return await self._replay_ride(claim)
-        try:
-            await self._require_linked(passenger)
-            await self._require_monthly_room(passenger, amount_idr)
-        except WalletError as exc:
-            await self._refused(request, exc)
-            raise
-        except BaseException:
-            await self._release(request)
-            raise
-        try:
-            async with self._db.transaction() as tx:
-                if await rows.load_ride(tx, ride_id) is not None:
-                    raise WalletError(
-                        Reason.IDEMPOTENCY_KEY_REUSED,
-                        "this ride already has a payment, authorized by another request",
-                    )
-                now = self._engine.now()
-                hold = self._transaction(
-                    TxType.RIDE_HOLD, passenger, amount_idr, now, ride_id=ride_id
+        async def run() -> idempotency.Claim:
+            try:
+                await self._require_linked(passenger)
+                await self._require_monthly_room(passenger, amount_idr)
+            except WalletError as exc:
+                return await self._refuse(request, exc)
+            try:
+                attempt = await self._create_hold(request, ride_id, passenger, amount_idr)
+            except WalletError as exc:
+                return await self._refuse(request, exc)
+            except _KeyTaken as taken:
+                return taken.claim
+            await self._send_all([attempt], timeout=timeout)
+            return _made(_ride_operation(ride_id))
+
+        return await self._keyed(request, run, self._replay_ride)
+
+    async def _create_hold(
+        self, request: Request, ride_id: str, passenger: MobileNumber, amount_idr: int
+    ) -> Attempt:
+        async with self._db.transaction() as tx:
+            if await rows.load_ride(tx, ride_id) is not None:
+                raise WalletError(
+                    Reason.IDEMPOTENCY_KEY_REUSED,
+                    "this ride already has a payment, authorized by another request",
                 )
-                ride = RidePayment(
-                    ride_id=ride_id,
-                    status=RideStatus.AUTHORIZING,
-                    passenger=passenger.canonical,
-                    held_amount_idr=amount_idr,
-                    expire_time=now + self._limits.hold_lifetime_seconds,
-                    hold_transaction=hold.id,
-                    create_time=now,
-                    update_time=now,
-                )
-                attempt = self._engine.new_attempt(
-                    kaspro_request_id("ride", ride_id, HOLD),
-                    hold,
-                    HOLD,
-                    "payment",
-                    {
-                        "payer": passenger.canonical,
-                        "amount": amount_idr,
-                        "reference": hold.id,
-                        "destination": self._accounts.escrow,
-                    },
-                    money.movement(money.subscriber(passenger), money.ESCROW, amount_idr),
-                )
-                await self._insert(tx, hold, [attempt], now)
-                await rows.insert_ride(tx, ride)
-                await rows.append_event(tx, RIDE_PAYMENT_UPDATED, ride_id, rows.snapshot(ride), now)
-                await idempotency.attach_operation(tx, request.key, _ride_operation(ride_id))
-        except WalletError as exc:
-            await self._refused(request, exc)
-            raise
-        await self._send_and_settle_key(request, [attempt], timeout=timeout)
-        return await self._render_ride(ride_id)
+            now = self._engine.now()
+            hold = self._transaction(TxType.RIDE_HOLD, passenger, amount_idr, now, ride_id=ride_id)
+            ride = RidePayment(
+                ride_id=ride_id,
+                status=RideStatus.AUTHORIZING,
+                passenger=passenger.canonical,
+                held_amount_idr=amount_idr,
+                expire_time=now + self._limits.hold_lifetime_seconds,
+                hold_transaction=hold.id,
+                create_time=now,
+                update_time=now,
+            )
+            attempt = self._engine.new_attempt(
+                kaspro_request_id("ride", ride_id, HOLD),
+                hold,
+                HOLD,
+                "payment",
+                {
+                    "payer": passenger.canonical,
+                    "amount": amount_idr,
+                    "reference": hold.id,
+                    "destination": self._accounts.escrow,
+                },
+                money.movement(money.subscriber(passenger), money.ESCROW, amount_idr),
+            )
+            await self._insert(tx, hold, [attempt], now)
+            await rows.insert_ride(tx, ride)
+            await rows.append_event(tx, RIDE_PAYMENT_UPDATED, ride_id, rows.snapshot(ride), now)
+            await self._record(tx, request, _ride_operation(ride_id))
+            return attempt
 
     async def capture_ride(
         self,
@@ -320,120 +331,125 @@ class Payments:
         *,
         timeout: float | None,
     ) -> RidePayment:
-        claim = await self._claim(request)
-        if claim is not None:
-            return await self._replay_ride(claim)
-        try:
-            ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "captured")
+        async def run() -> idempotency.Claim:
             try:
-                split = money.split_capture(ride.held_amount_idr, final_fare_idr, platform_fee_idr)
-            except ValueError as exc:
-                raise WalletError(Reason.INVALID_STATE, str(exc)) from None
-            if split.driver_payout_idr:
-                await self._require_room(driver, split.driver_payout_idr, timeout=timeout)
-            # Payouts go to drivers who proved their number, like every money receiver
-            # (checked after KasPro's NOT_FOUND, which says more about a stranger).
-            await self._require_linked(driver, role="driver")
-        except WalletError as exc:
-            await self._refused(request, exc)
-            raise
-        except BaseException:
-            await self._release(request)
-            raise
+                ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "captured")
+                try:
+                    split = money.split_capture(
+                        ride.held_amount_idr, final_fare_idr, platform_fee_idr
+                    )
+                except ValueError as exc:
+                    raise WalletError(Reason.INVALID_STATE, str(exc)) from None
+                if split.driver_payout_idr:
+                    await self._require_room(driver, split.driver_payout_idr, timeout=timeout)
+                # Payouts go to drivers who proved their number, like every money receiver
+                # (checked after KasPro's NOT_FOUND, which says more about a stranger).
+                await self._require_linked(driver, role="driver")
+            except WalletError as exc:
+                return await self._refuse(request, exc)
+            try:
+                attempts = await self._create_capture(request, ride, driver, split)
+            except WalletError as exc:  # a concurrent capture or void got there first
+                return await self._refuse(request, exc)
+            except _KeyTaken as taken:
+                return taken.claim
+            await self._send_all(attempts, timeout=timeout)
+            return _made(_ride_operation(ride_id))
+
+        return await self._keyed(request, run, self._replay_ride)
+
+    async def _create_capture(
+        self, request: Request, ride: RidePayment, driver: MobileNumber, split: money.Capture
+    ) -> list[Attempt]:
+        ride_id = ride.ride_id
         passenger = _number(ride.passenger)
         escrow = account_party(self._accounts.escrow)
-        try:
-            async with self._db.transaction() as tx:
-                now = self._engine.now()
-                capture = self._transaction(
-                    TxType.RIDE_CAPTURE,
-                    passenger,
-                    ride.held_amount_idr,
-                    now,
-                    counterparty=driver.canonical,
-                    ride_id=ride_id,
+        async with self._db.transaction() as tx:
+            now = self._engine.now()
+            capture = self._transaction(
+                TxType.RIDE_CAPTURE,
+                passenger,
+                ride.held_amount_idr,
+                now,
+                counterparty=driver.canonical,
+                ride_id=ride_id,
+            )
+            legs = [
+                (
+                    PAYOUT,
+                    split.driver_payout_idr,
+                    subscriber_party(driver),
+                    money.subscriber(driver),
+                ),
+                (
+                    FEE,
+                    split.platform_fee_idr,
+                    account_party(self._accounts.corporate),
+                    money.CORPORATE,
+                ),
+                (
+                    REFUND,
+                    split.refund_idr,
+                    subscriber_party(passenger),
+                    money.subscriber(passenger),
+                ),
+            ]
+            attempts = [
+                self._engine.new_attempt(
+                    kaspro_request_id("ride", ride_id, leg),
+                    capture,
+                    leg,
+                    "p2p",
+                    {
+                        "source": escrow,
+                        "destination": target,
+                        "amount": amount,
+                        "note": f"ride {ride_id} {leg}",
+                    },
+                    money.movement(money.ESCROW, account, amount),
                 )
-                legs = [
-                    (
-                        PAYOUT,
-                        split.driver_payout_idr,
-                        subscriber_party(driver),
-                        money.subscriber(driver),
-                    ),
-                    (
-                        FEE,
-                        split.platform_fee_idr,
-                        account_party(self._accounts.corporate),
-                        money.CORPORATE,
-                    ),
-                    (
-                        REFUND,
-                        split.refund_idr,
-                        subscriber_party(passenger),
-                        money.subscriber(passenger),
-                    ),
-                ]
-                attempts = [
-                    self._engine.new_attempt(
-                        kaspro_request_id("ride", ride_id, leg),
-                        capture,
-                        leg,
-                        "p2p",
-                        {
-                            "source": escrow,
-                            "destination": target,
-                            "amount": amount,
-                            "note": f"ride {ride_id} {leg}",
-                        },
-                        money.movement(money.ESCROW, account, amount),
-                    )
-                    for leg, amount, target, account in legs
-                    if amount > 0
-                ]
-                moved = await self._engine.move_ride(
-                    tx,
-                    ride,
-                    RideStatus.CAPTURING,
-                    now,
-                    driver=driver.canonical,
-                    final_fare_idr=final_fare_idr,
-                    platform_fee_idr=platform_fee_idr,
-                    driver_payout_idr=split.driver_payout_idr,
-                    refund_idr=split.refund_idr,
-                    settle_transaction=capture.id,
-                )
-                if moved is None:  # a concurrent capture or void got there first
-                    raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
-                await self._insert(tx, capture, attempts, now)
-                await idempotency.attach_operation(tx, request.key, _ride_operation(ride_id))
-        except WalletError as exc:  # a concurrent capture or void got there first
-            await self._refused(request, exc)
-            raise
-        await self._send_and_settle_key(request, attempts, timeout=timeout)
-        return await self._render_ride(ride_id)
+                for leg, amount, target, account in legs
+                if amount > 0
+            ]
+            moved = await self._engine.move_ride(
+                tx,
+                ride,
+                RideStatus.CAPTURING,
+                now,
+                driver=driver.canonical,
+                final_fare_idr=split.driver_payout_idr + split.platform_fee_idr,
+                platform_fee_idr=split.platform_fee_idr,
+                driver_payout_idr=split.driver_payout_idr,
+                refund_idr=split.refund_idr,
+                settle_transaction=capture.id,
+            )
+            if moved is None:  # a concurrent capture or void got there first
+                raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
+            await self._insert(tx, capture, attempts, now)
+            await self._record(tx, request, _ride_operation(ride_id))
+            return attempts
 
     async def void_ride(
         self, request: Request, ride_id: str, reason: str, *, timeout: float | None
     ) -> RidePayment:
-        claim = await self._claim(request)
-        if claim is not None:
-            return await self._replay_ride(claim)
-        try:
-            ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "voided")
-        except WalletError as exc:
-            await self._refused(request, exc)
-            raise
-        except BaseException:
-            await self._release(request)
-            raise
-        attempt = await self._start_void(ride, reason, request)
-        if attempt is None:
-            await self._refused(
-                request, WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
-            )
-            raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
-        await self._send_and_settle_key(request, [attempt], timeout=timeout)
-        return await self._render_ride(ride_id)
+        async def run() -> idempotency.Claim:
+            try:
+                ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "voided")
+            except WalletError as exc:
+                return await self._refuse(request, exc)
+            try:
+                attempt = await self._start_void(ride, reason, request)
+            except _KeyTaken as taken:
+                return taken.claim
+            if attempt is None:
+                return await self._refuse(
+                    request,
+                    WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile"),
+                )
+            await self._send_all([attempt], timeout=timeout)
+            return _made(_ride_operation(ride_id))
+
+        return await self._keyed(request, run, self._replay_ride)
 
     async def expire_holds(self, *, batch: int = 50) -> int:
         """Void holds past their lifetime (the sweeper); how many were started."""
@@ -446,7 +462,9 @@ class Payments:
                 await self._send_all([attempt], timeout=None)
         return started
 
-    async def _start_void(self, ride: RidePayment, reason: str, request: Request | None) -> Any:
+    async def _start_void(
+        self, ride: RidePayment, reason: str, request: Request | None
+    ) -> Attempt | None:
         passenger = _number(ride.passenger)
         async with self._db.transaction() as tx:
             now = self._engine.now()
@@ -479,7 +497,7 @@ class Payments:
             )
             await self._insert(tx, void, [attempt], now)
             if request is not None:
-                await idempotency.attach_operation(tx, request.key, _ride_operation(ride.ride_id))
+                await self._record(tx, request, _ride_operation(ride.ride_id))
             return attempt
 
     async def record_top_up(
@@ -547,10 +565,10 @@ class Payments:
         *,
         kaspro_note: str,
         **fields: Any,
-    ) -> Callable[[DbTx, float], Awaitable[Transaction]]:
+    ) -> Callable[[DbTx, float], Awaitable[Created]]:
         """How to create a one-leg P2P transaction between two subscribers."""
 
-        async def create(tx: DbTx, now: float) -> Transaction:
+        async def create(tx: DbTx, now: float) -> Created:
             t = self._transaction(
                 type_, source, amount_idr, now, counterparty=target.canonical, **fields
             )
@@ -567,8 +585,7 @@ class Payments:
                 },
                 money.movement(money.subscriber(source), money.subscriber(target), amount_idr),
             )
-            await self._insert(tx, t, [attempt], now)
-            return t
+            return await self._insert(tx, t, [attempt], now)
 
         return create
 
@@ -587,87 +604,113 @@ class Payments:
         )
 
     async def _insert(
-        self, tx: DbTx, transaction: Transaction, attempts: list[Any], now: float
-    ) -> None:
+        self, tx: DbTx, transaction: Transaction, attempts: list[Attempt], now: float
+    ) -> Created:
         await rows.insert_transaction(tx, transaction)
         for attempt in attempts:
             await rows.insert_attempt(tx, attempt)
         await self._engine.event(tx, transaction, now)
+        return transaction, attempts
 
     async def _run_transaction(
         self,
         request: Request,
         checks: Callable[[], Awaitable[None]],
-        create: Callable[[DbTx, float], Awaitable[Transaction]],
+        create: Callable[[DbTx, float], Awaitable[Created]],
         *,
         timeout: float | None,
     ) -> Transaction:
-        claim = await self._claim(request)
-        if claim is not None:
-            if claim.operation_id is None:
-                raise _stored_refusal(claim.stored)
-            return await self._render_transaction(claim.operation_id)
-        try:
-            await checks()
-        except WalletError as exc:
-            await self._refused(request, exc)
-            raise
-        except BaseException:
-            await self._release(request)
-            raise
-        async with self._db.transaction() as tx:
-            transaction = await create(tx, self._engine.now())
-            await idempotency.attach_operation(tx, request.key, transaction.id)
-            attempts = await rows.attempts_of(tx, transaction.id)
-        await self._send_and_settle_key(request, attempts, timeout=timeout)
-        return await self._render_transaction(transaction.id)
-
-    async def _send_and_settle_key(
-        self, request: Request, attempts: list[Any], *, timeout: float | None
-    ) -> None:
-        """Send the new operation's attempts; from now on a retry reports on the operation."""
-        try:
+        async def run() -> idempotency.Claim:
+            try:
+                await checks()
+            except WalletError as exc:
+                return await self._refuse(request, exc)
+            try:
+                async with self._db.transaction() as tx:
+                    transaction, attempts = await create(tx, self._engine.now())
+                    await self._record(tx, request, transaction.id)
+            except _KeyTaken as taken:
+                return taken.claim
             await self._send_all(attempts, timeout=timeout)
-        finally:
-            await asyncio.shield(idempotency.complete(self._db, request.key, None))
+            return _made(transaction.id)
 
-    async def _send_all(self, attempts: list[Any], *, timeout: float | None) -> None:
+        return await self._keyed(request, run, self._replay_transaction)
+
+    async def _send_all(self, attempts: list[Attempt], *, timeout: float | None) -> None:
         # Legs go one after the other: each is booked before the next is sent, so a
         # crash leaves a clear point to resume from (the reconciler sends the rest).
         for attempt in attempts:
             await self._engine.send(attempt, timeout=timeout)
 
-    async def _claim(self, request: Request) -> idempotency.Claim | None:
-        """None when this request runs; else the claim that says what to answer."""
-        claim = await idempotency.peek(self._db, request.key, request.request_hash)
-        if claim is None:
-            async with self._db.transaction() as tx:
-                claim = await idempotency.claim_in(
-                    tx, request.key, request.request_hash, self._engine.now(), self._lease
-                )
-        if claim.kind is idempotency.ClaimKind.NEW:
-            return None
+    async def _keyed(
+        self,
+        request: Request,
+        run: Callable[[], Awaitable[idempotency.Claim]],
+        answer: Callable[[idempotency.Claim], Awaitable[T]],
+    ) -> T:
+        """Run a money request once per idempotency key (rule 1) and answer as a retry
+        would be answered: with the operation's current state, or the stored refusal.
+
+        While the request runs its key is held in this process's memory, so a duplicate
+        meanwhile is REQUEST_IN_PROGRESS (IDEMPOTENCY_KEY_REUSED for another request)
+        and makes no KasPro call. The key's row is written once, already decided, in the
+        database transaction that creates the operation (``_record``) or with the
+        refusal (``_refuse``): a crash before leaves nothing, so a retry runs afresh; a
+        crash after leaves the operation, which the workers finish and a retry reports.
+        """
+        key = request.key
+        held = self._running.get(key)
+        if held is not None:
+            raise _reused() if held != request.request_hash else _in_progress()
+        self._running[key] = request.request_hash
+        try:
+            claim = await idempotency.look(self._db, key, request.request_hash, self._engine.now())
+            if claim is None:
+                claim = await run()
+        finally:
+            del self._running[key]
         if claim.kind is idempotency.ClaimKind.REUSED:
-            raise WalletError(
-                Reason.IDEMPOTENCY_KEY_REUSED,
-                "this request_id was used for a different request: use a new request_id",
-            )
+            raise _reused()
         if claim.kind is idempotency.ClaimKind.IN_PROGRESS:
-            raise WalletError(
-                Reason.REQUEST_IN_PROGRESS,
-                "a request with this request_id is still running: retry shortly",
-                retry_after_seconds=1.0,
+            raise _in_progress()
+        return await answer(claim)
+
+    async def _record(self, tx: DbTx, request: Request, operation_id: str) -> None:
+        """Store the key with the operation it created, in the transaction creating it."""
+        claim = await idempotency.record_in(
+            tx,
+            request.key,
+            request.request_hash,
+            self._engine.now(),
+            operation_id=operation_id,
+            response=None,
+        )
+        if claim.kind is not idempotency.ClaimKind.NEW:
+            raise _KeyTaken(claim)
+
+    async def _refuse(self, request: Request, error: WalletError) -> idempotency.Claim:
+        """Store a refusal under the key and raise it; KasPro being unavailable is not a
+        decision, so nothing is stored (a retry runs again). Returns only when the key
+        turned out decided already: the claim to answer with instead."""
+        if error.reason is Reason.PROVIDER_UNAVAILABLE:
+            raise error
+        async with self._db.transaction() as tx:
+            claim = await idempotency.record_in(
+                tx,
+                request.key,
+                request.request_hash,
+                self._engine.now(),
+                operation_id=None,
+                response=_encode_refusal(error),
             )
+        if claim.kind is idempotency.ClaimKind.NEW:
+            raise error
         return claim
 
-    async def _refused(self, request: Request, error: WalletError) -> None:
-        if error.reason is Reason.PROVIDER_UNAVAILABLE:
-            await self._release(request)
-        else:
-            await idempotency.complete(self._db, request.key, _encode_refusal(error))
-
-    async def _release(self, request: Request) -> None:
-        await idempotency.release(self._db, request.key)
+    async def _replay_transaction(self, claim: idempotency.Claim) -> Transaction:
+        if claim.operation_id is None:
+            raise _stored_refusal(claim.stored)
+        return await self._render_transaction(claim.operation_id)
 
     async def _replay_ride(self, claim: idempotency.Claim) -> RidePayment:
         if claim.operation_id is None:
@@ -745,6 +788,26 @@ class Payments:
 
 def _ride_operation(ride_id: str) -> str:
     return f"ride:{ride_id}"
+
+
+def _made(operation_id: str) -> idempotency.Claim:
+    """What a retry finds under the key of a request that created ``operation_id``."""
+    return idempotency.Claim(idempotency.ClaimKind.REPLAY, None, operation_id)
+
+
+def _reused() -> WalletError:
+    return WalletError(
+        Reason.IDEMPOTENCY_KEY_REUSED,
+        "this request_id was used for a different request: use a new request_id",
+    )
+
+
+def _in_progress() -> WalletError:
+    return WalletError(
+        Reason.REQUEST_IN_PROGRESS,
+        "a request with this request_id is still running: retry shortly",
+        retry_after_seconds=1.0,
+    )
 
 
 def _number(canonical: str) -> MobileNumber:

@@ -1,11 +1,20 @@
-"""Idempotency keys (MONEY-RULES rule 1): claim, complete, release, purge."""
+"""Idempotency keys (MONEY-RULES rule 1).
+
+Two ways to use them:
+- money RPCs (``flows/payments.py``) ``look`` at the key, run their checks while the key
+  is held in the process's memory, and write it once, already decided, in the database
+  transaction that creates their operation (``record_in``) or with their refusal;
+- the other mutating RPCs (``api/idempotent.py``) ``claim`` the key (a ``running`` row
+  with a lease and the holder's incarnation), then ``complete`` or ``release`` it.
+``purge`` forgets decided keys past their retention.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from wallet_service.store.database import Database, Transaction
+from wallet_service.store.database import Database, Row, Transaction
 
 
 class ClaimKind(enum.Enum):
@@ -39,40 +48,73 @@ async def claim(
         return await claim_in(tx, key, request_hash, now, lease_seconds)
 
 
-async def peek(db: Database, key: Key, request_hash: bytes) -> Claim | None:
-    """The claim of a key whose answer is settled (decided, or used for another request),
-    read without taking the writer lock; None when only ``claim_in`` can tell.
+async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim | None:
+    """What a money request must answer instead of running, or None when it may run.
 
-    A retry of a decided request is the common case under load (callers retry on every
-    timeout), and it needs no write. It reads only when no transaction is open on the
-    (shared) connection, so what it sees is committed.
+    A read, no write: a money request writes its key only with the operation it creates
+    (``record_in``), or with its refusal. A retry of a decided request, the common case
+    under load (callers retry on every timeout), costs one indexed read. While a
+    transaction is open on the shared connection (its coroutine suspended inside it) a
+    plain read could see its uncommitted rows, so the read then waits for the writer.
     """
     if db.in_transaction:
-        return None
-    row = await db.fetch_one(
-        """SELECT request_hash, state, response, operation_id
-           FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
-        (key.caller, key.method, key.request_id),
-    )
+        async with db.transaction() as tx:
+            row = await _key_row(tx, key)
+    else:
+        row = await _key_row(db, key)
+    return None if row is None else _decided(row, request_hash, now, db.incarnation)
+
+
+async def record_in(
+    tx: Transaction,
+    key: Key,
+    request_hash: bytes,
+    now: float,
+    *,
+    operation_id: str | None,
+    response: bytes | None,
+) -> Claim:
+    """Store a money request's decision (the operation it created, or its refusal) in the
+    caller's transaction (rule 1): NEW when the key is now this request's; otherwise the
+    claim the key already had, and nothing is written."""
+    row = await _key_row(tx, key)
     if row is None:
-        return None
-    if bytes(row["request_hash"]) != request_hash:
-        return Claim(ClaimKind.REUSED)
-    if row["state"] != "done":
-        return None
-    stored = None if row["response"] is None else bytes(row["response"])
-    return Claim(ClaimKind.REPLAY, stored, row["operation_id"])
+        await tx.execute(
+            """INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state,
+                                             response, lease_until, created_at,
+                                             operation_id, holder)
+               VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?)""",
+            (
+                key.caller,
+                key.method,
+                key.request_id,
+                request_hash,
+                response,
+                now,
+                now,
+                operation_id,
+                tx.incarnation,
+            ),
+        )
+        return Claim(ClaimKind.NEW)
+    claim = _decided(row, request_hash, now, tx.incarnation)
+    if claim is not None:
+        return claim
+    # Left running by a process that died before creating anything: decided here.
+    await tx.execute(
+        """UPDATE idempotency_keys SET state = 'done', response = ?, operation_id = ?,
+                                       holder = ?
+           WHERE caller = ? AND method = ? AND request_id = ?""",
+        (response, operation_id, tx.incarnation, key.caller, key.method, key.request_id),
+    )
+    return Claim(ClaimKind.NEW)
 
 
 async def claim_in(
     tx: Transaction, key: Key, request_hash: bytes, now: float, lease_seconds: float
 ) -> Claim:
-    """``claim`` inside the caller's transaction, which creates the operation (rule 1)."""
-    row = await tx.fetch_one(
-        """SELECT request_hash, state, response, lease_until, operation_id, holder
-           FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
-        (key.caller, key.method, key.request_id),
-    )
+    """``claim`` inside the caller's transaction."""
+    row = await _key_row(tx, key)
     if row is None:
         await tx.execute(
             """INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state,
@@ -89,20 +131,9 @@ async def claim_in(
             ),
         )
         return Claim(ClaimKind.NEW)
-    if bytes(row["request_hash"]) != request_hash:
-        return Claim(ClaimKind.REUSED)
-    operation = row["operation_id"]
-    stored = None if row["response"] is None else bytes(row["response"])
-    if row["state"] == "done":
-        return Claim(ClaimKind.REPLAY, stored, operation)
-    # Running in this process and within its lease: a true duplicate in flight. A key
-    # held by another incarnation belongs to a process that died (we are the only one).
-    if row["lease_until"] > now and row["holder"] == tx.incarnation:
-        return Claim(ClaimKind.IN_PROGRESS)
-    if operation is not None:
-        # The request died after creating its operation: the workers finish that
-        # operation; a retry reports on it and never starts a second one.
-        return Claim(ClaimKind.REPLAY, stored, operation)
+    claim = _decided(row, request_hash, now, tx.incarnation)
+    if claim is not None:
+        return claim
     # The request holding the key died before doing anything: take it over.
     await tx.execute(
         """UPDATE idempotency_keys SET lease_until = ?, holder = ?
@@ -112,26 +143,41 @@ async def claim_in(
     return Claim(ClaimKind.NEW)
 
 
-async def attach_operation(tx: Transaction, key: Key, operation_id: str) -> None:
-    await tx.execute(
-        """UPDATE idempotency_keys SET operation_id = ?
-           WHERE caller = ? AND method = ? AND request_id = ?""",
-        (operation_id, key.caller, key.method, key.request_id),
+async def _key_row(source: Database | Transaction, key: Key) -> Row | None:
+    return await source.fetch_one(
+        """SELECT request_hash, state, response, lease_until, operation_id, holder
+           FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
+        (key.caller, key.method, key.request_id),
     )
 
 
-async def complete_in(tx: Transaction, key: Key, outcome: bytes | None) -> None:
-    await tx.execute(
-        """UPDATE idempotency_keys SET state = 'done', response = ?
-           WHERE caller = ? AND method = ? AND request_id = ?""",
-        (outcome, key.caller, key.method, key.request_id),
-    )
+def _decided(row: Row, request_hash: bytes, now: float, incarnation: str) -> Claim | None:
+    """What an existing key answers, or None when the request may take it over."""
+    if bytes(row["request_hash"]) != request_hash:
+        return Claim(ClaimKind.REUSED)
+    operation = row["operation_id"]
+    stored = None if row["response"] is None else bytes(row["response"])
+    if row["state"] == "done":
+        return Claim(ClaimKind.REPLAY, stored, operation)
+    # Running in this process and within its lease: a true duplicate in flight. A key
+    # held by another incarnation belongs to a process that died (we are the only one).
+    if row["lease_until"] > now and row["holder"] == incarnation:
+        return Claim(ClaimKind.IN_PROGRESS)
+    if operation is not None:
+        # The request died after creating its operation: the workers finish that
+        # operation; a retry reports on it and never starts a second one.
+        return Claim(ClaimKind.REPLAY, stored, operation)
+    return None
 
 
 async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
     """Store the decided outcome; later claims replay it."""
     async with db.transaction() as tx:
-        await complete_in(tx, key, outcome)
+        await tx.execute(
+            """UPDATE idempotency_keys SET state = 'done', response = ?
+               WHERE caller = ? AND method = ? AND request_id = ?""",
+            (outcome, key.caller, key.method, key.request_id),
+        )
 
 
 async def release(db: Database, key: Key) -> None:

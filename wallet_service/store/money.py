@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 from wallet_service.domain.money import (
@@ -338,13 +338,22 @@ async def load_ride(source: Source, ride_id: str) -> RidePayment | None:
     return None if row is None else _ride(row)
 
 
-async def ride_of_transaction(tx: DbTx, transaction_id: str) -> RidePayment | None:
-    row = await tx.fetch_one(
-        f"SELECT {_RIDE_COLUMNS} FROM ride_payments "
-        "WHERE hold_transaction = ? OR settle_transaction = ?",
-        (transaction_id, transaction_id),
-    )
-    return None if row is None else _ride(row)
+# The transaction types that are a ride payment's hold or settlement.
+_RIDE_TYPES = frozenset({TxType.RIDE_HOLD, TxType.RIDE_CAPTURE, TxType.RIDE_VOID})
+
+
+async def ride_of_transaction(tx: DbTx, transaction: Transaction) -> RidePayment | None:
+    """The ride payment whose hold or settlement ``transaction`` is, if any.
+
+    Read by the ride's primary key (a transaction names its ride): this runs on every
+    answer applied, and a search by the ride's transaction columns would scan the table.
+    """
+    if transaction.type not in _RIDE_TYPES or not transaction.ride_id:
+        return None
+    ride = await load_ride(tx, transaction.ride_id)
+    if ride is None or transaction.id not in (ride.hold_transaction, ride.settle_transaction):
+        return None
+    return ride
 
 
 async def move_ride(
@@ -444,9 +453,13 @@ async def events_after(db: Database, sequence: int, limit: int) -> list[Row]:
     )
 
 
+_FIELD_NAMES = {kind: tuple(f.name for f in fields(kind)) for kind in (Transaction, RidePayment)}
+
+
 def snapshot(record: Transaction | RidePayment) -> dict[str, Any]:
-    """A JSON-able full copy of a record, for an event."""
-    data = asdict(record)
+    """A JSON-able full copy of a record, for an event (serialized at once: the values
+    are the record's own, not copies)."""
+    data = {name: getattr(record, name) for name in _FIELD_NAMES[type(record)]}
     data["status"] = record.status.value
     if isinstance(record, Transaction):
         data["type"] = record.type.value
@@ -499,10 +512,17 @@ async def mark_callback(
     )
 
 
+# In arrival order; the index keeps it to the parked ones (ORDER BY id alone would make
+# SQLite walk the whole table by id, every reconciler pass).
+PARKED_CALLBACKS_SQL = (
+    "SELECT id, raw, tries, status FROM callbacks INDEXED BY callbacks_to_retry "
+    "WHERE status IN ('parked', 'verify') AND next_try_at <= ? ORDER BY id LIMIT ?"
+)
+
+
 async def parked_callbacks(db: Database, now: float, limit: int) -> list[Row]:
     """Callbacks to try again: parked (reference not known yet) or to verify with KasPro."""
     return await db.fetch_all(
-        "SELECT id, raw, tries, status FROM callbacks "
-        "WHERE status IN ('parked', 'verify') AND next_try_at <= ? ORDER BY id LIMIT ?",
+        PARKED_CALLBACKS_SQL,
         (now, limit),
     )
