@@ -233,6 +233,41 @@ def with_stack(
         stack.stop()
 
 
+def floor(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any]:
+    """``scenario`` against bench/floor_server.py: the least work the money rules allow,
+    on the same parts (customers are onboarded through the service, which then idles)."""
+    stack = Stack(workdir)
+    floor_proc: procs.Proc | None = None
+    try:
+        numbers = stack.onboard(plan.customers)
+        port = procs.free_port()
+        floor_proc, startup = procs.start(
+            "floor",
+            [
+                "-m",
+                "bench.floor_server",
+                "--port",
+                str(port),
+                "--db",
+                str(workdir / "floor.db"),
+                "--kaspro",
+                stack.sandbox_url,
+            ],
+            workdir=workdir,
+            ready=procs.grpc_serving(port),
+        )
+        servers = [floor_proc, stack.sandbox]
+        before = [p.cpu_seconds() for p in servers]
+        result = load(scenario, f"127.0.0.1:{port}", numbers, plan)
+        result = measured(result, servers, before)
+        result["startup_s"] = round(startup, 3)
+        return result
+    finally:
+        if floor_proc is not None:
+            floor_proc.stop()
+        stack.stop()
+
+
 def leak(plan: Plan, workdir: Path, first: int, total: int) -> dict[str, Any]:
     """RSS after ``first`` transfers and after ``total``: the two should be close."""
     stack = Stack(workdir)
@@ -261,7 +296,9 @@ SCENARIOS = (
     "get_account",
     "check_funds",
     "transfer",
+    "transfer_floor",
     "ride",
+    "ride_floor",
     "replay",
     "latency_bound",
     "watch",
@@ -303,6 +340,8 @@ def run_all(plan: Plan, only: list[str]) -> dict[str, dict[str, Any]]:
                 through["direct_p99_ms"] = direct["p99_ms"]
                 through["added_p99_ms"] = round(through["p99_ms"] - direct["p99_ms"], 2)
                 results[name] = through
+            elif name in ("transfer_floor", "ride_floor"):
+                results[name] = floor(plan, workdir, name.removesuffix("_floor"))
             elif name == "latency_bound":
                 results[name] = with_stack(
                     plan,
@@ -322,7 +361,7 @@ def cores_busy(result: dict[str, Any]) -> float:
     """How many cores the run's processes kept busy: every CPU second per call, times calls/s."""
     per_call = sum(
         result.get(f"{name}_cpu_s_per_1000", 0.0)
-        for name in ("echo", "service", "sandbox", "generator")
+        for name in ("echo", "service", "floor", "sandbox", "generator")
     )
     busy: float = per_call / 1000 * result["calls_per_s"]
     return round(busy, 2)
@@ -339,11 +378,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         errors = sum(r["errors"].values())
         cps = r["calls_per_s"]
-        server_cpu = r.get("service_cpu_s_per_1000", r.get("echo_cpu_s_per_1000", 0))
+        server = next(n for n in ("service", "floor", "echo") if f"{n}_cpu_s_per_1000" in r)
+        server_cpu = r[f"{server}_cpu_s_per_1000"]
         rows.append(
             f"{name:<14} {cps:>9.1f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{errors:>7} {server_cpu:>12.3f} "
-            f"{r.get('service_peak_rss_mb', r.get('echo_peak_rss_mb', 0)):>7.1f} "
+            f"{r[f'{server}_peak_rss_mb']:>7.1f} "
             f"{r.get('sandbox_cpu_s_per_1000', 0):>12.3f} "
             f"{r.get('generator_cpu_s_per_1000', 0):>12.3f} {cores_busy(r):>10.2f} "
             f"{(cps / ceiling if ceiling else 0):>8.2f} {(cps / direct if direct else 0):>8.2f}"

@@ -55,3 +55,41 @@ def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -
     assert service["service_cpu_s_per_1000"] > 0
     assert service["sandbox_cpu_s_per_1000"] > 0
     assert 0 < service["startup_s"] < 60
+
+
+def test_the_floor_scenarios_serve_transfers_and_ride_cycles(tmp_path: Path) -> None:
+    # bench/floor_server.py: what the money rules cannot do without, for the table's
+    # comparison. Each call does all its steps or fails (no error paths): calls made
+    # without an error show that every step ran.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--duration",
+            "1",
+            "--concurrency",
+            "4",
+            "--only",
+            "transfer_floor",
+            "ride_floor",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    assert {"transfer_floor", "ride_floor"} <= rows.keys()
+    report = json.loads((tmp_path / "latest.json").read_text())
+    for name in ("transfer_floor", "ride_floor"):
+        result = report["results"][name]
+        assert result["calls"] > 0, name
+        assert result["errors"] == {}, name
+        assert result["floor_cpu_s_per_1000"] > 0, name
+        assert result["sandbox_cpu_s_per_1000"] > 0, name
