@@ -378,12 +378,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         errors = sum(r["errors"].values())
         cps = r["calls_per_s"]
-        server = next(n for n in ("service", "floor", "echo") if f"{n}_cpu_s_per_1000" in r)
-        server_cpu = r[f"{server}_cpu_s_per_1000"]
+        # The server measured: the service, the floor or the echo (none for direct KasPro).
+        server = next((n for n in ("service", "floor", "echo") if f"{n}_cpu_s_per_1000" in r), "")
+        server_cpu = r.get(f"{server}_cpu_s_per_1000", 0)
         rows.append(
             f"{name:<14} {cps:>9.1f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{errors:>7} {server_cpu:>12.3f} "
-            f"{r[f'{server}_peak_rss_mb']:>7.1f} "
+            f"{r.get(f'{server}_peak_rss_mb', 0):>7.1f} "
             f"{r.get('sandbox_cpu_s_per_1000', 0):>12.3f} "
             f"{r.get('generator_cpu_s_per_1000', 0):>12.3f} {cores_busy(r):>10.2f} "
             f"{(cps / ceiling if ceiling else 0):>8.2f} {(cps / direct if direct else 0):>8.2f}"

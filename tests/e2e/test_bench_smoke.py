@@ -1,6 +1,7 @@
-"""`make bench` keeps working: a one-second run of the ceiling and of GetAccount through the
-service prints the table and writes latest.json with every figure the docs quote. It
-asserts what was measured (calls made, no errors, CPU accounted), never how fast."""
+"""`make bench` keeps working: a one-second run of the ceiling, of KasPro direct and of
+GetAccount through the service prints the table and writes latest.json with every figure
+the docs quote. It asserts what was measured (calls made, no errors, CPU accounted),
+never how fast."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -
             "4",
             "--only",
             "ceiling",
+            "kaspro_direct",
             "get_account",
             "--results",
             str(tmp_path),
@@ -41,7 +43,7 @@ def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -
 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
-    assert {"scenario", "ceiling", "get_account"} <= rows.keys()
+    assert {"scenario", "ceiling", "kaspro_direct", "get_account"} <= rows.keys()
     assert "cores busy" in done.stdout
     report = json.loads((tmp_path / "latest.json").read_text())
     for name in ("ceiling", "get_account"):
