@@ -430,7 +430,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     plan = Plan(
-        duration=args.duration or (2.0 if args.quick else 10.0),
+        duration=args.duration or (1.5 if args.quick else 10.0),
         concurrency=args.concurrency or 32,
         latency_concurrency=200 if args.quick else 1000,
         customers=16 if args.quick else 64,

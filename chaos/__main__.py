@@ -92,8 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--final-wait",
         type=float,
         default=150.0,
-        help="seconds to ask again about operations left without an answer (a key cut by"
-        " a kill is held for the service's 120 s idempotency lease)",
+        help="seconds to ask again about operations left without an answer at the end of"
+        " the workload (their KasPro outcome is settled once the faults are off)",
     )
     parser.add_argument(
         "--drop-fault",

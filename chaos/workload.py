@@ -33,8 +33,8 @@ T = TypeVar("T")
 
 RPC_TIMEOUT_SECONDS = 8.0
 # How long a caller keeps retrying one operation during the workload before it puts it
-# aside for the final pass (a request cut by a kill holds its key for the service's
-# idempotency lease, 120 s, during which retries are answered REQUEST_IN_PROGRESS).
+# aside for the final pass (an operation whose KasPro outcome stays unknown is answered
+# UNAVAILABLE until the reconciler settles it, which may take until the faults are off).
 OP_BUDGET_SECONDS = 20.0
 ABORTED_BUDGET_SECONDS = 6.0
 CHANNEL_OPTIONS = [

@@ -17,8 +17,8 @@ INVARIANTS = ("once", "known", "balances", "ledger", "settled", "events", "crash
 
 
 def test_short_seed_keeps_every_invariant(tmp_path: Path) -> None:
-    # --final-wait 0: operations cut by the kill are not waited for through the
-    # service's 120 s idempotency lease; the auditor still checks what became of them.
+    # --final-wait 0: operations left without an answer are not asked about again;
+    # the auditor still checks what became of them.
     done = subprocess.run(
         [
             sys.executable,
