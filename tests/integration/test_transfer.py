@@ -8,6 +8,9 @@ them from here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -393,6 +396,47 @@ async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_re
     again = await expect_failure(send(h, transfer(26_000)))
     assert_failure(again, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
     assert len(await p2p_calls(h)) == 1
+
+
+async def test_a_key_decided_by_another_writer_meanwhile_creates_nothing(h: Harness) -> None:
+    # The service holds a running request's key in its memory; a second writer of the
+    # same database (another process, which one replica never has) could still decide
+    # the key while the checks wait for KasPro. The creation then rolls back, and the
+    # request answers with what the key says.
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    earlier = await send(h, transfer(request_id="transfer-0"))
+    books = await Books.take(h)
+    after = await last_sequence(h)
+    inquiries = len(await h.kaspro_requests(INQUIRY_PATH))
+    request = transfer()
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
+    in_flight = asyncio.create_task(send(h, request))
+
+    async def checking() -> bool:  # past the key's lookup, waiting for the inquiry
+        return len(await h.kaspro_requests(INQUIRY_PATH)) > inquiries
+
+    await wait_for(checking)
+    with contextlib.closing(sqlite3.connect(h.db_path, timeout=5)) as other, other:
+        (caller,) = other.execute(
+            "SELECT caller FROM idempotency_keys WHERE request_id = 'transfer-0'"
+        ).fetchone()
+        other.execute(
+            "INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state, "
+            "lease_until, created_at, operation_id, holder) "
+            "VALUES (?, 'Transfer', 'transfer-1', ?, 'done', 0, 0, ?, 'another process')",
+            (
+                caller,
+                hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
+                earlier.transaction_id,
+            ),
+        )
+    answered = await in_flight
+
+    assert not in_flight.cancelled()
+    assert (answered.transaction_id, answered.status) == (earlier.transaction_id, SUCCEEDED)
+    await books.assert_unchanged(h)  # no money call, nothing booked
+    assert await h.events(after) == []  # no transaction was created, not even PENDING
 
 
 async def test_kaspro_unavailable_during_the_checks_decides_nothing(h: Harness) -> None:

@@ -104,6 +104,12 @@ async def test_record_takes_over_a_dead_requests_key_unless_it_made_an_operation
             )
         assert taken.kind is idempotency.ClaimKind.NEW
         assert (kept.kind, kept.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
+        # Decided now, so kept for the full retention from now, not from the dead claim.
+        row = await alive.fetch_one(
+            "SELECT created_at FROM idempotency_keys WHERE request_id = ?", (KEY.request_id,)
+        )
+        assert row is not None
+        assert row["created_at"] == 1001.0
         looked = await idempotency.look(alive, KEY, HASH, 1002.0)
         assert looked == idempotency.Claim(idempotency.ClaimKind.REPLAY, None, "txn_2")
         looked = await idempotency.look(alive, other, HASH, 1002.0)
@@ -151,3 +157,27 @@ async def _set_operation(db: Database, operation_id: str, key: idempotency.Key =
                WHERE caller = ? AND method = ? AND request_id = ?""",
             (operation_id, key.caller, key.method, key.request_id),
         )
+
+
+async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "w.db")
+    keys = {name: idempotency.Key("app", "Transfer", name) for name in ("a", "b", "c", "d")}
+    dead = await Database.open(path)
+    await idempotency.claim(dead, keys["a"], HASH, 1000.0, 120.0)  # running, lease over
+    await _set_operation(dead, "txn_1", keys["a"])  # (a retry would be told about txn_1)
+    await idempotency.claim(dead, keys["b"], HASH, 1000.0, 10**9)  # running, lease on
+    await idempotency.claim(dead, keys["c"], HASH, 1000.0, 120.0)
+    await idempotency.complete(dead, keys["c"], None)  # decided, old
+    await idempotency.claim(dead, keys["d"], HASH, 9000.0, 120.0)
+    await idempotency.complete(dead, keys["d"], None)  # decided, recent
+    await dead.close()
+
+    db = await Database.open(path)
+    try:
+        assert await idempotency.purge(db, older_than=5000.0) == 2
+        rows = await db.fetch_all("SELECT request_id FROM idempotency_keys ORDER BY request_id")
+        assert [row["request_id"] for row in rows] == ["b", "d"]
+    finally:
+        await db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from wallet_service.domain.money import RideStatus, TxStatus, TxType
@@ -47,6 +48,7 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
             _transaction(TxType.TIP, "t-tip"),
         )
         stray = _transaction(TxType.RIDE_VOID, "t-stray")  # names the ride, is not its
+        nameless = replace(_transaction(TxType.RIDE_HOLD, "t-nameless"), ride_id="")
         ride = RidePayment(
             ride_id="ride-1",
             status=RideStatus.CAPTURING,
@@ -58,13 +60,16 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
             create_time=1.0,
             update_time=1.0,
         )
+        voided = replace(ride, ride_id="ride-2", settle_transaction="t-void")
+        void = replace(_transaction(TxType.RIDE_VOID, "t-void"), ride_id="ride-2")
         async with db.transaction() as tx:
             await money.insert_ride(tx, ride)
+            await money.insert_ride(tx, voided)
             statements: list[str] = []
             db._conn.set_trace_callback(statements.append)
             try:
-                found = [await money.ride_of_transaction(tx, t) for t in (hold, capture)]
-                missing = [await money.ride_of_transaction(tx, t) for t in (tip, stray)]
+                found = [await money.ride_of_transaction(tx, t) for t in (hold, capture, void)]
+                missing = [await money.ride_of_transaction(tx, t) for t in (tip, nameless, stray)]
             finally:
                 db._conn.set_trace_callback(None)
             plans = [
@@ -72,9 +77,10 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
                 for sql in statements
             ]
 
-        assert found == [ride, ride]
-        assert missing == [None, None]
-        assert len(statements) == 3  # the tip is not a ride payment's: not read at all
+        assert found == [ride, ride, voided]
+        assert missing == [None, None, None]
+        # The tip is not a ride payment's, the nameless one names none: neither is read.
+        assert len(statements) == 4
         assert all("SEARCH ride_payments USING INDEX" in plan for plan in plans), plans
     finally:
         await db.close()

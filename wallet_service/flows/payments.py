@@ -83,8 +83,9 @@ T = TypeVar("T")
 
 
 class _KeyTaken(Exception):
-    """The key was decided already when the operation was to be recorded with it (by a
-    process that died): the creation rolls back, and the request answers with this."""
+    """The key was decided by another writer of the database after ``look`` (one process
+    holds its running keys in memory, so only a second process could): the creation
+    rolls back, and the request answers with what the key says. A safety net."""
 
     def __init__(self, claim: idempotency.Claim) -> None:
         super().__init__(claim.kind.value)

@@ -100,12 +100,13 @@ async def record_in(
     claim = _decided(row, request_hash, now, tx.incarnation)
     if claim is not None:
         return claim
-    # Left running by a process that died before creating anything: decided here.
+    # Left running by a process that died before creating anything: decided here, and
+    # kept for the full retention from now (purge counts from created_at).
     await tx.execute(
         """UPDATE idempotency_keys SET state = 'done', response = ?, operation_id = ?,
-                                       holder = ?
+                                       holder = ?, created_at = ?
            WHERE caller = ? AND method = ? AND request_id = ?""",
-        (response, operation_id, tx.incarnation, key.caller, key.method, key.request_id),
+        (response, operation_id, tx.incarnation, now, key.caller, key.method, key.request_id),
     )
     return Claim(ClaimKind.NEW)
 
@@ -191,8 +192,12 @@ async def release(db: Database, key: Key) -> None:
 
 
 async def purge(db: Database, older_than: float) -> int:
-    """Forget keys created before ``older_than``; return how many."""
+    """Forget keys created before ``older_than``; return how many. A key still ``running``
+    goes too once its lease ended before then: its request is long gone (a dead
+    process's key that no retry came back for)."""
     async with db.transaction() as tx:
         return await tx.execute(
-            "DELETE FROM idempotency_keys WHERE created_at < ? AND state = 'done'", (older_than,)
+            """DELETE FROM idempotency_keys
+               WHERE created_at < ? AND (state = 'done' OR lease_until < ?)""",
+            (older_than, older_than),
         )
