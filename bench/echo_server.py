@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from typing import Any
 
 import grpc
 
+from bench import procs
 from bench.messages import ACCOUNT_RESPONSE_BYTES
 
 METHOD_SERVICE = "bench.Echo"
@@ -38,11 +38,7 @@ async def serve(port: int) -> None:
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await procs.until_stopped()
     await server.stop(1)
 
 

@@ -36,7 +36,6 @@ import asyncio
 import hashlib
 import json
 import os
-import signal
 import time
 from typing import Any
 
@@ -45,6 +44,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from wallet.v1 import common_pb2, payment_service_pb2, payment_service_pb2_grpc
 
+from bench import procs
 from wallet_service.domain.phone import MobileNumber, parse_mobile_number
 from wallet_service.gc_policy import settle_collector
 from wallet_service.kaspro import KasProClient, KasProSettings, Outcome, kaspro_request_id
@@ -460,11 +460,7 @@ async def serve(port: int, db_path: str, kaspro_url: str) -> None:
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     settle_collector()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await procs.until_stopped()
     await server.stop(1)
     await kaspro.aclose()
     await db.close()

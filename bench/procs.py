@@ -1,7 +1,9 @@
-"""Processes under measurement: start, wait until ready, read CPU time and peak RSS, stop."""
+"""Processes under measurement: start, wait until ready, read CPU time and peak RSS, stop;
+and, inside a bench server, wait for the stop signal."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -17,6 +19,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def until_stopped() -> None:
+    """Return when SIGTERM (``Proc.stop``) or SIGINT arrives: a bench server's lifetime."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def free_port() -> int:

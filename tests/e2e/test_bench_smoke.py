@@ -17,29 +17,20 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--duration",
-            "1",
-            "--concurrency",
-            "4",
-            "--only",
-            "ceiling",
-            "kaspro_direct",
-            "get_account",
-            "--results",
-            str(tmp_path),
-        ],
+def short_bench(results: Path, *scenarios: str) -> subprocess.CompletedProcess[str]:
+    """One second of each scenario, 4 callers, results in ``results``."""
+    short = ["--quick", "--duration", "1", "--concurrency", "4"]
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *short, "--only", *scenarios, "--results", str(results)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=240,
     )
+
+
+def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -> None:
+    done = short_bench(tmp_path, "ceiling", "kaspro_direct", "get_account")
 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
@@ -63,27 +54,7 @@ def test_the_floor_scenarios_serve_transfers_and_ride_cycles(tmp_path: Path) -> 
     # bench/floor_server.py: what the money rules cannot do without, for the table's
     # comparison. Each call does all its steps or fails (no error paths): calls made
     # without an error show that every step ran.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--duration",
-            "1",
-            "--concurrency",
-            "4",
-            "--only",
-            "transfer_floor",
-            "ride_floor",
-            "--results",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = short_bench(tmp_path, "transfer_floor", "ride_floor")
 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}

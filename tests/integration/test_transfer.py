@@ -147,6 +147,13 @@ async def p2p_calls(h: Harness) -> list[dict[str, Any]]:
     return await h.kaspro_requests(P2P_PATH)
 
 
+async def p2p_executed(h: Harness) -> bool:
+    """Whether the sandbox carried out a P2P transfer (its answer may still be held back)."""
+    return any(
+        (x["type"], x["status"]) == ("P2P", "SUCCESS") for x in await h.sandbox_transactions()
+    )
+
+
 async def test_transfer_moves_money_once_and_books_agree(h: Harness) -> None:
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")
@@ -371,10 +378,7 @@ async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_re
     await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
     first = asyncio.create_task(send(h, transfer()))
 
-    async def executed() -> bool:
-        return any(x["type"] == "P2P" for x in await h.sandbox_transactions())
-
-    await wait_for(executed)
+    await wait_for(lambda: p2p_executed(h))
     same = await expect_failure(send(h, transfer()))
     other = await expect_failure(send(h, transfer(26_000)))
 
@@ -636,12 +640,7 @@ async def test_reconciler_waits_for_a_call_still_in_flight_instead_of_asking_kas
     await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
     in_flight = asyncio.create_task(send(h, transfer()))
 
-    async def executed() -> bool:
-        return any(
-            (x["type"], x["status"]) == ("P2P", "SUCCESS") for x in await h.sandbox_transactions()
-        )
-
-    await wait_for(executed)
+    await wait_for(lambda: p2p_executed(h))
     assert not in_flight.done()
 
     assert await h.settle() == 1

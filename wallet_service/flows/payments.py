@@ -678,16 +678,21 @@ class Payments:
 
     async def _record(self, tx: DbTx, request: Request, operation_id: str) -> None:
         """Store the key with the operation it created, in the transaction creating it."""
-        claim = await idempotency.record_in(
+        claim = await self._decide(tx, request, operation_id=operation_id, response=None)
+        if claim.kind is not idempotency.ClaimKind.NEW:
+            raise _KeyTaken(claim)
+
+    async def _decide(
+        self, tx: DbTx, request: Request, *, operation_id: str | None, response: bytes | None
+    ) -> idempotency.Claim:
+        return await idempotency.record_in(
             tx,
             request.key,
             request.request_hash,
             self._engine.now(),
             operation_id=operation_id,
-            response=None,
+            response=response,
         )
-        if claim.kind is not idempotency.ClaimKind.NEW:
-            raise _KeyTaken(claim)
 
     async def _refuse(self, request: Request, error: WalletError) -> idempotency.Claim:
         """Store a refusal under the key and raise it; KasPro being unavailable is not a
@@ -696,13 +701,8 @@ class Payments:
         if error.reason is Reason.PROVIDER_UNAVAILABLE:
             raise error
         async with self._db.transaction() as tx:
-            claim = await idempotency.record_in(
-                tx,
-                request.key,
-                request.request_hash,
-                self._engine.now(),
-                operation_id=None,
-                response=_encode_refusal(error),
+            claim = await self._decide(
+                tx, request, operation_id=None, response=_encode_refusal(error)
             )
         if claim.kind is idempotency.ClaimKind.NEW:
             raise error
