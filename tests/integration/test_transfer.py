@@ -154,6 +154,17 @@ async def p2p_executed(h: Harness) -> bool:
     )
 
 
+async def transfer_answered_late(h: Harness) -> asyncio.Task[common_pb2.Transaction]:
+    """Two linked wallets and a transfer between them that KasPro has executed and answers
+    a second later: the call, still waiting for that answer."""
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
+    in_flight = asyncio.create_task(send(h, transfer()))
+    await wait_for(lambda: p2p_executed(h))
+    return in_flight
+
+
 async def test_transfer_moves_money_once_and_books_agree(h: Harness) -> None:
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")
@@ -372,13 +383,8 @@ async def test_concurrent_identical_transfers_move_money_once(h: Harness) -> Non
 async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_reused(
     h: Harness,
 ) -> None:
-    await h.onboard(LOCAL, 100_000)
-    await h.onboard(OTHER_LOCAL, name="Siti")
-    # KasPro executes the transfer and answers a second later.
-    await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
-    first = asyncio.create_task(send(h, transfer()))
+    first = await transfer_answered_late(h)
 
-    await wait_for(lambda: p2p_executed(h))
     same = await expect_failure(send(h, transfer()))
     other = await expect_failure(send(h, transfer(26_000)))
 
@@ -633,14 +639,9 @@ async def test_two_passes_over_an_attempt_kaspro_never_saw_send_it_again_once(
 async def test_reconciler_waits_for_a_call_still_in_flight_instead_of_asking_kaspro(
     h: Harness,
 ) -> None:
-    await h.onboard(LOCAL, 100_000)
-    await h.onboard(OTHER_LOCAL, name="Siti")
-    # KasPro executes the transfer and answers a second later; meanwhile the clock runs
-    # past the grace after which an unanswered attempt is due for an inquiry.
-    await h.arm_fault(P2P_PATH, "delay", delay_seconds=1.0)
-    in_flight = asyncio.create_task(send(h, transfer()))
-
-    await wait_for(lambda: p2p_executed(h))
+    # Meanwhile the clock runs past the grace after which an unanswered attempt is due
+    # for an inquiry.
+    in_flight = await transfer_answered_late(h)
     assert not in_flight.done()
 
     assert await h.settle() == 1
