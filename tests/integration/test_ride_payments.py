@@ -334,6 +334,34 @@ async def test_authorize_replay_answers_the_same_without_a_second_call(h: Harnes
     await assert_nothing_moved(h, before)
 
 
+async def test_a_retried_authorize_answers_the_rides_state_after_capture(h: Harness) -> None:
+    first = await authorized(h)
+    assert await do_authorize(h) == first  # answered, and kept for the next retry
+
+    captured = await do_capture(h)
+    again = await do_authorize(h)
+
+    # The retry sees the ride as it is now, not the AUTHORIZED answer it had before.
+    assert captured.status == CAPTURED
+    assert again == captured == await get_ride(h)
+    assert await calls(h, HOLD_PATH) == 1
+
+
+async def test_a_retried_authorize_answers_expired_after_the_sweeper(h: Harness) -> None:
+    await h.restart(
+        h.with_config(limits=dataclasses.replace(h.config.limits, hold_lifetime_seconds=60))
+    )
+    first = await authorized(h)
+    assert await do_authorize(h) == first
+
+    await h.settle(advance_seconds=120)  # the reconciler's sweeper, not a request, moves it
+    again = await do_authorize(h)
+
+    assert again.status == EXPIRED
+    assert again == await get_ride(h)
+    assert await calls(h, HOLD_PATH) == 1
+
+
 async def test_one_ride_payment_per_ride(h: Harness) -> None:
     await authorized(h)
     before = await books(h)

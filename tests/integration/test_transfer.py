@@ -485,6 +485,49 @@ async def test_same_request_id_for_another_amount_is_refused(h: Harness) -> None
     await books.assert_unchanged(h)
 
 
+async def test_retries_of_a_decided_transfer_are_answered_from_memory(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    first = await send(h, transfer(25_000))
+    assert await send(h, transfer(25_000)) == first  # read once, then kept
+    books = await Books.take(h)
+    statements: list[str] = []
+    connection = h.running._db._conn
+    connection.set_trace_callback(statements.append)
+    try:
+        again = [await send(h, transfer(25_000)) for _ in range(3)]
+        reused = await expect_failure(send(h, transfer(26_000)))
+    finally:
+        connection.set_trace_callback(None)
+
+    assert again == [first] * 3
+    assert_failure(reused, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    # Neither the key nor the transaction was read again.
+    assert [s for s in statements if "idempotency_keys" in s or "transactions" in s] == []
+    await books.assert_unchanged(h)
+
+
+@pytest.mark.parametrize("how", ["refused by KasPro", "refused before KasPro"])
+async def test_a_refused_transfer_is_refused_the_same_on_every_retry(h: Harness, how: str) -> None:
+    # The first retry reads the decision from the database, the later ones from memory.
+    await h.onboard(LOCAL, 10_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    if how == "refused by KasPro":
+        request, code, reason = transfer(50_000), PRECONDITION, "INSUFFICIENT_FUNDS"
+    else:
+        await h.restart(h.with_config(limits=Limits(monthly_volume_cap_idr=15_000)))
+        request, code, reason = transfer(6_000), PRECONDITION, "LIMIT_EXCEEDED"
+    books = await Books.take(h)
+
+    failures = [await expect_failure(send(h, request)) for _ in range(4)]
+
+    for failure in failures:
+        assert_failure(failure, code, reason)
+    assert len({f.message for f in failures}) == 1
+    await books.assert_unchanged(h, reached_kaspro=True)
+    assert len(await p2p_calls(h)) == (1 if how == "refused by KasPro" else 0)
+
+
 async def test_request_ids_are_scoped_per_caller(h: Harness) -> None:
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from wallet_service.domain import money
 from wallet_service.domain.account import AccountType
@@ -37,6 +37,7 @@ from wallet_service.flows.engine import (
     subscriber_party,
 )
 from wallet_service.flows.onboarding import Onboarding
+from wallet_service.flows.replays import Answer, Replays
 from wallet_service.kaspro import kaspro_request_id
 from wallet_service.store import idempotency
 from wallet_service.store import money as rows
@@ -108,6 +109,8 @@ class Payments:
         # Idempotency keys of the money requests running in this process, with their
         # request hashes (see _keyed).
         self._running: dict[idempotency.Key, bytes] = {}
+        # Decided keys and final answers, for retries (flows/replays.py).
+        self._replays = Replays(self._db)
 
     # Use cases.
 
@@ -278,7 +281,7 @@ class Payments:
             except _KeyTaken as taken:
                 return taken.claim
             await self._send_all([attempt], timeout=timeout)
-            return _made(_ride_operation(ride_id))
+            return _made(rows.ride_operation(ride_id))
 
         return await self._keyed(request, run, self._replay_ride)
 
@@ -319,7 +322,7 @@ class Payments:
             await self._insert(tx, hold, [attempt], now)
             await rows.insert_ride(tx, ride)
             await rows.append_event(tx, RIDE_PAYMENT_UPDATED, ride_id, rows.snapshot(ride), now)
-            await self._record(tx, request, _ride_operation(ride_id))
+            await self._record(tx, request, rows.ride_operation(ride_id))
             return attempt
 
     async def capture_ride(
@@ -355,7 +358,7 @@ class Payments:
             except _KeyTaken as taken:
                 return taken.claim
             await self._send_all(attempts, timeout=timeout)
-            return _made(_ride_operation(ride_id))
+            return _made(rows.ride_operation(ride_id))
 
         return await self._keyed(request, run, self._replay_ride)
 
@@ -427,7 +430,7 @@ class Payments:
             if moved is None:  # a concurrent capture or void got there first
                 raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
             await self._insert(tx, capture, attempts, now)
-            await self._record(tx, request, _ride_operation(ride_id))
+            await self._record(tx, request, rows.ride_operation(ride_id))
             return attempts
 
     async def void_ride(
@@ -448,7 +451,7 @@ class Payments:
                     WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile"),
                 )
             await self._send_all([attempt], timeout=timeout)
-            return _made(_ride_operation(ride_id))
+            return _made(rows.ride_operation(ride_id))
 
         return await self._keyed(request, run, self._replay_ride)
 
@@ -498,7 +501,7 @@ class Payments:
             )
             await self._insert(tx, void, [attempt], now)
             if request is not None:
-                await self._record(tx, request, _ride_operation(ride.ride_id))
+                await self._record(tx, request, rows.ride_operation(ride.ride_id))
             return attempt
 
     async def record_top_up(
@@ -660,16 +663,23 @@ class Payments:
         crash after leaves the operation, which the workers finish and a retry reports.
         """
         key = request.key
-        held = self._running.get(key)
-        if held is not None:
-            raise _reused() if held != request.request_hash else _in_progress()
-        self._running[key] = request.request_hash
-        try:
-            claim = await idempotency.look(self._db, key, request.request_hash, self._engine.now())
-            if claim is None:
-                claim = await run()
-        finally:
-            del self._running[key]
+        claim = self._replays.claim(key, request.request_hash)
+        if claim is None:
+            held = self._running.get(key)
+            if held is not None:
+                raise _reused() if held != request.request_hash else _in_progress()
+            self._running[key] = request.request_hash
+            try:
+                mark = self._replays.mark()
+                claim = await idempotency.look(
+                    self._db, key, request.request_hash, self._engine.now()
+                )
+                if claim is None:
+                    claim = await run()
+                else:
+                    self._replays.keep_claim(key, request.request_hash, claim, mark)
+            finally:
+                del self._running[key]
         if claim.kind is idempotency.ClaimKind.REUSED:
             raise _reused()
         if claim.kind is idempotency.ClaimKind.IN_PROGRESS:
@@ -720,25 +730,35 @@ class Payments:
 
     async def _render_transaction(self, transaction_id: str) -> Transaction:
         """The operation's current state, or the refusal it ended in."""
-        transaction = await self.transaction(transaction_id)
-        if transaction.status is TxStatus.FAILED:
-            raise _failure(transaction.failure_reason, transaction.failure_message)
-        if transaction.status in (TxStatus.PENDING, TxStatus.PROCESSING) and (
-            await self._outcome_unknown(transaction.id)
-        ):
-            raise _unknown(transaction.id)
-        return transaction
+        kept = self._replays.answer(transaction_id)
+        if kept is None:
+            mark = self._replays.mark()
+            transaction = await self.transaction(transaction_id)
+            if transaction.status in (TxStatus.PENDING, TxStatus.PROCESSING):
+                if await self._outcome_unknown(transaction.id):
+                    raise _unknown(transaction.id)
+                return transaction
+            failed = transaction.status is TxStatus.FAILED
+            kept = _failed(transaction) if failed else Answer(transaction)
+            self._replays.keep_answer(transaction_id, kept, mark)
+        return cast(Transaction, _give(kept))
 
     async def _render_ride(self, ride_id: str) -> RidePayment:
-        ride = await self.ride(ride_id)
-        if ride.status is RideStatus.FAILED:
-            hold = await self.transaction(ride.hold_transaction)
-            raise _failure(hold.failure_reason, hold.failure_message)
-        if ride.status is RideStatus.AUTHORIZING and await self._outcome_unknown(
-            ride.hold_transaction
-        ):
-            raise _unknown(ride.hold_transaction)
-        return ride
+        operation = rows.ride_operation(ride_id)
+        kept = self._replays.answer(operation)
+        if kept is None:
+            mark = self._replays.mark()
+            ride = await self.ride(ride_id)
+            if ride.status is RideStatus.AUTHORIZING:
+                if await self._outcome_unknown(ride.hold_transaction):
+                    raise _unknown(ride.hold_transaction)
+                return ride
+            if ride.status is RideStatus.FAILED:
+                kept = _failed(await self.transaction(ride.hold_transaction))
+            else:
+                kept = Answer(ride)
+            self._replays.keep_answer(operation, kept, mark)
+        return cast(RidePayment, _give(kept))
 
     async def _outcome_unknown(self, transaction_id: str) -> bool:
         return await rows.has_unanswered_attempt(self._db, transaction_id)
@@ -787,8 +807,15 @@ class Payments:
             )
 
 
-def _ride_operation(ride_id: str) -> str:
-    return f"ride:{ride_id}"
+def _failed(transaction: Transaction) -> Answer[object]:
+    """The answer of an operation that ended in ``transaction``'s failure."""
+    return Answer(failure=(transaction.failure_reason, transaction.failure_message))
+
+
+def _give(answer: Answer[object]) -> object:
+    if answer.failure is not None:
+        raise _failure(*answer.failure)
+    return answer.record
 
 
 def _made(operation_id: str) -> idempotency.Claim:

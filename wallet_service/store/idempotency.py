@@ -196,8 +196,10 @@ async def purge(db: Database, older_than: float) -> int:
     goes too once its lease ended before then: its request is long gone (a dead
     process's key that no retry came back for)."""
     async with db.transaction() as tx:
-        return await tx.execute(
+        forgotten = await tx.execute(
             """DELETE FROM idempotency_keys
                WHERE created_at < ? AND (state = 'done' OR lease_until < ?)""",
             (older_than, older_than),
         )
+        tx.forgot_keys = forgotten > 0
+        return forgotten

@@ -107,7 +107,10 @@ async def move_transaction(
         f"WHERE id = ? AND status IN ({', '.join('?' * len(sources))})",
         (to.value, now, *fields.values(), transaction_id, *sources),
     )
-    return await load_transaction(tx, transaction_id) if changed else None
+    if not changed:
+        return None
+    tx.changed.add(transaction_id)
+    return await load_transaction(tx, transaction_id)
 
 
 async def set_transaction_fields(tx: DbTx, transaction_id: str, now: float, **fields: Any) -> None:
@@ -117,6 +120,7 @@ async def set_transaction_fields(tx: DbTx, transaction_id: str, now: float, **fi
         f"UPDATE transactions SET {assignments}, update_time = ? WHERE id = ?",
         (*fields.values(), now, transaction_id),
     )
+    tx.changed.add(transaction_id)
 
 
 async def list_transactions(
@@ -367,7 +371,15 @@ async def move_ride(
         f"WHERE ride_id = ? AND status IN ({', '.join('?' * len(sources))})",
         (to.value, now, *fields.values(), ride_id, *sources),
     )
-    return await load_ride(tx, ride_id) if changed else None
+    if not changed:
+        return None
+    tx.changed.add(ride_operation(ride_id))
+    return await load_ride(tx, ride_id)
+
+
+def ride_operation(ride_id: str) -> str:
+    """A ride payment as an operation: what its idempotency keys and commits name."""
+    return f"ride:{ride_id}"
 
 
 async def expired_holds(db: Database, now: float, limit: int) -> list[RidePayment]:
