@@ -20,6 +20,7 @@ import pytest
 from wallet.v1 import common_pb2, payment_service_pb2, transaction_service_pb2
 
 from wallet_service.domain.money import Limits
+from wallet_service.store import idempotency
 
 from .conftest import (
     ADMIN,
@@ -32,6 +33,7 @@ from .conftest import (
     NATIONAL,
     OTHER_E164,
     OTHER_LOCAL,
+    FakeClock,
     Harness,
     RpcFailure,
     assert_failure,
@@ -505,6 +507,26 @@ async def test_retries_of_a_decided_transfer_are_answered_from_memory(h: Harness
     # Neither the key nor the transaction was read again.
     assert [s for s in statements if "idempotency_keys" in s or "transactions" in s] == []
     await books.assert_unchanged(h)
+
+
+async def test_a_retry_after_its_key_was_purged_is_not_answered_from_memory(
+    h: Harness, clock: FakeClock
+) -> None:
+    # Past the retention the key is forgotten (the housekeeping loop's purge, called
+    # here on the running service's database): a retry is a new request and runs.
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    first = await send(h, transfer(25_000))
+    assert await send(h, transfer(25_000)) == first  # kept in memory now
+
+    clock.advance(73 * 3600)
+    assert await idempotency.purge(h.running._db, clock() - 72 * 3600) > 0
+    again = await send(h, transfer(25_000))
+
+    assert again.transaction_id != first.transaction_id
+    assert again.status == SUCCEEDED
+    assert len(await p2p_calls(h)) == 2
+    await h.assert_books_agree()
 
 
 @pytest.mark.parametrize("how", ["refused by KasPro", "refused before KasPro"])

@@ -8,6 +8,7 @@ that ended between the read and the keep.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -153,6 +154,26 @@ async def test_an_answer_read_before_a_change_ended_is_not_kept(tmp_path: Path) 
         assert replays.claim(KEY, HASH) is None
 
 
+async def test_nothing_read_while_a_transaction_is_open_is_kept(tmp_path: Path) -> None:
+    async with opened(tmp_path) as db:
+        replays = Replays(db)
+        async with db.transaction() as tx:
+            # A row inserted and not yet committed names no change; a plain read sees it.
+            await rows.insert_transaction(tx, _transaction("t-3"))
+            seen = await rows.load_transaction(db, "t-3")
+            replays.keep_answer("t-3", Answer(seen), replays.mark())
+            replays.keep_claim(KEY, HASH, DONE, replays.mark())
+
+        assert replays.answer("t-3") is None
+        assert replays.claim(KEY, HASH) is None
+
+
+async def test_a_bound_below_one_is_refused(tmp_path: Path) -> None:
+    async with opened(tmp_path) as db:
+        with pytest.raises(ValueError, match="at least 1"):
+            Replays(db, kept=0)
+
+
 async def test_the_oldest_entries_go_first_when_full(tmp_path: Path) -> None:
     async with opened(tmp_path) as db:
         replays = Replays(db, kept=2)
@@ -167,32 +188,51 @@ async def test_the_oldest_entries_go_first_when_full(tmp_path: Path) -> None:
         assert [replays.answer(f"t-{n}") for n in range(3)] == [None, Answer(None), Answer(None)]
 
 
-def test_every_update_of_an_operations_row_is_in_a_function_that_names_it() -> None:
-    """Replays forgets an answer only when the store names its operation: a new UPDATE of
-    transactions or ride_payments elsewhere would leave stale answers in memory."""
-    store = Path(rows.__file__).parent
-    package = store.parent
-    updates = [
-        (path.relative_to(package).as_posix(), number)
-        for path in sorted(package.rglob("*.py"))
-        for number, line in enumerate(path.read_text().splitlines(), start=1)
-        if "UPDATE transactions" in line or "UPDATE ride_payments" in line
-    ]
-    source = Path(rows.__file__).read_text().splitlines()
-    functions = {
-        number: _function_around(source, number)
-        for path, number in updates
-        if path == "store/money.py"
+def test_every_write_a_kept_entry_depends_on_is_in_a_function_that_tells_replays() -> None:
+    """Replays forgets an answer only when the store names its operation, and claims only
+    on a purge: a new way of changing those rows elsewhere would leave stale answers."""
+    package = Path(rows.__file__).parents[1]
+    writers: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        for found in WRITE.finditer(text):
+            table = (found["table"] or found["upserted"]).lower()
+            where = f"{path.relative_to(package).as_posix()}:"
+            writers.setdefault(table, set()).add(where + _function_around(text, found.start()))
+
+    assert writers["transactions"] == {
+        "store/money.py:move_transaction",
+        "store/money.py:set_transaction_fields",
     }
-    assert [path for path, _ in updates] == ["store/money.py"] * 3, updates
-    assert sorted(functions.values()) == ["move_ride", "move_transaction", "set_transaction_fields"]
+    assert writers["ride_payments"] == {"store/money.py:move_ride"}
+    # Of these only purge deletes or changes a decided money key (it tells Replays);
+    # record_in takes over a running key, which no kept claim comes from; claim_in,
+    # complete and release are the onboarding RPCs' (api/idempotent.py).
+    assert writers["idempotency_keys"] == {
+        "store/idempotency.py:record_in",
+        "store/idempotency.py:claim_in",
+        "store/idempotency.py:complete",
+        "store/idempotency.py:release",
+        "store/idempotency.py:purge",
+    }
 
 
-def _function_around(source: list[str], number: int) -> str:
-    for line in reversed(source[:number]):
-        if line.startswith("async def "):
-            return line.removeprefix("async def ").split("(")[0]
-    raise AssertionError(f"line {number} is in no function")
+# Any statement that changes or deletes rows of these tables (a plain INSERT adds a row
+# no answer was kept for): UPDATE, DELETE, REPLACE, or an upsert's DO UPDATE.
+WRITE = re.compile(
+    r"\b(?:UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|REPLACE\s+INTO|INSERT\s+OR\s+REPLACE\s+INTO)"
+    r"\s+(?P<table>transactions|ride_payments|idempotency_keys)\b"
+    r"|\bINSERT\s+INTO\s+(?P<upserted>transactions|ride_payments|idempotency_keys)\b"
+    r"[^;\"']*?\bON\s+CONFLICT\b",  # within one string literal
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _function_around(text: str, offset: int) -> str:
+    for line in reversed(text[:offset].splitlines()):
+        if line.startswith(("async def ", "def ")):
+            return line.split("def ", 1)[1].split("(")[0]
+    raise AssertionError(f"offset {offset} is in no function")
 
 
 def _transaction(id_: str) -> Transaction:

@@ -749,14 +749,15 @@ class Payments:
         if kept is None:
             mark = self._replays.mark()
             ride = await self.ride(ride_id)
+            if ride.status is RideStatus.FAILED:
+                # Answered with its hold's failure: another row's, so it is not kept.
+                hold = await self.transaction(ride.hold_transaction)
+                raise _failure(hold.failure_reason, hold.failure_message)
             if ride.status is RideStatus.AUTHORIZING:
                 if await self._outcome_unknown(ride.hold_transaction):
                     raise _unknown(ride.hold_transaction)
                 return ride
-            if ride.status is RideStatus.FAILED:
-                kept = _failed(await self.transaction(ride.hold_transaction))
-            else:
-                kept = Answer(ride)
+            kept = Answer(ride)
             self._replays.keep_answer(operation, kept, mark)
         return cast(RidePayment, _give(kept))
 

@@ -9,15 +9,16 @@ that is two reads (the key, the operation) and a row turned into a record each t
   deletes keys, and a commit that purged clears them all;
 - an operation's answer is kept only in a status where it depends on the operation's
   own row alone (not PENDING or PROCESSING, nor a ride AUTHORIZING, whose answer also
-  depends on whether a KasPro answer is missing), and it is dropped by any database
+  depends on whether a KasPro answer is missing, nor a ride FAILED, answered with its
+  hold transaction's failure), and it is dropped by any database
   transaction that changes that row, when it commits or rolls back
   (``Database.watch_changes``: every UPDATE of a transaction or ride row goes through
   ``store/money.py``, which names the operation).
 
 An entry read before such a transaction ended is never kept: ``mark()`` before the
-read, ``keep_*(…, mark)`` after it. Both maps are bounded (the oldest entry
-goes first). This holds while this process is the database's only writer (one replica;
-docs/performance.md, Scale-out).
+read, ``keep_*(…, mark)`` after it; nor one read while a transaction is open. Both maps
+are bounded (the oldest entry goes first). This holds while this process is the
+database's only writer (one replica; docs/performance.md, Scale-out).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Answer(Generic[T]):
 
 class Replays:
     def __init__(self, db: Database, kept: int = KEPT) -> None:
+        if kept < 1:
+            raise ValueError(f"kept must be at least 1, not {kept}")
+        self._db = db
         self._kept = kept
         self._claims: dict[Key, tuple[bytes, Claim]] = {}
         self._answers: dict[str, Answer[object]] = {}
@@ -65,15 +69,20 @@ class Replays:
         return claim if kept_hash == request_hash else Claim(ClaimKind.REUSED)
 
     def keep_claim(self, key: Key, request_hash: bytes, claim: Claim, mark: int) -> None:
-        if claim.kind is ClaimKind.REPLAY and mark == self._changes:
+        if claim.kind is ClaimKind.REPLAY and self._unchanged_since(mark):
             _put(self._claims, key, (request_hash, claim), self._kept)
 
     def answer(self, operation_id: str) -> Answer[object] | None:
         return self._answers.get(operation_id)
 
     def keep_answer(self, operation_id: str, answer: Answer[object], mark: int) -> None:
-        if mark == self._changes:
+        if self._unchanged_since(mark):
             _put(self._answers, operation_id, answer, self._kept)
+
+    def _unchanged_since(self, mark: int) -> bool:
+        # A transaction open now (its coroutine suspended inside it) may have shown the
+        # read rows it has not committed, inserted rows included: nothing is kept then.
+        return mark == self._changes and not self._db.in_transaction
 
     def _forget(self, tx: Transaction) -> None:
         self._changes += 1
