@@ -1,7 +1,7 @@
 """`make bench` keeps working: a one-second run of the ceiling, of KasPro direct and of
 GetAccount through the service prints the table and writes latest.json with every figure
-the docs quote. It asserts what was measured (calls made, no errors, CPU accounted),
-never how fast."""
+the docs quote; the floor and latency-bound scenarios run too. It asserts what was
+measured (calls made, no errors, CPU accounted), never how fast."""
 
 from __future__ import annotations
 
@@ -66,3 +66,16 @@ def test_the_floor_scenarios_serve_transfers_and_ride_cycles(tmp_path: Path) -> 
         assert result["errors"] == {}, name
         assert result["floor_cpu_s_per_1000"] > 0, name
         assert result["sandbox_cpu_s_per_1000"] > 0, name
+
+
+def test_the_latency_bound_scenario_has_kaspro_answer_every_call_late(tmp_path: Path) -> None:
+    # The sandbox answers every call 200 ms late once the customers are prepared: every
+    # measured call waited at least that long (a floor set by the delay, not a speed).
+    done = short_bench(tmp_path, "latency_bound")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "latest.json").read_text())["results"]["latency_bound"]
+    assert result["calls"] > 0
+    assert result["errors"] == {}
+    assert result["p50_ms"] >= 200
+    assert result["service_cpu_s_per_1000"] > 0
