@@ -107,7 +107,7 @@ async def test_a_move_the_table_refuses_changes_nothing_and_keeps_the_answer(
         replays = Replays(db)
         async with db.transaction() as tx:
             await rows.move_transaction(tx, "t-1", TxStatus.FAILED, 2.0)
-        failed: Answer[object] = Answer(failure=("INSUFFICIENT_FUNDS", "no money"))
+        failed = Answer(failure=("INSUFFICIENT_FUNDS", "no money"))
         replays.keep_answer("t-1", failed, replays.mark())
 
         async with db.transaction() as tx:  # FAILED is terminal: the UPDATE changes no row

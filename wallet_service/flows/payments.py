@@ -808,12 +808,12 @@ class Payments:
             )
 
 
-def _failed(transaction: Transaction) -> Answer[object]:
+def _failed(transaction: Transaction) -> Answer:
     """The answer of an operation that ended in ``transaction``'s failure."""
     return Answer(failure=(transaction.failure_reason, transaction.failure_message))
 
 
-def _give(answer: Answer[object]) -> object:
+def _give(answer: Answer) -> object:
     if answer.failure is not None:
         raise _failure(*answer.failure)
     return answer.record

@@ -24,12 +24,11 @@ database's only writer (one replica; docs/performance.md, Scale-out).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from wallet_service.store.database import Database, Transaction
 from wallet_service.store.idempotency import Claim, ClaimKind, Key
 
-T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -37,11 +36,11 @@ KEPT = 4096  # per map; a few MB at most
 
 
 @dataclass(frozen=True, slots=True)
-class Answer(Generic[T]):
+class Answer:
     """What a retry is answered with: the operation's record, or the failure it ended in
     (``failure_reason``, ``failure_message``) to raise afresh."""
 
-    record: T | None = None
+    record: object = None
     failure: tuple[str, str] | None = None
 
 
@@ -52,7 +51,7 @@ class Replays:
         self._db = db
         self._kept = kept
         self._claims: dict[Key, tuple[bytes, Claim]] = {}
-        self._answers: dict[str, Answer[object]] = {}
+        self._answers: dict[str, Answer] = {}
         self._changes = 0
         db.watch_changes(self._forget)
 
@@ -72,10 +71,10 @@ class Replays:
         if claim.kind is ClaimKind.REPLAY and self._unchanged_since(mark):
             _put(self._claims, key, (request_hash, claim), self._kept)
 
-    def answer(self, operation_id: str) -> Answer[object] | None:
+    def answer(self, operation_id: str) -> Answer | None:
         return self._answers.get(operation_id)
 
-    def keep_answer(self, operation_id: str, answer: Answer[object], mark: int) -> None:
+    def keep_answer(self, operation_id: str, answer: Answer, mark: int) -> None:
         if self._unchanged_since(mark):
             _put(self._answers, operation_id, answer, self._kept)
 
