@@ -309,6 +309,9 @@ def create_app(
             "# HELP wallet_unresolved_attempts_overdue 1 when the oldest is past its deadline.",
             "# TYPE wallet_unresolved_attempts_overdue gauge",
             f"wallet_unresolved_attempts_overdue {int(backlog.overdue)}",
+            "# HELP wallet_frozen_operations Operations frozen for review (each needs a person).",
+            "# TYPE wallet_frozen_operations gauge",
+            f"wallet_frozen_operations {backlog.frozen}",
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

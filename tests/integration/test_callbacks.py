@@ -395,9 +395,12 @@ async def test_a_callback_for_an_unknown_reference_is_parked_and_kept(h: Harness
 
 
 @pytest.mark.parametrize("first", ["SUCCESS", "FAILED"])
-async def test_a_contradicting_late_callback_changes_nothing_and_is_logged(
+async def test_a_contradicting_late_callback_freezes_the_transaction(
     h: Harness, caplog: pytest.LogCaptureFixture, first: str
 ) -> None:
+    """Two final answers that disagree: our books keep the first (nothing is booked or
+    undone), and the transaction is frozen, so the disagreement waits for a person instead
+    of staying silent (docs/money.md, invariant 6)."""
     caplog.set_level(logging.WARNING)
     c = await pending_cash_out(h)
     await h.complete_at_kaspro(c.reference, fail=first == "FAILED")
@@ -410,11 +413,25 @@ async def test_a_contradicting_late_callback_changes_nothing_and_is_logged(
     response = await post(h, body(c.reference, c.reff_id, late))
 
     assert response.status_code == 200
-    assert await snapshot(h, c) == before
+    why = await frozen(h, c.transaction_id)
+    assert why, "the contradiction did not freeze the transaction"
+    assert late.lower().replace("success", "succeeded") in why
+    assert c.reference in why
+    # Only the freeze changed: the status callers see, the ledger, the events and the
+    # attempt are as the first answer left them.
+    after = await snapshot(h, c)
+    assert after[0] == before[0]
+    assert after[3:] == before[3:]
     assert (await get_transaction(h, c.transaction_id)).status == settled
     assert await h.sandbox_balances() == balances
     assert errors_about(caplog, c.reference), "the contradiction was not logged as an error"
+    assert [cb["status"] for cb in await callbacks(h)][-1] == "frozen"
     await h.assert_books_agree()
+
+    # The same contradiction again changes nothing more.
+    assert (await post(h, body(c.reference, c.reff_id, late))).status_code == 200
+    assert await frozen(h, c.transaction_id) == why
+    assert [cb["status"] for cb in await callbacks(h)][-1] == "ignored"
 
 
 async def test_duplicate_success_callbacks_book_once(h: Harness) -> None:
@@ -459,7 +476,7 @@ async def test_the_callback_log_says_what_was_done_with_each_delivery(h: Harness
     assert (await post(h, success, secret="wrong")).status_code == 401
 
     statuses = [cb["status"] for cb in await callbacks(h)]
-    assert statuses == ["applied", "duplicate", "ignored", "parked", "rejected"], statuses
+    assert statuses == ["applied", "duplicate", "frozen", "parked", "rejected"], statuses
 
 
 # Integrity.

@@ -122,3 +122,24 @@ def _transaction(type_: TxType, id_: str) -> Transaction:
         create_time=1.0,
         update_time=1.0,
     )
+
+
+async def test_frozen_operations_are_counted_from_their_index_alone(tmp_path: Path) -> None:
+    """/metrics counts them on every scrape: the partial index holds only frozen ones."""
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {money.FROZEN_COUNT_SQL}")
+        details = " ".join(row["detail"] for row in plan)
+        assert "INDEX transactions_frozen" in details, details
+
+        async with db.transaction() as tx:
+            for n, why in enumerate(["", "amount differs", "", "KasPro contradicted itself"]):
+                await tx.execute(
+                    "INSERT INTO transactions (id, type, status, amount_idr, mobile_number, "
+                    "frozen, create_time, update_time) "
+                    "VALUES (?, 'CASH_OUT', 'PROCESSING', 1, 'm', ?, 1, 1)",
+                    (f"t{n}", why),
+                )
+        assert await money.frozen_count(db) == 2
+    finally:
+        await db.close()

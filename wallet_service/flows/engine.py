@@ -151,6 +151,9 @@ class Timing:
     unanswered_grace_seconds: float = 30.0
     first_poll_seconds: float = 2.0
     max_poll_seconds: float = 300.0
+    # An open attempt of a frozen operation is only asked about, for the record of the
+    # person who reviews it, this rarely; it is never sent again.
+    frozen_poll_seconds: float = 3600.0
 
     def backoff(self, checks: int) -> float:
         delay: float = self.first_poll_seconds * 2.0 ** min(checks, 16)
@@ -258,20 +261,72 @@ class Engine:
             del self._flights[reference]
 
     async def _send(self, attempt: Attempt, timeout: float | None) -> Result:
+        # Read again right before the call, whoever asks: a leg of an operation frozen
+        # meanwhile (an earlier leg's answer, a callback) or an attempt already answered
+        # is never sent (MONEY-RULES rules 2 and 6).
+        current = await rows.sendable(self.db, attempt.reference)
+        if current is not None:
+            log.warning("attempt %s not sent: %s", attempt.reference, current)
+            return Result(State.UNKNOWN, detail=f"not sent: {current}")
         reply = await self._dispatch(attempt, timeout)
         result = Result.of_reply(reply)
         await self.apply(attempt.reference, result)
         return result
 
     async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
+        before = await rows.load_attempt(self.db, attempt.reference)
+        if before is None or before.status not in _OPEN:
+            return Result(State.UNKNOWN, detail="the attempt is no longer open")
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
         result = Result.of_status(status)
         if result.state is State.NOT_FOUND:
-            # KasPro never executed it: the same step goes again, same reference.
-            log.info("attempt %s unknown to KasPro: sending it again", attempt.reference)
-            return await self._send(attempt, timeout)
+            if await self._not_found(before, result):
+                # KasPro never executed it: the same step goes again, same reference.
+                log.info("attempt %s unknown to KasPro: sending it again", attempt.reference)
+                return await self._send(before, timeout)
+            return result
         await self.apply(attempt.reference, result)
         return result
+
+    async def _not_found(self, before: Attempt, result: Result) -> bool:
+        """KasPro says it never executed ``before`` (as it stood when we asked): whether
+        the same step may be sent again (docs/kaspro.md, "When a step is sent again").
+
+        Only an attempt KasPro never answered (``pending``), unchanged while we asked, of
+        an operation that is not frozen, once its first send cannot still be on its way
+        (``unanswered_grace_seconds`` after it was made). One KasPro had already accepted
+        ("in process") cannot be unknown to it: that contradiction freezes the operation
+        rather than risk paying twice. One answered while we asked is left as it is.
+        """
+        now = self.now()
+        async with self.db.transaction() as tx:
+            current = await rows.load_attempt(tx, before.reference)
+            assert current is not None
+            transaction = await rows.load_transaction(tx, current.transaction_id)
+            assert transaction is not None
+            if transaction.frozen:
+                await self._note_frozen(tx, current, result, now)
+                return False
+            if current.status is not before.status:
+                return False
+            if current.status is AttemptStatus.PENDING:
+                first_send_landed = current.create_time + self.timing.unanswered_grace_seconds
+                if now < first_send_landed:
+                    # Asked early (a callback named it): the first send may still be on its
+                    # way to KasPro. Ask again once it cannot be.
+                    await rows.check_attempt_at(tx, current.reference, first_send_landed)
+                    return False
+                return True
+            if current.status is AttemptStatus.PROCESSING:
+                await self._freeze(
+                    tx,
+                    transaction,
+                    now,
+                    f"KasPro accepted attempt {current.reference} (in process) but its status "
+                    "inquiry does not know it",
+                )
+                await self._note_frozen(tx, current, result, now)
+            return False
 
     async def _dispatch(self, attempt: Attempt, timeout: float | None) -> MoneyReply:
         args = attempt.call["args"]
@@ -329,24 +384,33 @@ class Engine:
             attempt = await rows.load_attempt(tx, reference)
             if attempt is None:
                 return Applied.UNKNOWN_REFERENCE
-            if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.PROCESSING):
-                if result.state in (State.SUCCEEDED, State.FAILED):
-                    if State(attempt.status.value) is result.state:
-                        return Applied.DUPLICATE
-                    log.error(
-                        "attempt %s is %s but KasPro now says %s: ignored, needs review",
-                        reference,
-                        attempt.status.value,
-                        result.state.value,
-                    )
-                return Applied.IGNORED
             transaction = await rows.load_transaction(tx, attempt.transaction_id)
             assert transaction is not None
+            now = self.now()
+            if attempt.status not in _OPEN:
+                if result.state not in (State.SUCCEEDED, State.FAILED):
+                    return Applied.IGNORED
+                if State(attempt.status.value) is result.state:
+                    return Applied.DUPLICATE
+                # Two final answers that disagree: our books follow the first, KasPro's
+                # may follow the second. Only a person can tell which is true.
+                if transaction.frozen:
+                    return Applied.IGNORED
+                await self._freeze(
+                    tx,
+                    transaction,
+                    now,
+                    f"KasPro said {result.state.value} for attempt {reference} after it had "
+                    f"{attempt.status.value}",
+                )
+                return Applied.FROZEN
             if transaction.frozen:
+                await self._note_frozen(tx, attempt, result, now)
                 return Applied.IGNORED
             mismatch = _mismatch(attempt, result)
             if mismatch:
-                await self._freeze(tx, transaction, self.now(), mismatch)
+                await self._freeze(tx, transaction, now, mismatch)
+                await self._note_frozen(tx, attempt, result, now)
                 return Applied.FROZEN
             await self._apply(tx, attempt, transaction, result)
             return Applied.APPLIED
@@ -472,6 +536,29 @@ class Engine:
         log.error("transaction %s frozen for review: %s", transaction.id, why)
         await rows.set_transaction_fields(tx, transaction.id, now, frozen=why[:500])
 
+    async def _note_frozen(self, tx: DbTx, attempt: Attempt, result: Result, now: float) -> None:
+        """Keep what KasPro said of an open attempt of a frozen operation, as evidence for
+        the review, and ask again only after ``frozen_poll_seconds``; nothing is applied."""
+        said = result.state.value
+        if result.detail or result.message:
+            said += f": {result.detail or result.message}"
+        log.warning(
+            "attempt %s of frozen transaction %s: KasPro said %s (nothing applied)",
+            attempt.reference,
+            attempt.transaction_id,
+            said,
+        )
+        await rows.save_attempt(
+            tx,
+            replace(
+                attempt,
+                checks=attempt.checks + 1,
+                next_check_at=now + self.timing.frozen_poll_seconds,
+                last_detail=f"frozen; KasPro said {said}"[:500],
+                update_time=now,
+            ),
+        )
+
     async def move_ride(
         self, tx: DbTx, ride: RidePayment, to: RideStatus, now: float, **fields: Any
     ) -> RidePayment | None:
@@ -489,6 +576,8 @@ class Engine:
 
 
 EXPIRED_REASON = "expired: not captured within its lifetime"
+
+_OPEN = (AttemptStatus.PENDING, AttemptStatus.PROCESSING)
 
 
 def _mismatch(attempt: Attempt, result: Result) -> str:

@@ -209,11 +209,29 @@ async def insert_attempt(tx: DbTx, a: Attempt) -> None:
     )
 
 
-async def load_attempt(tx: DbTx, reference: str) -> Attempt | None:
-    row = await tx.fetch_one(
+async def load_attempt(source: Source, reference: str) -> Attempt | None:
+    row = await source.fetch_one(
         f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE reference = ?", (reference,)
     )
     return None if row is None else _attempt(row)
+
+
+async def sendable(source: Source, reference: str) -> str | None:
+    """None when attempt ``reference`` may be sent to KasPro now; else why not: only an
+    attempt KasPro never answered, of an operation that is not frozen, is sent."""
+    row = await source.fetch_one(
+        "SELECT attempts.status, transactions.frozen FROM attempts "
+        "JOIN transactions ON transactions.id = attempts.transaction_id "
+        "WHERE attempts.reference = ?",
+        (reference,),
+    )
+    if row is None:
+        return "no such attempt"
+    if row["frozen"]:
+        return "its operation is frozen for review"
+    if row["status"] != AttemptStatus.PENDING.value:
+        return f"it is already {row['status']}"
+    return None
 
 
 async def attempts_of(tx: DbTx, transaction_id: str) -> list[Attempt]:
@@ -281,6 +299,17 @@ async def open_attempt_stats(db: Database) -> tuple[int, float | None]:
     )
     assert row is not None
     return int(row["n"]), row["oldest"]
+
+
+async def frozen_count(db: Database) -> int:
+    """How many operations are frozen for review (an alert: each needs a person)."""
+    row = await db.fetch_one(FROZEN_COUNT_SQL)
+    assert row is not None
+    return int(row["n"])
+
+
+# Read from the partial index transactions_frozen alone (migration 0007).
+FROZEN_COUNT_SQL = "SELECT COUNT(*) AS n FROM transactions WHERE frozen != ''"
 
 
 # Ride payments.

@@ -24,6 +24,7 @@ class Backlog:
     unresolved: int
     oldest_age_seconds: float
     overdue: bool
+    frozen: int  # operations frozen for review: each waits for a person
 
 
 class Reconciler:
@@ -68,7 +69,8 @@ class Reconciler:
     async def backlog(self) -> Backlog:
         count, oldest = await rows.open_attempt_stats(self._engine.db)
         age = 0.0 if oldest is None else max(self._engine.now() - oldest, 0.0)
-        return Backlog(count, age, age > self._overdue_after)
+        frozen = await rows.frozen_count(self._engine.db)
+        return Backlog(count, age, age > self._overdue_after, frozen)
 
     async def run_forever(self) -> None:
         while True:
