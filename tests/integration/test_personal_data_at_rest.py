@@ -1,6 +1,6 @@
 """Personal data at rest: after the README's onboarding walkthrough every table holds only
 what docs/operations.md lists; no NIK, no KTP identity, no image; a retry of UpgradeKyc
-gets the identity reduced."""
+gets the identity reduced; answers stored by an earlier version are reduced at start."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from pathlib import Path
 from wallet.v1 import account_service_pb2, common_pb2
 
 from wallet_service.domain.nik import mask_nik
+from wallet_service.store import idempotency
+from wallet_service.store.database import Database
 
 from .conftest import (
     APP,
+    APP_TOKEN,
+    CALLERS,
     DEADLINE,
     ID_CARD_JPEG,
     LOCAL,
@@ -185,3 +189,26 @@ async def test_a_retry_of_a_malformed_nik_keeps_its_problem_not_the_nik(h: Harne
         id_card_number_problem=first.identity.id_card_number_problem,
     )
     assert "month" in retried.identity.id_card_number_problem
+
+
+async def test_answers_stored_with_the_full_identity_are_reduced_at_start(h: Harness) -> None:
+    first = await onboard(h)
+    await h.stop_service()
+    # What an earlier version kept under the request_id: the whole first answer.
+    db = await Database.open(str(h.db_path))
+    key = idempotency.Key(CALLERS[APP_TOKEN].name, "UpgradeKyc", "kyc-1")
+    await idempotency.complete(db, key, b"R" + first.SerializeToString())
+    await db.close()
+    assert NIK.encode() in h.db_path.read_bytes()  # the file holds it: the check can fail
+
+    await h.start()
+    retried = await upgrade(h)
+    await h.stop_service()
+
+    assert retried.identity == reduced(first.identity)
+    assert retried.account == first.account
+    # Gone from the file itself, not only from the row: no copy left in freed space.
+    stored = h.db_path.read_bytes()
+    assert b"idempotency_keys" in stored
+    assert NIK.encode() not in stored
+    assert first.identity.address.encode() not in stored

@@ -55,6 +55,11 @@ def upgrade_kept(answer: pb.UpgradeKycResponse) -> pb.UpgradeKycResponse:
     return kept
 
 
+async def reduce_stored_answers(idempotency: Idempotency) -> int:
+    """Reduce the UpgradeKyc answers that versions before ``upgrade_kept`` stored whole."""
+    return await idempotency.reduce_stored("UpgradeKyc", pb.UpgradeKycResponse, upgrade_kept)
+
+
 class AccountServicer(pb_grpc.AccountServiceServicer):
     def __init__(
         self, onboarding: Onboarding, idempotency: Idempotency, max_image_bytes: int

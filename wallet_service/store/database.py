@@ -90,6 +90,9 @@ class Database:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 5000")
+        # Deleted and shrunk rows (forgotten keys, reduced answers) are zeroed, not left
+        # readable in freed space; not every SQLite build does it by default.
+        conn.execute("PRAGMA secure_delete = ON")
         db = cls(conn)
         await db.migrate()
         if path != ":memory:":
