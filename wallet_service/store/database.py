@@ -256,7 +256,7 @@ class Transaction:
         self.wrote_events = False
         # What its end tells the watchers (Database.watch_changes): the operations
         # whose rows it changed ("<transaction id>" or "ride:<ride id>"), and whether
-        # it deleted idempotency keys.
+        # it deleted idempotency keys or rewrote their answers.
         self.changed: set[str] = set()
         self.forgot_keys = False
 

@@ -203,6 +203,8 @@ async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes],
                        WHERE caller = ? AND method = ? AND request_id = ?""",
                     (new, row["caller"], method, row["request_id"]),
                 )
+        # Answers kept in memory (flows/replays.py) are dropped as after a purge.
+        tx.forgot_keys = changed > 0
     if changed:
         await db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
     return changed
