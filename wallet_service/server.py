@@ -24,7 +24,7 @@ from wallet.v1 import (
     transaction_service_pb2_grpc,
 )
 
-from wallet_service.api.account import AccountServicer
+from wallet_service.api.account import AccountServicer, reduce_stored_answers
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
 from wallet_service.api.funding import FundingServicer
@@ -146,6 +146,9 @@ async def start(
     )
     onboarding = Onboarding(db, kaspro, config.otp, clock)
     idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)
+    # Before any retry can be answered: no full KTP identity stays in the database.
+    if reduced := await reduce_stored_answers(idempotency):
+        log.info("reduced %d stored UpgradeKyc answers to what retries need", reduced)
     engine = Engine(
         db, kaspro, clock, Timing(unanswered_grace_seconds=config.reconcile_grace_seconds)
     )

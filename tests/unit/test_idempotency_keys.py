@@ -1,5 +1,6 @@
 """Idempotency keys: a duplicate in flight waits; a key left by a dead process does not;
-a money request's key is written once, decided, and read without a transaction."""
+a money request's key is written once, decided, and read without a transaction; answers
+stored whole are reduced once, and nothing else is touched."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from wallet.v1 import account_service_pb2, common_pb2
+
+from wallet_service.api.account import reduce_stored_answers
+from wallet_service.api.idempotent import Idempotency
 from wallet_service.store import idempotency
 from wallet_service.store.database import Database
 
@@ -179,5 +184,54 @@ async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
         assert await idempotency.purge(db, older_than=5000.0) == 2
         rows = await db.fetch_all("SELECT request_id FROM idempotency_keys ORDER BY request_id")
         assert [row["request_id"] for row in rows] == ["b", "d"]
+    finally:
+        await db.close()
+
+
+async def test_reducing_stored_answers_touches_only_whole_answers_of_its_method(
+    tmp_path: Path,
+) -> None:
+    whole = account_service_pb2.UpgradeKycResponse(
+        kyc_status=common_pb2.KYC_STATUS_VERIFIED,
+        identity=common_pb2.KycIdentity(
+            id_card_number="3171015508920007", id_card_number_valid=True, name="SITI RAHAYU"
+        ),
+    )
+    other = account_service_pb2.RegisterCustomerResponse(
+        account=common_pb2.Account(first_name="Siti")
+    )
+    refusal = b'E{"reason": "WALLET_NOT_LINKED", "message": "m", "violations": [], "metadata": {}}'
+    outcomes = {
+        idempotency.Key("app", "UpgradeKyc", "whole"): b"R" + whole.SerializeToString(),
+        idempotency.Key("app", "UpgradeKyc", "refused"): refusal,
+        idempotency.Key("app", "RegisterCustomer", "r"): b"R" + other.SerializeToString(),
+    }
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        for key, outcome in outcomes.items():
+            await idempotency.claim(db, key, HASH, 1000.0, 120.0)
+            await idempotency.complete(db, key, outcome)
+        running = idempotency.Key("app", "UpgradeKyc", "running")
+        await idempotency.claim(db, running, HASH, 1000.0, 120.0)
+        idempotent = Idempotency(db, lambda: 1000.0, 120.0)
+        told: list[bool] = []
+        db.watch_changes(lambda tx: told.append(tx.forgot_keys))
+
+        assert await reduce_stored_answers(idempotent) == 1
+        assert told == [True]  # as after a purge: answers kept in memory are dropped
+        assert await reduce_stored_answers(idempotent) == 0  # a second start changes nothing
+
+        stored = {
+            row["request_id"]: row["response"]
+            for row in await db.fetch_all("SELECT request_id, response FROM idempotency_keys")
+        }
+        reduced = account_service_pb2.UpgradeKycResponse.FromString(stored["whole"][1:])
+        assert reduced.identity == common_pb2.KycIdentity(
+            id_card_number="3171**********07", id_card_number_valid=True
+        )
+        assert reduced.kyc_status == common_pb2.KYC_STATUS_VERIFIED
+        assert stored["refused"] == refusal
+        assert stored["r"] == outcomes[idempotency.Key("app", "RegisterCustomer", "r")]
+        assert stored["running"] is None
     finally:
         await db.close()

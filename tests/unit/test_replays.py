@@ -205,10 +205,11 @@ def test_every_write_a_kept_entry_depends_on_is_in_a_function_that_tells_replays
         "store/money.py:set_transaction_fields",
     }
     assert writers["ride_payments"] == {"store/money.py:move_ride"}
-    # Of these only purge deletes or changes a decided money key (it tells Replays);
-    # record_in takes over a running key, which no kept claim comes from; claim_in,
-    # complete and release are the onboarding RPCs' (api/idempotent.py).
+    # Of these only purge and rewrite_outcomes delete or change a decided key (both tell
+    # Replays); record_in takes over a running key, which no kept claim comes from;
+    # claim_in, complete and release are the onboarding RPCs' (api/idempotent.py).
     assert writers["idempotency_keys"] == {
+        "store/idempotency.py:rewrite_outcomes",
         "store/idempotency.py:record_in",
         "store/idempotency.py:claim_in",
         "store/idempotency.py:complete",

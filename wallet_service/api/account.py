@@ -21,6 +21,7 @@ from wallet_service.domain.customer import (
     text_problem,
 )
 from wallet_service.domain.images import image_problem
+from wallet_service.domain.nik import mask_nik
 from wallet_service.flows.onboarding import Onboarding
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -35,6 +36,28 @@ def time_left(context: ServicerContext) -> float | None:
     """Seconds left for KasPro calls on the caller's deadline (None: no deadline)."""
     remaining: float | None = context.time_remaining()
     return None if remaining is None else remaining - _ANSWER_MARGIN_SECONDS
+
+
+def upgrade_kept(answer: pb.UpgradeKycResponse) -> pb.UpgradeKycResponse:
+    """What a retry of UpgradeKyc gets: the OCR identity reduced to the NIK masked as the
+    logs mask it and its check. The caller needs the KTP identity once; kept for the
+    retention of request_ids it would be every customer's KTP in our database."""
+    identity = answer.identity
+    kept = pb.UpgradeKycResponse()
+    kept.CopyFrom(answer)
+    kept.identity.CopyFrom(
+        common_pb2.KycIdentity(
+            id_card_number=mask_nik(identity.id_card_number),
+            id_card_number_valid=identity.id_card_number_valid,
+            id_card_number_problem=identity.id_card_number_problem,
+        )
+    )
+    return kept
+
+
+async def reduce_stored_answers(idempotency: Idempotency) -> int:
+    """Reduce the UpgradeKyc answers that versions before ``upgrade_kept`` stored whole."""
+    return await idempotency.reduce_stored("UpgradeKyc", pb.UpgradeKycResponse, upgrade_kept)
 
 
 class AccountServicer(pb_grpc.AccountServiceServicer):
@@ -132,7 +155,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             )
 
         return await self._idempotency.run(
-            "UpgradeKyc", request, request_id, pb.UpgradeKycResponse, upgrade
+            "UpgradeKyc", request, request_id, pb.UpgradeKycResponse, upgrade, kept=upgrade_kept
         )
 
     async def GetAccount(

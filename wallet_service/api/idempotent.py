@@ -2,7 +2,9 @@
 
 The outcome of a request that reached a decision (a response or a refusal) is stored
 under (caller, method, request_id) and replayed to retries; an outcome that is not a
-decision (KasPro unavailable, cancelled, crashed) releases the key so a retry runs.
+decision (KasPro unavailable, cancelled, crashed) releases the key so a retry runs. A
+method may store less than it answered (``kept``): what retries need, not personal data
+the caller only needs once (docs/operations.md, "Personal data at rest").
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ class Idempotency:
         request_id: str,
         response_type: type[M],
         behaviour: Callable[[], Awaitable[M]],
+        *,
+        kept: Callable[[M], M] | None = None,
     ) -> M:
+        """Run ``behaviour`` once per request_id; retries get ``kept`` of its answer."""
         key = idempotency.Key(current_caller.get().name, method, request_id)
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         claim = await idempotency.claim(self._db, key, digest, self._clock(), self._lease)
@@ -76,10 +81,26 @@ class Idempotency:
         except BaseException:
             await asyncio.shield(idempotency.release(self._db, key))
             raise
+        stored = response if kept is None else kept(response)
         await asyncio.shield(
-            idempotency.complete(self._db, key, _RESPONSE + response.SerializeToString())
+            idempotency.complete(self._db, key, _RESPONSE + stored.SerializeToString())
         )
         return response
+
+    async def reduce_stored(
+        self, method: str, response_type: type[M], kept: Callable[[M], M]
+    ) -> int:
+        """Apply ``kept`` to the answers of ``method`` stored in full before it was
+        introduced; return how many changed. Reducing twice changes nothing."""
+
+        def reduce(stored: bytes) -> bytes:
+            if not stored.startswith(_RESPONSE):
+                return stored
+            answer = response_type.FromString(stored[1:])
+            smaller = kept(answer)
+            return stored if smaller == answer else _RESPONSE + smaller.SerializeToString()
+
+        return await idempotency.rewrite_outcomes(self._db, method, reduce)
 
 
 def _encode_error(error: WalletError) -> bytes:

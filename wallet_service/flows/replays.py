@@ -6,7 +6,8 @@ that is two reads (the key, the operation) and a row turned into a record each t
 (docs/performance.md, fix 17). Both are kept here instead:
 
 - a decided key's request hash and claim never change; only ``idempotency.purge``
-  deletes keys, and a commit that purged clears them all;
+  deletes keys (and ``rewrite_outcomes`` rewrites answers, at start), and a commit that
+  did either clears them all;
 - an operation's answer is kept only in a status where it depends on the operation's
   own row alone (not PENDING or PROCESSING, nor a ride AUTHORIZING, whose answer also
   depends on whether a KasPro answer is missing, nor a ride FAILED, answered with its

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sqlite3
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -81,13 +83,16 @@ class Database:
     @classmethod
     async def open(cls, path: str) -> Database:
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_files(Path(path))
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 5000")
+        # Deleted and shrunk rows (forgotten keys, reduced answers) are zeroed, not left
+        # readable in freed space; not every SQLite build does it by default.
+        conn.execute("PRAGMA secure_delete = ON")
         db = cls(conn)
         await db.migrate()
         if path != ":memory:":
@@ -166,6 +171,36 @@ class Database:
         return list(self._conn.execute(sql, tuple(params)).fetchall())
 
 
+def _private_files(path: Path) -> None:
+    """Only the service's user may read the database: it holds personal data
+    (docs/operations.md, "Personal data at rest").
+
+    A directory we create is 0700; one that exists is the operator's, so it is named in a
+    warning rather than changed. The database file is created 0600 before SQLite opens it,
+    and an existing one loses its group and other bits, as do a -wal and -shm left beside
+    it; SQLite gives the -wal and -shm files it creates the database file's bits.
+    """
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif stat.S_IMODE(directory.stat().st_mode) & 0o077:
+        log.warning(
+            "the data directory %s is open to other users: make it 0700 (docs/operations.md)",
+            directory.absolute(),
+        )
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        try:
+            bits = stat.S_IMODE(file.stat().st_mode)
+            if bits & 0o077:
+                file.chmod(bits & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:
+            log.warning("cannot make %s private to the service's user: %s", file, exc)
+
+
 async def _checkpoint_forever(path: str) -> None:
     """Copy committed WAL pages into the database file, off the event loop.
 
@@ -221,7 +256,7 @@ class Transaction:
         self.wrote_events = False
         # What its end tells the watchers (Database.watch_changes): the operations
         # whose rows it changed ("<transaction id>" or "ride:<ride id>"), and whether
-        # it deleted idempotency keys.
+        # it deleted idempotency keys or rewrote their answers.
         self.changed: set[str] = set()
         self.forgot_keys = False
 

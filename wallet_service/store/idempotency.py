@@ -6,12 +6,14 @@ Two ways to use them:
   transaction that creates their operation (``record_in``) or with their refusal;
 - the other mutating RPCs (``api/idempotent.py``) ``claim`` the key (a ``running`` row
   with a lease and the holder's incarnation), then ``complete`` or ``release`` it.
-``purge`` forgets decided keys past their retention.
+``purge`` forgets decided keys past their retention; ``rewrite_outcomes`` reduces what
+older versions stored.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wallet_service.store.database import Database, Row, Transaction
@@ -179,6 +181,33 @@ async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
                WHERE caller = ? AND method = ? AND request_id = ?""",
             (outcome, key.caller, key.method, key.request_id),
         )
+
+
+async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes], bytes]) -> int:
+    """Replace each decided outcome of ``method`` by ``rewrite`` of it; return how many
+    changed. The old bytes leave the files too: the connection zeroes what it frees
+    (``secure_delete``), and the WAL, which may hold old pages, is emptied."""
+    changed = 0
+    async with db.transaction() as tx:
+        rows = await tx.fetch_all(
+            """SELECT caller, request_id, response FROM idempotency_keys
+               WHERE method = ? AND state = 'done' AND response IS NOT NULL""",
+            (method,),
+        )
+        for row in rows:
+            old = bytes(row["response"])
+            new = rewrite(old)
+            if new != old:
+                changed += await tx.execute(
+                    """UPDATE idempotency_keys SET response = ?
+                       WHERE caller = ? AND method = ? AND request_id = ?""",
+                    (new, row["caller"], method, row["request_id"]),
+                )
+        # Answers kept in memory (flows/replays.py) are dropped as after a purge.
+        tx.forgot_keys = changed > 0
+    if changed:
+        await db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
+    return changed
 
 
 async def release(db: Database, key: Key) -> None:

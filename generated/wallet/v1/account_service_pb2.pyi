@@ -260,6 +260,12 @@ class UpgradeKycResponse(_message.Message):
     def identity(self) -> _common_pb2.KycIdentity:
         """What KasPro's OCR read from the KTP. A NIK that is not well formed is
         reported in id_card_number_valid / id_card_number_problem, not hidden.
+        Only this first answer carries the whole identity; the service does not keep
+        it. A retry with the same request_id gets the reduced identity:
+        id_card_number masked (its first four and last two characters kept, the rest
+        `*`; all `*` when shorter than 8), id_card_number_valid and
+        id_card_number_problem, every other field empty.
+        kyc_status and account are the first answer's.
         """
 
     @_builtins.property

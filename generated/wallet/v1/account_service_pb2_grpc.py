@@ -124,7 +124,9 @@ class AccountServiceServicer:
 
     def UpgradeKyc(self, request, context):
         """Upgrades the customer to premium with eKYC: KasPro reads the KTP by OCR and
-        compares the selfies. The images are passed to KasPro and never stored.
+        compares the selfies. The images are passed to KasPro and never stored, nor
+        is the OCR identity: a retry with the same request_id gets it reduced (see
+        UpgradeKycResponse.identity).
 
         Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
         JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),

@@ -70,7 +70,9 @@ class AccountServiceStub:
     """
     UpgradeKyc: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.UpgradeKycRequest, _account_service_pb2.UpgradeKycResponse]
     """Upgrades the customer to premium with eKYC: KasPro reads the KTP by OCR and
-    compares the selfies. The images are passed to KasPro and never stored.
+    compares the selfies. The images are passed to KasPro and never stored, nor
+    is the OCR identity: a retry with the same request_id gets it reduced (see
+    UpgradeKycResponse.identity).
 
     Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
     JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
@@ -128,7 +130,9 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """
     UpgradeKyc: _aio.UnaryUnaryMultiCallable[_account_service_pb2.UpgradeKycRequest, _account_service_pb2.UpgradeKycResponse]  # type: ignore[assignment]
     """Upgrades the customer to premium with eKYC: KasPro reads the KTP by OCR and
-    compares the selfies. The images are passed to KasPro and never stored.
+    compares the selfies. The images are passed to KasPro and never stored, nor
+    is the OCR identity: a retry with the same request_id gets it reduced (see
+    UpgradeKycResponse.identity).
 
     Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
     JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
@@ -207,7 +211,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_service_pb2.UpgradeKycResponse, _abc.Awaitable[_account_service_pb2.UpgradeKycResponse]]:
         """Upgrades the customer to premium with eKYC: KasPro reads the KTP by OCR and
-        compares the selfies. The images are passed to KasPro and never stored.
+        compares the selfies. The images are passed to KasPro and never stored, nor
+        is the OCR identity: a retry with the same request_id gets it reduced (see
+        UpgradeKycResponse.identity).
 
         Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
         JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
