@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wallet_service.domain.errors import Reason
@@ -35,6 +35,7 @@ from wallet_service.kaspro import (
     parse_callback,
     verify_callback,
 )
+from wallet_service.metrics import CONTENT_TYPE, Metrics
 from wallet_service.store import money as rows
 from wallet_service.workers.reconciler import Reconciler
 
@@ -276,6 +277,7 @@ def create_app(
     receiver: CallbackReceiver,
     reconciler: Reconciler,
     serving: Callable[[], bool],
+    metrics: Metrics,
 ) -> Starlette:
     async def callback(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
@@ -297,26 +299,18 @@ def create_app(
             {"status": "SERVING" if ok else "NOT_SERVING"}, status_code=200 if ok else 503
         )
 
-    async def metrics(request: Request) -> Response:
+    async def metrics_page(request: Request) -> Response:
         backlog = await reconciler.backlog()
-        lines = [
-            "# HELP wallet_unresolved_attempts KasPro money calls whose outcome is not final.",
-            "# TYPE wallet_unresolved_attempts gauge",
-            f"wallet_unresolved_attempts {backlog.unresolved}",
-            "# HELP wallet_oldest_unresolved_attempt_seconds Age of the oldest of them.",
-            "# TYPE wallet_oldest_unresolved_attempt_seconds gauge",
-            f"wallet_oldest_unresolved_attempt_seconds {backlog.oldest_age_seconds:.3f}",
-            "# HELP wallet_unresolved_attempts_overdue 1 when the oldest is past its deadline.",
-            "# TYPE wallet_unresolved_attempts_overdue gauge",
-            f"wallet_unresolved_attempts_overdue {int(backlog.overdue)}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        metrics.unresolved_attempts.set(backlog.unresolved)
+        metrics.oldest_unresolved_attempt.set(backlog.oldest_age_seconds)
+        metrics.unresolved_attempts_overdue.set(int(backlog.overdue))
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     return Starlette(
         routes=[
             Route(CALLBACK_PATH, callback, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
         ]
     )
 

@@ -39,6 +39,7 @@ from wallet_service.flows.payments import Payments, PlatformAccounts
 from wallet_service.http import CALLBACK_PATH, CallbackReceiver, CallbackSettings, start_http
 from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
+from wallet_service.metrics import Metrics
 from wallet_service.store.database import Database
 from wallet_service.workers.housekeeping import run_housekeeping
 from wallet_service.workers.reconciler import Reconciler
@@ -67,6 +68,7 @@ class WalletService:
     _db: Database
     _kaspro: KasProClient
     reconciler: Reconciler
+    metrics: Metrics
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -99,6 +101,7 @@ async def start(
     kaspro_base_url: str | None = None,
 ) -> WalletService:
     """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
+    metrics = Metrics()
     closers: list[Callable[[], Awaitable[None]]] = []
     db = await Database.open(config.db_path)
     sandbox = None
@@ -215,7 +218,7 @@ async def start(
     serving = asyncio.Event()  # set while serving; /healthz reads it
     serving.set()
     http = await start_http(
-        create_http_app(receiver, reconciler, serving.is_set), config.http_listen
+        create_http_app(receiver, reconciler, serving.is_set, metrics), config.http_listen
     )
     closers.append(http.stop)
     if sandbox is not None:
@@ -248,6 +251,7 @@ async def start(
         _db=db,
         _kaspro=kaspro,
         reconciler=reconciler,
+        metrics=metrics,
         _closers=closers,
     )
 
