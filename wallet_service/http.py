@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from wallet_service.config import Config
 from wallet_service.domain.errors import Reason
 from wallet_service.flows.engine import Applied, Engine, Result, State
 from wallet_service.flows.payments import Payments
+from wallet_service.http_protocol import PortBounds, bounded_protocol
 from wallet_service.kaspro import (
     CALLBACK_SIGNATURE_HEADER,
     CALLBACK_TIMESTAMP_HEADER,
@@ -273,21 +277,59 @@ def _result(callback: Callback) -> Result:
     )
 
 
+class _Sparse:
+    """Log a line at most once a minute, with how many happened since the last one: a
+    flood must not become a flood of log lines."""
+
+    def __init__(self, logger: logging.Logger, level: int, every_seconds: float = 60.0) -> None:
+        self._logger = logger
+        self._level = level
+        self._every = every_seconds
+        self._last = -math.inf
+        self._count = 0
+
+    def emit(self, what: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._logger.log(self._level, "%s: %d since the last such line", what, self._count)
+            self._last, self._count = now, 0
+
+
 def create_app(
     receiver: CallbackReceiver,
     reconciler: Reconciler,
     serving: Callable[[], bool],
     metrics: Metrics,
 ) -> Starlette:
+    hang_ups = _Sparse(log, logging.INFO)
+
+    def too_large() -> Response:
+        metrics.callbacks.labels("too_large").inc()
+        # Connection: close makes uvicorn close the connection after the answer, so the
+        # rest of the body is never read (not even to be thrown away).
+        return JSONResponse(
+            {"error": "callback too large"}, status_code=413, headers={"Connection": "close"}
+        )
+
     async def callback(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
-            return JSONResponse({"error": "callback too large"}, status_code=413)
-        raw = await request.body()
-        if len(raw) > MAX_CALLBACK_BYTES:
-            return JSONResponse({"error": "callback too large"}, status_code=413)
+            return too_large()
+        # Read piece by piece and stop at the limit, whatever the framing: a chunked
+        # body declares no length.
+        raw = bytearray()
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_CALLBACK_BYTES:
+                    return too_large()
+        except ClientDisconnect:
+            metrics.callbacks.labels("hung_up").inc()
+            hang_ups.emit("callback senders hung up before the whole body arrived")
+            return Response(status_code=400)  # nobody is left to read it
         status = await receiver.receive(
-            raw,
+            bytes(raw),
             request.headers.get(CALLBACK_TIMESTAMP_HEADER),
             request.headers.get(CALLBACK_SIGNATURE_HEADER),
         )
@@ -335,8 +377,14 @@ class RunningHttp:
             await asyncio.wait_for(self._task, timeout=5)
 
 
-async def start_http(app: Starlette, listen: str) -> RunningHttp:
-    host, port = listen.rsplit(":", 1)
+async def start_http(app: Starlette, config: Config, metrics: Metrics) -> RunningHttp:
+    bounds = PortBounds(
+        max_connections=config.http_max_connections,
+        head_timeout_seconds=config.http_head_timeout_seconds,
+        body_timeout_seconds=config.http_body_timeout_seconds,
+        keep_alive_seconds=config.http_keep_alive_seconds,
+    )
+    host, port = config.http_listen.rsplit(":", 1)
     # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no 40 ms ACK waits).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
@@ -349,9 +397,16 @@ async def start_http(app: Starlette, listen: str) -> RunningHttp:
         raise
     server = _QuietServer(
         uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=2
+            app,
+            http=bounded_protocol(bounds, metrics),
+            timeout_keep_alive=bounds.keep_alive_seconds,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
         )
     )
+    metrics.http_connections.set_function(lambda: len(server.server_state.connections))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="wallet-http")
     async with asyncio.timeout(10):
         while not server.started:

@@ -7,10 +7,17 @@ Labels never carry mobile numbers, references or ids.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 # What generate_latest writes: Prometheus' classic text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# What was done with one POST to the callback port, when it never got to the receiver:
+# a body past the limit, or a sender that hung up before the whole body arrived.
+VERDICTS = ("too_large", "hung_up")
+# Why the HTTP port closed a connection on its own: the request head or body did not
+# arrive in time, or a kept-alive connection stayed idle.
+TIMEOUT_PHASES = ("head", "body", "keep_alive")
 
 
 class Metrics:
@@ -32,6 +39,33 @@ class Metrics:
             "1 when the oldest is past its deadline.",
             registry=r,
         )
+        self.callbacks = Counter(
+            "wallet_callbacks",
+            "POSTs to the callback port, by what was done with them.",
+            ["verdict"],
+            registry=r,
+        )
+        self.http_connections = Gauge(
+            "wallet_http_connections",
+            "Connections open on the HTTP port.",
+            registry=r,
+        )
+        self.http_refused = Counter(
+            "wallet_http_connections_refused",
+            "HTTP-port connections closed at once because the port had its cap.",
+            registry=r,
+        )
+        self.http_timed_out = Counter(
+            "wallet_http_connections_timed_out",
+            "HTTP-port connections closed by a timeout, by phase.",
+            ["phase"],
+            registry=r,
+        )
+        # Every series exists from the start, so that a rate() sees its first increment.
+        for verdict in VERDICTS:
+            self.callbacks.labels(verdict)
+        for phase in TIMEOUT_PHASES:
+            self.http_timed_out.labels(phase)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

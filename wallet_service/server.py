@@ -24,6 +24,7 @@ from wallet.v1 import (
     transaction_service_pb2_grpc,
 )
 
+from wallet_service import descriptors
 from wallet_service.api.account import AccountServicer
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
@@ -101,6 +102,7 @@ async def start(
     kaspro_base_url: str | None = None,
 ) -> WalletService:
     """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
+    descriptors.reserve(config)  # before anything is opened: a misfit is a ConfigError
     metrics = Metrics()
     closers: list[Callable[[], Awaitable[None]]] = []
     db = await Database.open(config.db_path)
@@ -218,7 +220,7 @@ async def start(
     serving = asyncio.Event()  # set while serving; /healthz reads it
     serving.set()
     http = await start_http(
-        create_http_app(receiver, reconciler, serving.is_set, metrics), config.http_listen
+        create_http_app(receiver, reconciler, serving.is_set, metrics), config, metrics
     )
     closers.append(http.stop)
     if sandbox is not None:
