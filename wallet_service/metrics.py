@@ -12,9 +12,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 # What generate_latest writes: Prometheus' classic text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# What was done with one POST to the callback port, when it never got to the receiver:
-# a body past the limit, or a sender that hung up before the whole body arrived.
-VERDICTS = ("too_large", "hung_up")
+# What was done with one POST to the callback port: the callbacks table's own words for
+# a verified callback, then the deliveries that never got that far.
+VERDICTS = (
+    "applied",
+    "duplicate",
+    "ignored",
+    "frozen",
+    "parked",
+    "rejected",
+    "unverified",
+    "malformed",
+    "too_large",
+    "hung_up",
+)
 # Why the HTTP port closed a connection on its own: the request head or body did not
 # arrive in time, or a kept-alive connection stayed idle.
 TIMEOUT_PHASES = ("head", "body", "keep_alive")
@@ -59,6 +70,17 @@ class Metrics:
             "wallet_http_connections_timed_out",
             "HTTP-port connections closed by a timeout, by phase.",
             ["phase"],
+            registry=r,
+        )
+        self.unverified_samples_dropped = Counter(
+            "wallet_unverified_callback_samples_dropped",
+            "Unverified callbacks pushed out of the kept sample by newer ones.",
+            registry=r,
+        )
+        self.top_up_checks_dropped = Counter(
+            "wallet_top_up_checks_dropped",
+            "Unverified top-up callbacks whose reference was not queued for a KasPro "
+            "status inquiry because too many were on record.",
             registry=r,
         )
         # Every series exists from the start, so that a rate() sees its first increment.

@@ -193,8 +193,12 @@ async def start(
             ],
             driver_va_prefixes=[p.prefix for p in config.driver_va_prefixes],
             driver_retail_prefixes=[p.prefix for p in config.driver_retail_prefixes],
+            unverified_sample=config.unverified_callback_sample,
+            unverified_top_up_checks=config.unverified_top_up_checks,
+            inquiry_period_seconds=config.unverified_inquiry_period_seconds,
         ),
         clock,
+        metrics,
     )
     reconciler = Reconciler(
         engine,

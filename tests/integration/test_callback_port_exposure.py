@@ -2,7 +2,8 @@
 
 Over real sockets against the real service: a chunked body is cut at the limit while it
 is read; connections past the port's cap are closed at once; idle and slow ones are
-closed by the server; a hang-up mid-body is counted, not logged as an error. Meanwhile the
+closed by the server; a hang-up mid-body is counted, not logged as an error; a flood of
+unverified callbacks leaves the database and the calls to KasPro bounded. Meanwhile the
 gRPC port keeps answering (docs/operations.md, "The callback port").
 """
 
@@ -10,20 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from wallet.v1 import account_service_pb2, account_service_pb2_grpc
+from wallet.v1 import account_service_pb2, account_service_pb2_grpc, common_pb2
 
-from .conftest import APP, DEADLINE, OTHER_LOCAL, Harness, wait_for
+from .conftest import APP, DEADLINE, LOCAL, OTHER_LOCAL, Harness, wait_for
+from .test_callbacks import DEV_SECRET, body, get_transaction, pending_cash_out, sign
 
 MB = 1024 * 1024
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+STATUS_PATH = "/transaction-status/"
 CHUNKED_HEAD = (
     b"POST /callbacks/kaspro HTTP/1.1\r\nHost: wallet\r\n"
     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -272,3 +278,109 @@ async def test_a_sender_that_hangs_up_mid_body_is_counted_not_logged_as_an_error
     assert loud == [], [r.getMessage() for r in loud[:3]]
     told = [r for r in caplog.records if "hung up" in r.getMessage()]
     assert len(told) <= 1, "one line per hang-up"
+
+
+# Unverified callbacks.
+
+
+def padded(document: dict[str, Any], size: int = 60_000) -> bytes:
+    """``document`` as JSON, grown to about ``size`` bytes by a note field."""
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps({**document, "note": "x" * (size - len(raw) - 10)}).encode()
+
+
+def top_up(reference: str) -> dict[str, Any]:
+    return {
+        "reffId": "OLSFQ" + reference[-6:],
+        "requestId": reference,
+        "status": "SUCCESS",
+        "code": 0,
+        "message": "Berhasil",
+        "amount": "500000",
+        "serviceFee": "0",
+        "mobileNumber": LOCAL,
+        "type": "TOPUP",
+        "channel": "VA",
+        "vaNumber": "3935881234567890",
+    }
+
+
+async def database_bytes(h: Harness) -> int:
+    """The database file's size once every committed page is in it."""
+    await h.running._db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
+    return h.db_path.stat().st_size
+
+
+async def test_an_unverified_flood_keeps_the_database_and_kaspro_calls_bounded(
+    h: Harness,
+) -> None:
+    bound = 5
+    await h.restart(h.with_config(unverified_top_up_checks=bound))
+    c = await pending_cash_out(h)
+    same = "TOPUP00000000000SAME"
+    others = [f"TOPUP0000000000{n:05d}" for n in range(20)]
+    top_ups = {same, *others}
+    cash_out = json.loads(body(c.reference, c.reff_id))
+    ledger, balances = await h.ledger(), await h.sandbox_balances()
+    size = await database_bytes(h)
+    before = Counter(e["requestId"] for e in await h.kaspro_requests(STATUS_PATH))
+
+    async def flood(posts: int) -> None:
+        url = f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro"
+        async with httpx.AsyncClient(timeout=DEADLINE) as client:
+            for n in range(posts):
+                document = [top_up(same), top_up(others[n % 20]), cash_out][n % 3]
+                raw = padded(document)
+                now = str(int(h.clock()))
+                headers = {"Content-Type": "application/json"}
+                if n % 2:  # the other half signed, with the wrong secret
+                    headers["KasPro-Callback-Timestamp"] = now
+                    headers["KasPro-Callback-Signature"] = sign("not-" + DEV_SECRET, now, raw)
+                response = await client.post(url, content=raw, headers=headers)
+                assert response.status_code == 401, response.text
+
+    for posts in (300, 60):  # the reconciler runs between and after the two waves
+        await flood(posts)
+        await h.running.reconciler.run_once()
+        await h.running.reconciler.run_once()
+
+    after = Counter(e["requestId"] for e in await h.kaspro_requests(STATUS_PATH))
+    asked = after - before
+    assert max(asked.values(), default=0) <= 1, asked
+    assert sum(n for reference, n in asked.items() if reference in top_ups) <= bound, asked
+    assert metric(h, "wallet_top_up_checks_dropped_total") > 0
+    assert metric(h, "wallet_callbacks_total", verdict="unverified") == 360
+    # A sample of the newest is kept (100 by default), each cut to its first kilobyte.
+    sample = await h.running._db.fetch_one(
+        "SELECT COUNT(*) AS n, MAX(LENGTH(head)) AS longest FROM unverified_callbacks"
+    )
+    assert sample is not None
+    assert (sample["n"], sample["longest"]) == (100, 1024)
+    assert metric(h, "wallet_unverified_callback_samples_dropped_total") == 260
+    stored = await h.running._db.fetch_one("SELECT COUNT(*) AS n FROM callbacks")
+    assert stored is not None
+    top_ups_funding_the_wallet = 1
+    assert stored["n"] == top_ups_funding_the_wallet
+    # 21 MB of bodies were posted; the database keeps a bounded sample of them.
+    assert await database_bytes(h) - size < 1 * MB
+    # No money moved.
+    assert await h.ledger() == ledger
+    processing = common_pb2.TRANSACTION_STATUS_PROCESSING
+    assert (await get_transaction(h, c.transaction_id)).status == processing
+    assert await h.sandbox_balances() == balances
+
+
+async def test_bodies_that_are_not_callbacks_are_refused_without_a_trace(h: Harness) -> None:
+    """Unverified garbage of every size up to the limit is answered 401 and only sampled."""
+    url = f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro"
+    async with httpx.AsyncClient(timeout=DEADLINE) as client:
+        for size in (0, 1, 1023, 1024, 1025, 64 * 1024):
+            response = await client.post(url, content=b"\xff" * size)
+            assert response.status_code == 401
+    rows = await h.running._db.fetch_all(
+        "SELECT size, LENGTH(head) AS kept, reason FROM unverified_callbacks ORDER BY id"
+    )
+    assert [(r["size"], r["kept"], r["reason"]) for r in rows] == [
+        (size, min(size, 1024), "unsigned") for size in (0, 1, 1023, 1024, 1025, 64 * 1024)
+    ]
+    assert await h.running._db.fetch_all("SELECT id FROM callbacks") == []

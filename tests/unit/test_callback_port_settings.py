@@ -20,6 +20,9 @@ def test_the_bounds_are_read() -> None:
             "WALLET_HTTP_HEAD_TIMEOUT_SECONDS": "2.5",
             "WALLET_HTTP_BODY_TIMEOUT_SECONDS": "0.5",
             "WALLET_HTTP_KEEP_ALIVE_SECONDS": "30",
+            "WALLET_UNVERIFIED_CALLBACK_SAMPLE": "0",
+            "WALLET_UNVERIFIED_TOP_UP_CHECKS": "7",
+            "WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS": "600",
         }
     )
 
@@ -28,7 +31,10 @@ def test_the_bounds_are_read() -> None:
         config.http_head_timeout_seconds,
         config.http_body_timeout_seconds,
         config.http_keep_alive_seconds,
-    ) == (50, 2.5, 0.5, 30)
+        config.unverified_callback_sample,
+        config.unverified_top_up_checks,
+        config.unverified_inquiry_period_seconds,
+    ) == (50, 2.5, 0.5, 30, 0, 7, 600.0)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +46,11 @@ def test_the_bounds_are_read() -> None:
         ("WALLET_HTTP_BODY_TIMEOUT_SECONDS", "nan"),
         ("WALLET_HTTP_KEEP_ALIVE_SECONDS", "0"),
         ("WALLET_HTTP_KEEP_ALIVE_SECONDS", "2.5"),
+        ("WALLET_UNVERIFIED_CALLBACK_SAMPLE", "-1"),
+        # Zero would leave unverified top-ups unconfirmed, and a period of zero would
+        # let every unverified post buy a KasPro call.
+        ("WALLET_UNVERIFIED_TOP_UP_CHECKS", "0"),
+        ("WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS", "0"),
     ],
 )
 def test_bounds_that_bound_nothing_are_config_errors(variable: str, value: str) -> None:
