@@ -51,7 +51,8 @@ CALLBACK_PATH = "/callbacks/kaspro"
 MAX_CALLBACK_BYTES = 64 * 1024
 # What is kept of an unverified callback: its first bytes, enough to tell what it was.
 MAX_SAMPLE_BYTES = 1024
-# Longer than any KasPro requestId (ours are 16 characters, KasPro's about 20).
+# A longer requestId is not one to ask KasPro about (ours have 16 characters, the
+# sandbox's top-up requestIds 20).
 MAX_REFERENCE_CHARS = 64
 
 
