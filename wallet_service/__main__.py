@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(config, on_started=_started))
+    except config_module.ConfigError as exc:  # what only start-up can check (descriptors)
+        print(f"wallet-service: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"wallet-service: {exc}", file=sys.stderr)
         return 1

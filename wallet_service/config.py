@@ -94,6 +94,15 @@ class Config:
     kaspro_max_connections: int = 1024
     kaspro_http_client: str = "builtin"
     http_listen: str = "127.0.0.1:8081"
+    # The HTTP port's bounds and what unverified callbacks may cost (docs/operations.md,
+    # "The callback port").
+    http_max_connections: int = 1000
+    http_head_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 10.0
+    http_keep_alive_seconds: int = 5
+    unverified_callback_sample: int = 100
+    unverified_top_up_checks: int = 100
+    unverified_inquiry_period_seconds: float = 60.0
     limits: Limits = field(default_factory=Limits)
     va_prefixes: tuple[VaPrefix, ...] = DEFAULT_VA_PREFIXES
     driver_va_prefixes: tuple[VaPrefix, ...] = DEFAULT_DRIVER_VA_PREFIXES
@@ -376,6 +385,15 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         kaspro_merchant_account=credentials["merchant_account"],
         kaspro_corporate_account=credentials["corporate_account"],
         http_listen=text("WALLET_HTTP_LISTEN", "127.0.0.1:8081"),
+        http_max_connections=integer("WALLET_HTTP_MAX_CONNECTIONS", 1000, minimum=1),
+        http_head_timeout_seconds=number("WALLET_HTTP_HEAD_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        http_body_timeout_seconds=number("WALLET_HTTP_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        http_keep_alive_seconds=integer("WALLET_HTTP_KEEP_ALIVE_SECONDS", 5, minimum=1),
+        unverified_callback_sample=integer("WALLET_UNVERIFIED_CALLBACK_SAMPLE", 100),
+        unverified_top_up_checks=integer("WALLET_UNVERIFIED_TOP_UP_CHECKS", 100, minimum=1),
+        unverified_inquiry_period_seconds=number(
+            "WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS", 60.0, minimum=1.0
+        ),
         limits=limits,
         va_prefixes=va_prefixes,
         driver_va_prefixes=driver_va,

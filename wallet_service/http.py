@@ -1,9 +1,11 @@
 """The service's HTTP side: KasPro's callback receiver, /healthz and /metrics (Starlette).
 
-A callback is stored raw before anything else; then verified on the raw bytes, applied
-through the engine's one transition function, and acknowledged. One for a reference we
-do not know yet is parked and tried again; one that cannot be verified is not trusted:
-KasPro is asked for the status instead (MONEY-RULES rule 5).
+A callback is verified on its raw bytes first; a verified one is stored raw, then
+applied through the engine's one transition function, and acknowledged. One for a
+reference we do not know yet is parked and tried again. One that cannot be verified is
+not stored, trusted or acknowledged: a bounded sample of them is kept, and KasPro is
+asked for the status instead, at most once per reference and period (MONEY-RULES rule 5,
+docs/operations.md "The callback port").
 """
 
 from __future__ import annotations
@@ -11,19 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from wallet_service.config import Config
 from wallet_service.domain.errors import Reason
 from wallet_service.flows.engine import Applied, Engine, Result, State
 from wallet_service.flows.payments import Payments
+from wallet_service.http_protocol import PortBounds, bounded_protocol
 from wallet_service.kaspro import (
     CALLBACK_SIGNATURE_HEADER,
     CALLBACK_TIMESTAMP_HEADER,
@@ -35,6 +41,7 @@ from wallet_service.kaspro import (
     parse_callback,
     verify_callback,
 )
+from wallet_service.metrics import CONTENT_TYPE, Metrics
 from wallet_service.store import money as rows
 from wallet_service.workers.reconciler import Reconciler
 
@@ -42,6 +49,11 @@ log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/callbacks/kaspro"
 MAX_CALLBACK_BYTES = 64 * 1024
+# What is kept of an unverified callback: its first bytes, enough to tell what it was.
+MAX_SAMPLE_BYTES = 1024
+# A longer requestId is not one to ask KasPro about (ours have 16 characters, the
+# sandbox's top-up requestIds 20).
+MAX_REFERENCE_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,10 @@ class CallbackSettings:
     park_retry_seconds: float = 5.0
     driver_va_prefixes: Sequence[str] = ()
     driver_retail_prefixes: Sequence[str] = ()
+    # What unverified callbacks may cost (Config's unverified_* settings).
+    unverified_sample: int = 100
+    unverified_top_up_checks: int = 100
+    inquiry_period_seconds: float = 60.0
 
 
 class CallbackReceiver:
@@ -61,19 +77,19 @@ class CallbackReceiver:
         kaspro: KasProClient,
         settings: CallbackSettings,
         clock: Callable[[], float],
+        metrics: Metrics,
     ) -> None:
         self._engine = engine
         self._payments = payments
         self._kaspro = kaspro
         self._settings = settings
         self._clock = clock
+        self._metrics = metrics
+        self._unverified_log = _Sparse(log, logging.WARNING)
+        self._dropped_log = _Sparse(log, logging.ERROR)
 
     async def receive(self, raw: bytes, timestamp: str | None, signature: str | None) -> int:
         """Handle one delivery; the HTTP status to answer."""
-        db = self._engine.db
-        callback_id = await rows.store_callback(
-            db, raw, timestamp or "", signature or "", self._clock()
-        )
         if not verify_callback(
             raw,
             timestamp,
@@ -82,33 +98,45 @@ class CallbackReceiver:
             self._clock(),
             self._settings.window_seconds,
         ):
-            await self._distrust(callback_id, raw)
+            await self._distrust(raw, unsigned=timestamp is None or signature is None)
             return 401
+        callback_id = await rows.store_callback(
+            self._engine.db, raw, timestamp or "", signature or "", self._clock()
+        )
         try:
             callback = parse_callback(raw)
         except KasProCallbackInvalid as exc:
             await self._mark(callback_id, "rejected", detail=str(exc))
+            self._metrics.callbacks.labels("malformed").inc()
             log.error("callback %d unreadable: %s", callback_id, exc)
             return 400
-        return 200 if await self._handle(callback_id, callback, tries=0) else 400
+        verdict, status = await self._handle(callback_id, callback, tries=0)
+        self._metrics.callbacks.labels(verdict).inc()
+        return status
 
     async def retry_parked(self) -> int:
-        """Try parked callbacks again, and confirm distrusted top-ups with KasPro (the
+        """Try parked callbacks again, and confirm unverified top-ups with KasPro (the
         reconciler calls this); how many were tried."""
-        parked = await rows.parked_callbacks(self._engine.db, self._clock(), 100)
+        now = self._clock()
+        parked = await rows.parked_callbacks(self._engine.db, now, 100)
         for row in parked:
-            callback = parse_callback(bytes(row["raw"]))
-            if row["status"] == "verify":
-                await self._confirm_top_up(int(row["id"]), callback, tries=int(row["tries"]))
-            else:
-                await self._handle(int(row["id"]), callback, tries=int(row["tries"]))
-        return len(parked)
+            await self._handle(
+                int(row["id"]), parse_callback(bytes(row["raw"])), tries=int(row["tries"])
+            )
+        checks = await rows.due_top_up_checks(self._engine.db, now, 100)
+        for check in checks:
+            await self._confirm_top_up(check)
+        await rows.forget_top_up_checks(
+            self._engine.db, now - self._settings.inquiry_period_seconds
+        )
+        return len(parked) + len(checks)
 
-    async def _confirm_top_up(self, callback_id: int, untrusted: Callback, *, tries: int) -> None:
+    async def _confirm_top_up(self, check: rows.TopUpCheck) -> None:
         """A top-up told by a callback we could not verify: believe KasPro's status answer
-        only. The unverified body only says which requestId to ask about (and, for the
+        only. The unverified body only said which requestId to ask about (and, for the
         label, whether the number was a driver's)."""
-        status = await self._kaspro.transaction_status(untrusted.request_id, timeout=10.0)
+        status = await self._kaspro.transaction_status(check.reference, timeout=10.0)
+        now = self._clock()
         if (
             status.state is TransferState.SUCCEEDED
             and status.kind is CallbackKind.TOPUP
@@ -120,31 +148,38 @@ class CallbackReceiver:
                 status.reff_id,
                 status.mobile_number,
                 status.amount_idr,
-                driver=self._is_driver(untrusted),
-                channel=untrusted.channel or "VA",
+                driver=self._is_driver(check.va_number, check.payment_code),
+                channel=check.channel or "VA",
             )
-            await self._mark(
-                callback_id, "applied" if created else "duplicate", reference=status.reff_id
+            await rows.mark_top_up_check(
+                self._engine.db, check.reference, "applied" if created else "duplicate", now
             )
         elif status.state in (TransferState.FAILED, TransferState.NOT_FOUND):
-            log.error("callback %d: KasPro does not confirm this top-up", callback_id)
-            await self._mark(
-                callback_id,
+            log.warning("KasPro does not confirm the unverified top-up %s", check.reference)
+            await rows.mark_top_up_check(
+                self._engine.db,
+                check.reference,
                 "rejected",
-                reference=untrusted.request_id,
+                now,
                 detail="top-up not confirmed by KasPro",
             )
         else:
-            await self._mark(
-                callback_id,
-                "verify",
-                reference=untrusted.request_id,
+            # Never sooner than the inquiry period: an unverified body must not buy more
+            # KasPro calls than that.
+            delay = max(
+                min(2.0 * 2 ** min(check.tries, 8), 300.0), self._settings.inquiry_period_seconds
+            )
+            await rows.mark_top_up_check(
+                self._engine.db,
+                check.reference,
+                "waiting",
+                now,
                 detail=status.detail or "not confirmed yet",
-                next_try_at=self._clock() + min(2.0 * 2 ** min(tries, 8), 300.0),
+                next_try_at=now + delay,
             )
 
-    async def _handle(self, callback_id: int, callback: Callback, *, tries: int) -> bool:
-        """Apply (or park) a verified callback; False when it cannot be used at all."""
+    async def _handle(self, callback_id: int, callback: Callback, *, tries: int) -> tuple[str, int]:
+        """Apply (or park) a verified callback; what was done and the HTTP status."""
         if callback.kind is CallbackKind.TOPUP:
             return await self._top_up(callback_id, callback)
         result = _result(callback)
@@ -157,25 +192,23 @@ class CallbackReceiver:
                 reference=callback.request_id,
                 detail=callback.detail or "unknown status",
             )
-            return True
+            return "rejected", 200
         applied = await self._engine.apply(callback.request_id, result)
         if applied is not Applied.UNKNOWN_REFERENCE:
             await self._mark(callback_id, applied.value, reference=callback.request_id)
-        else:
-            log.warning(
-                "callback %d for unknown reference %s parked", callback_id, callback.request_id
-            )
-            # Backing off, but never giving up: the attempt may still be committed.
-            delay = min(self._settings.park_retry_seconds * 2 ** min(tries, 10), 600.0)
-            await self._mark(
-                callback_id,
-                "parked",
-                reference=callback.request_id,
-                next_try_at=self._clock() + delay,
-            )
-        return True
+            return applied.value, 200
+        log.warning("callback %d for unknown reference %s parked", callback_id, callback.request_id)
+        # Backing off, but never giving up: the attempt may still be committed.
+        delay = min(self._settings.park_retry_seconds * 2 ** min(tries, 10), 600.0)
+        await self._mark(
+            callback_id,
+            "parked",
+            reference=callback.request_id,
+            next_try_at=self._clock() + delay,
+        )
+        return "parked", 200
 
-    async def _top_up(self, callback_id: int, callback: Callback) -> bool:
+    async def _top_up(self, callback_id: int, callback: Callback) -> tuple[str, int]:
         if (
             callback.state is not TransferState.SUCCEEDED
             or callback.mobile_number is None
@@ -190,50 +223,76 @@ class CallbackReceiver:
             # Answered 400: KasPro keeps the credit on record and retries; the raw body
             # stays in the callbacks table for a person to look at.
             log.error("callback %d: unusable top-up", callback_id)
-            return False
-        driver = self._is_driver(callback)
+            return "rejected", 400
         created = await self._payments.record_top_up(
             callback.reff_id,
             callback.mobile_number,
             callback.amount_idr,
-            driver=driver,
+            driver=self._is_driver(callback.va_number, callback.payment_code),
             channel=callback.channel or "VA",
         )
-        await self._mark(
-            callback_id, "applied" if created else "duplicate", reference=callback.reff_id
-        )
-        return True
+        verdict = "applied" if created else "duplicate"
+        await self._mark(callback_id, verdict, reference=callback.reff_id)
+        return verdict, 200
 
-    def _is_driver(self, callback: Callback) -> bool:
+    def _is_driver(self, va_number: str, payment_code: str) -> bool:
         """Paid to a driver prefix: a DRIVER_DEPOSIT rather than a TOP_UP."""
-        return any(
-            callback.va_number.startswith(p) for p in self._settings.driver_va_prefixes
-        ) or any(callback.payment_code.startswith(p) for p in self._settings.driver_retail_prefixes)
+        return any(va_number.startswith(p) for p in self._settings.driver_va_prefixes) or any(
+            payment_code.startswith(p) for p in self._settings.driver_retail_prefixes
+        )
 
-    async def _distrust(self, callback_id: int, raw: bytes) -> None:
+    async def _distrust(self, raw: bytes, *, unsigned: bool) -> None:
+        """An unverified callback: not stored, not trusted, never acknowledged. A sample of
+        the newest is kept, and the KasPro reference it names is asked about at most once
+        per inquiry period (MONEY-RULES rule 5, docs/operations.md)."""
+        db, now = self._engine.db, self._clock()
+        self._metrics.callbacks.labels("unverified").inc()
+        self._unverified_log.emit("callbacks failed verification (answered 401)")
+        dropped = await rows.keep_unverified_sample(
+            db,
+            raw[:MAX_SAMPLE_BYTES],
+            len(raw),
+            "unsigned" if unsigned else "bad signature",
+            now,
+            self._settings.unverified_sample,
+        )
+        self._metrics.unverified_samples_dropped.inc(dropped)
         untrusted = None
         with contextlib.suppress(KasProCallbackInvalid):
             untrusted = parse_callback(raw)
-        log.warning("callback %d failed verification; asking KasPro instead", callback_id)
-        if untrusted is not None and untrusted.kind is CallbackKind.TOPUP:
-            # No attempt of ours to re-check: the reconciler asks KasPro about this
-            # requestId (retry_parked) and records the top-up from its answer.
-            await self._mark(
-                callback_id,
-                "verify",
-                reference=untrusted.request_id,
-                detail="bad signature",
-                next_try_at=self._clock(),
+        if untrusted is None or not untrusted.request_id:
+            return
+        if untrusted.kind is not CallbackKind.TOPUP:
+            await self._inquire_soon(
+                untrusted.request_id, gap=self._settings.inquiry_period_seconds
             )
             return
-        reference = "" if untrusted is None else untrusted.request_id
-        await self._mark(callback_id, "rejected", reference=reference, detail="bad signature")
-        if reference:
-            await self._inquire_soon(reference)
+        if len(untrusted.request_id) > MAX_REFERENCE_CHARS:
+            return  # not a KasPro requestId: nothing to ask about
+        # No attempt of ours to re-check: the reconciler asks KasPro about this requestId
+        # (retry_parked) and records the top-up from its answer.
+        queued = await rows.queue_top_up_check(
+            db,
+            rows.TopUpCheck(
+                untrusted.request_id,
+                untrusted.channel[:MAX_REFERENCE_CHARS],
+                untrusted.va_number[:MAX_REFERENCE_CHARS],
+                untrusted.payment_code[:MAX_REFERENCE_CHARS],
+                tries=0,
+            ),
+            now,
+            self._settings.unverified_top_up_checks,
+        )
+        if queued == "full":
+            self._metrics.top_up_checks_dropped.inc()
+            self._dropped_log.emit(
+                "unverified top-up callbacks not confirmed with KasPro: "
+                "WALLET_UNVERIFIED_TOP_UP_CHECKS references on record already"
+            )
 
-    async def _inquire_soon(self, reference: str) -> None:
+    async def _inquire_soon(self, reference: str, *, gap: float = 0.0) -> None:
         async with self._engine.db.transaction() as tx:
-            await rows.check_attempt_at(tx, reference, self._clock())
+            await rows.check_attempt_at(tx, reference, self._clock(), gap=gap)
 
     async def _mark(
         self,
@@ -272,20 +331,59 @@ def _result(callback: Callback) -> Result:
     )
 
 
+class _Sparse:
+    """Log a line at most once a minute, with how many happened since the last one: a
+    flood must not become a flood of log lines."""
+
+    def __init__(self, logger: logging.Logger, level: int, every_seconds: float = 60.0) -> None:
+        self._logger = logger
+        self._level = level
+        self._every = every_seconds
+        self._last = -math.inf
+        self._count = 0
+
+    def emit(self, what: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._logger.log(self._level, "%s: %d since the last such line", what, self._count)
+            self._last, self._count = now, 0
+
+
 def create_app(
     receiver: CallbackReceiver,
     reconciler: Reconciler,
     serving: Callable[[], bool],
+    metrics: Metrics,
 ) -> Starlette:
+    hang_ups = _Sparse(log, logging.INFO)
+
+    def too_large() -> Response:
+        metrics.callbacks.labels("too_large").inc()
+        # Connection: close makes uvicorn close the connection after the answer, so the
+        # rest of the body is never read (not even to be thrown away).
+        return JSONResponse(
+            {"error": "callback too large"}, status_code=413, headers={"Connection": "close"}
+        )
+
     async def callback(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
-            return JSONResponse({"error": "callback too large"}, status_code=413)
-        raw = await request.body()
-        if len(raw) > MAX_CALLBACK_BYTES:
-            return JSONResponse({"error": "callback too large"}, status_code=413)
+            return too_large()
+        # Read piece by piece and stop at the limit, whatever the framing: a chunked
+        # body declares no length.
+        raw = bytearray()
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_CALLBACK_BYTES:
+                    return too_large()
+        except ClientDisconnect:
+            metrics.callbacks.labels("hung_up").inc()
+            hang_ups.emit("callback senders hung up before the whole body arrived")
+            return Response(status_code=400)  # nobody is left to read it
         status = await receiver.receive(
-            raw,
+            bytes(raw),
             request.headers.get(CALLBACK_TIMESTAMP_HEADER),
             request.headers.get(CALLBACK_SIGNATURE_HEADER),
         )
@@ -297,29 +395,19 @@ def create_app(
             {"status": "SERVING" if ok else "NOT_SERVING"}, status_code=200 if ok else 503
         )
 
-    async def metrics(request: Request) -> Response:
+    async def metrics_page(request: Request) -> Response:
         backlog = await reconciler.backlog()
-        lines = [
-            "# HELP wallet_unresolved_attempts KasPro money calls whose outcome is not final.",
-            "# TYPE wallet_unresolved_attempts gauge",
-            f"wallet_unresolved_attempts {backlog.unresolved}",
-            "# HELP wallet_oldest_unresolved_attempt_seconds Age of the oldest of them.",
-            "# TYPE wallet_oldest_unresolved_attempt_seconds gauge",
-            f"wallet_oldest_unresolved_attempt_seconds {backlog.oldest_age_seconds:.3f}",
-            "# HELP wallet_unresolved_attempts_overdue 1 when the oldest is past its deadline.",
-            "# TYPE wallet_unresolved_attempts_overdue gauge",
-            f"wallet_unresolved_attempts_overdue {int(backlog.overdue)}",
-            "# HELP wallet_frozen_operations Operations frozen for review (each needs a person).",
-            "# TYPE wallet_frozen_operations gauge",
-            f"wallet_frozen_operations {backlog.frozen}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        metrics.unresolved_attempts.set(backlog.unresolved)
+        metrics.oldest_unresolved_attempt.set(backlog.oldest_age_seconds)
+        metrics.unresolved_attempts_overdue.set(int(backlog.overdue))
+        metrics.frozen_operations.set(backlog.frozen)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     return Starlette(
         routes=[
             Route(CALLBACK_PATH, callback, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
         ]
     )
 
@@ -344,8 +432,14 @@ class RunningHttp:
             await asyncio.wait_for(self._task, timeout=5)
 
 
-async def start_http(app: Starlette, listen: str) -> RunningHttp:
-    host, port = listen.rsplit(":", 1)
+async def start_http(app: Starlette, config: Config, metrics: Metrics) -> RunningHttp:
+    bounds = PortBounds(
+        max_connections=config.http_max_connections,
+        head_timeout_seconds=config.http_head_timeout_seconds,
+        body_timeout_seconds=config.http_body_timeout_seconds,
+        keep_alive_seconds=config.http_keep_alive_seconds,
+    )
+    host, port = config.http_listen.rsplit(":", 1)
     # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no 40 ms ACK waits).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
@@ -358,9 +452,16 @@ async def start_http(app: Starlette, listen: str) -> RunningHttp:
         raise
     server = _QuietServer(
         uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=2
+            app,
+            http=bounded_protocol(bounds, metrics),
+            timeout_keep_alive=bounds.keep_alive_seconds,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
         )
     )
+    metrics.http_connections.set_function(lambda: len(server.server_state.connections))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="wallet-http")
     async with asyncio.timeout(10):
         while not server.started:

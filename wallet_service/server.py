@@ -24,6 +24,7 @@ from wallet.v1 import (
     transaction_service_pb2_grpc,
 )
 
+from wallet_service import descriptors
 from wallet_service.api.account import AccountServicer, reduce_stored_answers
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
@@ -39,6 +40,7 @@ from wallet_service.flows.payments import Payments, PlatformAccounts
 from wallet_service.http import CALLBACK_PATH, CallbackReceiver, CallbackSettings, start_http
 from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
+from wallet_service.metrics import Metrics
 from wallet_service.store.database import Database
 from wallet_service.workers.housekeeping import run_housekeeping
 from wallet_service.workers.reconciler import Reconciler
@@ -67,6 +69,7 @@ class WalletService:
     _db: Database
     _kaspro: KasProClient
     reconciler: Reconciler
+    metrics: Metrics
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -99,6 +102,8 @@ async def start(
     kaspro_base_url: str | None = None,
 ) -> WalletService:
     """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
+    descriptors.reserve(config)  # before anything is opened: a misfit is a ConfigError
+    metrics = Metrics()
     closers: list[Callable[[], Awaitable[None]]] = []
     db = await Database.open(config.db_path)
     sandbox = None
@@ -191,8 +196,12 @@ async def start(
             ],
             driver_va_prefixes=[p.prefix for p in config.driver_va_prefixes],
             driver_retail_prefixes=[p.prefix for p in config.driver_retail_prefixes],
+            unverified_sample=config.unverified_callback_sample,
+            unverified_top_up_checks=config.unverified_top_up_checks,
+            inquiry_period_seconds=config.unverified_inquiry_period_seconds,
         ),
         clock,
+        metrics,
     )
     reconciler = Reconciler(
         engine,
@@ -218,7 +227,7 @@ async def start(
     serving = asyncio.Event()  # set while serving; /healthz reads it
     serving.set()
     http = await start_http(
-        create_http_app(receiver, reconciler, serving.is_set), config.http_listen
+        create_http_app(receiver, reconciler, serving.is_set, metrics), config, metrics
     )
     closers.append(http.stop)
     if sandbox is not None:
@@ -251,6 +260,7 @@ async def start(
         _db=db,
         _kaspro=kaspro,
         reconciler=reconciler,
+        metrics=metrics,
         _closers=closers,
     )
 

@@ -1,11 +1,12 @@
 """KasPro's callbacks at our receiver (``POST /callbacks/kaspro`` on the HTTP port).
 
-The receiver stores every delivery raw, verifies the signature on the raw bytes (current
-and previous secret, ±300 s), and applies it through the engine's one transition function.
-What cannot be verified is answered 401, not trusted, and its attempt is queued for a
-status inquiry; a reference we do not know is parked, never dropped; a late, repeated or
-contradicting callback changes nothing; a callback that disagrees with what we asked
-freezes the transaction (MONEY-RULES rules 4, 5, 6).
+The receiver verifies the signature on the raw bytes (current and previous secret,
+±300 s), stores a verified delivery raw, and applies it through the engine's one
+transition function. What cannot be verified is answered 401, neither stored nor
+trusted (only sampled), and its attempt is asked about at most once per inquiry period;
+a reference we do not know is parked, never dropped; a late, repeated or contradicting
+callback changes nothing; a callback that disagrees with what we asked freezes the
+transaction (MONEY-RULES rules 4, 5, 6).
 
 The hand-made callbacks here are KasPro's side of the contract, signed the way
 docs/kaspro.md says (an HMAC written here, independent of the service's verifier).
@@ -42,6 +43,7 @@ SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
 FAILED = common_pb2.TRANSACTION_STATUS_FAILED
 AMOUNT = 50_000
 MAX_BODY = 64 * 1024
+PERIOD = 60.0  # WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS
 
 
 def sign(secret: str, timestamp: str, raw: bytes) -> str:
@@ -161,10 +163,29 @@ async def event_statuses(h: Harness, transaction_id: str) -> list[str]:
 
 async def attempt_row(h: Harness, reference: str) -> dict[str, Any]:
     row = await h.running._db.fetch_one(
-        "SELECT status, next_check_at, checks FROM attempts WHERE reference = ?", (reference,)
+        "SELECT status, next_check_at, checks, update_time FROM attempts WHERE reference = ?",
+        (reference,),
     )
     assert row is not None
     return dict(row)
+
+
+async def quiet(h: Harness, c: CashOut) -> None:
+    """Let the reconciler ask KasPro about the cash-out until its backoff is longer than
+    the inquiry period, and let a period pass since the last answer: now an unverified
+    callback may pull the next inquiry forward."""
+    while (a := await attempt_row(h, c.reference))["next_check_at"] - a["update_time"] <= PERIOD:
+        await h.settle(advance_seconds=a["next_check_at"] - h.clock())
+    h.clock.advance(PERIOD + 1)
+    assert (await attempt_row(h, c.reference))["next_check_at"] > h.clock()
+
+
+async def samples(h: Harness) -> list[dict[str, Any]]:
+    """The kept sample of unverified callbacks, oldest first."""
+    rows = await h.running._db.fetch_all(
+        "SELECT size, head, reason FROM unverified_callbacks ORDER BY id"
+    )
+    return [dict(row) for row in rows]
 
 
 async def frozen(h: Harness, transaction_id: str) -> str | None:
@@ -220,26 +241,49 @@ def errors_about(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.Lo
 # Verification.
 
 
-async def test_an_unsigned_callback_is_refused_stored_and_triggers_an_inquiry(h: Harness) -> None:
+async def test_an_unsigned_callback_is_refused_sampled_and_pulls_the_inquiry_forward(
+    h: Harness,
+) -> None:
     c = await pending_cash_out(h)
+    await quiet(h, c)
     before = await snapshot(h, c)
-    assert (await attempt_row(h, c.reference))["next_check_at"] > h.clock()
     raw = body(c.reference, c.reff_id)
 
     response = await post(h, raw, headers={})
 
     assert response.status_code == 401
-    (stored,) = await callbacks(h)
-    assert bytes(stored["raw"]) == raw
-    assert (stored["status"], stored["timestamp"], stored["signature"]) == ("rejected", "", "")
+    assert await callbacks(h) == []  # only verified callbacks are stored
+    assert await samples(h) == [{"size": len(raw), "head": raw, "reason": "unsigned"}]
     assert await snapshot(h, c) == before
     assert (await get_transaction(h, c.transaction_id)).status == PROCESSING
     # Not trusted: KasPro is asked instead, at once.
     assert (await attempt_row(h, c.reference))["next_check_at"] == h.clock()
 
 
+async def test_unverified_callbacks_pull_an_inquiry_forward_at_most_once_per_period(
+    h: Harness,
+) -> None:
+    c = await pending_cash_out(h)
+    # Fresh from KasPro's answer: the next inquiry is not pulled before a period is over.
+    planned = (await attempt_row(h, c.reference))["next_check_at"]
+    assert (await post(h, body(c.reference, c.reff_id), headers={})).status_code == 401
+    assert (await attempt_row(h, c.reference))["next_check_at"] == planned
+    await quiet(h, c)
+    inquiries = len(await h.kaspro_requests("/transaction-status/"))
+
+    for _ in range(3):  # a post, a reconciler pass, again and again
+        assert (await post(h, body(c.reference, c.reff_id), headers={})).status_code == 401
+        await h.running.reconciler.run_once()
+
+    # One inquiry: after it, the next is never sooner than a period after its answer.
+    assert len(await h.kaspro_requests("/transaction-status/")) == inquiries + 1
+    attempt = await attempt_row(h, c.reference)
+    assert attempt["next_check_at"] == attempt["update_time"] + PERIOD == h.clock() + PERIOD
+
+
 async def test_an_unverifiable_success_is_settled_by_asking_kaspro(h: Harness) -> None:
     c = await pending_cash_out(h)
+    await quiet(h, c)
     # KasPro settles it, but its own callback never arrives; an unsigned one does.
     await h._control("POST", "/callback-url", json={"url": None})
     await h.complete_at_kaspro(c.reference)
@@ -320,10 +364,11 @@ async def test_a_callback_that_cannot_be_verified_changes_nothing(h: Harness, ho
 
     assert response.status_code == 401, response.text
     assert await snapshot(h, c) == before
-    (stored,) = await callbacks(h)
-    assert stored["status"] == "rejected"
-    # The callback named a real attempt: KasPro will be asked about it now.
-    assert (await attempt_row(h, c.reference))["next_check_at"] == h.clock()
+    assert await callbacks(h) == []
+    unsigned = how in ("signature-only", "timestamp-only")
+    ((sampled, reason),) = [(bytes(s["head"]), s["reason"]) for s in await samples(h)]
+    assert sampled in (raw, body(c.reference, c.reff_id, amount="5000000"))
+    assert reason == ("unsigned" if unsigned else "bad signature")
 
 
 @pytest.mark.parametrize("offset_seconds", [-300, -299, 299, 300])
@@ -465,18 +510,37 @@ async def test_duplicate_success_callbacks_book_once(h: Harness) -> None:
 
 
 async def test_the_callback_log_says_what_was_done_with_each_delivery(h: Harness) -> None:
-    """The callbacks table's own statuses: applied, duplicate, ignored, parked, rejected
-    (wallet_service/store/migrations/0002_money.sql)."""
+    """The callbacks table's own statuses: applied, duplicate, frozen, parked, rejected
+    (wallet_service/store/migrations/0002_money.sql); an unverified delivery is not in
+    it. The metric counts every delivery by verdict."""
     c = await pending_cash_out(h)
     success = body(c.reference, c.reff_id)
     assert (await post(h, success)).status_code == 200
     assert (await post(h, success)).status_code == 200
     assert (await post(h, body(c.reference, c.reff_id, "FAILED"))).status_code == 200
     assert (await post(h, body("NOTOURSYET000002", "OLSFQ2"))).status_code == 200
+    assert (await post(h, body(c.reference, c.reff_id, "MAYBE"))).status_code == 200
+    assert (await post(h, b"not json")).status_code == 400
     assert (await post(h, success, secret="wrong")).status_code == 401
 
     statuses = [cb["status"] for cb in await callbacks(h)]
-    assert statuses == ["applied", "duplicate", "frozen", "parked", "rejected"], statuses
+    assert statuses == ["applied", "duplicate", "frozen", "parked", "rejected", "rejected"]
+    verdicts = {
+        verdict: h.running.metrics.registry.get_sample_value(
+            "wallet_callbacks_total", {"verdict": verdict}
+        )
+        for verdict in ("applied", "duplicate", "frozen", "parked", "rejected", "malformed")
+    }
+    # The top-up that funded the wallet was applied too.
+    assert verdicts == {
+        "applied": 2,
+        "duplicate": 1,
+        "frozen": 1,
+        "parked": 1,
+        "rejected": 1,
+        "malformed": 1,
+    }
+    assert [s["reason"] for s in await samples(h)] == ["bad signature"]
 
 
 # Integrity.

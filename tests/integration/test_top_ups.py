@@ -10,13 +10,18 @@ many times the callback is delivered (MONEY-RULES rules 5, 8, 9).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
 from wallet.v1 import common_pb2, transaction_service_pb2
+
+from wallet_service.store.database import _migrations
 
 from .conftest import (
     APP,
@@ -319,23 +324,90 @@ async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kasp
         },
     )
 
-    async def distrusted() -> bool:
-        row = await h.running._db.fetch_one(
-            "SELECT status FROM callbacks WHERE reference = ?", (sent["requestId"],)
-        )
-        return row is not None and row["status"] == "verify"
+    async def queued() -> bool:
+        return await top_up_check(h, sent["requestId"]) == "waiting"
 
-    await wait_for(distrusted)
-    # Not trusted: nothing booked until KasPro confirms it by status inquiry.
+    await wait_for(queued)
+    # Not trusted, not stored: nothing booked until KasPro confirms it by status inquiry.
     assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
+    stored = await h.running._db.fetch_one(
+        "SELECT 1 FROM callbacks WHERE reference = ?", (sent["reffId"],)
+    )
+    assert stored is None
 
     await h.settle()
 
-    row = await h.running._db.fetch_one(
-        "SELECT type, amount_idr FROM transactions WHERE kaspro_reference = ?", (sent["reffId"],)
+    await assert_credited_once(h, sent["reffId"], 70_000)
+    assert await top_up_check(h, sent["requestId"]) == "applied"
+    # The unverified callback comes again: its reference is on record, so nothing is
+    # queued and KasPro is not asked again within the inquiry period.
+    inquiries = len(await h.kaspro_requests("/transaction-status/"))
+    refused = [c for c in await h._control("GET", "/callbacks") if c["statusCode"] == 401]
+    unsigned = json.dumps(refused[0]["body"]).encode()
+    async with httpx.AsyncClient(timeout=DEADLINE) as client:
+        for _ in range(3):
+            response = await client.post(
+                f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro", content=unsigned
+            )
+            assert response.status_code == 401
+    await h.settle(advance_seconds=0)
+    assert len(await h.kaspro_requests("/transaction-status/")) == inquiries
+    await assert_credited_once(h, sent["reffId"], 70_000)
+
+
+async def test_a_top_up_waiting_for_its_check_before_the_upgrade_is_still_confirmed(
+    h: Harness, tmp_path: Path
+) -> None:
+    """Migration 0005: a top-up whose callback failed verification used to wait in the
+    callbacks table ('verify'); after the upgrade it is confirmed with KasPro all the same."""
+    await h.onboard(LOCAL)
+    await h._control("POST", "/callback-url", json={"url": None})
+    sent = await h._control(
+        "POST",
+        "/topup",
+        json={
+            "mobileNumber": LOCAL,
+            "amount": 45_000,
+            "channel": "VA",
+            "vaNumber": "39358" + LOCAL[1:],
+        },
     )
-    assert row is not None
-    assert (row["type"], row["amount_idr"]) == ("TOP_UP", 70_000)
-    await h.assert_books_agree()
-    await h.settle()  # asking again records nothing twice
+    raw = json.dumps({**sent, "status": "SUCCESS", "type": "TOPUP"}).encode()
+    path = tmp_path / "before-0005.db"
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        for version, sql in _migrations():
+            if version < 5:
+                old.executescript(sql)
+        old.execute(
+            "INSERT INTO callbacks (received_at, raw, status, reference, next_try_at, detail) "
+            "VALUES (?, ?, 'verify', ?, ?, 'bad signature')",
+            (h.clock(), raw, sent["requestId"], h.clock()),
+        )
+        old.execute("PRAGMA user_version = 4")
+        old.commit()
+
+    # The reconciler's first pass, at start-up, asks KasPro.
+    await h.restart(h.with_config(db_path=str(path)))
+
+    async def confirmed() -> bool:
+        return await top_up_check(h, sent["requestId"]) == "applied"
+
+    await wait_for(confirmed)
+    await assert_credited_once(h, sent["reffId"], 45_000)
+    (status,) = await h.running._db.fetch_all("SELECT status FROM callbacks")
+    assert status["status"] == "rejected"
+
+
+async def top_up_check(h: Harness, reference: str) -> str | None:
+    row = await h.running._db.fetch_one(
+        "SELECT status FROM top_up_checks WHERE reference = ?", (reference,)
+    )
+    return None if row is None else str(row["status"])
+
+
+async def assert_credited_once(h: Harness, reff_id: str, amount_idr: int) -> None:
+    rows = await h.running._db.fetch_all(
+        "SELECT type, amount_idr FROM transactions WHERE kaspro_reference = ?", (reff_id,)
+    )
+    assert [(row["type"], row["amount_idr"]) for row in rows] == [("TOP_UP", amount_idr)]
     await h.assert_books_agree()

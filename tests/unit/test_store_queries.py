@@ -91,17 +91,17 @@ async def test_parked_callbacks_come_from_their_index_in_arrival_order(tmp_path:
     try:
         plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {money.PARKED_CALLBACKS_SQL}", (0.0, 10))
         details = " ".join(row["detail"] for row in plan)
-        assert "USING INDEX callbacks_to_retry" in details
+        assert "USING INDEX callbacks_parked" in details
         assert "SCAN callbacks" not in details
 
-        states = [("parked", 50.0), ("applied", None), ("verify", 10.0), ("parked", 500.0)]
+        states = [("parked", 50.0), ("applied", None), ("rejected", 10.0), ("parked", 500.0)]
         states.append(("parked", 5.0))  # due soonest, received last
         due = []
         for n, (status, next_try_at) in enumerate(states):
             callback_id = await money.store_callback(db, b"{}", "", "", float(n))
             async with db.transaction() as tx:
                 await money.mark_callback(tx, callback_id, status, next_try_at=next_try_at)
-            if next_try_at is not None and next_try_at <= 100.0:
+            if status == "parked" and next_try_at is not None and next_try_at <= 100.0:
                 due.append(callback_id)
 
         rows = await money.parked_callbacks(db, 100.0, 10)

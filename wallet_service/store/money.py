@@ -1,4 +1,5 @@
-"""Rows of money: transactions, attempts, ride payments, ledger lines, events, callbacks.
+"""Rows of money: transactions, attempts, ride payments, ledger lines, events, callbacks
+(and what is kept of unverified ones).
 
 Every status change is a conditional UPDATE (``… WHERE status IN (<allowed sources>)``):
 a change that would move a status backwards or out of a terminal state changes nothing
@@ -10,8 +11,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 from wallet_service.domain.money import (
     Line,
@@ -272,12 +273,14 @@ async def save_attempt(tx: DbTx, a: Attempt) -> bool:
     return changed > 0
 
 
-async def check_attempt_at(tx: DbTx, reference: str, when: float) -> None:
-    """Have the reconciler ask KasPro about an open attempt at ``when``."""
+async def check_attempt_at(tx: DbTx, reference: str, when: float, *, gap: float = 0.0) -> None:
+    """Have the reconciler ask KasPro about an open attempt at ``when`` if that is sooner
+    than planned, but not sooner than ``gap`` seconds after the attempt last changed (its
+    last answer or inquiry)."""
     await tx.execute(
-        "UPDATE attempts SET next_check_at = ? WHERE reference = ? "
-        "AND status IN ('pending', 'processing')",
-        (when, reference),
+        "UPDATE attempts SET next_check_at = MAX(?, update_time + ?) WHERE reference = ? "
+        "AND status IN ('pending', 'processing') AND next_check_at > MAX(?, update_time + ?)",
+        (when, gap, reference, when, gap),
     )
 
 
@@ -556,14 +559,116 @@ async def mark_callback(
 # In arrival order; the index keeps it to the parked ones (ORDER BY id alone would make
 # SQLite walk the whole table by id, every reconciler pass).
 PARKED_CALLBACKS_SQL = (
-    "SELECT id, raw, tries, status FROM callbacks INDEXED BY callbacks_to_retry "
-    "WHERE status IN ('parked', 'verify') AND next_try_at <= ? ORDER BY id LIMIT ?"
+    "SELECT id, raw, tries FROM callbacks INDEXED BY callbacks_parked "
+    "WHERE status = 'parked' AND next_try_at <= ? ORDER BY id LIMIT ?"
 )
 
 
 async def parked_callbacks(db: Database, now: float, limit: int) -> list[Row]:
-    """Callbacks to try again: parked (reference not known yet) or to verify with KasPro."""
+    """Callbacks to try again: parked because their reference was not known yet."""
     return await db.fetch_all(
         PARKED_CALLBACKS_SQL,
         (now, limit),
     )
+
+
+# Unverified callbacks: a bounded sample of them, and the top-ups to confirm with KasPro.
+
+
+async def keep_unverified_sample(
+    db: Database, head: bytes, size: int, reason: str, now: float, keep: int
+) -> int:
+    """Keep this unverified callback among the newest ``keep``; how many were let go."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO unverified_callbacks (received_at, size, head, reason) "
+            "VALUES (?, ?, ?, ?)",
+            (now, size, head, reason),
+        )
+        row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
+        assert row is not None
+        # Ids only grow (only the oldest rows are ever deleted), so the newest are the
+        # highest.
+        return await tx.execute(
+            "DELETE FROM unverified_callbacks WHERE id <= ?", (int(row["id"]) - keep,)
+        )
+
+
+@dataclass(frozen=True)
+class TopUpCheck:
+    """A KasPro requestId named by an unverified top-up callback, to ask KasPro about."""
+
+    reference: str
+    channel: str
+    va_number: str
+    payment_code: str
+    tries: int
+
+
+async def queue_top_up_check(
+    db: Database, check: TopUpCheck, now: float, limit: int
+) -> Literal["queued", "known", "full"]:
+    """Queue ``check`` unless its reference is on record already or ``limit`` are."""
+    async with db.transaction() as tx:
+        if await tx.fetch_one(
+            "SELECT 1 FROM top_up_checks WHERE reference = ?", (check.reference,)
+        ):
+            return "known"
+        count = await tx.fetch_one("SELECT COUNT(*) AS n FROM top_up_checks")
+        assert count is not None
+        if int(count["n"]) >= limit:
+            return "full"
+        await tx.execute(
+            "INSERT INTO top_up_checks (reference, channel, va_number, payment_code, status, "
+            "next_try_at, create_time, update_time) VALUES (?, ?, ?, ?, 'waiting', ?, ?, ?)",
+            (check.reference, check.channel, check.va_number, check.payment_code, now, now, now),
+        )
+        return "queued"
+
+
+async def due_top_up_checks(db: Database, now: float, limit: int) -> list[TopUpCheck]:
+    rows = await db.fetch_all(
+        "SELECT reference, channel, va_number, payment_code, tries FROM top_up_checks "
+        "INDEXED BY top_up_checks_due WHERE status = 'waiting' AND next_try_at <= ? "
+        "ORDER BY next_try_at LIMIT ?",
+        (now, limit),
+    )
+    return [
+        TopUpCheck(
+            str(r["reference"]),
+            str(r["channel"]),
+            str(r["va_number"]),
+            str(r["payment_code"]),
+            int(r["tries"]),
+        )
+        for r in rows
+    ]
+
+
+async def mark_top_up_check(
+    db: Database,
+    reference: str,
+    status: str,
+    now: float,
+    *,
+    detail: str = "",
+    next_try_at: float | None = None,
+) -> None:
+    """Record a check's answer: still ``waiting`` (asked again at ``next_try_at``), or
+    settled (``applied``, ``duplicate``, ``rejected``)."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            "UPDATE top_up_checks SET status = ?, detail = ?, tries = tries + 1, "
+            "next_try_at = COALESCE(?, next_try_at), update_time = ? WHERE reference = ?",
+            (status, detail, next_try_at, now, reference),
+        )
+
+
+async def forget_top_up_checks(db: Database, settled_before: float) -> int:
+    """Forget settled checks last asked before ``settled_before``: their reference may be
+    asked about again."""
+    async with db.transaction() as tx:
+        return await tx.execute(
+            "DELETE FROM top_up_checks WHERE status <> 'waiting' AND update_time < ?",
+            (settled_before,),
+        )
