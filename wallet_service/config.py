@@ -140,8 +140,14 @@ class Config:
 
 
 def parse_callers(text: str) -> dict[str, Caller]:
-    """Parse ``name:role+role:token;name:role:token`` into token → caller."""
+    """Parse ``name:role+role:token;name:role:token`` into token → caller.
+
+    A name may have several tokens (a rotation), all with the same roles: idempotency
+    keys are scoped by name, so one name with two sets of roles would be one caller
+    whose rights depend on the token it happens to send.
+    """
     callers: dict[str, Caller] = {}
+    roles_of: dict[str, frozenset[str]] = {}
     for entry in filter(None, (part.strip() for part in text.split(";"))):
         parts = entry.split(":", 2)
         if len(parts) != 3 or not all(parts):
@@ -155,6 +161,13 @@ def parse_callers(text: str) -> dict[str, Caller]:
             raise ConfigError(f"WALLET_CALLER_TOKENS: token of {name} must be 8+ characters")
         if token in callers:
             raise ConfigError(f"WALLET_CALLER_TOKENS: a token is used twice ({name})")
+        known = roles_of.setdefault(name, roles)
+        if known != roles:
+            raise ConfigError(
+                f"WALLET_CALLER_TOKENS: caller {name} is given twice with different roles "
+                f"({'+'.join(sorted(known))} and {'+'.join(sorted(roles))}); its tokens "
+                "must all carry the same roles"
+            )
         callers[token] = Caller(name, roles)
     return callers
 

@@ -310,6 +310,30 @@ def test_one_name_may_hold_several_tokens() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("app:app:old-token-1;app:app+admin:new-token-2", "app"),
+        ("ops:admin:old-token-1;app:app:app-token-1;ops:dispatch:new-token-2", "ops"),
+        # The same roles in another order are the same roles; the third entry differs.
+        ("app:app+dispatch:token-one-1;app:dispatch+app:token-two-2;app:app:token-three", "app"),
+    ],
+)
+def test_one_name_with_different_roles_is_refused_without_showing_tokens(
+    text: str, name: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"WALLET_CALLER_TOKENS: caller {name} ") as caught:
+        parse_callers(text)
+    assert "different roles" in str(caught.value)
+    for entry in text.split(";"):
+        assert entry.rsplit(":", 1)[1] not in str(caught.value)
+
+
+def test_one_name_with_the_same_roles_in_another_order_is_a_rotation() -> None:
+    callers = parse_callers("app:app+dispatch:old-token-1;app:dispatch+app:new-token-2")
+    assert {c.roles for c in callers.values()} == {frozenset({"app", "dispatch"})}
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("app", "name:roles:token"),
