@@ -120,10 +120,10 @@ class Config:
 
     @property
     def max_message_bytes(self) -> int:
-        # Room for three images at the cap, base64 growth not included (gRPC sends
-        # raw bytes), plus the rest of the message; anything above the per-image cap
-        # still arrives and is refused with INVALID_ARGUMENT.
-        return 4 * self.max_image_bytes + 1024 * 1024
+        # The largest valid request: UpgradeKyc's three images at the cap (raw bytes,
+        # no base64) plus its request_id, number and framing (under 200 bytes). gRPC
+        # refuses a larger one from its length prefix, before buffering it.
+        return 3 * self.max_image_bytes + 64 * 1024
 
     def kaspro_settings(self, base_url: str) -> KasProSettings:
         return KasProSettings(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from wallet.v1 import account_service_pb2
 
 from wallet_service.config import (
     DEV_TOKEN,
@@ -200,10 +201,17 @@ def test_every_variable_is_read() -> None:
     assert config.log_level == "DEBUG"
 
 
-def test_the_message_cap_leaves_room_for_three_images_at_their_cap() -> None:
-    config = load({"WALLET_MAX_IMAGE_BYTES": "1048576"})
-    assert config.max_message_bytes == 4 * 1048576 + 1048576
-    assert config.max_message_bytes > 3 * config.max_image_bytes
+@pytest.mark.parametrize("cap", [1024, 5 * 1024 * 1024, 64 * 1024 * 1024])
+def test_the_receive_limit_is_the_largest_valid_request_and_a_little(cap: int) -> None:
+    config = load({"WALLET_MAX_IMAGE_BYTES": str(cap)})
+    largest = account_service_pb2.UpgradeKycRequest(
+        request_id="k" * 64,
+        mobile_number="+62812345678901",
+        id_card_image=b"\xff" * cap,
+        selfie_image=b"\xff" * cap,
+        selfie_with_id_card_image=b"\xff" * cap,
+    )
+    assert largest.ByteSize() <= config.max_message_bytes <= largest.ByteSize() + 64 * 1024
 
 
 @pytest.mark.parametrize(
