@@ -122,7 +122,8 @@ class Config:
     def max_message_bytes(self) -> int:
         # The largest valid request: UpgradeKyc's three images at the cap (raw bytes,
         # no base64) plus its request_id, number and framing (under 200 bytes). gRPC
-        # refuses a larger one from its length prefix, before buffering it.
+        # refuses a larger one from its length prefix, before buffering it
+        # (docs/decisions/0003-grpc-receive-limit.md).
         return 3 * self.max_image_bytes + 64 * 1024
 
     def kaspro_settings(self, base_url: str) -> KasProSettings:

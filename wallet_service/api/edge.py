@@ -97,8 +97,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if method in MONEY_METHODS:
                     self._guard_deadline(context)
                 return await behaviour(request, context)
-            except BaseException as exc:
-                await call.fail(exc, context)
+            except Exception as exc:
+                call.fail(exc, context)
+                return None
+            except BaseException:  # cancellation and interpreter exits keep their course
+                call.code = grpc.StatusCode.CANCELLED
                 raise
             finally:
                 self._calls -= 1
@@ -115,8 +118,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 current_caller.set(caller)
                 async for response in behaviour(request, context):
                     yield response
-            except BaseException as exc:
-                await call.fail(exc, context)
+            except Exception as exc:
+                call.fail(exc, context)
+            except BaseException:  # cancellation and interpreter exits keep their course
+                call.code = grpc.StatusCode.CANCELLED
                 raise
             finally:
                 call.log(context)
@@ -165,16 +170,18 @@ class _Call:
         self.code: grpc.StatusCode | None = None
         self.incident: str | None = None
 
-    async def fail(self, exc: BaseException, context: ServicerContext) -> None:
-        """Abort the call with the status ``exc`` stands for (or let grpc's own pass)."""
-        if isinstance(exc, grpc.aio.AbortError):
-            self.code = context.code() if isinstance(context.code(), grpc.StatusCode) else None
-            return
+    def fail(self, exc: Exception, context: ServicerContext) -> None:
+        """Set the status ``exc`` stands for on the call; grpc sends it once we return.
+
+        Not context.abort(): grpc keeps abort's exception on the call, and its traceback
+        holds the call and the request (an UpgradeKyc's 15 MiB), a reference cycle that
+        waits for the garbage collector (docs/decisions/0003-grpc-receive-limit.md).
+        """
         if isinstance(exc, WalletError):
             code, message, details = to_status(exc)
         elif isinstance(exc, NotImplementedError):
             code, message, details = grpc.StatusCode.UNIMPLEMENTED, "not implemented yet", b""
-        elif isinstance(exc, Exception):
+        else:
             self.incident = uuid.uuid4().hex[:12]
             log.error(
                 "unexpected error in %s",
@@ -183,12 +190,11 @@ class _Call:
                 extra={"incident": self.incident, "method": self.method},
             )
             code, message, details = internal_status(self.incident)
-        else:  # cancellation and interpreter exits keep their own course
-            self.code = grpc.StatusCode.CANCELLED
-            return
         self.code = code
-        metadata = ((STATUS_DETAILS_KEY, details),) if details else ()
-        await context.abort(code, message, trailing_metadata=metadata)
+        context.set_code(code)
+        context.set_details(message)
+        if details:
+            context.set_trailing_metadata(((STATUS_DETAILS_KEY, details),))
 
     def log(self, context: ServicerContext) -> None:
         if not log.isEnabledFor(logging.INFO):
