@@ -150,6 +150,38 @@ async def test_money_calls_refused_for_overload_move_nothing_and_can_be_retried(
     await h.assert_books_agree()
 
 
+async def test_past_the_limit_a_call_is_refused_while_the_admitted_ones_wait_on_kaspro(
+    h: Harness,
+) -> None:
+    limit = 5
+    await h.register()
+    await h.restart(h.with_config(max_concurrent_rpcs=limit))
+    # The admitted calls stay parked at KasPro far longer than any refusal should take.
+    await h.arm_fault(INQUIRY_PATH, "delay", times=limit, delay_seconds=5.0)
+    before = len(await h.kaspro_requests(INQUIRY_PATH))
+    parked = [asyncio.ensure_future(h.get_account()) for _ in range(limit)]
+
+    async def all_parked() -> bool:
+        return len(await h.kaspro_requests(INQUIRY_PATH)) == before + limit
+
+    await wait_for(all_parked)
+
+    refused = await expect_failure(h.get_account())
+    health = await h.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=DEADLINE)
+
+    assert_failure(refused, OVERLOADED, "OVERLOADED")
+    assert refused.retry_delay is not None
+    assert dict(refused.error_metadata) == {"limit": "concurrent_rpcs"}
+    # Health is never counted: it answers while the unary calls are at their limit.
+    assert health.status == SERVING
+    # Both answers came while every admitted call was still waiting on KasPro.
+    assert not any(call.done() for call in parked)
+    assert len(await h.kaspro_requests(INQUIRY_PATH)) == before + limit
+    for call in parked:
+        call.cancel()
+    await asyncio.gather(*parked, return_exceptions=True)
+
+
 # The deadline guard of money calls (WALLET_MIN_MONEY_DEADLINE_SECONDS, 1 s).
 
 

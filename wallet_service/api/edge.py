@@ -90,6 +90,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         Reason.OVERLOADED,
                         "the wallet service is at its concurrency limit: retry shortly",
                         retry_after_seconds=0.1,
+                        metadata={"limit": "concurrent_rpcs"},
                     )
                 caller = self._admit(method, context)
                 call.caller = caller.name
