@@ -109,6 +109,8 @@ class Config:
     idempotency_lease_seconds: float = 120.0
     max_image_bytes: int = 5 * 1024 * 1024
     max_concurrent_rpcs: int = 1000
+    max_watch_streams: int = 100
+    max_watch_streams_per_caller: int = 20
     min_money_deadline_seconds: float = 1.0
     grace_period_seconds: float = 10.0
     log_level: str = "INFO"
@@ -413,6 +415,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         idempotency_ttl_hours=number("WALLET_IDEMPOTENCY_TTL_HOURS", 72.0, minimum=72.0),
         max_image_bytes=integer("WALLET_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1024),
         max_concurrent_rpcs=integer("WALLET_MAX_CONCURRENT_RPCS", 1000, minimum=1),
+        max_watch_streams=integer("WALLET_MAX_WATCH_STREAMS", 100, minimum=1),
+        max_watch_streams_per_caller=integer("WALLET_MAX_WATCH_STREAMS_PER_CALLER", 20, minimum=1),
         min_money_deadline_seconds=number("WALLET_MIN_MONEY_DEADLINE_SECONDS", 1.0),
         grace_period_seconds=number("WALLET_GRACE_PERIOD_SECONDS", 10.0),
         log_level=log_level(text("WALLET_LOG_LEVEL", "INFO")),

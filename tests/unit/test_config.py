@@ -214,6 +214,12 @@ def test_the_receive_limit_is_the_largest_valid_request_and_a_little(cap: int) -
     assert largest.ByteSize() <= config.max_message_bytes <= largest.ByteSize() + 64 * 1024
 
 
+def test_watch_streams_are_bounded_by_default_and_configurable() -> None:
+    assert (load({}).max_watch_streams, load({}).max_watch_streams_per_caller) == (100, 20)
+    config = load({"WALLET_MAX_WATCH_STREAMS": "7", "WALLET_MAX_WATCH_STREAMS_PER_CALLER": "3"})
+    assert (config.max_watch_streams, config.max_watch_streams_per_caller) == (7, 3)
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -237,6 +243,8 @@ def test_the_receive_limit_is_the_largest_valid_request_and_a_little(cap: int) -
         ("WALLET_MAX_IMAGE_BYTES", "5MB"),
         ("WALLET_MAX_CONCURRENT_RPCS", "0"),
         ("WALLET_MAX_CONCURRENT_RPCS", "1e3"),
+        ("WALLET_MAX_WATCH_STREAMS", "0"),
+        ("WALLET_MAX_WATCH_STREAMS_PER_CALLER", "0"),
     ],
 )
 def test_malformed_or_too_small_values_are_config_errors(variable: str, value: str) -> None:
