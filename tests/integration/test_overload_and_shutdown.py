@@ -222,7 +222,8 @@ async def test_watch_streams_are_bounded_per_caller(h: Harness) -> None:
     await h.onboard(LOCAL)  # an event, so that an admitted stream answers at once
     await h.restart(h.with_config(max_watch_streams=10, max_watch_streams_per_caller=2))
     first = await watch(h, DISPATCH)
-    await watch(h, DISPATCH, timeout=1.0)
+    # Ends by its deadline, later on: 2 s leaves the checks below ample time to run first.
+    await watch(h, DISPATCH, timeout=2.0)
 
     refused = await expect_failure(watch(h, DISPATCH))
 
