@@ -10,6 +10,7 @@ from collections.abc import Callable
 from wallet_service import config as config_module
 from wallet_service import logs
 from wallet_service.gc_policy import settle_collector
+from wallet_service.malloc_policy import return_freed_memory
 from wallet_service.server import WalletService, serve
 
 _WALKTHROUGH = """\
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wallet-service: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
+    return_freed_memory()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(config, on_started=_started))

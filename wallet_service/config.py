@@ -118,6 +118,8 @@ class Config:
     idempotency_lease_seconds: float = 120.0
     max_image_bytes: int = 5 * 1024 * 1024
     max_concurrent_rpcs: int = 1000
+    max_watch_streams: int = 100
+    max_watch_streams_per_caller: int = 20
     min_money_deadline_seconds: float = 1.0
     grace_period_seconds: float = 10.0
     log_level: str = "INFO"
@@ -129,10 +131,11 @@ class Config:
 
     @property
     def max_message_bytes(self) -> int:
-        # Room for three images at the cap, base64 growth not included (gRPC sends
-        # raw bytes), plus the rest of the message; anything above the per-image cap
-        # still arrives and is refused with INVALID_ARGUMENT.
-        return 4 * self.max_image_bytes + 1024 * 1024
+        # The largest valid request: UpgradeKyc's three images at the cap (raw bytes,
+        # no base64) plus its request_id, number and framing (under 200 bytes). gRPC
+        # refuses a larger one from its length prefix, before buffering it
+        # (docs/decisions/0003-grpc-receive-limit.md).
+        return 3 * self.max_image_bytes + 64 * 1024
 
     def kaspro_settings(self, base_url: str) -> KasProSettings:
         return KasProSettings(
@@ -149,8 +152,14 @@ class Config:
 
 
 def parse_callers(text: str) -> dict[str, Caller]:
-    """Parse ``name:role+role:token;name:role:token`` into token → caller."""
+    """Parse ``name:role+role:token;name:role:token`` into token → caller.
+
+    A name may have several tokens (a rotation), all with the same roles: idempotency
+    keys are scoped by name, so one name with two sets of roles would be one caller
+    whose rights depend on the token it happens to send.
+    """
     callers: dict[str, Caller] = {}
+    roles_of: dict[str, frozenset[str]] = {}
     for entry in filter(None, (part.strip() for part in text.split(";"))):
         parts = entry.split(":", 2)
         if len(parts) != 3 or not all(parts):
@@ -164,6 +173,13 @@ def parse_callers(text: str) -> dict[str, Caller]:
             raise ConfigError(f"WALLET_CALLER_TOKENS: token of {name} must be 8+ characters")
         if token in callers:
             raise ConfigError(f"WALLET_CALLER_TOKENS: a token is used twice ({name})")
+        known = roles_of.setdefault(name, roles)
+        if known != roles:
+            raise ConfigError(
+                f"WALLET_CALLER_TOKENS: caller {name} is given twice with different roles "
+                f"({'+'.join(sorted(known))} and {'+'.join(sorted(roles))}); its tokens "
+                "must all carry the same roles"
+            )
         callers[token] = Caller(name, roles)
     return callers
 
@@ -417,6 +433,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         idempotency_ttl_hours=number("WALLET_IDEMPOTENCY_TTL_HOURS", 72.0, minimum=72.0),
         max_image_bytes=integer("WALLET_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1024),
         max_concurrent_rpcs=integer("WALLET_MAX_CONCURRENT_RPCS", 1000, minimum=1),
+        max_watch_streams=integer("WALLET_MAX_WATCH_STREAMS", 100, minimum=1),
+        max_watch_streams_per_caller=integer("WALLET_MAX_WATCH_STREAMS_PER_CALLER", 20, minimum=1),
         min_money_deadline_seconds=number("WALLET_MIN_MONEY_DEADLINE_SECONDS", 1.0),
         grace_period_seconds=number("WALLET_GRACE_PERIOD_SECONDS", 10.0),
         log_level=log_level(text("WALLET_LOG_LEVEL", "INFO")),

@@ -138,6 +138,8 @@ async def start(
         authenticator,
         config.max_concurrent_rpcs,
         min_money_deadline_seconds=config.min_money_deadline_seconds,
+        max_watch_streams=config.max_watch_streams,
+        max_watch_streams_per_caller=config.max_watch_streams_per_caller,
     )
     server = grpc.aio.server(
         interceptors=[edge],

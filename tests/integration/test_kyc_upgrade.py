@@ -223,6 +223,46 @@ async def test_three_images_of_5_mib_are_accepted(h: Harness) -> None:
     assert response.identity.id_card_number == expected
 
 
+def sized(request: account_service_pb2.UpgradeKycRequest, total: int) -> None:
+    """Pad (or trim) the KTP image until the serialized request is ``total`` bytes."""
+    while (missing := total - request.ByteSize()) != 0:
+        image = request.id_card_image
+        request.id_card_image = image + b"\x00" * missing if missing > 0 else image[:missing]
+
+
+async def test_the_receive_limit_is_the_largest_valid_request(h: Harness) -> None:
+    # A 1 KiB image cap keeps the messages small: the limit is 3 KiB + 64 KiB.
+    await h.restart(h.with_config(max_image_bytes=1024))
+    await linked_customer(h)
+    limit = h.config.max_message_bytes
+    ktp, selfie, selfie_with_ktp = (
+        JPEG_HEADER + os.urandom(1024 - len(JPEG_HEADER)) for _ in range(3)
+    )
+    largest, at_limit, over_limit = (
+        upgrade_request(
+            request_id,
+            E164,
+            id_card_image=ktp,
+            selfie_image=selfie,
+            selfie_with_id_card_image=selfie_with_ktp,
+        )
+        for request_id in ("k" * 64, "at", "over")
+    )
+    sized(at_limit, limit)
+    sized(over_limit, limit + 1)
+
+    response = await upgrade(h, largest)
+    assert response.kyc_status == common_pb2.KYC_STATUS_VERIFIED
+    # At the limit the message arrives, and its oversized image is named.
+    failure = await expect_failure(upgrade(h, at_limit))
+    assert_failure(failure, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", "id_card_image")
+    # One byte more: gRPC refuses it from its length prefix, without our details.
+    failure = await expect_failure(upgrade(h, over_limit))
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.reason is None
+    assert len(await h.kaspro_requests(EKYC_PATH)) == 1
+
+
 def database_bytes(h: Harness) -> bytes:
     found = b""
     for suffix in ("", "-wal", "-journal"):

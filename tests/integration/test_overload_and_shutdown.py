@@ -1,12 +1,13 @@
-"""Under pressure: bursts past the concurrency limit, money calls with too little deadline
-left, and a stop (the SIGTERM path) with money calls in flight — nothing lost, books agree.
+"""Under pressure: bursts past the concurrency limit, WatchEvents streams past their bounds,
+money calls with too little deadline left, and a stop (the SIGTERM path) with money calls
+in flight — nothing lost, books agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -17,10 +18,12 @@ from .conftest import (
     ADMIN,
     APP,
     DEADLINE,
+    DISPATCH,
     INQUIRY_PATH,
     LOCAL,
     OTHER_LOCAL,
     Harness,
+    Metadata,
     RpcFailure,
     assert_failure,
     expect_failure,
@@ -148,6 +151,112 @@ async def test_money_calls_refused_for_overload_move_nothing_and_can_be_retried(
     assert len(await p2p_calls(h)) == burst
     assert (await h.sandbox_balances())["subscribers"][LOCAL] == 100_000 - burst * 5_000
     await h.assert_books_agree()
+
+
+async def test_past_the_limit_a_call_is_refused_while_the_admitted_ones_wait_on_kaspro(
+    h: Harness,
+) -> None:
+    limit = 5
+    await h.register()
+    await h.restart(h.with_config(max_concurrent_rpcs=limit))
+    # The admitted calls stay parked at KasPro far longer than any refusal should take.
+    await h.arm_fault(INQUIRY_PATH, "delay", times=limit, delay_seconds=5.0)
+    before = len(await h.kaspro_requests(INQUIRY_PATH))
+    parked = [asyncio.ensure_future(h.get_account()) for _ in range(limit)]
+
+    async def all_parked() -> bool:
+        return len(await h.kaspro_requests(INQUIRY_PATH)) == before + limit
+
+    await wait_for(all_parked)
+
+    refused = await expect_failure(h.get_account())
+    health = await h.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=DEADLINE)
+
+    assert_failure(refused, OVERLOADED, "OVERLOADED")
+    assert refused.retry_delay is not None
+    assert dict(refused.error_metadata) == {"limit": "concurrent_rpcs"}
+    # Health is never counted: it answers while the unary calls are at their limit.
+    assert health.status == SERVING
+    # Both answers came while every admitted call was still waiting on KasPro.
+    assert not any(call.done() for call in parked)
+    assert len(await h.kaspro_requests(INQUIRY_PATH)) == before + limit
+    for call in parked:
+        call.cancel()
+    await asyncio.gather(*parked, return_exceptions=True)
+
+
+# WatchEvents streams past WALLET_MAX_WATCH_STREAMS(_PER_CALLER).
+
+WatchCall = Any  # grpc.aio.UnaryStreamCall of WatchEvents
+
+
+async def watch(h: Harness, metadata: Metadata, *, timeout: float | None = None) -> WatchCall:
+    """A WatchEvents stream the service admitted: its first event has arrived."""
+    call = h.transactions.WatchEvents(
+        transaction_service_pb2.WatchEventsRequest(after_sequence=0),
+        metadata=metadata,
+        timeout=timeout,
+    )
+    response = await asyncio.wait_for(call.read(), DEADLINE)
+    assert isinstance(response, transaction_service_pb2.WatchEventsResponse), response
+    return call
+
+
+async def watch_once_admitted(h: Harness, metadata: Metadata) -> WatchCall:
+    """A stream opened as soon as a slot is given back (OVERLOADED until then)."""
+    opened: list[WatchCall] = []
+
+    async def admitted() -> bool:
+        try:
+            opened.append(await watch(h, metadata))
+        except grpc.aio.AioRpcError as exc:
+            assert_failure(failure_of(exc), OVERLOADED, "OVERLOADED")
+            return False
+        return True
+
+    await wait_for(admitted)
+    return opened[0]
+
+
+async def test_watch_streams_are_bounded_per_caller(h: Harness) -> None:
+    await h.onboard(LOCAL)  # an event, so that an admitted stream answers at once
+    await h.restart(h.with_config(max_watch_streams=10, max_watch_streams_per_caller=2))
+    first = await watch(h, DISPATCH)
+    # Ends by its deadline, later on: 2 s leaves the checks below ample time to run first.
+    await watch(h, DISPATCH, timeout=2.0)
+
+    refused = await expect_failure(watch(h, DISPATCH))
+
+    assert_failure(refused, OVERLOADED, "OVERLOADED")
+    assert refused.retry_delay is not None
+    assert dict(refused.error_metadata) == {"limit": "watch_streams_per_caller"}
+    # Another caller still gets a stream, and unary calls are not held up.
+    await watch(h, ADMIN)
+    assert (await h.get_account()).mobile_number == "+6281234567890"
+    # A slot comes back when a stream ends: its deadline passes...
+    await watch_once_admitted(h, DISPATCH)
+    # ...or its caller hangs up.
+    first.cancel()
+    await watch_once_admitted(h, DISPATCH)
+    assert_failure(await expect_failure(watch(h, DISPATCH)), OVERLOADED, "OVERLOADED")
+
+
+async def test_watch_streams_are_bounded_in_total(h: Harness) -> None:
+    await h.onboard(LOCAL)
+    await h.restart(h.with_config(max_watch_streams=3, max_watch_streams_per_caller=2))
+    await watch(h, DISPATCH)
+    await watch(h, DISPATCH)
+    admin = await watch(h, ADMIN)
+
+    refused = await expect_failure(watch(h, ADMIN))
+
+    assert_failure(refused, OVERLOADED, "OVERLOADED")
+    assert refused.retry_delay is not None
+    assert dict(refused.error_metadata) == {"limit": "watch_streams"}
+    health = await h.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=DEADLINE)
+    assert health.status == SERVING
+    admin.cancel()
+    await watch_once_admitted(h, ADMIN)
 
 
 # The deadline guard of money calls (WALLET_MIN_MONEY_DEADLINE_SECONDS, 1 s).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from wallet.v1 import account_service_pb2
 
 from wallet_service.config import (
     DEV_TOKEN,
@@ -200,10 +201,23 @@ def test_every_variable_is_read() -> None:
     assert config.log_level == "DEBUG"
 
 
-def test_the_message_cap_leaves_room_for_three_images_at_their_cap() -> None:
-    config = load({"WALLET_MAX_IMAGE_BYTES": "1048576"})
-    assert config.max_message_bytes == 4 * 1048576 + 1048576
-    assert config.max_message_bytes > 3 * config.max_image_bytes
+@pytest.mark.parametrize("cap", [1024, 5 * 1024 * 1024])
+def test_the_receive_limit_is_the_largest_valid_request_and_a_little(cap: int) -> None:
+    config = load({"WALLET_MAX_IMAGE_BYTES": str(cap)})
+    largest = account_service_pb2.UpgradeKycRequest(
+        request_id="k" * 64,
+        mobile_number="+62812345678901",
+        id_card_image=b"\xff" * cap,
+        selfie_image=b"\xff" * cap,
+        selfie_with_id_card_image=b"\xff" * cap,
+    )
+    assert largest.ByteSize() <= config.max_message_bytes <= largest.ByteSize() + 64 * 1024
+
+
+def test_watch_streams_are_bounded_by_default_and_configurable() -> None:
+    assert (load({}).max_watch_streams, load({}).max_watch_streams_per_caller) == (100, 20)
+    config = load({"WALLET_MAX_WATCH_STREAMS": "7", "WALLET_MAX_WATCH_STREAMS_PER_CALLER": "3"})
+    assert (config.max_watch_streams, config.max_watch_streams_per_caller) == (7, 3)
 
 
 @pytest.mark.parametrize(
@@ -229,6 +243,8 @@ def test_the_message_cap_leaves_room_for_three_images_at_their_cap() -> None:
         ("WALLET_MAX_IMAGE_BYTES", "5MB"),
         ("WALLET_MAX_CONCURRENT_RPCS", "0"),
         ("WALLET_MAX_CONCURRENT_RPCS", "1e3"),
+        ("WALLET_MAX_WATCH_STREAMS", "0"),
+        ("WALLET_MAX_WATCH_STREAMS_PER_CALLER", "0"),
     ],
 )
 def test_malformed_or_too_small_values_are_config_errors(variable: str, value: str) -> None:
@@ -307,6 +323,30 @@ def test_parse_callers_of_nothing_is_empty(text: str) -> None:
 def test_one_name_may_hold_several_tokens() -> None:
     callers = parse_callers("app:app:old-token-1;app:app:new-token-2")
     assert set(callers) == {"old-token-1", "new-token-2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("app:app:old-token-1;app:app+admin:new-token-2", "app"),
+        ("ops:admin:old-token-1;app:app:app-token-1;ops:dispatch:new-token-2", "ops"),
+        # The same roles in another order are the same roles; the third entry differs.
+        ("app:app+dispatch:token-one-1;app:dispatch+app:token-two-2;app:app:token-three", "app"),
+    ],
+)
+def test_one_name_with_different_roles_is_refused_without_showing_tokens(
+    text: str, name: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"WALLET_CALLER_TOKENS: caller {name} ") as caught:
+        parse_callers(text)
+    assert "different roles" in str(caught.value)
+    for entry in text.split(";"):
+        assert entry.rsplit(":", 1)[1] not in str(caught.value)
+
+
+def test_one_name_with_the_same_roles_in_another_order_is_a_rotation() -> None:
+    callers = parse_callers("app:app+dispatch:old-token-1;app:dispatch+app:new-token-2")
+    assert {c.roles for c in callers.values()} == {frozenset({"app", "dispatch"})}
 
 
 @pytest.mark.parametrize(

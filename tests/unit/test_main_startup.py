@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import gc
+import os
+import socket
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
-from wallet_service.__main__ import _started
+import pytest
+
+from wallet_service.__main__ import _started, main
 from wallet_service.config import Config
 from wallet_service.gc_policy import FULL_COLLECTION_EVERY
 from wallet_service.server import WalletService
@@ -25,3 +30,29 @@ def test_start_up_objects_are_frozen_and_full_collections_are_rarer() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_one_caller_name_with_two_sets_of_roles_stops_the_start_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WALLET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(
+        "WALLET_CALLER_TOKENS", "dispatch:dispatch:first-token-1;dispatch:admin:second-token-2"
+    )
+    monkeypatch.setenv("WALLET_SANDBOX_LISTEN", "127.0.0.1:0")
+    monkeypatch.setenv("WALLET_DB_PATH", str(tmp_path / "wallet.db"))
+    with socket.socket() as taken:
+        # Were the configuration accepted, the start would fail on this port (exit
+        # code 1) rather than serve.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("WALLET_GRPC_LISTEN", f"127.0.0.1:{taken.getsockname()[1]}")
+
+        assert main(["serve"]) == 2
+
+    error = capsys.readouterr().err
+    assert "WALLET_CALLER_TOKENS" in error
+    assert "caller dispatch" in error
+    assert "first-token-1" not in error
+    assert "second-token-2" not in error

@@ -1,5 +1,5 @@
 """The edge interceptor: overload, authentication, permissions, the money deadline guard,
-error mapping and the call log.
+the bounds on watch streams, error mapping and the call log.
 
 Servicer methods contain only the happy path; everything they raise is turned into
 a status here, in one place.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
@@ -50,11 +51,14 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         max_concurrent_calls: int,
         *,
         min_money_deadline_seconds: float = 0.0,
+        max_watch_streams: int = 100,
+        max_watch_streams_per_caller: int = 20,
     ) -> None:
         self._auth = authenticator
         self._max_calls = max_concurrent_calls
         self._min_money_deadline = min_money_deadline_seconds
         self._calls = 0
+        self._watch_streams = WatchStreams(max_watch_streams, max_watch_streams_per_caller)
 
     async def intercept_service(
         self,
@@ -90,6 +94,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         Reason.OVERLOADED,
                         "the wallet service is at its concurrency limit: retry shortly",
                         retry_after_seconds=0.1,
+                        metadata={"limit": "concurrent_rpcs"},
                     )
                 caller = self._admit(method, context)
                 call.caller = caller.name
@@ -97,8 +102,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if method in MONEY_METHODS:
                     self._guard_deadline(context)
                 return await behaviour(request, context)
-            except BaseException as exc:
-                await call.fail(exc, context)
+            except Exception as exc:
+                call.fail(exc, context)
+                return None
+            except BaseException:  # cancellation and interpreter exits keep their course
+                call.code = grpc.StatusCode.CANCELLED
                 raise
             finally:
                 self._calls -= 1
@@ -113,10 +121,20 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 caller = self._admit(method, context)
                 call.caller = caller.name
                 current_caller.set(caller)
+                self._watch_streams.open(caller.name)
+                # Given back by grpc's done callback, which runs however the call ends
+                # (hang-up, deadline, server stop); a generator's finally would wait for
+                # the generator to be collected when the call is cancelled mid-send.
+                # (cast: the stubs type the callback as a private class, not a callable.)
+                context.add_done_callback(
+                    cast(Any, lambda _: self._watch_streams.close(caller.name))
+                )
                 async for response in behaviour(request, context):
                     yield response
-            except BaseException as exc:
-                await call.fail(exc, context)
+            except Exception as exc:
+                call.fail(exc, context)
+            except BaseException:  # cancellation and interpreter exits keep their course
+                call.code = grpc.StatusCode.CANCELLED
                 raise
             finally:
                 call.log(context)
@@ -147,6 +165,46 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             )
 
 
+class WatchStreams:
+    """The server-streaming calls (WatchEvents) open at once, in all and per caller name.
+
+    Each open stream costs a database read per event batch and per idle second, so
+    unbounded they starve the unary calls (docs/operations.md, "Bounds of the gRPC port").
+    """
+
+    def __init__(self, limit: int, per_caller: int) -> None:
+        self._limit = limit
+        self._per_caller = per_caller
+        self._total = 0
+        self._by_caller: Counter[str] = Counter()
+
+    def open(self, caller: str) -> None:
+        """Count a new stream of ``caller``, or refuse it with OVERLOADED."""
+        if self._by_caller[caller] >= self._per_caller:
+            raise WalletError(
+                Reason.OVERLOADED,
+                f"this caller has {self._per_caller} WatchEvents streams open, its limit: "
+                "close one before opening another",
+                retry_after_seconds=1.0,
+                metadata={"limit": "watch_streams_per_caller"},
+            )
+        if self._total >= self._limit:
+            raise WalletError(
+                Reason.OVERLOADED,
+                "the wallet service has its limit of WatchEvents streams open: retry shortly",
+                retry_after_seconds=1.0,
+                metadata={"limit": "watch_streams"},
+            )
+        self._total += 1
+        self._by_caller[caller] += 1
+
+    def close(self, caller: str) -> None:
+        self._total -= 1
+        self._by_caller[caller] -= 1
+        if not self._by_caller[caller]:
+            del self._by_caller[caller]
+
+
 def _common_names(context: ServicerContext) -> Sequence[str]:
     """The subject CNs of the client certificate the TLS handshake verified (none: no TLS)."""
     auth = context.auth_context()
@@ -165,16 +223,18 @@ class _Call:
         self.code: grpc.StatusCode | None = None
         self.incident: str | None = None
 
-    async def fail(self, exc: BaseException, context: ServicerContext) -> None:
-        """Abort the call with the status ``exc`` stands for (or let grpc's own pass)."""
-        if isinstance(exc, grpc.aio.AbortError):
-            self.code = context.code() if isinstance(context.code(), grpc.StatusCode) else None
-            return
+    def fail(self, exc: Exception, context: ServicerContext) -> None:
+        """Set the status ``exc`` stands for on the call; grpc sends it once we return.
+
+        Not context.abort(): grpc keeps abort's exception on the call, and its traceback
+        holds the call and the request (an UpgradeKyc's 15 MiB), a reference cycle that
+        waits for the garbage collector (docs/decisions/0003-grpc-receive-limit.md).
+        """
         if isinstance(exc, WalletError):
             code, message, details = to_status(exc)
         elif isinstance(exc, NotImplementedError):
             code, message, details = grpc.StatusCode.UNIMPLEMENTED, "not implemented yet", b""
-        elif isinstance(exc, Exception):
+        else:
             self.incident = uuid.uuid4().hex[:12]
             log.error(
                 "unexpected error in %s",
@@ -183,12 +243,11 @@ class _Call:
                 extra={"incident": self.incident, "method": self.method},
             )
             code, message, details = internal_status(self.incident)
-        else:  # cancellation and interpreter exits keep their own course
-            self.code = grpc.StatusCode.CANCELLED
-            return
         self.code = code
-        metadata = ((STATUS_DETAILS_KEY, details),) if details else ()
-        await context.abort(code, message, trailing_metadata=metadata)
+        context.set_code(code)
+        context.set_details(message)
+        if details:
+            context.set_trailing_metadata(((STATUS_DETAILS_KEY, details),))
 
     def log(self, context: ServicerContext) -> None:
         if not log.isEnabledFor(logging.INFO):

@@ -209,7 +209,14 @@ Global___VerifyOtpResponse: _TypeAlias = VerifyOtpResponse  # noqa: Y015
 
 @_typing.final
 class UpgradeKycRequest(_message.Message):
-    """Request of UpgradeKyc. The three images together may be up to 15 MiB."""
+    """Request of UpgradeKyc. The three images together may be up to 15 MiB.
+
+    The server receives messages up to three images at the cap plus 64 KiB
+    (15 MiB + 64 KiB by default). A request over that is refused by gRPC itself,
+    from its length prefix, with RESOURCE_EXHAUSTED and no ErrorInfo or BadRequest:
+    the images are not looked at, so no field is named. A request under it with
+    an image over 5 MiB is INVALID_ARGUMENT / INVALID_FIELD naming the image.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

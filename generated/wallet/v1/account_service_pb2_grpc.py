@@ -131,7 +131,9 @@ class AccountServiceServicer:
         Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
         JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
         NOT_FOUND / CUSTOMER_NOT_FOUND, FAILED_PRECONDITION / WALLET_NOT_LINKED,
-        ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS.
+        ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS;
+        RESOURCE_EXHAUSTED from gRPC itself for a request over the server's receive
+        limit (see UpgradeKycRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

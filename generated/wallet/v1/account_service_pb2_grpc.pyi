@@ -77,7 +77,9 @@ class AccountServiceStub:
     Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
     JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
     NOT_FOUND / CUSTOMER_NOT_FOUND, FAILED_PRECONDITION / WALLET_NOT_LINKED,
-    ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS.
+    ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS;
+    RESOURCE_EXHAUSTED from gRPC itself for a request over the server's receive
+    limit (see UpgradeKycRequest).
     """
     GetAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.GetAccountRequest, _account_service_pb2.GetAccountResponse]
     """Reads the account and its balance from KasPro.
@@ -137,7 +139,9 @@ class AccountServiceAsyncStub(AccountServiceStub):
     Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
     JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
     NOT_FOUND / CUSTOMER_NOT_FOUND, FAILED_PRECONDITION / WALLET_NOT_LINKED,
-    ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS.
+    ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS;
+    RESOURCE_EXHAUSTED from gRPC itself for a request over the server's receive
+    limit (see UpgradeKycRequest).
     """
     GetAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.GetAccountRequest, _account_service_pb2.GetAccountResponse]  # type: ignore[assignment]
     """Reads the account and its balance from KasPro.
@@ -218,7 +222,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT / INVALID_FIELD (an image empty, over 5 MiB, or not
         JPEG/PNG), INVALID_ARGUMENT / IMAGE_REJECTED (KasPro could not use an image),
         NOT_FOUND / CUSTOMER_NOT_FOUND, FAILED_PRECONDITION / WALLET_NOT_LINKED,
-        ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS.
+        ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED, ABORTED / REQUEST_IN_PROGRESS;
+        RESOURCE_EXHAUSTED from gRPC itself for a request over the server's receive
+        limit (see UpgradeKycRequest).
         """
 
     @_abc_1.abstractmethod

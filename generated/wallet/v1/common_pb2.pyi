@@ -92,7 +92,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 21
     """PERMISSION_DENIED: the caller's roles do not allow this RPC."""
     ERROR_REASON_OVERLOADED: _ErrorReason.ValueType  # 22
-    """RESOURCE_EXHAUSTED: the service is at its concurrency limit; retry shortly."""
+    """RESOURCE_EXHAUSTED: the service is at a concurrency limit (calls at once, or
+    WatchEvents streams in all or for this caller: ErrorInfo.metadata["limit"]
+    says which); google.rpc.RetryInfo says when to retry.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons carried in google.rpc.ErrorInfo.reason, with the gRPC code each
@@ -154,7 +157,10 @@ ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 20
 ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 21
 """PERMISSION_DENIED: the caller's roles do not allow this RPC."""
 ERROR_REASON_OVERLOADED: ErrorReason.ValueType  # 22
-"""RESOURCE_EXHAUSTED: the service is at its concurrency limit; retry shortly."""
+"""RESOURCE_EXHAUSTED: the service is at a concurrency limit (calls at once, or
+WatchEvents streams in all or for this caller: ErrorInfo.metadata["limit"]
+says which); google.rpc.RetryInfo says when to retry.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _AccountType:

@@ -87,6 +87,11 @@ class TransactionServiceServicer:
         """Streams events after a sequence number: first the stored ones, then live
         ones as they happen. A caller that reconnects with the last sequence it saw
         misses nothing.
+
+        Errors: RESOURCE_EXHAUSTED / OVERLOADED when the caller already has its
+        limit of streams open (20 by default; ErrorInfo.metadata["limit"] is
+        "watch_streams_per_caller") or the service has (100; "watch_streams"), with a
+        google.rpc.RetryInfo. A stream's slot is free again as soon as it ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

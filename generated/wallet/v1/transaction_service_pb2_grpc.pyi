@@ -53,6 +53,11 @@ class TransactionServiceStub:
     """Streams events after a sequence number: first the stored ones, then live
     ones as they happen. A caller that reconnects with the last sequence it saw
     misses nothing.
+
+    Errors: RESOURCE_EXHAUSTED / OVERLOADED when the caller already has its
+    limit of streams open (20 by default; ErrorInfo.metadata["limit"] is
+    "watch_streams_per_caller") or the service has (100; "watch_streams"), with a
+    google.rpc.RetryInfo. A stream's slot is free again as soon as it ends.
     """
 
 @_typing.type_check_only
@@ -80,6 +85,11 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """Streams events after a sequence number: first the stored ones, then live
     ones as they happen. A caller that reconnects with the last sequence it saw
     misses nothing.
+
+    Errors: RESOURCE_EXHAUSTED / OVERLOADED when the caller already has its
+    limit of streams open (20 by default; ErrorInfo.metadata["limit"] is
+    "watch_streams_per_caller") or the service has (100; "watch_streams"), with a
+    google.rpc.RetryInfo. A stream's slot is free again as soon as it ends.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +132,11 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams events after a sequence number: first the stored ones, then live
         ones as they happen. A caller that reconnects with the last sequence it saw
         misses nothing.
+
+        Errors: RESOURCE_EXHAUSTED / OVERLOADED when the caller already has its
+        limit of streams open (20 by default; ErrorInfo.metadata["limit"] is
+        "watch_streams_per_caller") or the service has (100; "watch_streams"), with a
+        google.rpc.RetryInfo. A stream's slot is free again as soon as it ends.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
