@@ -311,7 +311,7 @@ async def frozen_count(db: Database) -> int:
     return int(row["n"])
 
 
-# Read from the partial index transactions_frozen alone (migration 0007).
+# Read from the partial index transactions_frozen alone (migration 0006).
 FROZEN_COUNT_SQL = "SELECT COUNT(*) AS n FROM transactions WHERE frozen != ''"
 
 
