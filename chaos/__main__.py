@@ -305,8 +305,8 @@ async def settle(
     asking: asyncio.Task[None],
 ) -> None:
     """Wait until nothing is unresolved at the service or PENDING at the sandbox (the
-    settle time), then until holds expired, callbacks went quiet and the callers' final
-    pass ended (quiescent)."""
+    settle time), then until holds expired, unverified top-ups were confirmed, callbacks
+    went quiet and the callers' final pass ended (quiescent)."""
     rng = random.Random(f"settle-{args.seed}")
     started = time.monotonic()
     callbacks_seen = -1
@@ -331,7 +331,13 @@ async def settle(
                     "SELECT COUNT(*) FROM ride_payments WHERE status IN "
                     "('AUTHORIZING', 'AUTHORIZED', 'CAPTURING', 'VOIDING')"
                 ).fetchone()
+                # Top-ups told by unverified callbacks that the service will still confirm
+                # with KasPro (at most once per inquiry period: up to a minute away).
+                checks = connection.execute(
+                    "SELECT COUNT(*) FROM top_up_checks WHERE status = 'waiting'"
+                ).fetchone()
             open_rides = int(row[0])
+            open_checks = int(checks[0])
             callbacks = len((await control.get("/_sandbox/callbacks")).json())
             if callbacks != callbacks_seen:
                 callbacks_seen, quiet_since = callbacks, time.monotonic()
@@ -343,6 +349,7 @@ async def settle(
                 and unresolved == 0
                 and not pending
                 and open_rides == 0
+                and open_checks == 0
                 and now - quiet_since >= CALLBACKS_QUIET_SECONDS
                 and asking.done()
             ):

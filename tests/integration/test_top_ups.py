@@ -355,6 +355,44 @@ async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kasp
     await assert_credited_once(h, sent["reffId"], 70_000)
 
 
+async def test_an_unverified_top_up_whose_inquiry_got_no_usable_answer_is_asked_again(
+    h: Harness,
+) -> None:
+    """KasPro's first status answer is unreadable: the check waits (no sooner than the
+    inquiry period) and the top-up is credited on a later pass, once."""
+    await h.onboard(LOCAL)
+    await h.arm_fault("/_sandbox/topup", "callback_unsigned", times=1)
+    await h.arm_fault("/transaction-status/", "garbage", times=1)
+    sent = await h._control(
+        "POST",
+        "/topup",
+        json={
+            "mobileNumber": LOCAL,
+            "amount": 60_000,
+            "channel": "VA",
+            "vaNumber": "39358" + LOCAL[1:],
+        },
+    )
+
+    async def queued() -> bool:
+        return await top_up_check(h, sent["requestId"]) == "waiting"
+
+    await wait_for(queued)
+    await h.settle(advance_seconds=1)
+    assert await top_up_check(h, sent["requestId"]) == "waiting"
+    assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
+    asked = len(await h.kaspro_requests("/transaction-status/"))
+    assert asked == 1
+
+    period = h.config.unverified_inquiry_period_seconds
+    await h.settle(advance_seconds=period / 2)
+    assert len(await h.kaspro_requests("/transaction-status/")) == asked
+    await h.settle(advance_seconds=period)
+
+    await assert_credited_once(h, sent["reffId"], 60_000)
+    assert await top_up_check(h, sent["requestId"]) == "applied"
+
+
 async def test_a_top_up_waiting_for_its_check_before_the_upgrade_is_still_confirmed(
     h: Harness, tmp_path: Path
 ) -> None:
