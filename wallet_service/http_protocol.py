@@ -79,6 +79,11 @@ class _Bounded(HttpToolsProtocol):
         super().on_message_complete()
         self._in_message = False
         self._disarm()  # the request is whole: the wait is ours now, not the client's
+        if self.cycle.response_complete and not self.pipeline and not self.transport.is_closing():
+            # Answered before its body ended (a 404, 405, /healthz with a body): the
+            # response's end armed nothing, and the body's bytes stopped uvicorn's
+            # keep-alive timer, so the next head is due from now.
+            self._arm("head")
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)

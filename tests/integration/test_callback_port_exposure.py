@@ -223,6 +223,40 @@ async def test_idle_and_slow_connections_are_closed_by_the_server(h: Harness) ->
         await close_all(everyone)
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /healthz HTTP/1.1\r\nHost: wallet\r\nContent-Length: 5\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: wallet\r\nContent-Length: 5\r\n\r\n",
+        b"POST /nowhere HTTP/1.1\r\nHost: wallet\r\nContent-Length: 5\r\n\r\n",
+    ],
+)
+async def test_a_connection_answered_before_its_body_ended_is_still_closed_when_idle(
+    h: Harness, head: bytes
+) -> None:
+    """A route that answers without reading the body (405, 404, a GET) ends the response
+    first; the body's last bytes must not leave the connection without a deadline."""
+    await h.restart(
+        h.with_config(
+            http_head_timeout_seconds=1.0,
+            http_body_timeout_seconds=1.0,
+            http_keep_alive_seconds=1,
+        )
+    )
+    reader, writer = await connect(h)
+    try:
+        writer.write(head)
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+        assert answer.startswith(b"HTTP/1.1 "), answer
+        await asyncio.sleep(0.1)
+        writer.write(b"12345")  # the body, after the answer
+        # The server closes it (the read ends) within the head timeout, not never.
+        await asyncio.wait_for(reader.read(), DEADLINE)
+        assert metric(h, "wallet_http_connections") == 0
+    finally:
+        await close_all([(reader, writer)])
+
+
 async def test_a_kept_alive_connection_serves_request_after_request_then_is_closed_idle(
     h: Harness,
 ) -> None:
