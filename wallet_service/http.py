@@ -342,12 +342,41 @@ class _Sparse:
         self._last = -math.inf
         self._count = 0
 
-    def emit(self, what: str) -> None:
+    def due(self) -> int | None:
+        """Count one; how many to tell when a line is due, else None."""
         self._count += 1
         now = time.monotonic()
-        if now - self._last >= self._every:
-            self._logger.log(self._level, "%s: %d since the last such line", what, self._count)
-            self._last, self._count = now, 0
+        if now - self._last < self._every:
+            return None
+        count, self._last, self._count = self._count, now, 0
+        return count
+
+    def emit(self, what: str) -> None:
+        count = self.due()
+        if count is not None:
+            self._logger.log(self._level, "%s: %d since the last such line", what, count)
+
+
+class _SparseWarnings(logging.Filter):
+    """uvicorn logs a WARNING for each malformed or upgrade request a client sends (on
+    ``uvicorn.error``): anyone who reaches the port could fill the logs. Such lines pass
+    at most once a minute, with how many there were."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sparse = _Sparse(log, logging.WARNING)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        count = self._sparse.due()
+        if count is None:
+            return False
+        record.msg, record.args = f"{record.getMessage()} ({count} since the last such line)", ()
+        return True
+
+
+_UVICORN_WARNINGS = _SparseWarnings()
 
 
 def create_app(
@@ -439,6 +468,9 @@ async def start_http(app: Starlette, config: Config, metrics: Metrics) -> Runnin
         body_timeout_seconds=config.http_body_timeout_seconds,
         keep_alive_seconds=config.http_keep_alive_seconds,
     )
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _UVICORN_WARNINGS not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_UVICORN_WARNINGS)
     host, port = config.http_listen.rsplit(":", 1)
     # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no 40 ms ACK waits).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

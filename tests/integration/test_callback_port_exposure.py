@@ -418,3 +418,18 @@ async def test_bodies_that_are_not_callbacks_are_refused_without_a_trace(h: Harn
         (size, min(size, 1024), "unsigned") for size in (0, 1, 1023, 1024, 1025, 64 * 1024)
     ]
     assert await h.running._db.fetch_all("SELECT id FROM callbacks") == []
+
+
+async def test_malformed_requests_do_not_flood_the_log(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn warns about each malformed request; fifty of them make at most one line."""
+    caplog.set_level(logging.WARNING)
+    for _ in range(50):
+        reader, writer = await connect(h)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await asyncio.wait_for(reader.read(), DEADLINE)
+        await close_all([(reader, writer)])
+
+    lines = [r for r in caplog.records if r.name == "uvicorn.error"]
+    assert len(lines) <= 1, [r.getMessage() for r in lines]
