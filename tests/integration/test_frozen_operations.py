@@ -120,13 +120,15 @@ async def test_a_frozen_cash_out_is_asked_about_once_an_hour_not_every_pass(h: H
     await passes(h, 2, seconds_apart=30)
     assert await calls(h, STATUS_PATH, c.reference) == asked + 1
     row = await h.running._db.fetch_one(
-        "SELECT status, last_detail, next_check_at FROM attempts WHERE reference = ?",
+        "SELECT status, last_detail, next_check_at, update_time FROM attempts WHERE reference = ?",
         (c.reference,),
     )
     assert row is not None
     assert row["status"] == "processing"
     assert row["last_detail"].startswith("frozen; KasPro said processing"), row["last_detail"]
-    assert row["next_check_at"] == pytest.approx(h.clock() + FROZEN_POLL)
+    # Asked on the first pass past the hour (30 s before the last one); next in an hour.
+    assert row["update_time"] == pytest.approx(h.clock() - 30, abs=0.01)
+    assert row["next_check_at"] == pytest.approx(row["update_time"] + FROZEN_POLL, abs=0.01)
     assert await calls(h, BANK_PATH, c.reference) == 1
     assert (await get_transaction(h, c.transaction_id)).status == PROCESSING
     assert await ledger_lines(h, c.transaction_id) == []
@@ -177,23 +179,61 @@ async def test_an_unfrozen_cash_out_kaspro_never_saw_is_sent_again_with_its_refe
 async def test_not_found_while_the_first_send_may_be_on_its_way_sends_nothing(
     h: Harness,
 ) -> None:
-    """Asked about before ``WALLET_RECONCILE_GRACE_SECONDS`` (a callback can pull a check
-    forward), "not found" may only mean the first request has not arrived yet: nothing is
-    sent, and KasPro is asked again once the grace is over."""
+    """Asked about before ``WALLET_RECONCILE_GRACE_SECONDS`` (the first backoff is 2 s),
+    "not found" may only mean the request has not arrived yet: nothing is sent, and KasPro
+    is asked again only once the grace is over, not on every pass meanwhile."""
     transaction_id, ref = await unsent_cash_out(h)
     attempt = await rows.load_attempt(h.running._db, ref)
     assert attempt is not None
+    grace = h.config.reconcile_grace_seconds
 
-    await h.running.reconciler._engine.inquire(attempt, timeout=DEADLINE)
+    await passes(h, int(grace) - 5, seconds_apart=1)
 
     assert await calls(h, STATUS_PATH, ref) == 1
     assert await calls(h, BANK_PATH, ref) == 1
     row = await attempt_row(h, ref)
     assert row["status"] == "pending"
-    assert row["next_check_at"] == pytest.approx(
-        attempt.create_time + h.config.reconcile_grace_seconds
-    )
+    assert row["next_check_at"] == pytest.approx(attempt.create_time + grace, abs=0.01)
     assert not await frozen(h, transaction_id)
+
+    await passes(h, 1, seconds_apart=10)
+    assert await calls(h, STATUS_PATH, ref) == 2
+    assert await calls(h, BANK_PATH, ref) == 2  # now it is sent again, same reference
+
+
+async def test_not_found_soon_after_a_resend_does_not_send_a_third_time(h: Harness) -> None:
+    """The grace counts from the last send: a resend whose answer was lost too may still
+    be on its way when KasPro next says "not found"."""
+    _, ref = await unsent_cash_out(h)
+    await h.arm_fault(BANK_PATH, "http_500")
+    await passes(h, 1, seconds_apart=60)
+    assert await calls(h, BANK_PATH, ref) == 2
+    grace = h.config.reconcile_grace_seconds
+
+    await passes(h, int(grace) - 5, seconds_apart=1)
+
+    assert await calls(h, BANK_PATH, ref) == 2
+    assert await executed(h, ref) == []
+    await passes(h, 1, seconds_apart=10)
+    assert await calls(h, BANK_PATH, ref) == 3
+    assert len(await executed(h, ref)) == 1
+
+
+async def test_an_unverified_callback_does_not_hurry_a_frozen_attempt(h: Harness) -> None:
+    c = await pending_cash_out(h)
+    assert (await post(h, body(c.reference, c.reff_id, amount=str(AMOUNT + 1)))).status_code == 200
+    planned = (await attempt_row(h, c.reference))["next_check_at"]
+
+    unsigned = body(c.reference, c.reff_id)
+    async with httpx.AsyncClient(timeout=DEADLINE) as client:
+        for _ in range(3):
+            h.clock.advance(120)
+            response = await client.post(
+                f"http://127.0.0.1:{h.running.http_port}{CALLBACK_PATH}", content=unsigned
+            )
+            assert response.status_code == 401
+
+    assert (await attempt_row(h, c.reference))["next_check_at"] == planned
 
 
 async def test_kaspro_forgetting_an_accepted_cash_out_freezes_it_instead_of_resending(

@@ -57,6 +57,8 @@ class Attempt:
     fee_idr: int = 0
     checks: int = 0
     last_detail: str = ""
+    # When the step was last sent again (None: only at its creation, create_time).
+    last_sent_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from wallet_service.domain.money import (
     TxType,
 )
 from wallet_service.domain.phone import MobileNumber
-from wallet_service.domain.records import Attempt, AttemptStatus, RidePayment, Transaction
+from wallet_service.domain.records import (
+    OPEN_ATTEMPTS,
+    Attempt,
+    AttemptStatus,
+    RidePayment,
+    Transaction,
+)
 from wallet_service.kaspro import (
     KasProClient,
     MoneyReply,
@@ -275,7 +281,7 @@ class Engine:
 
     async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
         before = await rows.load_attempt(self.db, attempt.reference)
-        if before is None or before.status not in _OPEN:
+        if before is None or before.status not in OPEN_ATTEMPTS:
             return Result(State.UNKNOWN, detail="the attempt is no longer open")
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
         result = Result.of_status(status)
@@ -293,7 +299,7 @@ class Engine:
         the same step may be sent again (docs/kaspro.md, "When a step is sent again").
 
         Only an attempt KasPro never answered (``pending``), unchanged while we asked, of
-        an operation that is not frozen, once its first send cannot still be on its way
+        an operation that is not frozen, once its last send cannot still be on its way
         (``unanswered_grace_seconds`` after it was made). One KasPro had already accepted
         ("in process") cannot be unknown to it: that contradiction freezes the operation
         rather than risk paying twice. One answered while we asked is left as it is.
@@ -310,12 +316,23 @@ class Engine:
             if current.status is not before.status:
                 return False
             if current.status is AttemptStatus.PENDING:
-                first_send_landed = current.create_time + self.timing.unanswered_grace_seconds
-                if now < first_send_landed:
-                    # Asked early (a callback named it): the first send may still be on its
-                    # way to KasPro. Ask again once it cannot be.
-                    await rows.check_attempt_at(tx, current.reference, first_send_landed)
+                sent = current.last_sent_at or current.create_time
+                landed = sent + self.timing.unanswered_grace_seconds
+                if now < landed:
+                    # Asked early (a short backoff, or a callback named it): the last send
+                    # may still be on its way to KasPro. Ask again once it cannot be.
+                    await rows.save_attempt(
+                        tx,
+                        replace(
+                            current,
+                            checks=current.checks + 1,
+                            next_check_at=landed,
+                            last_detail="not found yet: the last send may still be on its way",
+                            update_time=now,
+                        ),
+                    )
                     return False
+                await rows.mark_resent(tx, current.reference, now)
                 return True
             if current.status is AttemptStatus.PROCESSING:
                 await self._freeze(
@@ -387,7 +404,7 @@ class Engine:
             transaction = await rows.load_transaction(tx, attempt.transaction_id)
             assert transaction is not None
             now = self.now()
-            if attempt.status not in _OPEN:
+            if attempt.status not in OPEN_ATTEMPTS:
                 if result.state not in (State.SUCCEEDED, State.FAILED):
                     return Applied.IGNORED
                 if State(attempt.status.value) is result.state:
@@ -576,8 +593,6 @@ class Engine:
 
 
 EXPIRED_REASON = "expired: not captured within its lifetime"
-
-_OPEN = (AttemptStatus.PENDING, AttemptStatus.PROCESSING)
 
 
 def _mismatch(attempt: Attempt, result: Result) -> str:

@@ -180,18 +180,19 @@ def _attempt(row: Row) -> Attempt:
         last_detail=row["last_detail"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        last_sent_at=row["last_sent_at"],
     )
 
 
 _ATTEMPT_COLUMNS = (
     "reference, transaction_id, leg, call, amount_idr, status, kaspro_reff_id, fee_idr, "
-    "checks, next_check_at, last_detail, create_time, update_time"
+    "checks, next_check_at, last_detail, create_time, update_time, last_sent_at"
 )
 
 
 async def insert_attempt(tx: DbTx, a: Attempt) -> None:
     await tx.execute(
-        f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+        f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
         (
             a.reference,
             a.transaction_id,
@@ -206,6 +207,7 @@ async def insert_attempt(tx: DbTx, a: Attempt) -> None:
             a.last_detail,
             a.create_time,
             a.update_time,
+            a.last_sent_at,
         ),
     )
 
@@ -276,11 +278,21 @@ async def save_attempt(tx: DbTx, a: Attempt) -> bool:
 async def check_attempt_at(tx: DbTx, reference: str, when: float, *, gap: float = 0.0) -> None:
     """Have the reconciler ask KasPro about an open attempt at ``when`` if that is sooner
     than planned, but not sooner than ``gap`` seconds after the attempt last changed (its
-    last answer or inquiry)."""
+    last answer or inquiry). An attempt of a frozen operation keeps its slow schedule."""
     await tx.execute(
         "UPDATE attempts SET next_check_at = MAX(?, update_time + ?) WHERE reference = ? "
-        "AND status IN ('pending', 'processing') AND next_check_at > MAX(?, update_time + ?)",
+        "AND status IN ('pending', 'processing') AND next_check_at > MAX(?, update_time + ?) "
+        "AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.id = "
+        "attempts.transaction_id AND transactions.frozen != '')",
         (when, gap, reference, when, gap),
+    )
+
+
+async def mark_resent(tx: DbTx, reference: str, now: float) -> None:
+    """Record that a pending attempt's step is being sent again now (before the call)."""
+    await tx.execute(
+        "UPDATE attempts SET last_sent_at = ? WHERE reference = ? AND status = 'pending'",
+        (now, reference),
     )
 
 
