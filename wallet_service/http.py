@@ -54,19 +54,26 @@ MAX_SAMPLE_BYTES = 1024
 # A longer requestId is not one to ask KasPro about (ours have 16 characters, the
 # sandbox's top-up requestIds 20).
 MAX_REFERENCE_CHARS = 64
+# Unverified top-ups asked about at once in one reconciler pass.
+TOP_UP_CHECKS_PER_PASS = 16
+# "Not found" answers before an unverified top-up is given up (KasPro's status may lag
+# its callback; asked no sooner than the inquiry period apart).
+NOT_FOUND_TRIES = 5
 
 
 @dataclass(frozen=True)
 class CallbackSettings:
     secrets: Sequence[str]  # current first, then the previous one during a rotation
+    # What unverified callbacks may cost (Config's unverified_* settings).
+    unverified_sample: int
+    unverified_top_up_checks: int
+    inquiry_period_seconds: float
+    # A status inquiry's time limit (Config's kaspro_timeout_seconds).
+    inquiry_timeout_seconds: float
     window_seconds: float = 300.0
     park_retry_seconds: float = 5.0
     driver_va_prefixes: Sequence[str] = ()
     driver_retail_prefixes: Sequence[str] = ()
-    # What unverified callbacks may cost (Config's unverified_* settings).
-    unverified_sample: int = 100
-    unverified_top_up_checks: int = 100
-    inquiry_period_seconds: float = 60.0
 
 
 class CallbackReceiver:
@@ -123,9 +130,16 @@ class CallbackReceiver:
             await self._handle(
                 int(row["id"]), parse_callback(bytes(row["raw"])), tries=int(row["tries"])
             )
-        checks = await rows.due_top_up_checks(self._engine.db, now, 100)
-        for check in checks:
-            await self._confirm_top_up(check)
+        # One wave per pass, asked at once: a pass (and the attempts and holds the
+        # reconciler settles after it) waits at most one inquiry's time limit for them,
+        # however many an attacker queued.
+        checks = await rows.due_top_up_checks(self._engine.db, now, TOP_UP_CHECKS_PER_PASS)
+        outcomes = await asyncio.gather(
+            *(self._confirm_top_up(check) for check in checks), return_exceptions=True
+        )
+        for check, outcome in zip(checks, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("confirming top-up %s failed", check.reference, exc_info=outcome)
         await rows.forget_top_up_checks(
             self._engine.db, now - self._settings.inquiry_period_seconds
         )
@@ -135,7 +149,9 @@ class CallbackReceiver:
         """A top-up told by a callback we could not verify: believe KasPro's status answer
         only. The unverified body only said which requestId to ask about (and, for the
         label, whether the number was a driver's)."""
-        status = await self._kaspro.transaction_status(check.reference, timeout=10.0)
+        status = await self._kaspro.transaction_status(
+            check.reference, timeout=self._settings.inquiry_timeout_seconds
+        )
         now = self._clock()
         if (
             status.state is TransferState.SUCCEEDED
@@ -154,14 +170,27 @@ class CallbackReceiver:
             await rows.mark_top_up_check(
                 self._engine.db, check.reference, "applied" if created else "duplicate", now
             )
-        elif status.state in (TransferState.FAILED, TransferState.NOT_FOUND):
-            log.warning("KasPro does not confirm the unverified top-up %s", check.reference)
-            await rows.mark_top_up_check(
-                self._engine.db,
+        elif (
+            status.state is TransferState.FAILED
+            or status.state is TransferState.SUCCEEDED
+            or (status.state is TransferState.NOT_FOUND and check.tries + 1 >= NOT_FOUND_TRIES)
+        ):
+            # FAILED, "not found" several times over (KasPro's status may lag its callback),
+            # or a success that is not a top-up we could book (the branch above took the
+            # ones we can): nothing to credit.
+            why = (
+                "KasPro's status is not a top-up credit"
+                if status.state is TransferState.SUCCEEDED
+                else "top-up not confirmed by KasPro"
+            )
+            log.log(
+                logging.ERROR if status.state is TransferState.SUCCEEDED else logging.WARNING,
+                "unverified top-up %s: %s",
                 check.reference,
-                "rejected",
-                now,
-                detail="top-up not confirmed by KasPro",
+                why,
+            )
+            await rows.mark_top_up_check(
+                self._engine.db, check.reference, "rejected", now, detail=why
             )
         else:
             # Never sooner than the inquiry period: an unverified body must not buy more
@@ -278,7 +307,6 @@ class CallbackReceiver:
                 untrusted.channel[:MAX_REFERENCE_CHARS],
                 untrusted.va_number[:MAX_REFERENCE_CHARS],
                 untrusted.payment_code[:MAX_REFERENCE_CHARS],
-                tries=0,
             ),
             now,
             self._settings.unverified_top_up_checks,

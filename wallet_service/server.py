@@ -201,6 +201,7 @@ async def start(
             unverified_sample=config.unverified_callback_sample,
             unverified_top_up_checks=config.unverified_top_up_checks,
             inquiry_period_seconds=config.unverified_inquiry_period_seconds,
+            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
         ),
         clock,
         metrics,

@@ -14,11 +14,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from wallet.v1 import common_pb2, transaction_service_pb2
 
 from wallet_service.store.database import _migrations
@@ -34,6 +36,7 @@ from .conftest import (
     Harness,
     wait_for,
 )
+from .test_callbacks import pending_cash_out, until_status
 
 # KasPro's callback secret in development (config.py; the sandbox signs with it too).
 CALLBACK_SECRET = "wallet-dev-callback-secret"
@@ -449,3 +452,66 @@ async def assert_credited_once(h: Harness, reff_id: str, amount_idr: int) -> Non
     )
     assert [(row["type"], row["amount_idr"]) for row in rows] == [("TOP_UP", amount_idr)]
     await h.assert_books_agree()
+
+
+async def post_unsigned_top_up(h: Harness, request_id: str) -> None:
+    """An unsigned TOPUP callback naming ``request_id`` (answered 401, queued for a check)."""
+    raw = json.dumps(
+        {
+            "reffId": "OLSFQ1",
+            "requestId": request_id,
+            "status": "SUCCESS",
+            "amount": "50000",
+            "mobileNumber": LOCAL,
+            "type": "TOPUP",
+            "channel": "VA",
+            "vaNumber": "39358" + LOCAL[1:],
+        }
+    ).encode()
+    async with httpx.AsyncClient(timeout=DEADLINE) as client:
+        response = await client.post(
+            f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro", content=raw
+        )
+    assert response.status_code == 401
+
+
+async def test_an_unverified_top_up_kaspro_does_not_know_is_asked_a_few_times_then_dropped(
+    h: Harness,
+) -> None:
+    """KasPro's status may lag its callback: "not found" is asked again (a period apart),
+    five times in all, then the check is settled and KasPro is not asked again."""
+    await h.onboard(LOCAL)
+    await post_unsigned_top_up(h, "TOPUPNOTKNOWN0001")
+    period = h.config.unverified_inquiry_period_seconds
+
+    for _ in range(12):
+        await h.settle(advance_seconds=period)
+
+    asked = [
+        e
+        for e in await h.kaspro_requests("/transaction-status/")
+        if e["requestId"] == "TOPUPNOTKNOWN0001"
+    ]
+    assert len(asked) == 5
+    # Settled (and, a period later, forgotten): no longer waiting to be asked about.
+    assert await top_up_check(h, "TOPUPNOTKNOWN0001") != "waiting"
+    assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
+
+
+async def test_an_unverified_top_up_naming_another_kind_of_transfer_is_not_kept_waiting(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KasPro says SUCCESS, but for a cash-out: nothing to credit, settled at once and
+    logged as an error, rather than asked about for ever."""
+    caplog.set_level(logging.ERROR)
+    c = await pending_cash_out(h)
+    await h.complete_at_kaspro(c.reference)
+    await until_status(h, c.transaction_id, SUCCEEDED)
+    before = await h.ledger()
+
+    await post_unsigned_top_up(h, c.reference)
+    await h.settle(advance_seconds=1)
+
+    assert await top_up_check(h, c.reference) == "rejected"
+    assert await h.ledger() == before
+    assert [r for r in caplog.records if "not a top-up credit" in r.getMessage()]

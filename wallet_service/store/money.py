@@ -614,7 +614,7 @@ class TopUpCheck:
     channel: str
     va_number: str
     payment_code: str
-    tries: int
+    tries: int = 0
 
 
 async def queue_top_up_check(
