@@ -606,6 +606,14 @@ async def keep_unverified_sample(
         )
 
 
+async def forget_unverified_samples(db: Database, received_before: float) -> int:
+    """Delete the kept unverified callbacks received before ``received_before``."""
+    async with db.transaction() as tx:
+        return await tx.execute(
+            "DELETE FROM unverified_callbacks WHERE received_at < ?", (received_before,)
+        )
+
+
 @dataclass(frozen=True)
 class TopUpCheck:
     """A KasPro requestId named by an unverified top-up callback, to ask KasPro about."""

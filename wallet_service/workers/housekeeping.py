@@ -1,4 +1,5 @@
-"""Housekeeping loop: forgets idempotency keys past their retention."""
+"""Housekeeping loop: forgets idempotency keys and unverified callback samples past their
+retention."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from wallet_service.store import idempotency
+from wallet_service.store import money as rows
 from wallet_service.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -19,12 +21,15 @@ async def run_housekeeping(
     idempotency_ttl_seconds: float,
     interval_seconds: float = 3600.0,
 ) -> None:
-    """Purge decided idempotency keys older than the TTL, now and every interval."""
+    """Purge decided idempotency keys, and the samples of unverified callbacks (they may
+    hold a mobile number), older than the TTL, now and every interval."""
     while True:
         try:
-            purged = await idempotency.purge(db, clock() - idempotency_ttl_seconds)
+            before = clock() - idempotency_ttl_seconds
+            purged = await idempotency.purge(db, before)
             if purged:
                 log.info("forgot %d idempotency keys past retention", purged)
+            await rows.forget_unverified_samples(db, before)
         except Exception:
             log.exception("housekeeping failed; trying again next interval")
         await asyncio.sleep(interval_seconds)
