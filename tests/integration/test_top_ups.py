@@ -311,17 +311,16 @@ async def test_the_top_up_is_listed_for_the_wallet(h: Harness) -> None:
     assert [t.transaction_id for t in only_top_ups.transactions] == [row["id"]]
 
 
-async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kaspro(
-    h: Harness,
-) -> None:
-    await h.onboard(LOCAL)
+async def unverified_top_up(h: Harness, amount_idr: int) -> dict[str, Any]:
+    """A VA top-up KasPro credits and calls back about unsigned (answered 401): the
+    sandbox's callback body, once the service has queued its check."""
     await h.arm_fault("/_sandbox/topup", "callback_unsigned", times=1)
-    sent = await h._control(
+    sent: dict[str, Any] = await h._control(
         "POST",
         "/topup",
         json={
             "mobileNumber": LOCAL,
-            "amount": 70_000,
+            "amount": amount_idr,
             "channel": "VA",
             "vaNumber": "39358" + LOCAL[1:],
         },
@@ -331,6 +330,14 @@ async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kasp
         return await top_up_check(h, sent["requestId"]) == "waiting"
 
     await wait_for(queued)
+    return sent
+
+
+async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kaspro(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL)
+    sent = await unverified_top_up(h, 70_000)
     # Not trusted, not stored: nothing booked until KasPro confirms it by status inquiry.
     assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
     stored = await h.running._db.fetch_one(
@@ -364,23 +371,8 @@ async def test_an_unverified_top_up_whose_inquiry_got_no_usable_answer_is_asked_
     """KasPro's first status answer is unreadable: the check waits (no sooner than the
     inquiry period) and the top-up is credited on a later pass, once."""
     await h.onboard(LOCAL)
-    await h.arm_fault("/_sandbox/topup", "callback_unsigned", times=1)
     await h.arm_fault("/transaction-status/", "garbage", times=1)
-    sent = await h._control(
-        "POST",
-        "/topup",
-        json={
-            "mobileNumber": LOCAL,
-            "amount": 60_000,
-            "channel": "VA",
-            "vaNumber": "39358" + LOCAL[1:],
-        },
-    )
-
-    async def queued() -> bool:
-        return await top_up_check(h, sent["requestId"]) == "waiting"
-
-    await wait_for(queued)
+    sent = await unverified_top_up(h, 60_000)
     await h.settle(advance_seconds=1)
     assert await top_up_check(h, sent["requestId"]) == "waiting"
     assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
