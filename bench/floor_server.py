@@ -441,6 +441,7 @@ async def serve(port: int, db_path: str, kaspro_url: str) -> None:
             hmac_key="wallet-dev-key",
             hmac_secret="wallet-dev-hmac-secret",
             timeout_seconds=30,
+            ekyc_timeout_seconds=30,
             max_connections=1024,  # the service's default
         )
     )

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import httpx
 from wallet.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -175,8 +174,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         from wallet_service.domain.phone import parse_mobile_number
         from wallet_service.kaspro import KasProClient, KasProSettings
 
-        # What a caller would do without the service: signed calls over plain httpx
-        # (its own connection pool, not the service's aiohttp transport).
+        # What a caller would do without the service: the same signed calls, straight
+        # to the sandbox.
         connections = max(100, args.concurrency)
         client = KasProClient(
             KasProSettings(
@@ -186,13 +185,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 hmac_key="wallet-dev-key",
                 hmac_secret="wallet-dev-hmac-secret",
                 timeout_seconds=30,
+                ekyc_timeout_seconds=30,
                 max_connections=connections,
-            ),
-            transport=httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
-                )
-            ),
+            )
         )
         mobiles = [parse_mobile_number(n) for n in numbers]
 
@@ -211,6 +206,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 hmac_key="wallet-dev-key",
                 hmac_secret="wallet-dev-hmac-secret",
                 timeout_seconds=30,
+                ekyc_timeout_seconds=30,
                 max_connections=256,
             )
         )

@@ -25,7 +25,6 @@ from wallet_service.domain.funding import (
 from wallet_service.domain.money import Limits
 from wallet_service.domain.otp import OtpLimits
 from wallet_service.kaspro import KasProSettings
-from wallet_service.kaspro.client import KASPRO_HTTP_CLIENTS
 
 EMBEDDED = "embedded"
 
@@ -92,7 +91,6 @@ class Config:
     kaspro_timeout_seconds: float = 10.0
     kaspro_ekyc_timeout_seconds: float = 30.0
     kaspro_max_connections: int = 1024
-    kaspro_http_client: str = "builtin"
     http_listen: str = "127.0.0.1:8081"
     # The HTTP port's bounds and what unverified callbacks may cost (docs/operations.md,
     # "The callback port").
@@ -147,7 +145,6 @@ class Config:
             timeout_seconds=self.kaspro_timeout_seconds,
             ekyc_timeout_seconds=self.kaspro_ekyc_timeout_seconds,
             max_connections=self.kaspro_max_connections,
-            http_client=self.kaspro_http_client,
         )
 
 
@@ -298,13 +295,6 @@ def log_level(text: str) -> str:
     return level
 
 
-def kaspro_http_client(text: str) -> str:
-    client = text.lower()
-    if client not in KASPRO_HTTP_CLIENTS:
-        raise ConfigError(f"WALLET_KASPRO_HTTP_CLIENT must be builtin or aiohttp, got {text!r}")
-    return client
-
-
 def load(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from the environment (``os.environ`` by default)."""
     env = os.environ if env is None else env
@@ -422,7 +412,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         kaspro_timeout_seconds=number("WALLET_KASPRO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         kaspro_ekyc_timeout_seconds=number("WALLET_KASPRO_EKYC_TIMEOUT_SECONDS", 30.0, minimum=0.1),
         kaspro_max_connections=integer("WALLET_KASPRO_MAX_CONNECTIONS", 1024, minimum=1),
-        kaspro_http_client=kaspro_http_client(text("WALLET_KASPRO_HTTP_CLIENT", "builtin")),
         callers=callers,
         otp=OtpLimits(
             resend_cooldown_seconds=number("WALLET_OTP_RESEND_COOLDOWN_SECONDS", 60.0),

@@ -13,6 +13,7 @@ from .conftest import (
     GET_OTP_PATH,
     INQUIRY_PATH,
     LOCAL,
+    OTHER_LOCAL,
     REGISTER_PATH,
     TOKEN_PATH,
     VALIDATE_OTP_PATH,
@@ -129,3 +130,18 @@ async def test_kaspro_timeout_applies_under_a_longer_caller_deadline(h: Harness)
         )
 
     assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+
+
+async def test_a_kaspro_call_given_up_on_does_not_answer_the_next_one(h: Harness) -> None:
+    # One KasPro connection: the call after one whose time ran out must get its own answer,
+    # never the late answer to the first on a reused connection.
+    await h.restart(h.with_config(kaspro_timeout_seconds=0.3, kaspro_max_connections=1))
+    await h.register()
+    await h.register(OTHER_LOCAL, request_id="register-other")
+    await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=0.6)
+
+    failure = await expect_failure(h.get_account())
+    other = await h.get_account(OTHER_LOCAL)
+
+    assert_failure(failure, UNAVAILABLE, "PROVIDER_UNAVAILABLE")
+    assert other.mobile_number == "+6285712345678"

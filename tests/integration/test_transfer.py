@@ -200,24 +200,6 @@ async def test_transfer_moves_money_once_and_books_agree(h: Harness) -> None:
     assert len(await h.kaspro_requests("/p2p-transaction/")) == 1
 
 
-async def test_the_aiohttp_fallback_client_moves_money_the_same_way(h: Harness) -> None:
-    # WALLET_KASPRO_HTTP_CLIENT=aiohttp: the operator's way back to the previous client.
-    await h.restart(h.with_config(kaspro_http_client="aiohttp"))
-    await h.onboard(LOCAL, 100_000)
-    await h.onboard(OTHER_LOCAL, name="Siti")
-
-    response = await h.payments.Transfer(transfer(), metadata=APP, timeout=DEADLINE)
-
-    assert response.transaction.status == common_pb2.TRANSACTION_STATUS_SUCCEEDED
-    balances = await h.sandbox_balances()
-    assert (balances["subscribers"][LOCAL], balances["subscribers"][OTHER_LOCAL]) == (
-        75_000,
-        25_000,
-    )
-    await h.assert_books_agree()
-    assert len(await p2p_calls(h)) == 1
-
-
 async def test_insufficient_funds_is_decided_by_kaspro_and_moves_nothing(h: Harness) -> None:
     await h.onboard(LOCAL, 10_000)
     await h.onboard(OTHER_LOCAL, name="Siti")

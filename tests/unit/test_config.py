@@ -288,18 +288,6 @@ def test_standard_log_levels_are_upper_cased(value: str) -> None:
     assert load({"WALLET_LOG_LEVEL": value}).log_level == value.upper()
 
 
-def test_the_kaspro_http_client_is_the_builtin_one_unless_aiohttp_is_named() -> None:
-    assert load({}).kaspro_settings("http://k").http_client == "builtin"
-    config = load({"WALLET_KASPRO_HTTP_CLIENT": " AIOHTTP "})
-    assert config.kaspro_settings("http://k").http_client == "aiohttp"
-
-
-@pytest.mark.parametrize("value", ["httpx", "requests", "built-in"])
-def test_an_unknown_kaspro_http_client_is_a_config_error(value: str) -> None:
-    with pytest.raises(ConfigError, match="WALLET_KASPRO_HTTP_CLIENT must be builtin or aiohttp"):
-        load({"WALLET_KASPRO_HTTP_CLIENT": value})
-
-
 # Caller tokens.
 
 

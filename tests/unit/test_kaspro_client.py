@@ -1,21 +1,26 @@
-"""KasProClient against a fake gateway: tokens, signatures, retries, deadlines, failures."""
+"""KasProClient against a fake gateway over real HTTP: tokens, signatures, retries,
+deadlines, connections, failures."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gzip
 import json
 import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from aiohttp import web
 
+from wallet_service.config import Config
 from wallet_service.domain.account import AccountType, KycStatus
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.kaspro import (
@@ -37,7 +42,10 @@ HMAC_KEY = "partner-key"
 HMAC_SECRET = "hmac-s3cr3t"
 CLIENT_SECRET = "client-s3cr3t"
 
-Reply = httpx.Response | Callable[[httpx.Request], Awaitable[httpx.Response]]
+# An answer: an HTTP response, or raw bytes written before the connection is closed (no
+# usable answer), or a function of the request that returns either.
+Answer = httpx.Response | bytes
+Reply = Answer | Callable[[httpx.Request], Awaitable[Answer]]
 
 ACCOUNT = {
     "code": 0,
@@ -73,8 +81,10 @@ class FakeClock:
 
 @dataclass
 class FakeGateway:
-    """Plays KasPro's partner gateway: issues tokens and checks every signed call."""
+    """Plays KasPro's partner gateway: issues tokens and checks every signed call. Requests
+    and answers are httpx objects, built from and into real HTTP by ``serve``."""
 
+    url: str = ""
     expires_in: int | None = 3600
     token_delay: float = 0.0
     call_delay: float = 0.0
@@ -83,13 +93,29 @@ class FakeGateway:
     tokens_issued: list[str] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
     calls: list[httpx.Request] = field(default_factory=list)
+    connections: set[Any] = field(default_factory=set)  # the client's addresses seen
 
     def reply(self, path: str, *replies: Reply) -> None:
         """Queue answers for ``path``; the last one repeats."""
         self.routes[path] = list(replies)
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
+    async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert request.transport is not None
+        self.connections.add(request.transport.get_extra_info("peername"))
+        content = await request.read()
+        answer = await self(
+            httpx.Request(
+                request.method, str(request.url), headers=request.headers, content=content
+            )
+        )
+        if isinstance(answer, bytes):
+            request.transport.write(answer)
+            request.transport.close()
+            raise asyncio.CancelledError  # aiohttp's server ends the handler quietly
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+        return web.Response(status=answer.status_code, body=answer.content, headers=headers)
+
+    async def __call__(self, request: httpx.Request) -> Answer:
         if request.url.path.endswith("/authentication-server/oauth/token"):
             return await self._token(request)
         self.calls.append(request)
@@ -100,7 +126,7 @@ class FakeGateway:
             return httpx.Response(401, json=problem)
         replies = self.routes[request.url.path]
         reply = replies.pop(0) if len(replies) > 1 else replies[0]
-        if isinstance(reply, httpx.Response):
+        if isinstance(reply, httpx.Response | bytes):
             return reply
         return await reply(request)
 
@@ -137,29 +163,41 @@ class FakeGateway:
         return None
 
 
-def settings(**overrides: Any) -> KasProSettings:
-    values: dict[str, Any] = {
-        "base_url": "https://kaspro.test",
+def settings(base_url: str = "http://kaspro.test", **overrides: Any) -> KasProSettings:
+    ours = {
         "client_id": "client",
         "client_secret": CLIENT_SECRET,
         "hmac_key": HMAC_KEY,
         "hmac_secret": HMAC_SECRET,
     }
-    values.update(overrides)
-    return KasProSettings(**values)
+    return dataclasses.replace(Config().kaspro_settings(base_url), **(ours | overrides))
 
 
 def client_for(
-    gateway: FakeGateway, clock: Callable[[], float] = time.time, **overrides: Any
+    gateway: FakeGateway,
+    clock: Callable[[], float] = time.time,
+    *,
+    path: str = "",
+    **overrides: Any,
 ) -> KasProClient:
-    return KasProClient(settings(**overrides), transport=httpx.MockTransport(gateway), clock=clock)
+    return KasProClient(settings(gateway.url + path, **overrides), clock=clock)
 
 
 @pytest.fixture
-def gateway() -> FakeGateway:
+async def gateway() -> AsyncIterator[FakeGateway]:
     fake = FakeGateway()
     fake.reply("/customer-account-inquiry/", httpx.Response(200, json=ACCOUNT))
-    return fake
+    # A handler still waiting is cancelled when the client hangs up, or at the end.
+    runner = web.ServerRunner(
+        web.Server(fake.serve, handler_cancellation=True), shutdown_timeout=0.1
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.url = f"http://{host}:{port}"
+    yield fake
+    await runner.cleanup()
 
 
 # Headers and signature.
@@ -176,9 +214,7 @@ async def test_every_call_is_signed_and_carries_the_token(gateway: FakeGateway) 
 
     [call] = gateway.calls
     assert call.method == "GET"
-    assert (
-        str(call.url) == "https://kaspro.test/customer-account-inquiry/?mobileNumber=081234567890"
-    )
+    assert str(call.url) == f"{gateway.url}/customer-account-inquiry/?mobileNumber=081234567890"
     headers = call.headers
     assert headers["Authorization"] == "Bearer token-1"
     assert headers["Date"] == "Mon, 04 Oct 2021 07:00:30 GMT"
@@ -206,7 +242,7 @@ async def test_each_call_gets_a_fresh_date_and_signature(gateway: FakeGateway) -
 
 async def test_base_url_path_prefix_is_part_of_the_signed_path(gateway: FakeGateway) -> None:
     gateway.reply("/gw/validate-otp/", httpx.Response(200, json={"code": 0}))
-    async with client_for(gateway, base_url="https://kaspro.test/gw") as client:
+    async with client_for(gateway, path="/gw") as client:
         await client.validate_otp(MOBILE, "123456")
     [call] = gateway.calls
     assert call.url.path == "/gw/validate-otp/"
@@ -230,7 +266,7 @@ async def test_token_is_refreshed_within_the_margin_of_expiry(
 ) -> None:
     gateway.expires_in = expires_in  # None: the client assumes an hour
     clock = FakeClock()
-    async with client_for(gateway, clock, token_refresh_margin_seconds=60.0) as client:
+    async with client_for(gateway, clock) as client:  # refreshed 60 s before expiry
         await client.account_inquiry(MOBILE)
         clock.now += 3539
         await client.account_inquiry(MOBILE)
@@ -413,22 +449,23 @@ async def test_no_time_left_sends_nothing(gateway: FakeGateway) -> None:
     assert gateway.tokens_issued == []
 
 
-@pytest.mark.parametrize(
-    "error",
+# Ways an answer can fail to be one, written raw before the connection is closed.
+NO_ANSWER = pytest.mark.parametrize(
+    "broken",
     [
-        httpx.ConnectError("connection refused"),
-        httpx.ReadError("connection reset"),
-        httpx.RemoteProtocolError("server disconnected"),
-        httpx.ReadTimeout("read timed out"),
+        b"",  # closed without a word
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",  # not HTTP
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"code"',  # cut short
     ],
+    ids=["closed", "not-http", "cut-short"],
 )
-async def test_transport_errors_are_unavailable(gateway: FakeGateway, error: Exception) -> None:
-    async def fail(request: httpx.Request) -> httpx.Response:
-        raise error
 
-    gateway.reply("/customer-account-inquiry/", fail)
+
+@NO_ANSWER
+async def test_no_usable_answer_is_unavailable(gateway: FakeGateway, broken: bytes) -> None:
+    gateway.reply("/customer-account-inquiry/", broken)
     async with client_for(gateway) as client:
-        with pytest.raises(KasProUnavailable):
+        with pytest.raises(KasProUnavailable, match="transport error: "):
             await client.account_inquiry(MOBILE)
 
 
@@ -785,40 +822,15 @@ async def test_answers_without_a_known_outcome_are_unknown_replies(
 
 
 @money_calls
-@pytest.mark.parametrize(
-    "error",
-    [
-        httpx.ConnectError("connection refused"),
-        httpx.ReadError("connection reset"),
-        httpx.RemoteProtocolError("server disconnected"),
-        httpx.WriteError("broken pipe"),
-    ],
-)
-async def test_transport_errors_are_unknown_replies(
-    gateway: FakeGateway, path: str, call: MoneyCall, error: Exception
+@NO_ANSWER
+async def test_no_usable_answer_is_an_unknown_reply(
+    gateway: FakeGateway, path: str, call: MoneyCall, broken: bytes
 ) -> None:
-    async def fail(request: httpx.Request) -> httpx.Response:
-        raise error
-
-    gateway.reply(path, fail)
+    gateway.reply(path, broken)
     async with client_for(gateway) as client:
         reply = await call(client, None)
     assert reply.outcome is Outcome.UNKNOWN
-    assert reply.detail == f"transport error: {type(error).__name__}"
-    assert len(gateway.calls) == 1
-
-
-@money_calls
-async def test_a_read_timeout_is_an_unknown_reply(
-    gateway: FakeGateway, path: str, call: MoneyCall
-) -> None:
-    async def fail(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("read timed out")
-
-    gateway.reply(path, fail)
-    async with client_for(gateway) as client:
-        reply = await call(client, None)
-    assert (reply.outcome, reply.detail) == (Outcome.UNKNOWN, "timeout")
+    assert reply.detail.startswith("transport error: ")
     assert len(gateway.calls) == 1
 
 
@@ -1004,7 +1016,7 @@ async def test_transaction_status_end_to_end(gateway: FakeGateway) -> None:
     assert missing.state is TransferState.NOT_FOUND
     call = gateway.calls[0]
     assert call.method == "GET"
-    assert str(call.url) == f"https://kaspro.test/transaction-status/?requestId={REQUEST_ID}"
+    assert str(call.url) == f"{gateway.url}/transaction-status/?requestId={REQUEST_ID}"
 
 
 @pytest.mark.parametrize(
@@ -1071,3 +1083,64 @@ async def test_money_calls_log_the_request_id_and_why_the_outcome_is_unknown(
         signed.headers["KasPro-Signature"].rsplit('signature="', 1)[1].rstrip('"'),
     ):
         assert all(secret not in line for line in lines)
+
+
+# The connections: aiohttp's pool, proxies from the environment.
+
+
+async def test_connections_are_kept_alive_and_bounded_by_max_connections(
+    gateway: FakeGateway,
+) -> None:
+    async with client_for(gateway, max_connections=2) as client:
+        for _ in range(5):
+            await client.account_inquiry(MOBILE)
+        assert len(gateway.connections) == 1  # the token and five calls, one after another
+        gateway.call_delay = 0.05
+        await asyncio.gather(*(client.account_inquiry(MOBILE) for _ in range(8)))
+    assert len(gateway.calls) == 13
+    assert len(gateway.connections) == 2
+
+
+async def test_a_call_given_up_on_never_lends_its_late_answer_to_the_next(
+    gateway: FakeGateway,
+) -> None:
+    # The caller's deadline passes while its answer is on its way: its connection must not
+    # be reused, or the next call, on the one connection allowed, would read that answer.
+    async def late(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        return httpx.Response(200, json=ACCOUNT)
+
+    other = json.loads(json.dumps(ACCOUNT))
+    other["data"]["balance"]["availableBalance"] = "999"
+    gateway.reply("/customer-account-inquiry/", late, httpx.Response(200, json=other))
+    async with client_for(gateway, max_connections=1) as client:
+        with pytest.raises(KasProUnavailable, match="timeout"):
+            await client.account_inquiry(MOBILE, timeout=0.1)
+        account = await client.account_inquiry(MOBILE, timeout=2)
+    assert account.balance.available_idr == 999
+    assert len(gateway.connections) == 2
+
+
+async def test_a_gzip_answer_is_decoded(gateway: FakeGateway) -> None:
+    body = gzip.compress(json.dumps(ACCOUNT).encode())
+    head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+    gateway.reply("/customer-account-inquiry/", head.encode() + body)
+    async with client_for(gateway) as client:
+        account = await client.account_inquiry(MOBILE)
+    assert account.balance.available_idr == 150000
+
+
+async def test_calls_go_through_the_proxy_the_environment_names(
+    gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake gateway plays the proxy too: it gets each request in absolute form.
+    monkeypatch.setenv("HTTP_PROXY", gateway.url)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with KasProClient(settings("http://kaspro.invalid")) as client:
+        await client.account_inquiry(MOBILE)
+    [call] = gateway.calls
+    assert (
+        str(call.url) == "http://kaspro.invalid/customer-account-inquiry/?mobileNumber=081234567890"
+    )
+    assert gateway.tokens_issued == ["token-1"]

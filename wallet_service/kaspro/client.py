@@ -1,8 +1,13 @@
-"""The KasPro HTTP client: token, signature, deadlines, and one log line per call."""
+"""The KasPro HTTP client: token, signature, deadlines, and one log line per call.
+
+Calls go through one aiohttp session: its connection pool, at most ``max_connections``
+open (docs/decisions/0004-kaspro-http-aiohttp.md, 0005-kaspro-connection-pool.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -13,7 +18,9 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-import httpx
+import aiohttp
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 
 from wallet_service.domain.account import Account, KycIdentity
 from wallet_service.domain.phone import MobileNumber
@@ -28,16 +35,7 @@ from wallet_service.kaspro.endpoints import (
     TransferState,
 )
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
-from wallet_service.kaspro.http1 import Http1Transport
 from wallet_service.kaspro.signing import HmacSigner, Signer
-from wallet_service.kaspro.transport import (
-    AiohttpTransport,
-    HttpxTransport,
-    Transport,
-    TransportError,
-    TransportTimeout,
-    WireRequest,
-)
 
 logger = logging.getLogger("wallet_service.kaspro")
 
@@ -46,33 +44,26 @@ T = TypeVar("T")
 # Stands for a body that is not JSON, so that a 401 can still be told apart from others.
 _UNREADABLE: Final = object()
 
+CONNECT_TIMEOUT_SECONDS: Final = 3.0
+# A token is replaced this long before KasPro says it expires.
+TOKEN_REFRESH_MARGIN_SECONDS: Final = 60.0
+# An idle connection is closed a little before common servers drop theirs (uvicorn: 5 s),
+# so a request rarely meets a connection the server is just closing.
+KEEPALIVE_SECONDS: Final = 4.0
+
 
 @dataclass(frozen=True, slots=True)
 class KasProSettings:
+    """What the client needs of the configuration (``Config.kaspro_settings``)."""
+
     base_url: str
     client_id: str
     client_secret: str = field(repr=False)
     hmac_key: str
     hmac_secret: str = field(repr=False)
-    timeout_seconds: float = 10.0
-    connect_timeout_seconds: float = 3.0
-    ekyc_timeout_seconds: float = 30.0
-    token_refresh_margin_seconds: float = 60.0
-    max_connections: int = 100
-    # "builtin": http1.Http1Transport; "aiohttp": transport.AiohttpTransport (the
-    # previous client, kept as a fallback an operator can switch to without a release).
-    http_client: str = "builtin"
-
-
-KASPRO_HTTP_CLIENTS = ("builtin", "aiohttp")
-
-
-def _make_transport(settings: KasProSettings) -> Transport:
-    if settings.http_client == "aiohttp":
-        return AiohttpTransport(max_connections=settings.max_connections)
-    if settings.http_client == "builtin":
-        return Http1Transport(max_connections=settings.max_connections)
-    raise ValueError(f"unknown KasPro HTTP client {settings.http_client!r}")
+    timeout_seconds: float
+    ekyc_timeout_seconds: float
+    max_connections: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,34 +83,44 @@ class KasProClient:
     asyncio.timeout so that the token fetch, the retry and the exchange share one budget.
     """
 
-    def __init__(
-        self,
-        settings: KasProSettings,
-        *,
-        transport: Transport | httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, settings: KasProSettings, *, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._clock = clock
         self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
-        # One pool of HTTP/1.1 connections (http1.py, or aiohttp's); a test passes an
-        # httpx transport (httpx.MockTransport), put behind the same interface.
-        if transport is None:
-            self._transport: Transport = _make_transport(settings)
-        elif isinstance(transport, httpx.AsyncBaseTransport):
-            self._transport = HttpxTransport(transport)
-        else:
-            self._transport = transport
         self._base_url = settings.base_url.rstrip("/")
         # What precedes our paths on the wire, signed with them (a gateway prefix).
         self._base_path = urlsplit(self._base_url).path
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._proxy: tuple[yarl.URL | None, aiohttp.BasicAuth | None] = (None, None)
         self._token: _CachedToken | None = None
         self._token_lock = asyncio.Lock()
-        # Callers queue here, in a plain FIFO, rather than inside the transport's pool.
+        # Callers wait here, in turn, and sign once they have a place (a fresh Date).
         self._slots = asyncio.Semaphore(settings.max_connections)
 
+    def _pool(self) -> aiohttp.ClientSession:
+        """The session, made on the first call, inside the running event loop."""
+        if self._closed:
+            raise KasProUnavailable("the client is closed")
+        if self._session is None:
+            # HTTP(S)_PROXY / NO_PROXY are read once: aiohttp's trust_env reads them, and
+            # .netrc in a worker thread, on every request.
+            with contextlib.suppress(LookupError):  # none named, or NO_PROXY covers KasPro
+                self._proxy = get_env_proxy_for_url(yarl.URL(self._base_url))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._settings.max_connections, keepalive_timeout=KEEPALIVE_SECONDS
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -408,7 +409,7 @@ class KasProClient:
             return self._token.value
 
     def _usable(self, token: _CachedToken, refused: str | None) -> bool:
-        margin = self._settings.token_refresh_margin_seconds
+        margin = TOKEN_REFRESH_MARGIN_SECONDS
         return token.value != refused and self._clock() < token.expires_at - margin
 
     async def _fetch_token(self, deadline: float) -> _CachedToken:
@@ -453,40 +454,44 @@ class KasProClient:
         problem = "interrupted"
         try:
             async with self._slots:
-                remaining = max(deadline - loop.time(), 0.001)
-                wire_headers = list(headers.items())
+                wire_headers = dict(headers)
                 if signed:
                     # Sign what goes on the wire, base URL prefix included, query excluded;
-                    # after the wait for a connection, so the Date is fresh.
+                    # after the wait for a place, so the Date is fresh.
                     target = self._base_path + request.path
-                    wire_headers.extend(self._signer.headers(request.method, target).items())
+                    wire_headers.update(self._signer.headers(request.method, target))
                 body = None
                 if request.json is not None:
                     body = _json_body(request.json)
                 elif request.form is not None:
                     body = urlencode(request.form).encode("ascii")
-                    wire_headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+                    wire_headers["Content-Type"] = "application/x-www-form-urlencoded"
                 query = f"?{urlencode(request.query)}" if request.query else ""
-                answer = await self._transport.send(
-                    WireRequest(
-                        request.method,
-                        self._base_url + request.path + query,
-                        wire_headers,
-                        body,
-                        connect_timeout=min(self._settings.connect_timeout_seconds, remaining),
-                        timeout=remaining,
-                    )
-                )
+                session = self._pool()
+                proxy, proxy_auth = self._proxy
+                async with session.request(
+                    request.method,
+                    # Already encoded: sent as is, so the signed path is the one on the wire.
+                    yarl.URL(self._base_url + request.path + query, encoded=True),
+                    headers=wire_headers,
+                    data=body,
+                    # A redirect is returned as it is (it would go unsigned where KasPro did
+                    # not document); the caller's deadline (_fetch) bounds the rest.
+                    allow_redirects=False,
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
+                ) as answer:
+                    raw = await answer.read()
             status = answer.status
-            body_read = _decode(answer.body)
+            body_read = _decode(raw)
             code = endpoints.peek_code(body_read)
             problem = ""
-            return status, body_read
-        except TransportTimeout:
+            return answer.status, body_read
+        except TimeoutError:
             problem = "timeout"
             raise KasProUnavailable("timeout") from None
-        except TransportError as exc:
-            problem = exc.kind
+        except (aiohttp.ClientError, OSError) as exc:
+            problem = type(exc).__name__
             raise KasProUnavailable(f"transport error: {problem}") from exc
         finally:
             _log_call(request, mobile, status, code, loop.time() - started, problem)
@@ -504,7 +509,7 @@ def _decode(body: bytes) -> Any:
 
 
 def _json_body(document: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON: byte for byte what httpx's ``json=`` sent before the transport."""
+    """Compact UTF-8 JSON."""
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
