@@ -1,6 +1,8 @@
 """Every setting of the service, read from WALLET_* environment variables.
 
-The README's configuration table lists the same variables; keep them in step.
+Each setting is declared once, on its ``Config`` field: the variable, the default, what
+it means and its lower bound. ``load`` reads them and the README's configuration table
+is printed from them (``python -m wallet_service.config``; docs/decisions/0006).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from typing import Any
 
 from wallet_service.domain.funding import (
     BANKS,
@@ -27,20 +31,7 @@ from wallet_service.domain.otp import OtpLimits
 from wallet_service.kaspro import KasProSettings
 
 EMBEDDED = "embedded"
-
-# Development credentials shared with the in-process sandbox (kaspro_sandbox defaults).
-_DEV_KASPRO = {
-    "client_id": "wallet-dev",
-    "client_secret": "wallet-dev-secret",
-    "hmac_key": "wallet-dev-key",
-    "hmac_secret": "wallet-dev-hmac-secret",
-    "callback_secret": "wallet-dev-callback-secret",
-    "escrow_account": "888000000000001",
-    "merchant_account": "888000000000002",
-    "corporate_account": "888000000000003",
-}
 DEV_TOKEN = "dev-token"
-
 ROLES = frozenset({"app", "dispatch", "pricing", "admin"})
 
 
@@ -74,78 +65,78 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
-class Config:
-    grpc_listen: str = "127.0.0.1:50051"
-    db_path: str = "var/wallet.db"
-    kaspro_base_url: str = EMBEDDED
-    sandbox_listen: str = "127.0.0.1:8090"
-    kaspro_client_id: str = _DEV_KASPRO["client_id"]
-    kaspro_client_secret: str = _DEV_KASPRO["client_secret"]
-    kaspro_hmac_key: str = _DEV_KASPRO["hmac_key"]
-    kaspro_hmac_secret: str = _DEV_KASPRO["hmac_secret"]
-    kaspro_callback_secret: str = _DEV_KASPRO["callback_secret"]
-    kaspro_callback_secret_previous: str = ""
-    kaspro_escrow_account: str = _DEV_KASPRO["escrow_account"]
-    kaspro_merchant_account: str = _DEV_KASPRO["merchant_account"]
-    kaspro_corporate_account: str = _DEV_KASPRO["corporate_account"]
-    kaspro_timeout_seconds: float = 10.0
-    kaspro_ekyc_timeout_seconds: float = 30.0
-    kaspro_max_connections: int = 1024
-    http_listen: str = "127.0.0.1:8081"
-    # The HTTP port's bounds and what unverified callbacks may cost (docs/operations.md,
-    # "The callback port").
-    http_max_connections: int = 1000
-    http_head_timeout_seconds: float = 10.0
-    http_body_timeout_seconds: float = 10.0
-    http_keep_alive_seconds: int = 5
-    unverified_callback_sample: int = 100
-    unverified_top_up_checks: int = 100
-    unverified_inquiry_period_seconds: float = 60.0
-    limits: Limits = field(default_factory=Limits)
-    va_prefixes: tuple[VaPrefix, ...] = DEFAULT_VA_PREFIXES
-    driver_va_prefixes: tuple[VaPrefix, ...] = DEFAULT_DRIVER_VA_PREFIXES
-    retail_prefixes: tuple[RetailPrefix, ...] = DEFAULT_RETAIL_PREFIXES
-    driver_retail_prefixes: tuple[RetailPrefix, ...] = DEFAULT_DRIVER_RETAIL_PREFIXES
-    cash_out_banks: Mapping[str, str] = field(default_factory=lambda: dict(BANKS))
-    reconcile_interval_seconds: float = 1.0
-    reconcile_grace_seconds: float = 30.0
-    reconcile_overdue_seconds: float = 3600.0
-    callers: Mapping[str, Caller] = field(default_factory=dict)
-    otp: OtpLimits = field(default_factory=OtpLimits)
-    idempotency_ttl_hours: float = 72.0
-    idempotency_lease_seconds: float = 120.0
-    max_image_bytes: int = 5 * 1024 * 1024
-    max_concurrent_rpcs: int = 1000
-    max_watch_streams: int = 100
-    max_watch_streams_per_caller: int = 20
-    min_money_deadline_seconds: float = 1.0
-    grace_period_seconds: float = 10.0
-    log_level: str = "INFO"
-    tls: TlsSettings | None = None
+class Setting:
+    """One WALLET_* variable: what it means, and how its text becomes a value."""
 
-    @property
-    def embedded_sandbox(self) -> bool:
-        return self.kaspro_base_url == EMBEDDED
+    env: str
+    meaning: str
+    minimum: float = 0  # numbers only
+    # Reads the (stripped, non-blank) text; a ValueError's message follows the name.
+    parse: Callable[[str], Any] | None = None
+    shown: str = ""  # the default as the README shows it, when not the value itself
+    required: bool = False  # unless WALLET_KASPRO_BASE_URL is embedded
 
-    @property
-    def max_message_bytes(self) -> int:
-        # The largest valid request: UpgradeKyc's three images at the cap (raw bytes,
-        # no base64) plus its request_id, number and framing (under 200 bytes). gRPC
-        # refuses a larger one from its length prefix, before buffering it
-        # (docs/decisions/0003-grpc-receive-limit.md).
-        return 3 * self.max_image_bytes + 64 * 1024
 
-    def kaspro_settings(self, base_url: str) -> KasProSettings:
-        return KasProSettings(
-            base_url=base_url,
-            client_id=self.kaspro_client_id,
-            client_secret=self.kaspro_client_secret,
-            hmac_key=self.kaspro_hmac_key,
-            hmac_secret=self.kaspro_hmac_secret,
-            timeout_seconds=self.kaspro_timeout_seconds,
-            ekyc_timeout_seconds=self.kaspro_ekyc_timeout_seconds,
-            max_connections=self.kaspro_max_connections,
-        )
+def setting(env: str, default: Any, meaning: str, **options: Any) -> Any:
+    """A Config field read from ``env``; ``default`` when the variable is unset or blank."""
+    declared = {"settings": (Setting(env, meaning, **options),)}
+    if isinstance(default, Mapping):
+        return field(default_factory=lambda: dict(default), metadata=declared)
+    return field(default=default, metadata=declared)
+
+
+def group(kind: type[Any], prefix: str, *settings: Setting) -> Any:
+    """A Config field whose value's attributes are settings, by default a ``kind()``: the
+    variable ``prefix + "NAME"`` sets the attribute ``name``."""
+    return field(default_factory=kind, metadata={"settings": settings, "prefix": prefix})
+
+
+def documented(default: Any, *settings: Setting) -> Any:
+    """A Config field that ``load`` builds from several variables by its own rules."""
+    return field(default=default, metadata={"documents": settings})
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ValueError(f"must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return level
+
+
+def _va_prefixes(text: str) -> tuple[VaPrefix, ...]:
+    """``code:Bank name:prefix,…`` (bank code 3 digits, prefix digits)."""
+    found = []
+    for entry in text.split(","):
+        parts = [p.strip() for p in entry.split(":")]
+        if (
+            len(parts) != 3
+            or not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) == 3)
+            or not parts[1]
+            or not (parts[2].isascii() and parts[2].isdigit())
+        ):
+            raise ValueError(f"entries must be code:Bank name:digits, got {entry!r}")
+        found.append(VaPrefix(parts[0], parts[1], parts[2]))
+    return tuple(found)
+
+
+def _retail_prefixes(text: str) -> tuple[RetailPrefix, ...]:
+    """``ALFAMART:prefix,INDOMARET:prefix``; ``load`` sets the amounts."""
+    found = []
+    for entry in text.split(","):
+        outlet, _, prefix = (part.strip() for part in entry.partition(":"))
+        if outlet.upper() not in OUTLETS or not (prefix.isascii() and prefix.isdigit()):
+            raise ValueError(f"entries must be ALFAMART|INDOMARET:digits, got {entry!r}")
+        found.append(RetailPrefix(outlet.upper(), prefix))
+    return tuple(found)
+
+
+def _banks(text: str) -> dict[str, str]:
+    """Comma-separated bank codes, each one of ``domain.funding.BANKS``."""
+    codes = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in BANKS]
+    if unknown:
+        raise ValueError(f"has unknown bank codes {unknown}")
+    return {c: BANKS[c] for c in codes}
 
 
 def parse_callers(text: str) -> dict[str, Caller]:
@@ -288,208 +279,479 @@ def _tls(env: Mapping[str, str], token_callers: Mapping[str, Caller]) -> TlsSett
     )
 
 
-def log_level(text: str) -> str:
-    level = text.upper()
-    if level not in logging.getLevelNamesMapping():
-        raise ConfigError(f"WALLET_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
-    return level
+def _credential(env: str, dev_value: str, meaning: str, *, secret: bool = True) -> Any:
+    """A KasPro credential: the development value (the sandbox's) only when embedded."""
+    return setting(env, dev_value, meaning, required=True, shown="dev value" if secret else "")
+
+
+# The default retail payment amounts are the default prefixes'.
+_RETAIL = DEFAULT_RETAIL_PREFIXES[0]
+
+
+@dataclass(frozen=True)
+class Config:
+    grpc_listen: str = setting(
+        "WALLET_GRPC_LISTEN",
+        "127.0.0.1:50051",
+        "gRPC listen address (`0.0.0.0:50051` to serve other hosts; port 0 = any free port)",
+    )
+    db_path: str = setting(
+        "WALLET_DB_PATH",
+        "var/wallet.db",
+        "SQLite database file (created, WAL mode, migrated at start)",
+    )
+    kaspro_base_url: str = setting(
+        "WALLET_KASPRO_BASE_URL",
+        EMBEDDED,
+        "KasPro gateway base URL, e.g. `https://apigw-devel.kaspro.id`; `embedded` starts "
+        "the sandbox in-process",
+        parse=lambda text: text.rstrip("/"),
+    )
+    sandbox_listen: str = setting(
+        "WALLET_SANDBOX_LISTEN",
+        "127.0.0.1:8090",
+        "where the embedded sandbox listens (only with `embedded`)",
+    )
+    kaspro_client_id: str = _credential("WALLET_KASPRO_CLIENT_ID", "wallet-dev", "OAuth2 client id")
+    kaspro_client_secret: str = _credential(
+        "WALLET_KASPRO_CLIENT_SECRET", "wallet-dev-secret", "OAuth2 client secret"
+    )
+    kaspro_hmac_key: str = _credential(
+        "WALLET_KASPRO_HMAC_KEY", "wallet-dev-key", "HMAC key id, sent as `keyId` and `Partner-Key`"
+    )
+    kaspro_hmac_secret: str = _credential(
+        "WALLET_KASPRO_HMAC_SECRET", "wallet-dev-hmac-secret", "HMAC secret for `KasPro-Signature`"
+    )
+    kaspro_callback_secret: str = _credential(
+        "WALLET_KASPRO_CALLBACK_SECRET",
+        "wallet-dev-callback-secret",
+        "secret of KasPro's callback signatures",
+    )
+    kaspro_callback_secret_previous: str = setting(
+        "WALLET_KASPRO_CALLBACK_SECRET_PREVIOUS",
+        "",
+        "the previous callback secret, also accepted during a rotation",
+    )
+    kaspro_escrow_account: str = _credential(
+        "WALLET_KASPRO_ESCROW_ACCOUNT",
+        "888000000000001",
+        "KasPro account of the platform's escrow wallet (ride holds)",
+        secret=False,
+    )
+    kaspro_merchant_account: str = _credential(
+        "WALLET_KASPRO_MERCHANT_ACCOUNT",
+        "888000000000002",
+        "KasPro account of the platform's merchant wallet",
+        secret=False,
+    )
+    kaspro_corporate_account: str = _credential(
+        "WALLET_KASPRO_CORPORATE_ACCOUNT",
+        "888000000000003",
+        "KasPro account of the platform's corporate wallet (fees)",
+        secret=False,
+    )
+    # The HTTP port's bounds and what unverified callbacks may cost (docs/operations.md,
+    # "The callback port").
+    http_listen: str = setting(
+        "WALLET_HTTP_LISTEN",
+        "127.0.0.1:8081",
+        "HTTP port: KasPro callbacks (`POST /callbacks/kaspro`), `/healthz`, `/metrics`",
+    )
+    http_max_connections: int = setting(
+        "WALLET_HTTP_MAX_CONNECTIONS",
+        1000,
+        "connections the HTTP port holds at once; more are closed at once. With "
+        "`WALLET_KASPRO_MAX_CONNECTIONS` + 1,024 it must fit the open-file limit, or the "
+        'start is refused (docs/operations.md, "The callback port")',
+        minimum=1,
+    )
+    http_head_timeout_seconds: float = setting(
+        "WALLET_HTTP_HEAD_TIMEOUT_SECONDS",
+        10.0,
+        "a request head must arrive within this of the connection (or of the previous "
+        "response), or the connection is closed",
+        minimum=0.1,
+    )
+    http_body_timeout_seconds: float = setting(
+        "WALLET_HTTP_BODY_TIMEOUT_SECONDS",
+        10.0,
+        "a request body must arrive within this of its head, or the connection is closed",
+        minimum=0.1,
+    )
+    http_keep_alive_seconds: int = setting(
+        "WALLET_HTTP_KEEP_ALIVE_SECONDS",
+        5,
+        "an idle kept-alive connection is closed after this (whole seconds)",
+        minimum=1,
+    )
+    unverified_callback_sample: int = setting(
+        "WALLET_UNVERIFIED_CALLBACK_SAMPLE",
+        100,
+        "unverified callbacks kept to look at (the newest, first KiB each; `0` keeps none)",
+    )
+    unverified_top_up_checks: int = setting(
+        "WALLET_UNVERIFIED_TOP_UP_CHECKS",
+        100,
+        "KasPro references of unverified top-ups on record at once to confirm by status "
+        "inquiry; more are dropped and counted",
+        minimum=1,
+    )
+    unverified_inquiry_period_seconds: float = setting(
+        "WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS",
+        60.0,
+        "KasPro is asked about the reference an unverified callback names at most once per "
+        "this period",
+        minimum=1.0,
+    )
+    kaspro_timeout_seconds: float = setting(
+        "WALLET_KASPRO_TIMEOUT_SECONDS",
+        10.0,
+        "time limit of one KasPro call (also bounded by the caller's gRPC deadline)",
+        minimum=0.1,
+    )
+    kaspro_ekyc_timeout_seconds: float = setting(
+        "WALLET_KASPRO_EKYC_TIMEOUT_SECONDS", 30.0, "time limit of the eKYC call", minimum=0.1
+    )
+    kaspro_max_connections: int = setting(
+        "WALLET_KASPRO_MAX_CONNECTIONS",
+        1024,
+        "HTTP connections to KasPro at once (the shared client's pool; more calls wait in "
+        "line): with KasPro answering in 200 ms, 1,024 connections carry at most ~5,000 "
+        "calls/s. Lower it if KasPro caps connections per partner "
+        "(docs/decisions/0005-kaspro-connection-pool.md)",
+        minimum=1,
+    )
+    callers: Mapping[str, Caller] = setting(
+        "WALLET_CALLER_TOKENS",
+        {},
+        "callers, `name:role+role:token` separated by `;`. Roles: `app`, `dispatch`, "
+        "`pricing`, `admin` (required unless `embedded`). A name may have several tokens "
+        "(a rotation), all with the same roles",
+        parse=parse_callers,
+        shown=f"`dev:admin:{DEV_TOKEN}` when `embedded`",
+    )
+    otp: OtpLimits = group(
+        OtpLimits,
+        "WALLET_OTP_",
+        Setting(
+            "WALLET_OTP_RESEND_COOLDOWN_SECONDS", "minimum time between two OTPs to one number"
+        ),
+        Setting("WALLET_OTP_HOURLY_CAP", "OTPs per number per rolling hour", minimum=1),
+        Setting(
+            "WALLET_OTP_MAX_FAILED_ATTEMPTS", "wrong OTPs before the number is locked", minimum=1
+        ),
+        Setting("WALLET_OTP_LOCK_SECONDS", "how long a number stays locked"),
+    )
+    limits: Limits = group(
+        Limits,
+        "WALLET_",
+        Setting(
+            "WALLET_BASIC_BALANCE_CAP_IDR", "most a basic (unverified) wallet may hold", minimum=1
+        ),
+        Setting(
+            "WALLET_PREMIUM_BALANCE_CAP_IDR", "most a premium (eKYC) wallet may hold", minimum=1
+        ),
+        Setting(
+            "WALLET_MONTHLY_VOLUME_CAP_IDR",
+            "most that may move through a wallet in 30 days",
+            minimum=1,
+        ),
+        Setting("WALLET_TIP_CAP_IDR", "largest tip", minimum=1),
+        Setting("WALLET_MIN_CASH_OUT_IDR", "smallest cash-out amount", minimum=1),
+        Setting("WALLET_MAX_CASH_OUT_IDR", "largest cash-out amount", minimum=1),
+        Setting(
+            "WALLET_HOLD_LIFETIME_SECONDS",
+            "an uncaptured ride hold is voided (EXPIRED) after this",
+            minimum=1.0,
+        ),
+    )
+    cash_out_banks: Mapping[str, str] = setting(
+        "WALLET_CASH_OUT_BANKS",
+        BANKS,
+        "comma-separated bank codes allowed for cash-out",
+        parse=_banks,
+        shown="all of `domain/funding.py`",
+    )
+    va_prefixes: tuple[VaPrefix, ...] = setting(
+        "WALLET_TOPUP_VA_PREFIXES",
+        DEFAULT_VA_PREFIXES,
+        "VA prefixes for passengers: `code:Bank:prefix,…` (VA = prefix + national number)",
+        parse=_va_prefixes,
+    )
+    driver_va_prefixes: tuple[VaPrefix, ...] = setting(
+        "WALLET_DRIVER_VA_PREFIXES",
+        DEFAULT_DRIVER_VA_PREFIXES,
+        "the drivers' VA prefixes (a deposit there is a DRIVER_DEPOSIT); must not overlap",
+        parse=_va_prefixes,
+    )
+    retail_prefixes: tuple[RetailPrefix, ...] = setting(
+        "WALLET_TOPUP_RETAIL_PREFIXES",
+        DEFAULT_RETAIL_PREFIXES,
+        "retail payment-code prefixes for passengers",
+        parse=_retail_prefixes,
+    )
+    driver_retail_prefixes: tuple[RetailPrefix, ...] = setting(
+        "WALLET_DRIVER_RETAIL_PREFIXES",
+        DEFAULT_DRIVER_RETAIL_PREFIXES,
+        "and for drivers",
+        parse=_retail_prefixes,
+    )
+    # Given to every retail prefix by load.
+    retail_min_idr: int = setting(
+        "WALLET_RETAIL_MIN_IDR",
+        _RETAIL.min_amount_idr,
+        "the least a retail payment may be, shown with the codes",
+        minimum=1,
+    )
+    retail_max_idr: int = setting(
+        "WALLET_RETAIL_MAX_IDR",
+        _RETAIL.max_amount_idr,
+        "the most a retail payment may be, shown with the codes",
+        minimum=1,
+    )
+    reconcile_interval_seconds: float = setting(
+        "WALLET_RECONCILE_INTERVAL_SECONDS",
+        1.0,
+        "how often the reconciler looks for due KasPro attempts",
+        minimum=0.01,
+    )
+    reconcile_grace_seconds: float = setting(
+        "WALLET_RECONCILE_GRACE_SECONDS",
+        30.0,
+        "an unanswered attempt is asked about after this (longer than any KasPro call)",
+    )
+    reconcile_overdue_seconds: float = setting(
+        "WALLET_RECONCILE_OVERDUE_SECONDS",
+        3600.0,
+        "an attempt unresolved this long raises the overdue alert metric",
+    )
+    idempotency_ttl_hours: float = setting(
+        "WALLET_IDEMPOTENCY_TTL_HOURS",
+        72.0,
+        "how long request_ids are remembered (at least 72)",
+        minimum=72.0,
+    )
+    idempotency_lease_seconds: float = 120.0
+    max_image_bytes: int = setting(
+        "WALLET_MAX_IMAGE_BYTES",
+        5 * 1024 * 1024,
+        "largest accepted eKYC image (each of three); the gRPC receive limit is 3 times this + "
+        "64 KiB, the largest valid UpgradeKyc (docs/operations.md)",
+        minimum=1024,
+    )
+    max_concurrent_rpcs: int = setting(
+        "WALLET_MAX_CONCURRENT_RPCS",
+        1000,
+        "calls served at once; more are refused with RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    max_watch_streams: int = setting(
+        "WALLET_MAX_WATCH_STREAMS",
+        100,
+        "WatchEvents streams open at once, all callers together; more are refused with "
+        "RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    max_watch_streams_per_caller: int = setting(
+        "WALLET_MAX_WATCH_STREAMS_PER_CALLER",
+        20,
+        "WatchEvents streams open at once per caller name",
+        minimum=1,
+    )
+    min_money_deadline_seconds: float = setting(
+        "WALLET_MIN_MONEY_DEADLINE_SECONDS",
+        1.0,
+        "a money RPC with less than this left on its gRPC deadline is refused at once with "
+        "UNAVAILABLE / PROVIDER_UNAVAILABLE, before any KasPro call (`0` = off; "
+        "docs/operations.md)",
+    )
+    grace_period_seconds: float = setting(
+        "WALLET_GRACE_PERIOD_SECONDS",
+        10.0,
+        "on SIGTERM/SIGINT, how long in-flight calls may finish",
+    )
+    log_level: str = setting(
+        "WALLET_LOG_LEVEL",
+        "INFO",
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR` (JSON lines on stderr)",
+        parse=_log_level,
+    )
+    tls: TlsSettings | None = documented(
+        None,
+        Setting(
+            "WALLET_TLS_CERT_FILE",
+            "PEM certificate chain of the gRPC port; set with `WALLET_TLS_KEY_FILE`, the "
+            "port speaks TLS only (docs/operations.md)",
+            shown="empty (plaintext)",
+        ),
+        Setting("WALLET_TLS_KEY_FILE", "PEM private key of that certificate (unencrypted)"),
+        Setting(
+            "WALLET_TLS_CLIENT_CA_FILE",
+            "PEM CA certificate(s): mutual TLS, every client must present a certificate they "
+            "signed (needs the two above)",
+        ),
+        Setting(
+            "WALLET_TLS_CLIENT_CALLERS",
+            "client certificates as callers: `name:role+role:common-name` separated by `;` "
+            "(subject CN → caller name and roles); needs `WALLET_TLS_CLIENT_CA_FILE`",
+        ),
+    )
+
+    @property
+    def embedded_sandbox(self) -> bool:
+        return self.kaspro_base_url == EMBEDDED
+
+    @property
+    def max_message_bytes(self) -> int:
+        # The largest valid request: UpgradeKyc's three images at the cap (raw bytes,
+        # no base64) plus its request_id, number and framing (under 200 bytes). gRPC
+        # refuses a larger one from its length prefix, before buffering it
+        # (docs/decisions/0003-grpc-receive-limit.md).
+        return 3 * self.max_image_bytes + 64 * 1024
+
+    def kaspro_settings(self, base_url: str) -> KasProSettings:
+        return KasProSettings(
+            base_url=base_url,
+            client_id=self.kaspro_client_id,
+            client_secret=self.kaspro_client_secret,
+            hmac_key=self.kaspro_hmac_key,
+            hmac_secret=self.kaspro_hmac_secret,
+            timeout_seconds=self.kaspro_timeout_seconds,
+            ekyc_timeout_seconds=self.kaspro_ekyc_timeout_seconds,
+            max_connections=self.kaspro_max_connections,
+        )
 
 
 def load(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from the environment (``os.environ`` by default)."""
     env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for one, declared, default in _variables():
+        if "documents" in one.metadata:
+            continue
+        value = _read(env, declared, default)
+        if "prefix" in one.metadata:  # a group: the value's attributes, one by one
+            value = replace(
+                values.get(one.name, _default(one)), **{_attribute(one, declared): value}
+            )
+        values[one.name] = value
+        unset = not env.get(declared.env, "").strip()
+        if declared.required and unset and values["kaspro_base_url"] != EMBEDDED:
+            raise ConfigError(f"{declared.env} is required when WALLET_KASPRO_BASE_URL is set")
 
-    def text(name: str, default: str) -> str:
-        return env.get(name, "").strip() or default
+    low, high = values["retail_min_idr"], values["retail_max_idr"]
+    if low > high:
+        raise ConfigError("WALLET_RETAIL_MIN_IDR must not exceed WALLET_RETAIL_MAX_IDR")
+    for name in ("retail_prefixes", "driver_retail_prefixes"):
+        values[name] = tuple(
+            replace(p, min_amount_idr=low, max_amount_idr=high) for p in values[name]
+        )
+    _distinct_prefixes(values["va_prefixes"], values["driver_va_prefixes"], "VA")
+    _distinct_prefixes(values["retail_prefixes"], values["driver_retail_prefixes"], "retail")
 
-    def number(name: str, default: float, *, minimum: float = 0.0) -> float:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
+    callers = values["callers"]
+    tls = _tls(env, callers)
+    certificate_callers = tls.client_callers if tls is not None else {}
+    if not callers and not certificate_callers:
+        if values["kaspro_base_url"] != EMBEDDED:
+            raise ConfigError(
+                "WALLET_CALLER_TOKENS (or WALLET_TLS_CLIENT_CALLERS) is required when "
+                "WALLET_KASPRO_BASE_URL is set"
+            )
+        values["callers"] = {DEV_TOKEN: Caller("dev", frozenset({"admin"}))}
+    return Config(**values, tls=tls)
+
+
+def _variables() -> Iterator[tuple[Field[Any], Setting, Any]]:
+    """Every declared variable with its Config field and default, in the fields' order."""
+    for one in fields(Config):
+        default = _default(one)
+        for declared in (*one.metadata.get("settings", ()), *one.metadata.get("documents", ())):
+            if "prefix" in one.metadata:
+                yield one, declared, getattr(default, _attribute(one, declared))
+            else:
+                yield one, declared, default
+
+
+def _attribute(one: Field[Any], declared: Setting) -> str:
+    """In a group, the attribute of the field's value that ``declared`` sets."""
+    return declared.env.removeprefix(one.metadata["prefix"]).lower()
+
+
+def _default(one: Field[Any]) -> Any:
+    return one.default if one.default_factory is MISSING else one.default_factory()
+
+
+def _read(env: Mapping[str, str], declared: Setting, default: Any) -> Any:
+    """The variable's value, or ``default`` when it is unset or blank."""
+    raw = env.get(declared.env, "").strip()
+    if not raw:
+        return default
+    try:
+        if declared.parse is not None:
+            return declared.parse(raw)
+        if isinstance(default, str):
+            return raw
+        if isinstance(default, int):
+            if not (raw.isascii() and raw.isdigit()) or int(raw) < declared.minimum:
+                raise ValueError(
+                    f"must be an integer of at least {declared.minimum:g}, got {raw!r}"
+                )
+            return int(raw)
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            raise ValueError(f"must be a number, got {raw!r}") from None
         if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
-        if value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}")
+            raise ValueError(f"must be a finite number, got {raw!r}")
+        if value < declared.minimum:
+            raise ValueError(f"must be at least {declared.minimum:g}")
         return value
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{declared.env} {exc}") from None
 
-    def integer(name: str, default: int, *, minimum: int = 0) -> int:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
-            raise ConfigError(f"{name} must be an integer of at least {minimum}, got {raw!r}")
-        return int(raw)
 
-    base_url = text("WALLET_KASPRO_BASE_URL", EMBEDDED).rstrip("/")
-    embedded = base_url == EMBEDDED
-    credentials = {}
-    for key, dev_value in _DEV_KASPRO.items():
-        variable = f"WALLET_KASPRO_{key.upper()}"
-        value = env.get(variable, "").strip()
-        if not value and not embedded:
-            raise ConfigError(f"{variable} is required when WALLET_KASPRO_BASE_URL is set")
-        credentials[key] = value or dev_value
+def markdown_table() -> str:
+    """The README's configuration table, from the declarations."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for _, declared, default in _variables():
+        required = " (required unless `embedded`)" if declared.required else ""
+        shown = declared.shown or _shown(default)
+        rows.append(f"| `{declared.env}` | {shown} | {declared.meaning}{required} |")
+    return "\n".join(rows) + "\n"
 
-    def amount(name: str, default: int) -> int:
-        return integer(name, default, minimum=1)
 
-    va_prefixes = _va_prefixes(env, "WALLET_TOPUP_VA_PREFIXES", DEFAULT_VA_PREFIXES)
-    driver_va = _va_prefixes(env, "WALLET_DRIVER_VA_PREFIXES", DEFAULT_DRIVER_VA_PREFIXES)
-    retail_min = amount("WALLET_RETAIL_MIN_IDR", 10_000)
-    retail_max = amount("WALLET_RETAIL_MAX_IDR", 5_000_000)
-    retail = _retail_prefixes(
-        env, "WALLET_TOPUP_RETAIL_PREFIXES", DEFAULT_RETAIL_PREFIXES, retail_min, retail_max
-    )
-    driver_retail = _retail_prefixes(
-        env,
-        "WALLET_DRIVER_RETAIL_PREFIXES",
-        DEFAULT_DRIVER_RETAIL_PREFIXES,
-        retail_min,
-        retail_max,
-    )
-    _distinct_prefixes([p.prefix for p in va_prefixes], [p.prefix for p in driver_va], "VA")
-    _distinct_prefixes([p.prefix for p in retail], [p.prefix for p in driver_retail], "retail")
-    limits = Limits(
-        basic_balance_cap_idr=amount("WALLET_BASIC_BALANCE_CAP_IDR", 2_000_000),
-        premium_balance_cap_idr=amount("WALLET_PREMIUM_BALANCE_CAP_IDR", 20_000_000),
-        monthly_volume_cap_idr=amount("WALLET_MONTHLY_VOLUME_CAP_IDR", 40_000_000),
-        tip_cap_idr=amount("WALLET_TIP_CAP_IDR", 100_000),
-        min_cash_out_idr=amount("WALLET_MIN_CASH_OUT_IDR", 10_000),
-        max_cash_out_idr=amount("WALLET_MAX_CASH_OUT_IDR", 10_000_000),
-        hold_lifetime_seconds=number("WALLET_HOLD_LIFETIME_SECONDS", 86400.0, minimum=1.0),
-    )
-
-    callers = parse_callers(env.get("WALLET_CALLER_TOKENS", ""))
-    tls = _tls(env, callers)
-    certificate_callers = tls.client_callers if tls is not None else {}
-    if not callers and not certificate_callers and embedded:
-        callers = {DEV_TOKEN: Caller("dev", frozenset({"admin"}))}
-    if not callers and not certificate_callers:
-        raise ConfigError(
-            "WALLET_CALLER_TOKENS (or WALLET_TLS_CLIENT_CALLERS) is required when "
-            "WALLET_KASPRO_BASE_URL is set"
+def _shown(value: object) -> str:
+    if value is None or value == "":
+        return "empty"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, tuple):
+        value = ",".join(
+            f"{p.bank_code}:{p.bank_name}:{p.prefix}"
+            if isinstance(p, VaPrefix)
+            else f"{p.outlet}:{p.prefix}"
+            for p in value
         )
-
-    return Config(
-        grpc_listen=text("WALLET_GRPC_LISTEN", "127.0.0.1:50051"),
-        db_path=text("WALLET_DB_PATH", "var/wallet.db"),
-        kaspro_base_url=base_url,
-        sandbox_listen=text("WALLET_SANDBOX_LISTEN", "127.0.0.1:8090"),
-        kaspro_client_id=credentials["client_id"],
-        kaspro_client_secret=credentials["client_secret"],
-        kaspro_hmac_key=credentials["hmac_key"],
-        kaspro_hmac_secret=credentials["hmac_secret"],
-        kaspro_callback_secret=credentials["callback_secret"],
-        kaspro_callback_secret_previous=env.get(
-            "WALLET_KASPRO_CALLBACK_SECRET_PREVIOUS", ""
-        ).strip(),
-        kaspro_escrow_account=credentials["escrow_account"],
-        kaspro_merchant_account=credentials["merchant_account"],
-        kaspro_corporate_account=credentials["corporate_account"],
-        http_listen=text("WALLET_HTTP_LISTEN", "127.0.0.1:8081"),
-        http_max_connections=integer("WALLET_HTTP_MAX_CONNECTIONS", 1000, minimum=1),
-        http_head_timeout_seconds=number("WALLET_HTTP_HEAD_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        http_body_timeout_seconds=number("WALLET_HTTP_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        http_keep_alive_seconds=integer("WALLET_HTTP_KEEP_ALIVE_SECONDS", 5, minimum=1),
-        unverified_callback_sample=integer("WALLET_UNVERIFIED_CALLBACK_SAMPLE", 100),
-        unverified_top_up_checks=integer("WALLET_UNVERIFIED_TOP_UP_CHECKS", 100, minimum=1),
-        unverified_inquiry_period_seconds=number(
-            "WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS", 60.0, minimum=1.0
-        ),
-        limits=limits,
-        va_prefixes=va_prefixes,
-        driver_va_prefixes=driver_va,
-        retail_prefixes=retail,
-        driver_retail_prefixes=driver_retail,
-        cash_out_banks=_banks(env),
-        reconcile_interval_seconds=number("WALLET_RECONCILE_INTERVAL_SECONDS", 1.0, minimum=0.01),
-        reconcile_grace_seconds=number("WALLET_RECONCILE_GRACE_SECONDS", 30.0),
-        reconcile_overdue_seconds=number("WALLET_RECONCILE_OVERDUE_SECONDS", 3600.0),
-        kaspro_timeout_seconds=number("WALLET_KASPRO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        kaspro_ekyc_timeout_seconds=number("WALLET_KASPRO_EKYC_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-        kaspro_max_connections=integer("WALLET_KASPRO_MAX_CONNECTIONS", 1024, minimum=1),
-        callers=callers,
-        otp=OtpLimits(
-            resend_cooldown_seconds=number("WALLET_OTP_RESEND_COOLDOWN_SECONDS", 60.0),
-            hourly_cap=integer("WALLET_OTP_HOURLY_CAP", 5, minimum=1),
-            max_failed_attempts=integer("WALLET_OTP_MAX_FAILED_ATTEMPTS", 5, minimum=1),
-            lock_seconds=number("WALLET_OTP_LOCK_SECONDS", 1800.0),
-        ),
-        idempotency_ttl_hours=number("WALLET_IDEMPOTENCY_TTL_HOURS", 72.0, minimum=72.0),
-        max_image_bytes=integer("WALLET_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1024),
-        max_concurrent_rpcs=integer("WALLET_MAX_CONCURRENT_RPCS", 1000, minimum=1),
-        max_watch_streams=integer("WALLET_MAX_WATCH_STREAMS", 100, minimum=1),
-        max_watch_streams_per_caller=integer("WALLET_MAX_WATCH_STREAMS_PER_CALLER", 20, minimum=1),
-        min_money_deadline_seconds=number("WALLET_MIN_MONEY_DEADLINE_SECONDS", 1.0),
-        grace_period_seconds=number("WALLET_GRACE_PERIOD_SECONDS", 10.0),
-        log_level=log_level(text("WALLET_LOG_LEVEL", "INFO")),
-        tls=tls,
-    )
+    return f"`{value}`"
 
 
-def _va_prefixes(
-    env: Mapping[str, str], name: str, default: tuple[VaPrefix, ...]
-) -> tuple[VaPrefix, ...]:
-    """``code:Bank name:prefix,…`` (bank code 3 digits, prefix digits)."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    found = []
-    for entry in raw.split(","):
-        parts = [p.strip() for p in entry.split(":")]
-        if (
-            len(parts) != 3
-            or not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) == 3)
-            or not parts[1]
-            or not (parts[2].isascii() and parts[2].isdigit())
-        ):
-            raise ConfigError(f"{name} entries must be code:Bank name:digits, got {entry!r}")
-        found.append(VaPrefix(parts[0], parts[1], parts[2]))
-    return tuple(found)
-
-
-def _retail_prefixes(
-    env: Mapping[str, str],
-    name: str,
-    default: tuple[RetailPrefix, ...],
-    minimum: int,
-    maximum: int,
-) -> tuple[RetailPrefix, ...]:
-    """``ALFAMART:prefix,INDOMARET:prefix``."""
-    raw = env.get(name, "").strip()
-    if minimum > maximum:
-        raise ConfigError("WALLET_RETAIL_MIN_IDR must not exceed WALLET_RETAIL_MAX_IDR")
-    if not raw:
-        return tuple(RetailPrefix(p.outlet, p.prefix, minimum, maximum) for p in default)
-    found = []
-    for entry in raw.split(","):
-        outlet, _, prefix = (part.strip() for part in entry.partition(":"))
-        if outlet.upper() not in OUTLETS or not (prefix.isascii() and prefix.isdigit()):
-            raise ConfigError(f"{name} entries must be ALFAMART|INDOMARET:digits, got {entry!r}")
-        found.append(RetailPrefix(outlet.upper(), prefix, minimum, maximum))
-    return tuple(found)
-
-
-def _distinct_prefixes(users: list[str], drivers: list[str], kind: str) -> None:
+def _distinct_prefixes(
+    users: tuple[VaPrefix | RetailPrefix, ...],
+    drivers: tuple[VaPrefix | RetailPrefix, ...],
+    kind: str,
+) -> None:
     """A deposit is a driver's when its number starts with a driver prefix: the two sets
     must not overlap, or a passenger's top-up could be taken for a driver's deposit."""
     for user in users:
         for driver in drivers:
-            if user.startswith(driver) or driver.startswith(user):
-                raise ConfigError(f"{kind} prefixes {user} (top-up) and {driver} (driver) overlap")
+            if user.prefix.startswith(driver.prefix) or driver.prefix.startswith(user.prefix):
+                raise ConfigError(
+                    f"{kind} prefixes {user.prefix} (top-up) and {driver.prefix} (driver) overlap"
+                )
 
 
-def _banks(env: Mapping[str, str]) -> dict[str, str]:
-    """``WALLET_CASH_OUT_BANKS``: comma-separated bank codes allowed for cash-out."""
-    raw = env.get("WALLET_CASH_OUT_BANKS", "").strip()
-    if not raw:
-        return dict(BANKS)
-    codes = [c.strip() for c in raw.split(",") if c.strip()]
-    unknown = [c for c in codes if c not in BANKS]
-    if unknown:
-        raise ConfigError(f"WALLET_CASH_OUT_BANKS: unknown bank codes {unknown}")
-    return {c: BANKS[c] for c in codes}
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table())

@@ -14,9 +14,11 @@ from wallet_service.config import (
     Config,
     ConfigError,
     load,
+    markdown_table,
     parse_callers,
     parse_certificate_callers,
 )
+from wallet_service.domain.funding import RetailPrefix, VaPrefix
 from wallet_service.domain.otp import OtpLimits
 
 PRODUCTION = {
@@ -41,6 +43,9 @@ CREDENTIAL_VARIABLES = [
     "WALLET_KASPRO_MERCHANT_ACCOUNT",
     "WALLET_KASPRO_CORPORATE_ACCOUNT",
 ]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def with_(base: dict[str, str], **changes: str) -> dict[str, str]:
@@ -288,6 +293,57 @@ def test_standard_log_levels_are_upper_cased(value: str) -> None:
     assert load({"WALLET_LOG_LEVEL": value}).log_level == value.upper()
 
 
+# Funding prefixes, banks and retail amounts.
+
+
+def test_prefixes_banks_and_retail_amounts_are_read() -> None:
+    config = load(
+        {
+            "WALLET_TOPUP_VA_PREFIXES": "451:BSI:90001, 014:BCA:12345",
+            "WALLET_DRIVER_VA_PREFIXES": "451:BSI:90002",
+            "WALLET_TOPUP_RETAIL_PREFIXES": "indomaret:555",
+            "WALLET_DRIVER_RETAIL_PREFIXES": "ALFAMART:556",
+            "WALLET_RETAIL_MIN_IDR": "20000",
+            "WALLET_RETAIL_MAX_IDR": "1000000",
+            "WALLET_CASH_OUT_BANKS": "014, 451",
+        }
+    )
+    assert config.va_prefixes == (VaPrefix("451", "BSI", "90001"), VaPrefix("014", "BCA", "12345"))
+    assert config.driver_va_prefixes == (VaPrefix("451", "BSI", "90002"),)
+    assert config.retail_prefixes == (RetailPrefix("INDOMARET", "555", 20_000, 1_000_000),)
+    assert config.driver_retail_prefixes == (RetailPrefix("ALFAMART", "556", 20_000, 1_000_000),)
+    assert config.cash_out_banks == {"014": "BCA", "451": "BSI"}
+
+
+def test_retail_amounts_apply_to_the_default_prefixes() -> None:
+    config = load({"WALLET_RETAIL_MAX_IDR": "750000"})
+    assert {p.max_amount_idr for p in config.retail_prefixes + config.driver_retail_prefixes} == {
+        750_000
+    }
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"WALLET_TOPUP_VA_PREFIXES": "14:BCA:1"}, "WALLET_TOPUP_VA_PREFIXES entries"),
+        ({"WALLET_DRIVER_VA_PREFIXES": "014::1"}, "WALLET_DRIVER_VA_PREFIXES entries"),
+        ({"WALLET_TOPUP_RETAIL_PREFIXES": "7-ELEVEN:1"}, "WALLET_TOPUP_RETAIL_PREFIXES entries"),
+        ({"WALLET_DRIVER_VA_PREFIXES": "014:BCA:3935"}, "VA prefixes 39358 .* overlap"),
+        ({"WALLET_DRIVER_RETAIL_PREFIXES": "ALFAMART:70"}, "retail prefixes 7010 .* overlap"),
+        ({"WALLET_CASH_OUT_BANKS": "014,999"}, "WALLET_CASH_OUT_BANKS has unknown bank codes"),
+        (
+            {"WALLET_RETAIL_MIN_IDR": "20000", "WALLET_RETAIL_MAX_IDR": "10000"},
+            "WALLET_RETAIL_MIN_IDR must not exceed WALLET_RETAIL_MAX_IDR",
+        ),
+    ],
+)
+def test_malformed_prefixes_banks_and_amounts_are_config_errors(
+    variables: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load(variables)
+
+
 # Caller tokens.
 
 
@@ -491,3 +547,13 @@ def test_an_unreadable_tls_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     with pytest.raises(ConfigError, match=f"WALLET_TLS_CERT_FILE: cannot read {missing}"):
         load({"WALLET_TLS_CERT_FILE": str(missing), "WALLET_TLS_KEY_FILE": str(missing)})
+
+
+# The README's table.
+
+
+def test_the_readme_table_is_the_one_the_declarations_print() -> None:
+    # Regenerate it with `python -m wallet_service.config` when a setting changes.
+    readme = README.read_text()
+    start = readme.index("| variable | default | meaning |")
+    assert readme[start:].startswith(markdown_table())
