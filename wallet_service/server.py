@@ -132,17 +132,18 @@ async def start(
             inquiry_timeout_seconds=config.kaspro_timeout_seconds,
             overdue_after_seconds=config.reconcile_overdue_seconds,
         )
-        port = _listen(server, config)
-        resources.push_async_callback(server.stop, None)
         serving = asyncio.Event()  # set while serving; /healthz reads it
-        serving.set()
         app = create_http_app(receiver, reconciler, serving.is_set, metrics)
         http = await start_http(app, config, metrics)
         resources.push_async_callback(http.stop)
         if sandbox is not None:
             # The embedded sandbox tells its callbacks to our receiver.
             sandbox.state.callback_url = f"http://127.0.0.1:{http.port}{CALLBACK_PATH}"
+        # The gRPC port last: grpc holds a port it was given until its server has run.
+        port = _listen(server, config)
         await server.start()
+        resources.push_async_callback(server.stop, None)
+        serving.set()
         _start_workers(resources, reconciler, db, clock, config)
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -273,14 +274,10 @@ def _start_workers(
     config: Config,
 ) -> None:
     """The background loops, each cancelled when ``resources`` close."""
+    ttl_seconds = config.idempotency_ttl_hours * 3600
     for name, work in (
         ("reconciler", reconciler.run_forever()),
-        (
-            "housekeeping",
-            run_housekeeping(
-                db, clock, idempotency_ttl_seconds=config.idempotency_ttl_hours * 3600
-            ),
-        ),
+        ("housekeeping", run_housekeeping(db, clock, idempotency_ttl_seconds=ttl_seconds)),
     ):
         resources.push_async_callback(_cancel, asyncio.create_task(work, name=name))
 

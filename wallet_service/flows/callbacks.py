@@ -37,27 +37,22 @@ from wallet_service.store import money as rows
 
 log = logging.getLogger(__name__)
 
-# A signed callback's timestamp may be this far from our clock.
-SIGNATURE_WINDOW_SECONDS = 300.0
-# A parked callback is tried again after this, doubling up to the cap, never given up.
-PARK_RETRY_SECONDS = 5.0
-PARK_RETRY_MAX_SECONDS = 600.0
-# An unverified top-up whose status KasPro does not confirm yet is asked about again
-# after this, doubling up to the cap (and never sooner than the inquiry period).
-TOP_UP_RECHECK_SECONDS = 2.0
-TOP_UP_RECHECK_MAX_SECONDS = 300.0
-# Parked callbacks tried in one reconciler pass.
+SIGNATURE_WINDOW_SECONDS = 300.0  # how far a signed timestamp may be from our clock
+# Backoffs (first, cap): a parked callback is never given up; an unverified top-up that
+# KasPro does not confirm yet is asked about again, never sooner than the inquiry period.
+PARK_RETRY_SECONDS, PARK_RETRY_MAX_SECONDS = 5.0, 600.0
+TOP_UP_RECHECK_SECONDS, TOP_UP_RECHECK_MAX_SECONDS = 2.0, 300.0
+# Per reconciler pass: parked callbacks tried, and unverified top-ups asked about at once.
 PARKED_PER_PASS = 100
+TOP_UP_CHECKS_PER_PASS = 16
+# "Not found" answers before an unverified top-up is given up (KasPro's status may lag
+# its callback).
+NOT_FOUND_TRIES = 5
 # What is kept of an unverified callback: its first bytes, enough to tell what it was.
 MAX_SAMPLE_BYTES = 1024
 # A longer requestId is not one to ask KasPro about (ours have 16 characters, the
 # sandbox's top-up requestIds 20).
 MAX_REFERENCE_CHARS = 64
-# Unverified top-ups asked about at once in one reconciler pass.
-TOP_UP_CHECKS_PER_PASS = 16
-# "Not found" answers before an unverified top-up is given up (KasPro's status may lag
-# its callback; asked no sooner than the inquiry period apart).
-NOT_FOUND_TRIES = 5
 
 
 class Reply(enum.Enum):
@@ -89,10 +84,7 @@ class CallbackReceiver:
         ]
         self._driver_va = tuple(p.prefix for p in config.driver_va_prefixes)
         self._driver_retail = tuple(p.prefix for p in config.driver_retail_prefixes)
-        self._sample_size = config.unverified_callback_sample
-        self._max_top_up_checks = config.unverified_top_up_checks
-        self._inquiry_period = config.unverified_inquiry_period_seconds
-        self._inquiry_timeout = config.kaspro_timeout_seconds
+        self._config = config
         self._unverified_log = SparseLog(log, logging.WARNING)
         self._dropped_log = SparseLog(log, logging.ERROR)
 
@@ -136,7 +128,9 @@ class CallbackReceiver:
         for check, outcome in zip(checks, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 log.error("confirming top-up %s failed", check.reference, exc_info=outcome)
-        await rows.forget_top_up_checks(self._engine.db, now - self._inquiry_period)
+        await rows.forget_top_up_checks(
+            self._engine.db, now - self._config.unverified_inquiry_period_seconds
+        )
         return len(parked) + len(checks)
 
     async def _confirm_top_up(self, check: rows.TopUpCheck) -> None:
@@ -144,7 +138,7 @@ class CallbackReceiver:
         only. The unverified body only said which requestId to ask about (and, for the
         label, whether the number was a driver's)."""
         status = await self._kaspro.transaction_status(
-            check.reference, timeout=self._inquiry_timeout
+            check.reference, timeout=self._config.kaspro_timeout_seconds
         )
         now = self._clock()
         if (
@@ -191,7 +185,7 @@ class CallbackReceiver:
             # KasPro calls than that.
             delay = max(
                 backoff_seconds(check.tries, TOP_UP_RECHECK_SECONDS, TOP_UP_RECHECK_MAX_SECONDS),
-                self._inquiry_period,
+                self._config.unverified_inquiry_period_seconds,
             )
             await rows.mark_top_up_check(
                 self._engine.db,
@@ -278,7 +272,7 @@ class CallbackReceiver:
             len(raw),
             "unsigned" if unsigned else "bad signature",
             now,
-            self._sample_size,
+            self._config.unverified_callback_sample,
         )
         self._metrics.unverified_samples_dropped.inc(dropped)
         untrusted = None
@@ -287,7 +281,9 @@ class CallbackReceiver:
         if untrusted is None or not untrusted.request_id:
             return
         if untrusted.kind is not CallbackKind.TOPUP:
-            await self._inquire_soon(untrusted.request_id, gap=self._inquiry_period)
+            await self._inquire_soon(
+                untrusted.request_id, gap=self._config.unverified_inquiry_period_seconds
+            )
             return
         if len(untrusted.request_id) > MAX_REFERENCE_CHARS:
             return  # not a KasPro requestId: nothing to ask about
@@ -302,7 +298,7 @@ class CallbackReceiver:
                 untrusted.payment_code[:MAX_REFERENCE_CHARS],
             ),
             now,
-            self._max_top_up_checks,
+            self._config.unverified_top_up_checks,
         )
         if queued == "full":
             self._metrics.top_up_checks_dropped.inc()
