@@ -20,8 +20,7 @@ from wallet_service.flows.engine import Timing
 from wallet_service.http import CALLBACK_PATH
 from wallet_service.store import money as rows
 
-from .conftest import APP, DEADLINE, DISPATCH, LOCAL, Harness, closed_port, expect_failure, wait_for
-from .test_callbacks import (
+from .callback_helpers import (
     AMOUNT,
     attempt_row,
     body,
@@ -31,6 +30,7 @@ from .test_callbacks import (
     pending_cash_out,
     post,
 )
+from .conftest import APP, DEADLINE, DISPATCH, LOCAL, Harness, closed_port, expect_failure, wait_for
 from .test_ride_payments import (
     ESCROW_ACCOUNT,
     FARE,

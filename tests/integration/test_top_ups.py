@@ -25,6 +25,7 @@ from wallet.v1 import common_pb2, transaction_service_pb2
 
 from wallet_service.store.database import _migrations
 
+from .callback_helpers import pending_cash_out, until_status
 from .conftest import (
     APP,
     CANONICAL,
@@ -36,7 +37,6 @@ from .conftest import (
     Harness,
     wait_for,
 )
-from .test_callbacks import pending_cash_out, until_status
 
 # KasPro's callback secret in development (config.py; the sandbox signs with it too).
 CALLBACK_SECRET = "wallet-dev-callback-secret"
