@@ -72,7 +72,7 @@ class WalletService:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _serving: asyncio.Event
-    _db: Database
+    db: Database
     reconciler: Reconciler
     metrics: Metrics
     # Closes what start opened, the newest first: the workers, the HTTP port, the
@@ -161,7 +161,7 @@ async def start(
             _server=server,
             _health=health_servicer,
             _serving=serving,
-            _db=db,
+            db=db,
             reconciler=reconciler,
             metrics=metrics,
             _resources=resources.pop_all(),

@@ -99,7 +99,7 @@ async def pending_cash_out(h: Harness, amount_idr: int = AMOUNT) -> CashOut:
     )
     t = response.transaction
     assert t.status == PROCESSING, t
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT reference FROM attempts WHERE transaction_id = ?", (t.transaction_id,)
     )
     assert row is not None
@@ -118,7 +118,7 @@ async def get_transaction(h: Harness, transaction_id: str) -> common_pb2.Transac
 
 
 async def ledger_lines(h: Harness, transaction_id: str) -> list[tuple[str, int]]:
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT account, amount_idr FROM ledger_lines WHERE transaction_id = ? ORDER BY account",
         (transaction_id,),
     )
@@ -126,7 +126,7 @@ async def ledger_lines(h: Harness, transaction_id: str) -> list[tuple[str, int]]
 
 
 async def attempt_row(h: Harness, reference: str) -> dict[str, Any]:
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT status, next_check_at, checks, update_time FROM attempts WHERE reference = ?",
         (reference,),
     )
@@ -135,7 +135,7 @@ async def attempt_row(h: Harness, reference: str) -> dict[str, Any]:
 
 
 async def frozen(h: Harness, transaction_id: str) -> str | None:
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT frozen FROM transactions WHERE id = ?", (transaction_id,)
     )
     assert row is not None

@@ -50,7 +50,7 @@ PERIOD = 60.0  # WALLET_UNVERIFIED_INQUIRY_PERIOD_SECONDS
 
 async def event_statuses(h: Harness, transaction_id: str) -> list[str]:
     """The statuses in the transaction's events (the outbox), in sequence order."""
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT snapshot FROM events WHERE subject_id = ? ORDER BY sequence", (transaction_id,)
     )
     return [json.loads(row["snapshot"])["status"] for row in rows]
@@ -68,7 +68,7 @@ async def quiet(h: Harness, c: CashOut) -> None:
 
 async def samples(h: Harness) -> list[dict[str, Any]]:
     """The kept sample of unverified callbacks, oldest first."""
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT size, head, reason FROM unverified_callbacks ORDER BY id"
     )
     return [dict(row) for row in rows]
@@ -76,7 +76,7 @@ async def samples(h: Harness) -> list[dict[str, Any]]:
 
 async def callbacks(h: Harness) -> list[dict[str, Any]]:
     """The stored callbacks, oldest first, leaving out the top-ups that funded the wallet."""
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT id, raw, timestamp, signature, status, reference, tries, next_try_at, detail "
         "FROM callbacks ORDER BY id"
     )
