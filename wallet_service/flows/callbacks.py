@@ -64,6 +64,8 @@ class Reply(enum.Enum):
 
 
 class CallbackReceiver:
+    """Takes each callback delivery, and retries those that wait (the reconciler's pass)."""
+
     def __init__(
         self,
         engine: Engine,
