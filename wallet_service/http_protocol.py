@@ -11,37 +11,30 @@ gRPC port (docs/decisions/0001-callback-port-server.md, docs/operations.md).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from wallet_service.config import Config
 from wallet_service.metrics import Metrics
 
 Phase = Literal["head", "body"]
 
 
-@dataclass(frozen=True)
-class PortBounds:
-    max_connections: int
-    head_timeout_seconds: float
-    body_timeout_seconds: float
-    keep_alive_seconds: int
-
-
-def bounded_protocol(port_bounds: PortBounds, port_metrics: Metrics) -> type[HttpToolsProtocol]:
+def bounded_protocol(port_config: Config, port_metrics: Metrics) -> type[HttpToolsProtocol]:
     """The protocol class to give ``uvicorn.Config(http=…)``: uvicorn makes one per
-    connection with its own arguments, so the bounds travel as class attributes."""
+    connection with its own arguments, so the bounds (Config's http_* settings) travel
+    as class attributes."""
 
     class BoundedHttpToolsProtocol(_Bounded):
-        bounds = port_bounds
+        settings = port_config
         metrics = port_metrics
 
     return BoundedHttpToolsProtocol
 
 
 class _Bounded(HttpToolsProtocol):
-    bounds: ClassVar[PortBounds]
+    settings: ClassVar[Config]
     metrics: ClassVar[Metrics]
     # The one deadline by which the client must have sent what we wait for, if any.
     _deadline: asyncio.TimerHandle | None = None
@@ -51,7 +44,7 @@ class _Bounded(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # Refused before anything is read, so the port never holds more descriptors than
         # its cap; uvicorn's connection set counts the ones being served.
-        if len(self.connections) >= self.bounds.max_connections:
+        if len(self.connections) >= self.settings.http_max_connections:
             self._refused = True
             self.metrics.http_refused.inc()
             transport.abort()
@@ -100,8 +93,8 @@ class _Bounded(HttpToolsProtocol):
 
     def _arm(self, phase: Phase) -> None:
         self._disarm()
-        bounds = self.bounds
-        seconds = bounds.head_timeout_seconds if phase == "head" else bounds.body_timeout_seconds
+        s = self.settings
+        seconds = s.http_head_timeout_seconds if phase == "head" else s.http_body_timeout_seconds
         self._deadline = self.loop.call_later(seconds, self._expire, phase)
 
     def _disarm(self) -> None:

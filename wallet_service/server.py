@@ -1,4 +1,5 @@
-"""Assembly of the service: database, KasPro client, gRPC server, health, reflection, stop."""
+"""Assembly of the service, step by step: database, KasPro client, gRPC server with its
+services, HTTP port, workers; and its graceful stop."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,17 +35,21 @@ from wallet_service.api.idempotent import Idempotency
 from wallet_service.api.payment import PaymentServicer
 from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
+from wallet_service.flows.callbacks import CallbackReceiver
 from wallet_service.flows.engine import Engine, Timing
 from wallet_service.flows.funding import Funding
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.flows.payments import Payments, PlatformAccounts
-from wallet_service.http import CALLBACK_PATH, CallbackReceiver, CallbackSettings, start_http
+from wallet_service.http import CALLBACK_PATH, start_http
 from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
 from wallet_service.metrics import Metrics
 from wallet_service.store.database import Database
 from wallet_service.workers.housekeeping import run_housekeeping
 from wallet_service.workers.reconciler import Reconciler
+
+if TYPE_CHECKING:
+    from kaspro_sandbox import RunningSandbox
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +72,12 @@ class WalletService:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _serving: asyncio.Event
-    _db: Database
-    _kaspro: KasProClient
+    db: Database
     reconciler: Reconciler
     metrics: Metrics
-    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Closes what start opened, the newest first: the workers, the HTTP port, the
+    # KasPro client, the embedded sandbox, the database.
+    _resources: contextlib.AsyncExitStack
     _stopped: bool = False
 
     @property
@@ -85,10 +92,7 @@ class WalletService:
         self._serving.clear()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
-        await self._kaspro.aclose()
-        for close in reversed(self._closers):
-            await close()
-        await self._db.close()
+        await self._resources.aclose()
         log.info("wallet service stopped")
 
     async def wait_for_termination(self) -> None:
@@ -101,36 +105,93 @@ async def start(
     clock: Callable[[], float] = time.time,
     kaspro_base_url: str | None = None,
 ) -> WalletService:
-    """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given."""
+    """Start everything ``config`` describes; the embedded sandbox too, unless a URL is given.
+
+    What is opened is closed again if a later step fails (a port in use, say).
+    """
     descriptors.reserve(config)  # before anything is opened: a misfit is a ConfigError
     metrics = Metrics()
-    closers: list[Callable[[], Awaitable[None]]] = []
-    db = await Database.open(config.db_path)
-    sandbox = None
-    if kaspro_base_url is None and config.embedded_sandbox:
-        from kaspro_sandbox.config import SandboxConfig
-        from kaspro_sandbox.runner import start_sandbox
-
-        host, sandbox_port = config.sandbox_listen.rsplit(":", 1)
-        sandbox = await start_sandbox(
-            SandboxConfig(
-                client_id=config.kaspro_client_id,
-                client_secret=config.kaspro_client_secret,
-                hmac_key=config.kaspro_hmac_key,
-                hmac_secret=config.kaspro_hmac_secret,
-                callback_secret=config.kaspro_callback_secret,
-                escrow_account=config.kaspro_escrow_account,
-                merchant_account=config.kaspro_merchant_account,
-                corporate_account=config.kaspro_corporate_account,
-            ),
-            host=host,
-            port=int(sandbox_port),
+    async with contextlib.AsyncExitStack() as resources:
+        db = await Database.open(config.db_path)
+        resources.push_async_callback(db.close)
+        sandbox = None
+        if kaspro_base_url is None and config.embedded_sandbox:
+            sandbox = await _start_sandbox(config)
+            resources.push_async_callback(sandbox.stop)
+        base_url = sandbox.base_url if sandbox else kaspro_base_url or config.kaspro_base_url
+        kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
+        resources.push_async_callback(kaspro.aclose)
+        server, health_servicer = _grpc_server(config)
+        engine, payments = await _add_services(server, config, db, kaspro, clock)
+        receiver = CallbackReceiver(engine, payments, kaspro, config, clock, metrics)
+        reconciler = Reconciler(
+            engine,
+            payments,
+            receiver.retry_parked,
+            interval_seconds=config.reconcile_interval_seconds,
+            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
+            overdue_after_seconds=config.reconcile_overdue_seconds,
         )
-        closers.append(sandbox.stop)
-        kaspro_base_url = sandbox.base_url
-    base_url = kaspro_base_url or config.kaspro_base_url
-    kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
+        serving = asyncio.Event()  # set while serving; /healthz reads it
+        app = create_http_app(receiver, reconciler, serving.is_set, metrics)
+        http = await start_http(app, config, metrics)
+        resources.push_async_callback(http.stop)
+        if sandbox is not None:
+            # The embedded sandbox tells its callbacks to our receiver.
+            sandbox.state.callback_url = f"http://127.0.0.1:{http.port}{CALLBACK_PATH}"
+        # The gRPC port last: grpc holds a port it was given until its server has run.
+        port = _listen(server, config)
+        await server.start()
+        resources.push_async_callback(server.stop, None)
+        serving.set()
+        _start_workers(resources, reconciler, db, clock, config)
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "wallet service serving on port %d, %s (KasPro at %s)",
+            port,
+            _transport(config),
+            base_url,
+        )
+        return WalletService(
+            config=config,
+            port=port,
+            http_port=http.port,
+            kaspro_base_url=base_url,
+            _server=server,
+            _health=health_servicer,
+            _serving=serving,
+            db=db,
+            reconciler=reconciler,
+            metrics=metrics,
+            _resources=resources.pop_all(),
+        )
 
+
+async def _start_sandbox(config: Config) -> RunningSandbox:
+    """The KasPro sandbox in this process, knowing the service's KasPro credentials."""
+    from kaspro_sandbox.config import SandboxConfig
+    from kaspro_sandbox.runner import start_sandbox
+
+    host, port = config.sandbox_listen.rsplit(":", 1)
+    return await start_sandbox(
+        SandboxConfig(
+            client_id=config.kaspro_client_id,
+            client_secret=config.kaspro_client_secret,
+            hmac_key=config.kaspro_hmac_key,
+            hmac_secret=config.kaspro_hmac_secret,
+            callback_secret=config.kaspro_callback_secret,
+            escrow_account=config.kaspro_escrow_account,
+            merchant_account=config.kaspro_merchant_account,
+            corporate_account=config.kaspro_corporate_account,
+        ),
+        host=host,
+        port=int(port),
+    )
+
+
+def _grpc_server(config: Config) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server behind the edge interceptor, with health and reflection."""
     authenticator = Authenticator(
         config.callers, config.tls.client_callers if config.tls is not None else None
     )
@@ -151,6 +212,22 @@ async def start(
             ("grpc.so_reuseport", 0),
         ],
     )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server, health_servicer
+
+
+async def _add_services(
+    server: grpc.aio.Server,
+    config: Config,
+    db: Database,
+    kaspro: KasProClient,
+    clock: Callable[[], float],
+) -> tuple[Engine, Payments]:
+    """The use cases, and the wallet's gRPC services over them on ``server``."""
     onboarding = Onboarding(db, kaspro, config.otp, clock)
     idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)
     # Before any retry can be answered: no full KTP identity stays in the database.
@@ -186,99 +263,39 @@ async def start(
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
         TransactionServicer(db, payments), server
     )
-    receiver = CallbackReceiver(
-        engine,
-        payments,
-        kaspro,
-        CallbackSettings(
-            secrets=[
-                s
-                for s in (config.kaspro_callback_secret, config.kaspro_callback_secret_previous)
-                if s
-            ],
-            driver_va_prefixes=[p.prefix for p in config.driver_va_prefixes],
-            driver_retail_prefixes=[p.prefix for p in config.driver_retail_prefixes],
-            unverified_sample=config.unverified_callback_sample,
-            unverified_top_up_checks=config.unverified_top_up_checks,
-            inquiry_period_seconds=config.unverified_inquiry_period_seconds,
-            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
-        ),
-        clock,
-        metrics,
-    )
-    reconciler = Reconciler(
-        engine,
-        payments,
-        receiver.retry_parked,
-        interval_seconds=config.reconcile_interval_seconds,
-        inquiry_timeout_seconds=config.kaspro_timeout_seconds,
-        overdue_after_seconds=config.reconcile_overdue_seconds,
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    try:
-        port = _listen(server, config)
-    except RuntimeError as exc:
-        await kaspro.aclose()
-        await db.close()
-        for close in reversed(closers):
-            await close()
-        raise OSError(f"cannot listen on {config.grpc_listen}: {exc}") from exc
-    serving = asyncio.Event()  # set while serving; /healthz reads it
-    serving.set()
-    http = await start_http(
-        create_http_app(receiver, reconciler, serving.is_set, metrics), config, metrics
-    )
-    closers.append(http.stop)
-    if sandbox is not None:
-        # The embedded sandbox tells its callbacks to our receiver.
-        sandbox.state.callback_url = f"http://127.0.0.1:{http.port}{CALLBACK_PATH}"
-    await server.start()
-    reconciling = asyncio.create_task(reconciler.run_forever(), name="reconciler")
-    closers.append(lambda: _cancel(reconciling))
-    housekeeping = asyncio.create_task(
-        run_housekeeping(db, clock, idempotency_ttl_seconds=config.idempotency_ttl_hours * 3600),
-        name="housekeeping",
-    )
-    closers.append(lambda: _cancel(housekeeping))
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "wallet service serving on port %d, %s (KasPro at %s)",
-        port,
-        _transport(config),
-        base_url,
-    )
-    return WalletService(
-        config=config,
-        port=port,
-        http_port=http.port,
-        kaspro_base_url=base_url,
-        _server=server,
-        _health=health_servicer,
-        _serving=serving,
-        _db=db,
-        _kaspro=kaspro,
-        reconciler=reconciler,
-        metrics=metrics,
-        _closers=closers,
-    )
+    return engine, payments
+
+
+def _start_workers(
+    resources: contextlib.AsyncExitStack,
+    reconciler: Reconciler,
+    db: Database,
+    clock: Callable[[], float],
+    config: Config,
+) -> None:
+    """The background loops, each cancelled when ``resources`` close."""
+    ttl_seconds = config.idempotency_ttl_hours * 3600
+    for name, work in (
+        ("reconciler", reconciler.run_forever()),
+        ("housekeeping", run_housekeeping(db, clock, idempotency_ttl_seconds=ttl_seconds)),
+    ):
+        resources.push_async_callback(_cancel, asyncio.create_task(work, name=name))
 
 
 def _listen(server: grpc.aio.Server, config: Config) -> int:
     """Add the gRPC port: TLS when a certificate is configured (mutual with a client CA)."""
     tls = config.tls
-    if tls is None:
-        return server.add_insecure_port(config.grpc_listen)
-    credentials = grpc.ssl_server_credentials(
-        [(tls.private_key, tls.certificate_chain)],
-        root_certificates=tls.client_ca,
-        require_client_auth=tls.mutual,
-    )
-    return server.add_secure_port(config.grpc_listen, credentials)
+    try:
+        if tls is None:
+            return server.add_insecure_port(config.grpc_listen)
+        credentials = grpc.ssl_server_credentials(
+            [(tls.private_key, tls.certificate_chain)],
+            root_certificates=tls.client_ca,
+            require_client_auth=tls.mutual,
+        )
+        return server.add_secure_port(config.grpc_listen, credentials)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {config.grpc_listen}: {exc}") from exc
 
 
 def _transport(config: Config) -> str:

@@ -334,7 +334,7 @@ class Harness:
         sent: dict[str, Any] = await self._control("POST", "/topup", json=body)
 
         async def recorded() -> bool:
-            row = await self.running._db.fetch_one(
+            row = await self.running.db.fetch_one(
                 "SELECT 1 FROM transactions WHERE kaspro_reference = ?", (sent["reffId"],)
             )
             return row is not None
@@ -371,7 +371,7 @@ class Harness:
 
     async def ledger(self) -> dict[str, int]:
         """The service's ledger balance per account."""
-        return await money_rows.ledger_balances(self.running._db)
+        return await money_rows.ledger_balances(self.running.db)
 
     async def assert_books_agree(self) -> None:
         """Our ledger equals the sandbox's balances, and every transaction sums to zero."""
@@ -382,7 +382,7 @@ class Harness:
             assert ledger.get(f"subscriber:{canonical}", 0) == balance, (local, ledger)
         for name in ("escrow", "corporate"):
             assert ledger.get(name, 0) == sandbox["platform"][name], (name, ledger, sandbox)
-        assert await money_rows.unbalanced_transactions(self.running._db) == []
+        assert await money_rows.unbalanced_transactions(self.running.db) == []
 
     async def settle(self, *, advance_seconds: float = 60.0) -> int:
         """Move the clock past every backoff and run one reconciler pass."""

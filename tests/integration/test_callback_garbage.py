@@ -113,7 +113,7 @@ class State:
 
 
 async def state(h: Harness) -> State:
-    db = h.running._db
+    db = h.running.db
     transactions = await db.fetch_all(
         "SELECT id, status, frozen, amount_idr, fee_idr, update_time FROM transactions ORDER BY id"
     )
@@ -133,13 +133,13 @@ async def state(h: Harness) -> State:
 
 
 async def stored_callbacks(h: Harness) -> list[dict[str, Any]]:
-    rows = await h.running._db.fetch_all("SELECT id, raw, status FROM callbacks ORDER BY id")
+    rows = await h.running.db.fetch_all("SELECT id, raw, status FROM callbacks ORDER BY id")
     return [dict(row) for row in rows]
 
 
 async def newest_sample(h: Harness) -> dict[str, Any] | None:
     """The newest unverified callback kept (the sample keeps the newest 100)."""
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT id, size, head, reason FROM unverified_callbacks ORDER BY id DESC LIMIT 1"
     )
     return None if row is None else dict(row)
@@ -157,7 +157,7 @@ async def assert_sampled_not_stored(
 
 
 async def statuses(h: Harness) -> dict[str, str]:
-    rows = await h.running._db.fetch_all("SELECT id, status FROM transactions")
+    rows = await h.running.db.fetch_all("SELECT id, status FROM transactions")
     return {str(row["id"]): str(row["status"]) for row in rows}
 
 
@@ -167,7 +167,7 @@ async def assert_forward_only(h: Harness, before: Mapping[str, str]) -> dict[str
     for transaction_id, then in before.items():
         is_ = now[transaction_id]
         assert is_ == then or is_ in FORWARD[then], f"{transaction_id}: {then} → {is_}"
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT subject_id, snapshot FROM events WHERE type = 'TRANSACTION_UPDATED' "
         "ORDER BY sequence"
     )
@@ -233,7 +233,7 @@ class World:
         )
         t = response.transaction
         assert t.status == common_pb2.TRANSACTION_STATUS_PROCESSING, t
-        row = await self.h.running._db.fetch_one(
+        row = await self.h.running.db.fetch_one(
             "SELECT reference FROM attempts WHERE transaction_id = ?", (t.transaction_id,)
         )
         assert row is not None
@@ -550,7 +550,7 @@ async def test_a_callback_outside_the_window_is_401_and_changes_nothing(
     assert await state(h) == before
     await assert_sampled_not_stored(h, raw, stored, sampled)
     if not delivered_first:
-        row = await h.running._db.fetch_one(
+        row = await h.running.db.fetch_one(
             "SELECT status FROM transactions WHERE id = ?", (pending.transaction_id,)
         )
         assert row is not None
@@ -776,11 +776,11 @@ async def test_a_changed_signed_callback_never_breaks_the_books_or_goes_backward
     assert after[-2]["status"] in CALLBACK_STATUSES, after[-2]
     assert after[-1]["status"] in ("applied", "duplicate", "ignored"), after[-1]
 
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT status, frozen FROM transactions WHERE id = ?", (pending.transaction_id,)
     )
     assert row is not None
-    lines = await h.running._db.fetch_all(
+    lines = await h.running.db.fetch_all(
         "SELECT account, amount_idr FROM ledger_lines WHERE transaction_id = ? ORDER BY account",
         (pending.transaction_id,),
     )

@@ -24,8 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from wallet.v1 import account_service_pb2, account_service_pb2_grpc, common_pb2
 
+from .callback_helpers import DEV_SECRET, body, get_transaction, pending_cash_out, sign
 from .conftest import APP, DEADLINE, LOCAL, OTHER_LOCAL, Harness, wait_for
-from .test_callbacks import DEV_SECRET, body, get_transaction, pending_cash_out, sign
 
 MB = 1024 * 1024
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -138,7 +138,7 @@ async def test_a_chunked_body_over_the_limit_is_answered_413_and_the_connection_
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert b"connection: close" in answer.lower()
     assert answer.endswith(b'{"error":"callback too large"}')
-    assert await h.running._db.fetch_all("SELECT id FROM callbacks") == []
+    assert await h.running.db.fetch_all("SELECT id FROM callbacks") == []
 
 
 # Connections.
@@ -341,7 +341,7 @@ def top_up(reference: str) -> dict[str, Any]:
 
 async def database_bytes(h: Harness) -> int:
     """The database file's size once every committed page is in it."""
-    await h.running._db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
+    await h.running.db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
     return h.db_path.stat().st_size
 
 
@@ -385,13 +385,13 @@ async def test_an_unverified_flood_keeps_the_database_and_kaspro_calls_bounded(
     assert metric(h, "wallet_top_up_checks_dropped_total") > 0
     assert metric(h, "wallet_callbacks_total", verdict="unverified") == 360
     # A sample of the newest is kept (100 by default), each cut to its first kilobyte.
-    sample = await h.running._db.fetch_one(
+    sample = await h.running.db.fetch_one(
         "SELECT COUNT(*) AS n, MAX(LENGTH(head)) AS longest FROM unverified_callbacks"
     )
     assert sample is not None
     assert (sample["n"], sample["longest"]) == (100, 1024)
     assert metric(h, "wallet_unverified_callback_samples_dropped_total") == 260
-    stored = await h.running._db.fetch_one("SELECT COUNT(*) AS n FROM callbacks")
+    stored = await h.running.db.fetch_one("SELECT COUNT(*) AS n FROM callbacks")
     assert stored is not None
     top_ups_funding_the_wallet = 1
     assert stored["n"] == top_ups_funding_the_wallet
@@ -411,13 +411,13 @@ async def test_bodies_that_are_not_callbacks_are_refused_without_a_trace(h: Harn
         for size in (0, 1, 1023, 1024, 1025, 64 * 1024):
             response = await client.post(url, content=b"\xff" * size)
             assert response.status_code == 401
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT size, LENGTH(head) AS kept, reason FROM unverified_callbacks ORDER BY id"
     )
     assert [(r["size"], r["kept"], r["reason"]) for r in rows] == [
         (size, min(size, 1024), "unsigned") for size in (0, 1, 1023, 1024, 1025, 64 * 1024)
     ]
-    assert await h.running._db.fetch_all("SELECT id FROM callbacks") == []
+    assert await h.running.db.fetch_all("SELECT id FROM callbacks") == []
 
 
 async def test_malformed_requests_do_not_flood_the_log(

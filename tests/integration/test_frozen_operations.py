@@ -20,8 +20,7 @@ from wallet_service.flows.engine import Timing
 from wallet_service.http import CALLBACK_PATH
 from wallet_service.store import money as rows
 
-from .conftest import APP, DEADLINE, DISPATCH, LOCAL, Harness, closed_port, expect_failure, wait_for
-from .test_callbacks import (
+from .callback_helpers import (
     AMOUNT,
     attempt_row,
     body,
@@ -31,6 +30,7 @@ from .test_callbacks import (
     pending_cash_out,
     post,
 )
+from .conftest import APP, DEADLINE, DISPATCH, LOCAL, Harness, closed_port, expect_failure, wait_for
 from .test_ride_payments import (
     ESCROW_ACCOUNT,
     FARE,
@@ -87,7 +87,7 @@ async def unsent_cash_out(h: Harness) -> tuple[str, str]:
     )
     assert failure.reason == "PROVIDER_UNAVAILABLE", failure
     transaction_id = failure.error_metadata["transaction_id"]
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT reference, status FROM attempts WHERE transaction_id = ?", (transaction_id,)
     )
     assert row is not None
@@ -119,7 +119,7 @@ async def test_a_frozen_cash_out_is_asked_about_once_an_hour_not_every_pass(h: H
     # and nothing is applied.
     await passes(h, 2, seconds_apart=30)
     assert await calls(h, STATUS_PATH, c.reference) == asked + 1
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT status, last_detail, next_check_at, update_time FROM attempts WHERE reference = ?",
         (c.reference,),
     )
@@ -153,7 +153,7 @@ async def test_a_frozen_cash_out_kaspro_never_saw_is_not_sent_after_a_restart(
     assert await executed(h, ref) == []
     assert not [r for r in caplog.records if "sending it again" in r.getMessage()]
     assert (await attempt_row(h, ref))["status"] == "pending"
-    detail = await h.running._db.fetch_one(
+    detail = await h.running.db.fetch_one(
         "SELECT last_detail FROM attempts WHERE reference = ?", (ref,)
     )
     assert detail is not None
@@ -183,7 +183,7 @@ async def test_not_found_while_the_first_send_may_be_on_its_way_sends_nothing(
     "not found" may only mean the request has not arrived yet: nothing is sent, and KasPro
     is asked again only once the grace is over, not on every pass meanwhile."""
     transaction_id, ref = await unsent_cash_out(h)
-    attempt = await rows.load_attempt(h.running._db, ref)
+    attempt = await rows.load_attempt(h.running.db, ref)
     assert attempt is not None
     grace = h.config.reconcile_grace_seconds
 
@@ -304,7 +304,7 @@ async def test_a_frozen_capture_sends_none_of_its_remaining_legs(h: Harness) -> 
     await h.payments.CaptureRidePayment(
         capture(final_fare_idr=FARE, platform_fee_idr=FEE), metadata=DISPATCH, timeout=DEADLINE
     )
-    row = await h.running._db.fetch_one("SELECT id FROM transactions WHERE type = 'RIDE_CAPTURE'")
+    row = await h.running.db.fetch_one("SELECT id FROM transactions WHERE type = 'RIDE_CAPTURE'")
     assert row is not None
     assert await frozen(h, row["id"])
     assert (await get_ride(h)).status == common_pb2.RIDE_PAYMENT_STATUS_CAPTURING

@@ -208,7 +208,7 @@ async def world(h: Harness) -> World:
         metadata=ADMIN,
         timeout=CALL_DEADLINE,
     )
-    rows = await h.running._db.fetch_all("SELECT id FROM transactions ORDER BY id")
+    rows = await h.running.db.fetch_all("SELECT id FROM transactions ORDER BY id")
     page = await h.transactions.ListTransactions(
         transactions.ListTransactionsRequest(mobile_number=LOCAL, page_size=1),
         metadata=ADMIN,

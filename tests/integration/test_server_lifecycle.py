@@ -21,6 +21,7 @@ from .conftest import (
     LOCAL,
     REGISTER_PATH,
     Harness,
+    closed_port,
     expect_failure,
     wait_for,
 )
@@ -177,3 +178,24 @@ async def test_a_second_service_cannot_take_a_port_in_use(h: Harness, tmp_path: 
     finally:
         if second is not None:
             await second.stop(0)
+
+
+async def test_a_start_that_fails_frees_what_it_had_taken(h: Harness, tmp_path: Path) -> None:
+    grpc_listen = f"127.0.0.1:{closed_port()}"
+    config = h.with_config(
+        grpc_listen=grpc_listen,
+        http_listen=f"127.0.0.1:{h.running.http_port}",  # taken by the running service
+        db_path=str(tmp_path / "second.db"),
+    )
+    with pytest.raises(OSError, match="in use"):
+        await start(config, clock=h.clock, kaspro_base_url=h.sandbox_url)
+
+    second = await start(
+        h.with_config(grpc_listen=grpc_listen, db_path=config.db_path),
+        clock=h.clock,
+        kaspro_base_url=h.sandbox_url,
+    )
+    try:
+        assert second.address == grpc_listen
+    finally:
+        await second.stop(0)

@@ -25,6 +25,7 @@ from wallet.v1 import common_pb2, transaction_service_pb2
 
 from wallet_service.store.database import _migrations
 
+from .callback_helpers import pending_cash_out, until_status
 from .conftest import (
     APP,
     CANONICAL,
@@ -36,7 +37,6 @@ from .conftest import (
     Harness,
     wait_for,
 )
-from .test_callbacks import pending_cash_out, until_status
 
 # KasPro's callback secret in development (config.py; the sandbox signs with it too).
 CALLBACK_SECRET = "wallet-dev-callback-secret"
@@ -68,7 +68,7 @@ async def post_callback(h: Harness, raw: bytes) -> httpx.Response:
 
 
 async def top_up_rows(h: Harness, reff_id: str) -> list[dict[str, Any]]:
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT id, type, status, amount_idr, mobile_number, details FROM transactions "
         "WHERE kaspro_reference = ?",
         (reff_id,),
@@ -83,7 +83,7 @@ async def only_top_up(h: Harness, reff_id: str) -> dict[str, Any]:
 
 
 async def ledger_lines(h: Harness, transaction_id: str) -> list[tuple[str, str, int]]:
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT reference, account, amount_idr FROM ledger_lines WHERE transaction_id = ? "
         "ORDER BY account",
         (transaction_id,),
@@ -97,7 +97,7 @@ async def events_of(h: Harness, transaction_id: str) -> list[common_pb2.Event]:
 
 async def stored_raw(h: Harness, reff_id: str) -> bytes:
     """The body KasPro sent, byte for byte, as our receiver stored it."""
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT raw FROM callbacks WHERE reference = ? ORDER BY id LIMIT 1", (reff_id,)
     )
     assert row is not None, "the top-up callback was not stored"
@@ -160,7 +160,7 @@ async def test_a_va_top_up_becomes_one_succeeded_top_up(h: Harness) -> None:
     assert (await h.sandbox_balances())["subscribers"][LOCAL] == 50_000
     await h.assert_books_agree()
     # The receiver kept the callback and says what it did with it.
-    callback = await h.running._db.fetch_one(
+    callback = await h.running.db.fetch_one(
         "SELECT status FROM callbacks WHERE reference = ?", (sent["reffId"],)
     )
     assert callback is not None
@@ -181,7 +181,7 @@ async def test_the_same_callback_three_times_is_recorded_once(h: Harness) -> Non
     assert await assert_recorded_once(h, sent["reffId"], TOP_UP, 75_000, "external:va") == (
         transaction_id
     )
-    received = await h.running._db.fetch_all("SELECT id FROM callbacks WHERE raw = ?", (raw,))
+    received = await h.running.db.fetch_all("SELECT id FROM callbacks WHERE raw = ?", (raw,))
     assert len(received) == 4  # every delivery is stored, one was applied
     assert (await h.ledger())[SUBSCRIBER] == 75_000
     await h.assert_books_agree()
@@ -340,7 +340,7 @@ async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kasp
     sent = await unverified_top_up(h, 70_000)
     # Not trusted, not stored: nothing booked until KasPro confirms it by status inquiry.
     assert (await h.ledger()).get(f"subscriber:{CANONICAL}", 0) == 0
-    stored = await h.running._db.fetch_one(
+    stored = await h.running.db.fetch_one(
         "SELECT 1 FROM callbacks WHERE reference = ?", (sent["reffId"],)
     )
     assert stored is None
@@ -427,19 +427,19 @@ async def test_a_top_up_waiting_for_its_check_before_the_upgrade_is_still_confir
 
     await wait_for(confirmed)
     await assert_credited_once(h, sent["reffId"], 45_000)
-    (status,) = await h.running._db.fetch_all("SELECT status FROM callbacks")
+    (status,) = await h.running.db.fetch_all("SELECT status FROM callbacks")
     assert status["status"] == "rejected"
 
 
 async def top_up_check(h: Harness, reference: str) -> str | None:
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT status FROM top_up_checks WHERE reference = ?", (reference,)
     )
     return None if row is None else str(row["status"])
 
 
 async def assert_credited_once(h: Harness, reff_id: str, amount_idr: int) -> None:
-    rows = await h.running._db.fetch_all(
+    rows = await h.running.db.fetch_all(
         "SELECT type, amount_idr FROM transactions WHERE kaspro_reference = ?", (reff_id,)
     )
     assert [(row["type"], row["amount_idr"]) for row in rows] == [("TOP_UP", amount_idr)]

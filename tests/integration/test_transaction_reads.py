@@ -60,7 +60,7 @@ class History:
 
 async def top_up_id(h: Harness, mobile: str, amount_idr: int, channel: str = "VA") -> str:
     sent = await h.top_up(mobile, amount_idr, channel=channel)
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT id FROM transactions WHERE kaspro_reference = ?", (sent["reffId"],)
     )
     assert row is not None
@@ -87,7 +87,7 @@ async def failed_transfer_id(h: Harness, request_id: str, amount_idr: int) -> st
     """A transfer KasPro refuses (insufficient funds): recorded as FAILED."""
     failure = await expect_failure(transfer(h, request_id, amount_idr))
     assert_failure(failure, grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
-    row = await h.running._db.fetch_one(
+    row = await h.running.db.fetch_one(
         "SELECT id FROM transactions WHERE type = 'TRANSFER' AND amount_idr = ?", (amount_idr,)
     )
     assert row is not None, "the refused transfer was not recorded"
@@ -412,7 +412,7 @@ async def read_events(call: WatchCall, count: int) -> list[common_pb2.Event]:
 
 
 async def stored_event_count(h: Harness) -> int:
-    row = await h.running._db.fetch_one("SELECT count(*) AS n FROM events")
+    row = await h.running.db.fetch_one("SELECT count(*) AS n FROM events")
     assert row is not None
     return int(row["n"])
 

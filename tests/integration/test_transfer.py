@@ -476,7 +476,7 @@ async def test_retries_of_a_decided_transfer_are_answered_from_memory(h: Harness
     assert await send(h, transfer(25_000)) == first  # read once, then kept
     books = await Books.take(h)
     statements: list[str] = []
-    connection = h.running._db._conn
+    connection = h.running.db._conn
     connection.set_trace_callback(statements.append)
     try:
         again = [await send(h, transfer(25_000)) for _ in range(3)]
@@ -502,7 +502,7 @@ async def test_a_retry_after_its_key_was_purged_is_not_answered_from_memory(
     assert await send(h, transfer(25_000)) == first  # kept in memory now
 
     clock.advance(73 * 3600)
-    assert await idempotency.purge(h.running._db, clock() - 72 * 3600) > 0
+    assert await idempotency.purge(h.running.db, clock() - 72 * 3600) > 0
     again = await send(h, transfer(25_000))
 
     assert again.transaction_id != first.transaction_id

@@ -27,7 +27,13 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     # A real server with the real edge interceptor, serving one method that fails.
     server = grpc.aio.server(
         interceptors=[
-            EdgeInterceptor(Authenticator({TOKEN: Caller("ops", frozenset({"admin"}))}), 10)
+            EdgeInterceptor(
+                Authenticator({TOKEN: Caller("ops", frozenset({"admin"}))}),
+                10,
+                min_money_deadline_seconds=0.0,
+                max_watch_streams=1,
+                max_watch_streams_per_caller=1,
+            )
         ]
     )
     handler = grpc.method_handlers_generic_handler(

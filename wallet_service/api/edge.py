@@ -50,9 +50,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         authenticator: Authenticator,
         max_concurrent_calls: int,
         *,
-        min_money_deadline_seconds: float = 0.0,
-        max_watch_streams: int = 100,
-        max_watch_streams_per_caller: int = 20,
+        min_money_deadline_seconds: float,
+        max_watch_streams: int,
+        max_watch_streams_per_caller: int,
     ) -> None:
         self._auth = authenticator
         self._max_calls = max_concurrent_calls

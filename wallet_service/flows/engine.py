@@ -33,6 +33,7 @@ from wallet_service.domain.records import (
     RidePayment,
     Transaction,
 )
+from wallet_service.flows.backoff import backoff_seconds
 from wallet_service.kaspro import (
     KasProClient,
     MoneyReply,
@@ -162,8 +163,7 @@ class Timing:
     frozen_poll_seconds: float = 3600.0
 
     def backoff(self, checks: int) -> float:
-        delay: float = self.first_poll_seconds * 2.0 ** min(checks, 16)
-        return min(delay, self.max_poll_seconds)
+        return backoff_seconds(checks, self.first_poll_seconds, self.max_poll_seconds)
 
 
 def subscriber_party(mobile: MobileNumber) -> str:

@@ -16,6 +16,10 @@ from wallet_service.store import money as rows
 
 log = logging.getLogger(__name__)
 
+# Due attempts taken per pass, and how many of them are asked about at once.
+ATTEMPTS_PER_PASS = 100
+CONCURRENT_INQUIRIES = 16
+
 
 @dataclass(frozen=True)
 class Backlog:
@@ -34,24 +38,21 @@ class Reconciler:
         payments: Payments,
         retry_parked: Callable[[], Awaitable[int]],
         *,
-        interval_seconds: float = 1.0,
-        batch: int = 100,
-        concurrency: int = 16,
-        inquiry_timeout_seconds: float = 10.0,
-        overdue_after_seconds: float = 3600.0,
+        interval_seconds: float,
+        inquiry_timeout_seconds: float,
+        overdue_after_seconds: float,
     ) -> None:
         self._engine = engine
         self._payments = payments
         self._retry_parked = retry_parked
         self._interval = interval_seconds
-        self._batch = batch
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(CONCURRENT_INQUIRIES)
         self._inquiry_timeout = inquiry_timeout_seconds
         self._overdue_after = overdue_after_seconds
 
     async def run_once(self) -> int:
         """One pass; returns how many attempts it asked KasPro about."""
-        due = await rows.due_attempts(self._engine.db, self._engine.now(), self._batch)
+        due = await rows.due_attempts(self._engine.db, self._engine.now(), ATTEMPTS_PER_PASS)
 
         async def settle(attempt: Attempt) -> None:
             async with self._slots:
