@@ -1,4 +1,5 @@
-"""``make bench``: every scenario against freshly started processes, one table of figures.
+"""``make bench``: every scenario against freshly started processes, one table of figures,
+then the guards: the figures a change must not push past their limits.
 
 Each scenario starts its own server processes (the echo ceiling, or the KasPro sandbox
 and the wallet service as two processes), prepares customers, runs the load generator
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,41 +235,6 @@ def with_stack(
         stack.stop()
 
 
-def floor(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any]:
-    """``scenario`` against bench/floor_server.py: the least work the money rules allow,
-    on the same parts (customers are onboarded through the service, which then idles)."""
-    stack = Stack(workdir)
-    floor_proc: procs.Proc | None = None
-    try:
-        numbers = stack.onboard(plan.customers)
-        port = procs.free_port()
-        floor_proc, startup = procs.start(
-            "floor",
-            [
-                "-m",
-                "bench.floor_server",
-                "--port",
-                str(port),
-                "--db",
-                str(workdir / "floor.db"),
-                "--kaspro",
-                stack.sandbox_url,
-            ],
-            workdir=workdir,
-            ready=procs.grpc_serving(port),
-        )
-        servers = [floor_proc, stack.sandbox]
-        before = [p.cpu_seconds() for p in servers]
-        result = load(scenario, f"127.0.0.1:{port}", numbers, plan)
-        result = measured(result, servers, before)
-        result["startup_s"] = round(startup, 3)
-        return result
-    finally:
-        if floor_proc is not None:
-            floor_proc.stop()
-        stack.stop()
-
-
 def leak(plan: Plan, workdir: Path, first: int, total: int) -> dict[str, Any]:
     """RSS after ``first`` transfers and after ``total``: the two should be close."""
     stack = Stack(workdir)
@@ -296,9 +263,7 @@ SCENARIOS = (
     "get_account",
     "check_funds",
     "transfer",
-    "transfer_floor",
     "ride",
-    "ride_floor",
     "replay",
     "latency_bound",
     "watch",
@@ -340,8 +305,6 @@ def run_all(plan: Plan, only: list[str]) -> dict[str, dict[str, Any]]:
                 through["direct_p99_ms"] = direct["p99_ms"]
                 through["added_p99_ms"] = round(through["p99_ms"] - direct["p99_ms"], 2)
                 results[name] = through
-            elif name in ("transfer_floor", "ride_floor"):
-                results[name] = floor(plan, workdir, name.removesuffix("_floor"))
             elif name == "latency_bound":
                 results[name] = with_stack(
                     plan,
@@ -361,10 +324,78 @@ def cores_busy(result: dict[str, Any]) -> float:
     """How many cores the run's processes kept busy: every CPU second per call, times calls/s."""
     per_call = sum(
         result.get(f"{name}_cpu_s_per_1000", 0.0)
-        for name in ("echo", "service", "floor", "sandbox", "generator")
+        for name in ("echo", "service", "sandbox", "generator")
     )
     busy: float = per_call / 1000 * result["calls_per_s"]
     return round(busy, 2)
+
+
+Results = dict[str, dict[str, Any]]
+
+
+def _per_ceiling(results: Results, name: str) -> float | None:
+    ceiling = results.get("ceiling", {}).get("calls_per_s")
+    calls = results.get(name, {}).get("calls_per_s")
+    return calls / ceiling if ceiling and calls is not None else None
+
+
+def _latency_bound(key: str) -> Callable[[Results, Plan], float | None]:
+    def figure(results: Results, plan: Plan) -> float | None:
+        # The guard is for 1,000 callers in flight; a quick run has fewer.
+        if plan.latency_concurrency < 1000:
+            return None
+        value: float | None = results.get("latency_bound", {}).get(key)
+        return value
+
+    return figure
+
+
+def _largest(results: Results, key: str) -> float | None:
+    return max((r[key] for r in results.values() if key in r), default=None)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A figure a change must keep on the right side of ``limit`` (docs/performance.md)."""
+
+    what: str
+    limit: float
+    at_most: bool
+    figure: Callable[[Results, Plan], float | None]
+
+    def check(self, results: Results, plan: Plan) -> dict[str, Any]:
+        value = self.figure(results, plan)
+        met = None
+        if value is not None:
+            met = value <= self.limit if self.at_most else value >= self.limit
+        sign = "≤" if self.at_most else "≥"
+        return {"guard": f"{self.what} {sign} {self.limit:g}", "value": value, "met": met}
+
+
+GUARDS = (
+    Guard("GetAccount / ceiling", 0.30, False, lambda r, p: _per_ceiling(r, "get_account")),
+    Guard("replay / ceiling", 0.40, False, lambda r, p: _per_ceiling(r, "replay")),
+    Guard("latency-bound calls/s", 3000, False, _latency_bound("calls_per_s")),
+    Guard("latency-bound p99 ms", 400, True, _latency_bound("p99_ms")),
+    Guard(
+        "added p99 ms at half the write throughput",
+        10,
+        True,
+        lambda r, p: r.get("added_latency", {}).get("added_p99_ms"),
+    ),
+    Guard("WatchEvents lag p99 ms", 50, True, lambda r, p: r.get("watch", {}).get("lag_p99_ms")),
+    Guard("service peak RSS MB", 250, True, lambda r, p: _largest(r, "service_peak_rss_mb")),
+    Guard("start-up to SERVING s", 1.5, True, lambda r, p: _largest(r, "startup_s")),
+)
+
+
+def guard_lines(checks: list[dict[str, Any]]) -> str:
+    lines = []
+    for c in checks:
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[c["met"]]
+        value = "" if c["value"] is None else f": {c['value']:.2f}"
+        lines.append(f"guard {c['guard']}{value} {verdict}")
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -378,8 +409,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         errors = sum(r["errors"].values())
         cps = r["calls_per_s"]
-        # The server measured: the service, the floor or the echo (none for direct KasPro).
-        server = next((n for n in ("service", "floor", "echo") if f"{n}_cpu_s_per_1000" in r), "")
+        # The server measured: the service or the echo (none for direct KasPro).
+        server = next((n for n in ("service", "echo") if f"{n}_cpu_s_per_1000" in r), "")
         server_cpu = r.get(f"{server}_cpu_s_per_1000", 0)
         rows.append(
             f"{name:<14} {cps:>9.1f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
@@ -449,7 +480,9 @@ def main() -> int:
         (args.results / "leak.json").write_text(json.dumps(result, indent=2))
         return 0
     results = run_all(plan, args.only)
+    checks = [guard.check(results, plan) for guard in GUARDS]
     print(table(results))
+    print(guard_lines(checks))
     args.results.mkdir(parents=True, exist_ok=True)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -461,6 +494,7 @@ def main() -> int:
         "plan": plan.__dict__,
         "wall_seconds": round(time.monotonic() - started, 1),
         "results": results,
+        "guards": checks,
     }
     (args.results / "latest.json").write_text(json.dumps(report, indent=2))
     return 0

@@ -35,6 +35,7 @@ from wallet.v1 import (
 )
 
 from bench.messages import ACCOUNT_REQUEST_BYTES
+from wallet_service.domain.phone import parse_mobile_number
 from wallet_service.gc_policy import settle_collector
 
 Call = Callable[[int, int], Awaitable[None]]  # (worker, iteration)
@@ -172,35 +173,29 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await calls[n % len(calls)](ACCOUNT_REQUEST_BYTES, timeout=30)
 
     elif scenario == "kaspro_direct":
-        from wallet_service.domain.phone import parse_mobile_number
-        from wallet_service.kaspro import KasProClient, KasProSettings
+        from wallet_service.kaspro import HmacSigner, endpoints
 
-        # What a caller would do without the service: signed calls over plain httpx
-        # (its own connection pool, not the service's aiohttp transport).
+        # What a caller would do without the service: signed account inquiries over plain
+        # httpx, with a pool of its own.
         connections = max(100, args.concurrency)
-        client = KasProClient(
-            KasProSettings(
-                base_url=args.sandbox,
-                client_id="wallet-dev",
-                client_secret="wallet-dev-secret",
-                hmac_key="wallet-dev-key",
-                hmac_secret="wallet-dev-hmac-secret",
-                timeout_seconds=30,
-                max_connections=connections,
-            ),
-            transport=httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
-                )
-            ),
+        http = httpx.AsyncClient(
+            base_url=args.sandbox,
+            timeout=30,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
-        mobiles = [parse_mobile_number(n) for n in numbers]
+        asked = endpoints.token_request("wallet-dev", "wallet-dev-secret")
+        token = (await http.post(asked.path, data=asked.form)).json()["access_token"]
+        signer = HmacSigner("wallet-dev-key", "wallet-dev-hmac-secret")
 
         async def call(n: int, i: int) -> None:
-            await client.account_inquiry(mobiles[n % len(mobiles)])
+            inquiry = endpoints.account_inquiry_request(
+                parse_mobile_number(numbers[n % len(numbers)])
+            )
+            headers = {"Authorization": f"Bearer {token}", **signer.headers("GET", inquiry.path)}
+            answer = await http.get(inquiry.path, params=inquiry.query, headers=headers)
+            endpoints.parse_account_inquiry(answer.json())
 
     elif scenario == "transfer_direct":
-        from wallet_service.domain.phone import parse_mobile_number
         from wallet_service.kaspro import KasProClient, KasProSettings, kaspro_request_id
 
         client = KasProClient(
