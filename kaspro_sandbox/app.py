@@ -41,4 +41,3 @@ def create_app(config: SandboxConfig | None = None, state: SandboxState | None =
     app.state.config = config
     app.state.settlement = settlement
     return app
-
