@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,63 +329,38 @@ def cores_busy(result: dict[str, Any]) -> float:
     return round(busy, 2)
 
 
-Results = dict[str, dict[str, Any]]
+def guards(results: dict[str, dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    """The figures a change must keep on the right side of their limits, each with its
+    value and whether it is met (None: not measured in this run)."""
 
-
-def _per_ceiling(results: Results, name: str) -> float | None:
-    ceiling = results.get("ceiling", {}).get("calls_per_s")
-    calls = results.get(name, {}).get("calls_per_s")
-    return calls / ceiling if ceiling and calls is not None else None
-
-
-def _latency_bound(key: str) -> Callable[[Results, Plan], float | None]:
-    def figure(results: Results, plan: Plan) -> float | None:
-        # The guard is for 1,000 callers in flight; a quick run has fewer.
-        if plan.latency_concurrency < 1000:
-            return None
-        value: float | None = results.get("latency_bound", {}).get(key)
+    def get(scenario: str, key: str) -> float | None:
+        value: float | None = results.get(scenario, {}).get(key)
         return value
 
-    return figure
+    def per_ceiling(scenario: str) -> float | None:
+        ceiling, calls = get("ceiling", "calls_per_s"), get(scenario, "calls_per_s")
+        return calls / ceiling if ceiling and calls is not None else None
 
+    def largest(key: str) -> float | None:
+        return max((r[key] for r in results.values() if key in r), default=None)
 
-def _largest(results: Results, key: str) -> float | None:
-    return max((r[key] for r in results.values() if key in r), default=None)
-
-
-@dataclass(frozen=True)
-class Guard:
-    """A figure a change must keep on the right side of ``limit`` (docs/performance.md)."""
-
-    what: str
-    limit: float
-    at_most: bool
-    figure: Callable[[Results, Plan], float | None]
-
-    def check(self, results: Results, plan: Plan) -> dict[str, Any]:
-        value = self.figure(results, plan)
-        met = None
-        if value is not None:
-            met = value <= self.limit if self.at_most else value >= self.limit
-        sign = "≤" if self.at_most else "≥"
-        return {"guard": f"{self.what} {sign} {self.limit:g}", "value": value, "met": met}
-
-
-GUARDS = (
-    Guard("GetAccount / ceiling", 0.30, False, lambda r, p: _per_ceiling(r, "get_account")),
-    Guard("replay / ceiling", 0.40, False, lambda r, p: _per_ceiling(r, "replay")),
-    Guard("latency-bound calls/s", 3000, False, _latency_bound("calls_per_s")),
-    Guard("latency-bound p99 ms", 400, True, _latency_bound("p99_ms")),
-    Guard(
-        "added p99 ms at half the write throughput",
-        10,
-        True,
-        lambda r, p: r.get("added_latency", {}).get("added_p99_ms"),
-    ),
-    Guard("WatchEvents lag p99 ms", 50, True, lambda r, p: r.get("watch", {}).get("lag_p99_ms")),
-    Guard("service peak RSS MB", 250, True, lambda r, p: _largest(r, "service_peak_rss_mb")),
-    Guard("start-up to SERVING s", 1.5, True, lambda r, p: _largest(r, "startup_s")),
-)
+    # The latency-bound guards are for 1,000 callers in flight; a quick run has fewer.
+    full = plan.latency_concurrency >= 1000
+    rows = [
+        ("GetAccount / ceiling", "≥", 0.30, per_ceiling("get_account")),
+        ("replay / ceiling", "≥", 0.40, per_ceiling("replay")),
+        ("latency-bound calls/s", "≥", 3000, get("latency_bound", "calls_per_s") if full else None),
+        ("latency-bound p99 ms", "≤", 400, get("latency_bound", "p99_ms") if full else None),
+        ("added p99 ms at half the write rate", "≤", 10, get("added_latency", "added_p99_ms")),
+        ("WatchEvents lag p99 ms", "≤", 50, get("watch", "lag_p99_ms")),
+        ("service peak RSS MB", "≤", 250, largest("service_peak_rss_mb")),
+        ("start-up to SERVING s", "≤", 1.5, largest("startup_s")),
+    ]
+    checks = []
+    for what, sign, limit, value in rows:
+        met = None if value is None else (value >= limit if sign == "≥" else value <= limit)
+        checks.append({"guard": f"{what} {sign} {limit:g}", "value": value, "met": met})
+    return checks
 
 
 def guard_lines(checks: list[dict[str, Any]]) -> str:
@@ -480,7 +454,7 @@ def main() -> int:
         (args.results / "leak.json").write_text(json.dumps(result, indent=2))
         return 0
     results = run_all(plan, args.only)
-    checks = [guard.check(results, plan) for guard in GUARDS]
+    checks = guards(results, plan)
     print(table(results))
     print(guard_lines(checks))
     args.results.mkdir(parents=True, exist_ok=True)
