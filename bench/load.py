@@ -186,11 +186,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         asked = endpoints.token_request("wallet-dev", "wallet-dev-secret")
         token = (await http.post(asked.path, data=asked.form)).json()["access_token"]
         signer = HmacSigner("wallet-dev-key", "wallet-dev-hmac-secret")
+        mobiles = [parse_mobile_number(n) for n in numbers]
 
         async def call(n: int, i: int) -> None:
-            inquiry = endpoints.account_inquiry_request(
-                parse_mobile_number(numbers[n % len(numbers)])
-            )
+            inquiry = endpoints.account_inquiry_request(mobiles[n % len(mobiles)])
             headers = {"Authorization": f"Bearer {token}", **signer.headers("GET", inquiry.path)}
             answer = await http.get(inquiry.path, params=inquiry.query, headers=headers)
             endpoints.parse_account_inquiry(answer.json())
