@@ -14,7 +14,7 @@ help:
 	@echo "make lint   - ruff, mypy, buf lint, and a check that generated/ is fresh"
 	@echo "make proto  - regenerate generated/ from protos/"
 	@echo "make sandbox - run the KasPro sandbox alone on port 8090"
-	@echo "make bench  - benchmarks against the gRPC ceiling (QUICK=1: about 35 s)"
+	@echo "make bench  - benchmarks against the gRPC ceiling (QUICK=1: about 30 s)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,7 +70,7 @@ proto-check: $(STAMP)
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (docs/performance.md): `make bench`, or `make bench QUICK=1` for about 35 s.
+# Benchmarks (docs/performance.md): `make bench`, or `make bench QUICK=1` for about 30 s.
 bench: $(STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick,)
 

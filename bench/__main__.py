@@ -1,4 +1,5 @@
-"""``make bench``: every scenario against freshly started processes, one table of figures.
+"""``make bench``: every scenario against freshly started processes, one table of figures,
+then the guards: the figures a change must not push past their limits.
 
 Each scenario starts its own server processes (the echo ceiling, or the KasPro sandbox
 and the wallet service as two processes), prepares customers, runs the load generator
@@ -233,41 +234,6 @@ def with_stack(
         stack.stop()
 
 
-def floor(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any]:
-    """``scenario`` against bench/floor_server.py: the least work the money rules allow,
-    on the same parts (customers are onboarded through the service, which then idles)."""
-    stack = Stack(workdir)
-    floor_proc: procs.Proc | None = None
-    try:
-        numbers = stack.onboard(plan.customers)
-        port = procs.free_port()
-        floor_proc, startup = procs.start(
-            "floor",
-            [
-                "-m",
-                "bench.floor_server",
-                "--port",
-                str(port),
-                "--db",
-                str(workdir / "floor.db"),
-                "--kaspro",
-                stack.sandbox_url,
-            ],
-            workdir=workdir,
-            ready=procs.grpc_serving(port),
-        )
-        servers = [floor_proc, stack.sandbox]
-        before = [p.cpu_seconds() for p in servers]
-        result = load(scenario, f"127.0.0.1:{port}", numbers, plan)
-        result = measured(result, servers, before)
-        result["startup_s"] = round(startup, 3)
-        return result
-    finally:
-        if floor_proc is not None:
-            floor_proc.stop()
-        stack.stop()
-
-
 def leak(plan: Plan, workdir: Path, first: int, total: int) -> dict[str, Any]:
     """RSS after ``first`` transfers and after ``total``: the two should be close."""
     stack = Stack(workdir)
@@ -296,9 +262,7 @@ SCENARIOS = (
     "get_account",
     "check_funds",
     "transfer",
-    "transfer_floor",
     "ride",
-    "ride_floor",
     "replay",
     "latency_bound",
     "watch",
@@ -340,8 +304,6 @@ def run_all(plan: Plan, only: list[str]) -> dict[str, dict[str, Any]]:
                 through["direct_p99_ms"] = direct["p99_ms"]
                 through["added_p99_ms"] = round(through["p99_ms"] - direct["p99_ms"], 2)
                 results[name] = through
-            elif name in ("transfer_floor", "ride_floor"):
-                results[name] = floor(plan, workdir, name.removesuffix("_floor"))
             elif name == "latency_bound":
                 results[name] = with_stack(
                     plan,
@@ -361,10 +323,53 @@ def cores_busy(result: dict[str, Any]) -> float:
     """How many cores the run's processes kept busy: every CPU second per call, times calls/s."""
     per_call = sum(
         result.get(f"{name}_cpu_s_per_1000", 0.0)
-        for name in ("echo", "service", "floor", "sandbox", "generator")
+        for name in ("echo", "service", "sandbox", "generator")
     )
     busy: float = per_call / 1000 * result["calls_per_s"]
     return round(busy, 2)
+
+
+def guards(results: dict[str, dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    """The figures a change must keep on the right side of their limits, each with its
+    value and whether it is met (None: not measured in this run)."""
+
+    def get(scenario: str, key: str) -> float | None:
+        value: float | None = results.get(scenario, {}).get(key)
+        return value
+
+    def per_ceiling(scenario: str) -> float | None:
+        ceiling, calls = get("ceiling", "calls_per_s"), get(scenario, "calls_per_s")
+        return calls / ceiling if ceiling and calls is not None else None
+
+    def largest(key: str) -> float | None:
+        return max((r[key] for r in results.values() if key in r), default=None)
+
+    # The latency-bound guards are for 1,000 callers in flight; a quick run has fewer.
+    full = plan.latency_concurrency >= 1000
+    rows = [
+        ("GetAccount / ceiling", "≥", 0.30, per_ceiling("get_account")),
+        ("replay / ceiling", "≥", 0.40, per_ceiling("replay")),
+        ("latency-bound calls/s", "≥", 3000, get("latency_bound", "calls_per_s") if full else None),
+        ("latency-bound p99 ms", "≤", 400, get("latency_bound", "p99_ms") if full else None),
+        ("added p99 ms at half the write rate", "≤", 10, get("added_latency", "added_p99_ms")),
+        ("WatchEvents lag p99 ms", "≤", 50, get("watch", "lag_p99_ms")),
+        ("service peak RSS MB", "≤", 250, largest("service_peak_rss_mb")),
+        ("start-up to SERVING s", "≤", 1.5, largest("startup_s")),
+    ]
+    checks = []
+    for what, sign, limit, value in rows:
+        met = None if value is None else (value >= limit if sign == "≥" else value <= limit)
+        checks.append({"guard": f"{what} {sign} {limit:g}", "value": value, "met": met})
+    return checks
+
+
+def guard_lines(checks: list[dict[str, Any]]) -> str:
+    lines = []
+    for c in checks:
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[c["met"]]
+        value = "" if c["value"] is None else f": {c['value']:.2f}"
+        lines.append(f"guard {c['guard']}{value} {verdict}")
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -378,8 +383,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         errors = sum(r["errors"].values())
         cps = r["calls_per_s"]
-        # The server measured: the service, the floor or the echo (none for direct KasPro).
-        server = next((n for n in ("service", "floor", "echo") if f"{n}_cpu_s_per_1000" in r), "")
+        # The server measured: the service or the echo (none for direct KasPro).
+        server = next((n for n in ("service", "echo") if f"{n}_cpu_s_per_1000" in r), "")
         server_cpu = r.get(f"{server}_cpu_s_per_1000", 0)
         rows.append(
             f"{name:<14} {cps:>9.1f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
@@ -415,7 +420,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 35 s in all")
+    parser.add_argument("--quick", action="store_true", help="about 30 s in all")
     parser.add_argument("--duration", type=float, help="seconds of load per scenario")
     parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
     parser.add_argument("--only", nargs="*", default=[], choices=SCENARIOS)
@@ -449,7 +454,9 @@ def main() -> int:
         (args.results / "leak.json").write_text(json.dumps(result, indent=2))
         return 0
     results = run_all(plan, args.only)
+    checks = guards(results, plan)
     print(table(results))
+    print(guard_lines(checks))
     args.results.mkdir(parents=True, exist_ok=True)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -461,6 +468,7 @@ def main() -> int:
         "plan": plan.__dict__,
         "wall_seconds": round(time.monotonic() - started, 1),
         "results": results,
+        "guards": checks,
     }
     (args.results / "latest.json").write_text(json.dumps(report, indent=2))
     return 0

@@ -1,21 +1,12 @@
 """QRIS payloads for the workload: merchant-presented EMVCo TLV with a correct CRC.
 
-Written apart from wallet_service.domain.qris, so a parser bug cannot hide behind the
-same bug in the payloads the simulation sends.
+The TLV writer is written apart from wallet_service.domain.qris, so a parser bug cannot
+hide behind the same bug in the payloads the simulation sends.
 """
 
 from __future__ import annotations
 
-
-def _crc16(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE, bit by bit."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+from wallet_service.domain.qris import crc16_ccitt_false
 
 
 def _tlv(tag: str, value: str) -> str:
@@ -41,4 +32,4 @@ def payload(merchant_name: str, amount_idr: int | None, *, city: str = "JAKARTA"
     if amount_idr is not None:
         fields["54"] = str(amount_idr)
     head = "".join(_tlv(tag, value) for tag, value in sorted(fields.items())) + "6304"
-    return head + f"{_crc16(head.encode('ascii')):04X}"
+    return head + f"{crc16_ccitt_false(head.encode('ascii')):04X}"

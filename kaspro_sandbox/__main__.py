@@ -17,9 +17,8 @@ from kaspro_sandbox.config import SandboxConfig
 from kaspro_sandbox.faults import FaultSpecError, FaultTable
 from kaspro_sandbox.runner import base_url_for, bind_socket
 
-# Only the command line: the same collector settings as the service's own process. Each
-# full pass scans every open connection: with 1,000 calls in flight, 31 of them took up
-# to 116 ms each in a 14-second run (docs/performance.md, fix 12).
+# Only the command line: the same collector settings as the service's own process, since
+# each full pass scans every open connection (docs/decisions/0009-garbage-collector-and-malloc.md).
 from wallet_service.gc_policy import settle_collector
 
 CONTROL_ENDPOINTS = (

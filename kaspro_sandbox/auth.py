@@ -63,7 +63,8 @@ def parse_signature_header(value: str) -> dict[str, str] | None:
     return params
 
 
-# A partner's calls within one second carry the same Date: parsed once.
+# A partner's calls within one second carry the same Date, whose value never changes:
+# parsed once (docs/performance.md, fix 13, says what it saves).
 @functools.lru_cache(maxsize=256)
 def parse_http_date(value: str) -> float | None:
     """Unix seconds of an RFC 1123 GMT date (`Mon, 04 Oct 2021 07:00:30 GMT`); None if not one."""

@@ -1,11 +1,10 @@
 """The garbage collector's settings for a long-running process under load.
 
-A full collection scans every tracked object, so with 1,000 calls in flight each one
-pauses everything for 20-60 ms; CPython runs one per 10 middle-generation passes. Here:
-what exists once the process is up (modules, protobuf descriptors, configuration,
+A full collection scans every tracked object and pauses every call in flight meanwhile.
+What exists once the process is up (modules, protobuf descriptors, configuration,
 pools) lives as long as the process, so it is frozen out of the collector's sight, and
-a full collection runs once per 100 middle passes — cyclic garbage that old waits a
-few seconds longer (docs/performance.md, fix 11).
+full collections are spaced out: cyclic garbage that old waits a little longer
+(docs/decisions/0009-garbage-collector-and-malloc.md).
 """
 
 from __future__ import annotations

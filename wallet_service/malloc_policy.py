@@ -1,11 +1,9 @@
 """The C allocator's settings: what large requests used goes back to the system.
 
-gRPC reads a message into 64 KiB blocks, and glibc's malloc serves blocks that size
-from its heap (its mmap threshold starts at 128 KiB and rises to 32 MiB as large
-blocks are freed), where freed blocks stay mapped until the heap's top is free. After
-20 concurrent 15 MiB UpgradeKyc calls that kept 110-400 MB; with every block of
-64 KiB or more mapped on its own, and unmapped when freed, RSS is back within ~10 MB
-of where it was (docs/decisions/0003-grpc-receive-limit.md).
+gRPC reads a message into 64 KiB blocks, which glibc's malloc serves from its heap
+(below its mmap threshold), where freed blocks stay mapped while anything above them
+lives. With every block of 64 KiB or more mapped on its own, freeing it unmaps it
+(docs/decisions/0003-grpc-receive-limit.md).
 """
 
 from __future__ import annotations
@@ -21,14 +19,13 @@ MMAP_THRESHOLD_BYTES = 64 * 1024
 TRIM_THRESHOLD_BYTES = 128 * 1024
 
 
-def return_freed_memory() -> bool:
-    """Set the thresholds (fixed from now on); False where there is no mallopt (not glibc)."""
+def return_freed_memory() -> None:
+    """Set the thresholds (fixed from now on); nothing where there is no mallopt (not glibc)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
+        return
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    mapped: int = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    trimmed: int = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    return mapped == 1 and trimmed == 1
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from kaspro_sandbox import SandboxConfig
+from wallet_service.domain.qris import crc16_ccitt_false
 
 TOKEN_PATH = "/authentication-server/oauth/token"
 CLIENT_ID = "wallet-dev"
@@ -202,17 +203,6 @@ def request_id(n: int, prefix: str = "RQ") -> str:
     return f"{prefix}{n:0{16 - len(prefix)}d}"
 
 
-def crc16_ccitt(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE, the checksum QRIS puts in tag 63."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
 def tlv(tag: str, value: str) -> str:
     return f"{tag}{len(value):02d}{value}"
 
@@ -232,7 +222,7 @@ def qris_payload(merchant_name: str, city: str = "JAKARTA") -> str:
         + tlv("61", "10340")
         + "6304"
     )
-    return body + f"{crc16_ccitt(body.encode()):04X}"
+    return body + f"{crc16_ccitt_false(body.encode()):04X}"
 
 
 class MoneyPartner(Partner):

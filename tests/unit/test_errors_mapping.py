@@ -381,14 +381,11 @@ def test_an_authenticator_without_callers_lets_no_one_in() -> None:
         Authenticator({}).authenticate([("authorization", "Bearer ")])
 
 
-def test_a_token_once_proven_still_lets_in_only_its_own_caller() -> None:
-    auth = Authenticator({"app-token-123": APP, "dispatch-token-1": DISPATCH})
-    for _ in range(2):  # the second time from the proven tokens
-        assert auth.authenticate([("authorization", "Bearer app-token-123")]) == APP
-    for wrong in ("app-token-12", "app-token-1234", "APP-TOKEN-123", "", "dispatch-token-"):
+def test_a_token_identifies_only_its_own_caller() -> None:
+    auth = Authenticator({"token-a": APP, "token-ab": DISPATCH})
+    assert auth.authenticate([("authorization", "Bearer token-a")]) == APP
+    assert auth.authenticate([("authorization", "Bearer token-ab")]) == DISPATCH
+    for wrong in ("token-", "token-abc", "TOKEN-A", "token-b"):
         with pytest.raises(WalletError) as caught:
             auth.authenticate([("authorization", f"Bearer {wrong}")])
         assert caught.value.reason is Reason.UNAUTHENTICATED, wrong
-    assert auth.authenticate([("authorization", "bearer dispatch-token-1")]) == DISPATCH
-    with pytest.raises(WalletError):
-        auth.authenticate([("authorization", "Basic app-token-123")])

@@ -60,13 +60,9 @@ class Authenticator:
         callers: Mapping[str, Caller],
         certificate_callers: Mapping[str, Caller] | None = None,
     ) -> None:
-        # Keyed by a digest so lookups do not compare secrets character by character.
+        # Keyed by the tokens' digests, computed once: a presented token is hashed and
+        # looked up, so it is never compared with a secret character by character.
         self._by_digest = {_digest(token): caller for token, caller in callers.items()}
-        # Tokens already proven by their digest, so a caller's every call does not pay
-        # for an HMAC. Only configured tokens get in: its size is bounded by `callers`.
-        # A lookup hashes the presented string (a keyed, per-process hash) before any
-        # comparison, so a wrong token is refused without comparing it to a secret.
-        self._proven: dict[str, Caller] = {}
         self._by_common_name = dict(certificate_callers or {})
 
     @property
@@ -103,12 +99,7 @@ class Authenticator:
         scheme, _, token = values[0].partition(" ")
         if scheme.lower() != "bearer":
             raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
-        token = token.strip()
-        caller = self._proven.get(token)
-        if caller is None:
-            caller = self._by_digest.get(_digest(token))
-            if caller is not None:
-                self._proven[token] = caller
+        caller = self._by_digest.get(_digest(token.strip()))
         if caller is None:
             raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
         return caller

@@ -9,6 +9,7 @@ from the QR and the caller's request. It does no I/O and knows no gRPC or KasPro
 
 from __future__ import annotations
 
+import binascii
 import enum
 import re
 from dataclasses import dataclass
@@ -72,25 +73,9 @@ _HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16_ccitt_false(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ byte]
-    return crc
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection): binascii's CRC-CCITT."""
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 class InvalidQris(ValueError):
