@@ -45,6 +45,7 @@ EXPECTED_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.IMAGE_REJECTED: C.INVALID_ARGUMENT,  # a bad input field (the photo)
     Reason.PROVIDER_REJECTED: C.FAILED_PRECONDITION,  # KasPro refused: retrying won't help
     Reason.OVERLOADED: C.RESOURCE_EXHAUSTED,  # load shedding, retry later
+    Reason.DATABASE_BUSY: C.UNAVAILABLE,  # transient, a retry may succeed
 }
 
 

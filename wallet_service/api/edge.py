@@ -18,7 +18,7 @@ import grpc
 
 from wallet_service.api.auth import PUBLIC_PREFIXES, Authenticator, current_caller
 from wallet_service.api.errors import STATUS_DETAILS_KEY, internal_status, to_status
-from wallet_service.domain.errors import Reason, WalletError
+from wallet_service.domain.errors import DatabaseBusy, Reason, WalletError
 
 log = logging.getLogger("wallet_service.calls")
 
@@ -230,6 +230,8 @@ class _Call:
         holds the call and the request (an UpgradeKyc's 15 MiB), a reference cycle that
         waits for the garbage collector (docs/decisions/0003-grpc-receive-limit.md).
         """
+        if isinstance(exc, DatabaseBusy):
+            exc = WalletError(Reason.DATABASE_BUSY, str(exc), retry_after_seconds=1.0)
         if isinstance(exc, WalletError):
             code, message, details = to_status(exc)
         elif isinstance(exc, NotImplementedError):

@@ -32,6 +32,7 @@ CODES: dict[Reason, grpc.StatusCode] = {
     Reason.OTP_LOCKED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.DATABASE_BUSY: grpc.StatusCode.UNAVAILABLE,
     Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }

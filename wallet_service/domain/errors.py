@@ -34,6 +34,7 @@ class Reason(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     OVERLOADED = "OVERLOADED"
+    DATABASE_BUSY = "DATABASE_BUSY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,15 @@ class WalletError(Exception):
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+
+
+class DatabaseBusy(Exception):
+    """Another process held the database's lock too long; nothing was written. Not a
+    refusal (flows let it pass, nothing is stored under the request_id): the edge answers
+    UNAVAILABLE / DATABASE_BUSY and a retry may succeed."""
+
+    def __init__(self) -> None:
+        super().__init__("the wallet database is locked by another process: retry shortly")
 
 
 def invalid(violations: Sequence[FieldViolation]) -> WalletError:

@@ -1,12 +1,10 @@
 """The SQLite database: one connection in WAL mode, migrations, and transactions.
 
-Statements run on the event loop's own thread. Each is an indexed lookup or a small
-write that takes microseconds (WAL with ``synchronous = NORMAL`` does not fsync on
-commit), which is far cheaper than handing every statement to a worker thread and
-waiting for the loop to come back: under load that hand-off made every transaction a
-queue behind all other ready tasks, and the single-writer lock turned the queue into a
-convoy (docs/performance.md has the measurements). A transaction's statements
-therefore run back to back, and it never spans a KasPro call.
+Statements run on the event loop's own thread: each takes microseconds, a hop to a
+worker thread costs more than the statement (docs/decisions/0007-sqlite-access.md). A
+transaction's statements therefore run back to back, and it never spans a KasPro call.
+The connection never waits for a lock: what another process's lock holds off is tried
+again after an asynchronous pause (``retry_while_locked``), and the loop serves meanwhile.
 """
 
 from __future__ import annotations
@@ -18,17 +16,21 @@ import math
 import os
 import sqlite3
 import stat
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
+
+from wallet_service.domain.errors import DatabaseBusy
 
 log = logging.getLogger(__name__)
 
 Row = sqlite3.Row
+T = TypeVar("T")
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -40,17 +42,15 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-# WAL checkpoints (copying committed pages from the WAL into the database file) run in
-# a worker thread on a connection of their own, every CHECKPOINT_INTERVAL_SECONDS, so
-# that the event loop does not stop for them: done by SQLite inside a commit every
-# 1,000 pages, each cost the loop a few milliseconds that every call in flight waited
-# out (the p99 of a transfer at 150/s: 5.5-6.6 ms added over KasPro; without: 1.5).
-# A background checkpoint cannot reset the WAL while writes go on, so the loop's own
-# automatic checkpoint stays, at FOREGROUND_CHECKPOINT_PAGES: by then the thread has
-# copied nearly everything, the loop copies the last commits' pages, and the next write
-# starts the WAL afresh. The WAL stays bounded either way.
+# WAL checkpoints run in a worker thread on a connection of their own, so that the loop
+# does not stop for them; the loop's own automatic checkpoint stays, rarer, to restart
+# the WAL, which a background checkpoint cannot do while writes go on (decision 0007).
 CHECKPOINT_INTERVAL_SECONDS = 0.2
 FOREGROUND_CHECKPOINT_PAGES = 4000
+
+# How long a statement waits, in all, for a lock another process holds (a backup,
+# ``sqlite3`` in a shell) before DatabaseBusy.
+LOCK_WAIT_SECONDS = 5.0
 
 
 class Database:
@@ -59,8 +59,8 @@ class Database:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection
         self._checkpoints: asyncio.Task[None] | None = None
-        # Transactions do not await anything but their own statements, so the lock is
-        # never contended in practice; it keeps them apart should one ever await.
+        # Keeps our transactions apart: one may pause at BEGIN while another process
+        # holds the write lock; past BEGIN they await nothing but their own statements.
         self._lock = asyncio.Lock()
         self._events_written = asyncio.Event()
         self._watchers: list[Callable[[Transaction], None]] = []
@@ -84,12 +84,12 @@ class Database:
     async def open(cls, path: str) -> Database:
         if path != ":memory:":
             _private_files(Path(path))
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # No busy timeout: SQLite answers SQLITE_BUSY at once (retry_while_locked).
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
+        await retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
         # Deleted and shrunk rows (forgotten keys, reduced answers) are zeroed, not left
         # readable in freed space; not every SQLite build does it by default.
         conn.execute("PRAGMA secure_delete = ON")
@@ -113,12 +113,14 @@ class Database:
     async def migrate(self) -> None:
         """Apply every migration newer than the database's user_version."""
         async with self._lock:
-            row = self._conn.execute("PRAGMA user_version").fetchone()
+            row = await retry_while_locked(
+                lambda: self._conn.execute("PRAGMA user_version").fetchone()
+            )
             current = int(row[0]) if row else 0
             for version, sql in _migrations():
                 if version <= current:
                     continue
-                self._conn.execute("BEGIN IMMEDIATE")
+                await retry_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                 try:
                     for statement in _split(sql):
                         self._conn.execute(statement)
@@ -131,9 +133,11 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; DatabaseBusy, with
+        nothing written, when another process keeps the write lock LOCK_WAIT_SECONDS."""
+        asked = time.monotonic()  # the wait behind a transaction of ours counts too
         async with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            await retry_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), asked)
             tx = Transaction(self._conn, self.incarnation)
             try:
                 try:
@@ -164,11 +168,36 @@ class Database:
         return self._conn.in_transaction
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
-        row: Row | None = self._conn.execute(sql, tuple(params)).fetchone()
+        args = tuple(params)
+        row: Row | None = await retry_while_locked(lambda: self._conn.execute(sql, args).fetchone())
         return row
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        return list(self._conn.execute(sql, tuple(params)).fetchall())
+        args = tuple(params)
+        return await retry_while_locked(lambda: self._conn.execute(sql, args).fetchall())
+
+
+async def retry_while_locked(run: Callable[[], T], since: float | None = None) -> T:
+    """``run()``, tried again while another process holds the lock it needs, after a
+    pause of 1 ms doubling to 50 ms; DatabaseBusy once LOCK_WAIT_SECONDS have passed
+    ``since`` (by default, the first refusal). Only for what does nothing when refused:
+    BEGIN, and reads outside a transaction. Past BEGIN IMMEDIATE the write lock is ours,
+    and in WAL no statement, COMMIT included, is refused for a lock (decision 0007).
+    """
+    pause = 0.001
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # or an extended BUSY
+                raise
+            now = time.monotonic()
+            since = now if since is None else since
+            left = since + LOCK_WAIT_SECONDS - now
+            if left <= 0:
+                raise DatabaseBusy() from exc
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
 
 
 def _private_files(path: Path) -> None:

@@ -96,6 +96,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     WatchEvents streams in all or for this caller: ErrorInfo.metadata["limit"]
     says which); google.rpc.RetryInfo says when to retry.
     """
+    ERROR_REASON_DATABASE_BUSY: _ErrorReason.ValueType  # 23
+    """UNAVAILABLE: another process (a backup, an admin tool) kept the service's database
+    locked for longer than the service waits (5 s). Retrying with the same request_id
+    is safe: it runs the request, or answers the state of a money operation that had
+    already started; google.rpc.RetryInfo says when.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons carried in google.rpc.ErrorInfo.reason, with the gRPC code each
@@ -160,6 +166,12 @@ ERROR_REASON_OVERLOADED: ErrorReason.ValueType  # 22
 """RESOURCE_EXHAUSTED: the service is at a concurrency limit (calls at once, or
 WatchEvents streams in all or for this caller: ErrorInfo.metadata["limit"]
 says which); google.rpc.RetryInfo says when to retry.
+"""
+ERROR_REASON_DATABASE_BUSY: ErrorReason.ValueType  # 23
+"""UNAVAILABLE: another process (a backup, an admin tool) kept the service's database
+locked for longer than the service waits (5 s). Retrying with the same request_id
+is safe: it runs the request, or answers the state of a money operation that had
+already started; google.rpc.RetryInfo says when.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
