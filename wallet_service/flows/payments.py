@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from wallet_service.domain import money
 from wallet_service.domain.account import AccountType
@@ -37,7 +37,6 @@ from wallet_service.flows.engine import (
     subscriber_party,
 )
 from wallet_service.flows.onboarding import Onboarding
-from wallet_service.flows.replays import Answer, Replays
 from wallet_service.kaspro import kaspro_request_id
 from wallet_service.store import idempotency
 from wallet_service.store import money as rows
@@ -109,8 +108,6 @@ class Payments:
         # Idempotency keys of the money requests running in this process, with their
         # request hashes (see _keyed).
         self._running: dict[idempotency.Key, bytes] = {}
-        # Decided keys and final answers, for retries (flows/replays.py).
-        self._replays = Replays(self._db)
 
     # Use cases.
 
@@ -663,23 +660,16 @@ class Payments:
         crash after leaves the operation, which the workers finish and a retry reports.
         """
         key = request.key
-        claim = self._replays.claim(key, request.request_hash)
-        if claim is None:
-            held = self._running.get(key)
-            if held is not None:
-                raise _reused() if held != request.request_hash else _in_progress()
-            self._running[key] = request.request_hash
-            try:
-                mark = self._replays.mark()
-                claim = await idempotency.look(
-                    self._db, key, request.request_hash, self._engine.now()
-                )
-                if claim is None:
-                    claim = await run()
-                else:
-                    self._replays.keep_claim(key, request.request_hash, claim, mark)
-            finally:
-                del self._running[key]
+        held = self._running.get(key)
+        if held is not None:
+            raise _reused() if held != request.request_hash else _in_progress()
+        self._running[key] = request.request_hash
+        try:
+            claim = await idempotency.look(self._db, key, request.request_hash, self._engine.now())
+            if claim is None:
+                claim = await run()
+        finally:
+            del self._running[key]
         if claim.kind is idempotency.ClaimKind.REUSED:
             raise _reused()
         if claim.kind is idempotency.ClaimKind.IN_PROGRESS:
@@ -730,36 +720,24 @@ class Payments:
 
     async def _render_transaction(self, transaction_id: str) -> Transaction:
         """The operation's current state, or the refusal it ended in."""
-        kept = self._replays.answer(transaction_id)
-        if kept is None:
-            mark = self._replays.mark()
-            transaction = await self.transaction(transaction_id)
-            if transaction.status in (TxStatus.PENDING, TxStatus.PROCESSING):
-                if await self._outcome_unknown(transaction.id):
-                    raise _unknown(transaction.id)
-                return transaction
-            failed = transaction.status is TxStatus.FAILED
-            kept = _failed(transaction) if failed else Answer(transaction)
-            self._replays.keep_answer(transaction_id, kept, mark)
-        return cast(Transaction, _give(kept))
+        transaction = await self.transaction(transaction_id)
+        if transaction.status in (TxStatus.PENDING, TxStatus.PROCESSING):
+            if await self._outcome_unknown(transaction.id):
+                raise _unknown(transaction.id)
+        elif transaction.status is TxStatus.FAILED:
+            raise _failure(transaction.failure_reason, transaction.failure_message)
+        return transaction
 
     async def _render_ride(self, ride_id: str) -> RidePayment:
-        operation = rows.ride_operation(ride_id)
-        kept = self._replays.answer(operation)
-        if kept is None:
-            mark = self._replays.mark()
-            ride = await self.ride(ride_id)
-            if ride.status is RideStatus.FAILED:
-                # Answered with its hold's failure: another row's, so it is not kept.
-                hold = await self.transaction(ride.hold_transaction)
-                raise _failure(hold.failure_reason, hold.failure_message)
-            if ride.status is RideStatus.AUTHORIZING:
-                if await self._outcome_unknown(ride.hold_transaction):
-                    raise _unknown(ride.hold_transaction)
-                return ride
-            kept = Answer(ride)
-            self._replays.keep_answer(operation, kept, mark)
-        return cast(RidePayment, _give(kept))
+        ride = await self.ride(ride_id)
+        if ride.status is RideStatus.FAILED:
+            hold = await self.transaction(ride.hold_transaction)
+            raise _failure(hold.failure_reason, hold.failure_message)
+        if ride.status is RideStatus.AUTHORIZING and await self._outcome_unknown(
+            ride.hold_transaction
+        ):
+            raise _unknown(ride.hold_transaction)
+        return ride
 
     async def _outcome_unknown(self, transaction_id: str) -> bool:
         return await rows.has_unanswered_attempt(self._db, transaction_id)
@@ -806,17 +784,6 @@ class Payments:
                 Reason.LIMIT_EXCEEDED,
                 f"at most {self._limits.monthly_volume_cap_idr} IDR may move in 30 days",
             )
-
-
-def _failed(transaction: Transaction) -> Answer:
-    """The answer of an operation that ended in ``transaction``'s failure."""
-    return Answer(failure=(transaction.failure_reason, transaction.failure_message))
-
-
-def _give(answer: Answer) -> object:
-    if answer.failure is not None:
-        raise _failure(*answer.failure)
-    return answer.record
 
 
 def _made(operation_id: str) -> idempotency.Claim:

@@ -203,8 +203,6 @@ async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes],
                        WHERE caller = ? AND method = ? AND request_id = ?""",
                     (new, row["caller"], method, row["request_id"]),
                 )
-        # Answers kept in memory (flows/replays.py) are dropped as after a purge.
-        tx.forgot_keys = changed > 0
     if changed:
         await db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
     return changed
@@ -225,10 +223,8 @@ async def purge(db: Database, older_than: float) -> int:
     goes too once its lease ended before then: its request is long gone (a dead
     process's key that no retry came back for)."""
     async with db.transaction() as tx:
-        forgotten = await tx.execute(
+        return await tx.execute(
             """DELETE FROM idempotency_keys
                WHERE created_at < ? AND (state = 'done' OR lease_until < ?)""",
             (older_than, older_than),
         )
-        tx.forgot_keys = forgotten > 0
-        return forgotten
