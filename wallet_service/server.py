@@ -164,7 +164,6 @@ async def start(
         onboarding,
         PlatformAccounts(
             escrow=config.kaspro_escrow_account,
-            merchant=config.kaspro_merchant_account,
             corporate=config.kaspro_corporate_account,
         ),
         config.limits,

@@ -26,13 +26,7 @@ from wallet_service.domain.money import (
     TxType,
 )
 from wallet_service.domain.phone import MobileNumber
-from wallet_service.domain.records import (
-    OPEN_ATTEMPTS,
-    Attempt,
-    AttemptStatus,
-    RidePayment,
-    Transaction,
-)
+from wallet_service.domain.records import Attempt, AttemptStatus, RidePayment, Transaction
 from wallet_service.kaspro import (
     KasProClient,
     MoneyReply,
@@ -281,7 +275,7 @@ class Engine:
 
     async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
         before = await rows.load_attempt(self.db, attempt.reference)
-        if before is None or before.status not in OPEN_ATTEMPTS:
+        if before is None or not before.status.is_open:
             return Result(State.UNKNOWN, detail="the attempt is no longer open")
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
         result = Result.of_status(status)
@@ -404,7 +398,7 @@ class Engine:
             transaction = await rows.load_transaction(tx, attempt.transaction_id)
             assert transaction is not None
             now = self.now()
-            if attempt.status not in OPEN_ATTEMPTS:
+            if not attempt.status.is_open:
                 if result.state not in (State.SUCCEEDED, State.FAILED):
                     return Applied.IGNORED
                 if State(attempt.status.value) is result.state:

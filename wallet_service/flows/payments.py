@@ -51,7 +51,6 @@ class PlatformAccounts:
     """KasPro account numbers of the platform's own wallets."""
 
     escrow: str = "888000000000001"
-    merchant: str = "888000000000002"
     corporate: str = "888000000000003"
 
 
@@ -76,7 +75,6 @@ class BankAccount:
     account_name: str
 
 
-Operation = Transaction | RidePayment
 # A new operation's transaction and the attempts to send for it.
 Created = tuple[Transaction, list[Attempt]]
 T = TypeVar("T")
