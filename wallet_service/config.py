@@ -115,7 +115,6 @@ class Config:
     callers: Mapping[str, Caller] = field(default_factory=dict)
     otp: OtpLimits = field(default_factory=OtpLimits)
     idempotency_ttl_hours: float = 72.0
-    idempotency_lease_seconds: float = 120.0
     max_image_bytes: int = 5 * 1024 * 1024
     max_concurrent_rpcs: int = 1000
     max_watch_streams: int = 100

@@ -29,12 +29,12 @@ from wallet_service.api.account import AccountServicer, reduce_stored_answers
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
 from wallet_service.api.funding import FundingServicer
-from wallet_service.api.idempotent import Idempotency
 from wallet_service.api.payment import PaymentServicer
 from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
 from wallet_service.flows.engine import Engine, Timing
 from wallet_service.flows.funding import Funding
+from wallet_service.flows.idempotency import Idempotency
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.flows.payments import Payments, PlatformAccounts
 from wallet_service.http import CALLBACK_PATH, CallbackReceiver, CallbackSettings, start_http
@@ -152,7 +152,7 @@ async def start(
         ],
     )
     onboarding = Onboarding(db, kaspro, config.otp, clock)
-    idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)
+    idempotency = Idempotency(db, clock)
     # Before any retry can be answered: no full KTP identity stays in the database.
     if reduced := await reduce_stored_answers(idempotency):
         log.info("reduced %d stored UpgradeKyc answers to what retries need", reduced)
@@ -162,6 +162,7 @@ async def start(
     payments = Payments(
         engine,
         onboarding,
+        idempotency,
         PlatformAccounts(
             escrow=config.kaspro_escrow_account,
             corporate=config.kaspro_corporate_account,

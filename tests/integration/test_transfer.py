@@ -411,10 +411,10 @@ async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_re
 
 
 async def test_a_key_decided_by_another_writer_meanwhile_creates_nothing(h: Harness) -> None:
-    # The service holds a running request's key in its memory; a second writer of the
-    # same database (another process, which one replica never has) could still decide
-    # the key while the checks wait for KasPro. The creation then rolls back, and the
-    # request answers with what the key says.
+    # A second writer of the same database (another process, which one replica never
+    # has) could take a running request's key over and decide it while the checks wait
+    # for KasPro. The creation then rolls back, and the request answers with what the
+    # key says.
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")
     earlier = await send(h, transfer(request_id="transfer-0"))
@@ -425,24 +425,20 @@ async def test_a_key_decided_by_another_writer_meanwhile_creates_nothing(h: Harn
     await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
     in_flight = asyncio.create_task(send(h, request))
 
-    async def checking() -> bool:  # past the key's lookup, waiting for the inquiry
+    async def checking() -> bool:  # past the key's claim, waiting for the inquiry
         return len(await h.kaspro_requests(INQUIRY_PATH)) > inquiries
 
     await wait_for(checking)
     with contextlib.closing(sqlite3.connect(h.db_path, timeout=5)) as other, other:
-        (caller,) = other.execute(
-            "SELECT caller FROM idempotency_keys WHERE request_id = 'transfer-0'"
-        ).fetchone()
-        other.execute(
-            "INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state, "
-            "lease_until, created_at, operation_id, holder) "
-            "VALUES (?, 'Transfer', 'transfer-1', ?, 'done', 0, 0, ?, 'another process')",
+        taken = other.execute(
+            "UPDATE idempotency_keys SET state = 'done', operation_id = ?, "
+            "holder = 'another process' WHERE request_id = 'transfer-1' AND request_hash = ?",
             (
-                caller,
-                hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
                 earlier.transaction_id,
+                hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
             ),
         )
+        assert taken.rowcount == 1
     answered = await in_flight
 
     assert not in_flight.cancelled()

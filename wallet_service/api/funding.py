@@ -13,7 +13,7 @@ from wallet.v1 import funding_service_pb2_grpc as pb_grpc
 from wallet_service.api import convert
 from wallet_service.api.account import time_left
 from wallet_service.api.fields import Fields
-from wallet_service.api.idempotent import money_request
+from wallet_service.api.idempotent import keyed
 from wallet_service.domain.customer import account_name_problem
 from wallet_service.domain.funding import Instructions
 from wallet_service.flows.funding import Funding
@@ -102,7 +102,7 @@ class FundingServicer(pb_grpc.FundingServiceServicer):
             f.bad("destination", "set bank_account or retail_outlet")
         f.done()
         transaction = await self._payments.cash_out(
-            money_request("CashOut", request, request_id),
+            keyed("CashOut", request, request_id),
             mobile,
             amount,
             bank=bank,

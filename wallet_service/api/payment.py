@@ -11,7 +11,7 @@ from wallet.v1 import payment_service_pb2_grpc as pb_grpc
 from wallet_service.api import convert
 from wallet_service.api.account import time_left
 from wallet_service.api.fields import Fields
-from wallet_service.api.idempotent import money_request
+from wallet_service.api.idempotent import keyed
 from wallet_service.domain.customer import text_problem
 from wallet_service.domain.qris import InvalidQris, QrisAmountError, amount_to_pay, parse_qris
 from wallet_service.flows.payments import Payments
@@ -33,7 +33,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         amount = f.positive_amount("amount_idr", request.amount_idr)
         f.done()
         ride = await self._flow.authorize_ride(
-            money_request("AuthorizeRidePayment", request, request_id),
+            keyed("AuthorizeRidePayment", request, request_id),
             ride_id,
             passenger,
             amount,
@@ -55,7 +55,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
             f.bad("platform_fee_idr", "platform_fee_idr must not exceed final_fare_idr")
         f.done()
         ride = await self._flow.capture_ride(
-            money_request("CaptureRidePayment", request, request_id),
+            keyed("CaptureRidePayment", request, request_id),
             ride_id,
             fare,
             driver,
@@ -73,7 +73,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         f.check("reason", text_problem(request.reason, max_length=200))
         f.done()
         ride = await self._flow.void_ride(
-            money_request("VoidRidePayment", request, request_id),
+            keyed("VoidRidePayment", request, request_id),
             ride_id,
             request.reason,
             timeout=time_left(context),
@@ -99,7 +99,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         amount = f.positive_amount("amount_idr", request.amount_idr)
         f.done()
         transaction = await self._flow.tip(
-            money_request("TipDriver", request, request_id),
+            keyed("TipDriver", request, request_id),
             ride_id,
             amount,
             timeout=time_left(context),
@@ -119,7 +119,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
             f.bad("to_mobile_number", "to_mobile_number must differ from from_mobile_number")
         f.done()
         transaction = await self._flow.transfer(
-            money_request("Transfer", request, request_id),
+            keyed("Transfer", request, request_id),
             source,
             target,
             amount,
@@ -151,7 +151,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
                     f.bad("amount_idr", f"amount_idr {exc}")
         f.done()
         transaction = await self._flow.pay_qris(
-            money_request("PayQris", request, request_id),
+            keyed("PayQris", request, request_id),
             mobile,
             request.qris_payload,
             merchant,

@@ -2,11 +2,11 @@
 QRIS, and top-ups told by KasPro.
 
 Every use case has the same recovery points (see docs/money.md):
-1. look up the idempotency key, and hold it in this process while the request runs;
+1. claim the idempotency key (``flows/idempotency.py``);
 2. check what can be checked before KasPro (linked wallet, limits) — a refusal here is
    a decision and is stored under the key;
-3. create the operation: transaction, ride payment, attempts with their references,
-   events, and the key (decided: it names the operation) — one database transaction;
+3. create the operation — transaction, ride payment, attempts with their references,
+   events — and attach it to the key, in one database transaction;
 4. send the attempts and apply each answer through ``Engine.apply``;
 5. answer with the operation's current state. A retry with the same key skips to 5.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from wallet_service.domain import money
 from wallet_service.domain.account import AccountType
@@ -36,9 +36,9 @@ from wallet_service.flows.engine import (
     account_party,
     subscriber_party,
 )
+from wallet_service.flows.idempotency import Decision, Idempotency, Request
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.kaspro import kaspro_request_id
-from wallet_service.store import idempotency
 from wallet_service.store import money as rows
 from wallet_service.store import onboarding as customer_rows
 from wallet_service.store.database import Transaction as DbTx
@@ -55,39 +55,16 @@ class PlatformAccounts:
 
 
 @dataclass(frozen=True)
-class Request:
-    """Who asked for what: the idempotency key and the request's fingerprint."""
-
-    caller: str
-    method: str
-    request_id: str
-    request_hash: bytes
-
-    @property
-    def key(self) -> idempotency.Key:
-        return idempotency.Key(self.caller, self.method, self.request_id)
-
-
-@dataclass(frozen=True)
 class BankAccount:
     bank_code: str
     account_number: str
     account_name: str
 
 
-# A new operation's transaction and the attempts to send for it.
-Created = tuple[Transaction, list[Attempt]]
-T = TypeVar("T")
-
-
-class _KeyTaken(Exception):
-    """The key was decided by another writer of the database after ``look`` (one process
-    holds its running keys in memory, so only a second process could): the creation
-    rolls back, and the request answers with what the key says. A safety net."""
-
-    def __init__(self, claim: idempotency.Claim) -> None:
-        super().__init__(claim.kind.value)
-        self.claim = claim
+# A new operation's id (a transaction's, or ``ride:<ride id>``) and its attempts to send.
+Created = tuple[str, list[Attempt]]
+# How to create an operation, once the checks passed: inside the creating transaction.
+Create = Callable[[DbTx, float], Awaitable[Created]]
 
 
 class Payments:
@@ -95,17 +72,16 @@ class Payments:
         self,
         engine: Engine,
         onboarding: Onboarding,
+        idempotency: Idempotency,
         accounts: PlatformAccounts,
         limits: Limits,
     ) -> None:
         self._engine = engine
         self._db = engine.db
         self._onboarding = onboarding
+        self._idempotency = idempotency
         self._accounts = accounts
         self._limits = limits
-        # Idempotency keys of the money requests running in this process, with their
-        # request hashes (see _keyed).
-        self._running: dict[idempotency.Key, bytes] = {}
 
     # Use cases.
 
@@ -119,28 +95,26 @@ class Payments:
         *,
         timeout: float | None,
     ) -> Transaction:
-        async def checks() -> None:
+        async def prepare() -> Create:
             await self._require_linked(source)
             await self._require_room(target, amount_idr, timeout=timeout)
             await self._require_linked(target, role="receiving")
             await self._require_monthly_room(source, amount_idr)
+            return self._subscriber_p2p(
+                TxType.TRANSFER, "transfer", source, target, amount_idr, note=note, kaspro_note=note
+            )
 
-        create = self._subscriber_p2p(
-            TxType.TRANSFER, "transfer", source, target, amount_idr, note=note, kaspro_note=note
-        )
-        return await self._run_transaction(request, checks, create, timeout=timeout)
+        return await self._answer_transaction(await self._run(request, prepare, timeout=timeout))
 
     async def tip(
         self, request: Request, ride_id: str, amount_idr: int, *, timeout: float | None
     ) -> Transaction:
-        ride = await rows.load_ride(self._db, ride_id)
-        if ride is None:
-            raise WalletError(Reason.RIDE_PAYMENT_NOT_FOUND, "no ride payment for this ride_id")
+        ride = await self.ride(ride_id)
         passenger = _number(ride.passenger)
         # A captured ride always has its driver; before capture there is no one to tip.
         driver = _number(ride.driver) if ride.driver else passenger
 
-        async def checks() -> None:
+        async def prepare() -> Create:
             if ride.status is not RideStatus.CAPTURED:
                 raise WalletError(Reason.INVALID_STATE, "tips are paid on captured rides only")
             if amount_idr > self._limits.tip_cap_idr:
@@ -149,17 +123,17 @@ class Payments:
                 )
             await self._require_linked(passenger)
             await self._require_room(driver, amount_idr, timeout=timeout)
+            return self._subscriber_p2p(
+                TxType.TIP,
+                "tip",
+                passenger,
+                driver,
+                amount_idr,
+                ride_id=ride_id,
+                kaspro_note=f"tip {ride_id}",
+            )
 
-        create = self._subscriber_p2p(
-            TxType.TIP,
-            "tip",
-            passenger,
-            driver,
-            amount_idr,
-            ride_id=ride_id,
-            kaspro_note=f"tip {ride_id}",
-        )
-        return await self._run_transaction(request, checks, create, timeout=timeout)
+        return await self._answer_transaction(await self._run(request, prepare, timeout=timeout))
 
     async def cash_out(
         self,
@@ -171,7 +145,7 @@ class Payments:
         outlet: str | None,
         timeout: float | None,
     ) -> Transaction:
-        async def checks() -> None:
+        async def prepare() -> Create:
             if not self._limits.min_cash_out_idr <= amount_idr <= self._limits.max_cash_out_idr:
                 raise WalletError(
                     Reason.LIMIT_EXCEEDED,
@@ -180,6 +154,7 @@ class Payments:
                 )
             await self._require_linked(mobile)
             await self._require_monthly_room(mobile, amount_idr)
+            return create
 
         async def create(tx: DbTx, now: float) -> Created:
             if bank is not None:
@@ -196,23 +171,17 @@ class Payments:
                 endpoint, sink = "retail", money.EXTERNAL_RETAIL
                 args = {"mobile": mobile.canonical, "channel": outlet}
             t = self._transaction(TxType.CASH_OUT, mobile, amount_idr, now, details=details)
-            return await self._insert(
-                tx,
+            attempt = self._engine.new_attempt(
+                kaspro_request_id("cash-out", t.id),
                 t,
-                [
-                    self._engine.new_attempt(
-                        kaspro_request_id("cash-out", t.id),
-                        t,
-                        "cash-out",
-                        endpoint,
-                        {**args, "amount": amount_idr},
-                        money.movement(money.subscriber(mobile), sink, amount_idr),
-                    )
-                ],
-                now,
+                "cash-out",
+                endpoint,
+                {**args, "amount": amount_idr},
+                money.movement(money.subscriber(mobile), sink, amount_idr),
             )
+            return await self._insert(tx, t, [attempt], now)
 
-        return await self._run_transaction(request, checks, create, timeout=timeout)
+        return await self._answer_transaction(await self._run(request, prepare, timeout=timeout))
 
     async def pay_qris(
         self,
@@ -224,9 +193,10 @@ class Payments:
         *,
         timeout: float | None,
     ) -> Transaction:
-        async def checks() -> None:
+        async def prepare() -> Create:
             await self._require_linked(mobile)
             await self._require_monthly_room(mobile, amount_idr)
+            return create
 
         async def create(tx: DbTx, now: float) -> Created:
             t = self._transaction(
@@ -236,23 +206,17 @@ class Payments:
                 now,
                 details={"merchant_name": merchant_name},
             )
-            return await self._insert(
-                tx,
+            attempt = self._engine.new_attempt(
+                kaspro_request_id("qris", t.id),
                 t,
-                [
-                    self._engine.new_attempt(
-                        kaspro_request_id("qris", t.id),
-                        t,
-                        "qris",
-                        "qris",
-                        {"mobile": mobile.canonical, "payload": payload, "amount": amount_idr},
-                        money.movement(money.subscriber(mobile), money.EXTERNAL_QRIS, amount_idr),
-                    )
-                ],
-                now,
+                "qris",
+                "qris",
+                {"mobile": mobile.canonical, "payload": payload, "amount": amount_idr},
+                money.movement(money.subscriber(mobile), money.EXTERNAL_QRIS, amount_idr),
             )
+            return await self._insert(tx, t, [attempt], now)
 
-        return await self._run_transaction(request, checks, create, timeout=timeout)
+        return await self._answer_transaction(await self._run(request, prepare, timeout=timeout))
 
     async def authorize_ride(
         self,
@@ -263,33 +227,17 @@ class Payments:
         *,
         timeout: float | None,
     ) -> RidePayment:
-        async def run() -> idempotency.Claim:
-            try:
-                await self._require_linked(passenger)
-                await self._require_monthly_room(passenger, amount_idr)
-            except WalletError as exc:
-                return await self._refuse(request, exc)
-            try:
-                attempt = await self._create_hold(request, ride_id, passenger, amount_idr)
-            except WalletError as exc:
-                return await self._refuse(request, exc)
-            except _KeyTaken as taken:
-                return taken.claim
-            await self._send_all([attempt], timeout=timeout)
-            return _made(rows.ride_operation(ride_id))
+        async def prepare() -> Create:
+            await self._require_linked(passenger)
+            await self._require_monthly_room(passenger, amount_idr)
+            return create
 
-        return await self._keyed(request, run, self._replay_ride)
-
-    async def _create_hold(
-        self, request: Request, ride_id: str, passenger: MobileNumber, amount_idr: int
-    ) -> Attempt:
-        async with self._db.transaction() as tx:
+        async def create(tx: DbTx, now: float) -> Created:
             if await rows.load_ride(tx, ride_id) is not None:
                 raise WalletError(
                     Reason.IDEMPOTENCY_KEY_REUSED,
                     "this ride already has a payment, authorized by another request",
                 )
-            now = self._engine.now()
             hold = self._transaction(TxType.RIDE_HOLD, passenger, amount_idr, now, ride_id=ride_id)
             ride = RidePayment(
                 ride_id=ride_id,
@@ -317,8 +265,9 @@ class Payments:
             await self._insert(tx, hold, [attempt], now)
             await rows.insert_ride(tx, ride)
             await rows.append_event(tx, RIDE_PAYMENT_UPDATED, ride_id, rows.snapshot(ride), now)
-            await self._record(tx, request, rows.ride_operation(ride_id))
-            return attempt
+            return rows.ride_operation(ride_id), [attempt]
+
+        return await self._answer_ride(await self._run(request, prepare, timeout=timeout))
 
     async def capture_ride(
         self,
@@ -330,174 +279,136 @@ class Payments:
         *,
         timeout: float | None,
     ) -> RidePayment:
-        async def run() -> idempotency.Claim:
+        async def prepare() -> Create:
+            ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "captured")
             try:
-                ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "captured")
-                try:
-                    split = money.split_capture(
-                        ride.held_amount_idr, final_fare_idr, platform_fee_idr
-                    )
-                except ValueError as exc:
-                    raise WalletError(Reason.INVALID_STATE, str(exc)) from None
-                if split.driver_payout_idr:
-                    await self._require_room(driver, split.driver_payout_idr, timeout=timeout)
-                # Payouts go to drivers who proved their number, like every money receiver
-                # (checked after KasPro's NOT_FOUND, which says more about a stranger).
-                await self._require_linked(driver, role="driver")
-            except WalletError as exc:
-                return await self._refuse(request, exc)
-            try:
-                attempts = await self._create_capture(request, ride, driver, split)
-            except WalletError as exc:  # a concurrent capture or void got there first
-                return await self._refuse(request, exc)
-            except _KeyTaken as taken:
-                return taken.claim
-            await self._send_all(attempts, timeout=timeout)
-            return _made(rows.ride_operation(ride_id))
+                split = money.split_capture(ride.held_amount_idr, final_fare_idr, platform_fee_idr)
+            except ValueError as exc:
+                raise WalletError(Reason.INVALID_STATE, str(exc)) from None
+            if split.driver_payout_idr:
+                await self._require_room(driver, split.driver_payout_idr, timeout=timeout)
+            # Payouts go to drivers who proved their number, like every money receiver
+            # (checked after KasPro's NOT_FOUND, which says more about a stranger).
+            await self._require_linked(driver, role="driver")
+            return lambda tx, now: self._create_capture(tx, now, ride, driver, split)
 
-        return await self._keyed(request, run, self._replay_ride)
+        return await self._answer_ride(await self._run(request, prepare, timeout=timeout))
 
     async def _create_capture(
-        self, request: Request, ride: RidePayment, driver: MobileNumber, split: money.Capture
-    ) -> list[Attempt]:
+        self, tx: DbTx, now: float, ride: RidePayment, driver: MobileNumber, split: money.Capture
+    ) -> Created:
         ride_id = ride.ride_id
         passenger = _number(ride.passenger)
         escrow = account_party(self._accounts.escrow)
-        async with self._db.transaction() as tx:
-            now = self._engine.now()
-            capture = self._transaction(
-                TxType.RIDE_CAPTURE,
-                passenger,
-                ride.held_amount_idr,
-                now,
-                counterparty=driver.canonical,
-                ride_id=ride_id,
+        capture = self._transaction(
+            TxType.RIDE_CAPTURE,
+            passenger,
+            ride.held_amount_idr,
+            now,
+            counterparty=driver.canonical,
+            ride_id=ride_id,
+        )
+        legs = [
+            (PAYOUT, split.driver_payout_idr, subscriber_party(driver), money.subscriber(driver)),
+            (FEE, split.platform_fee_idr, account_party(self._accounts.corporate), money.CORPORATE),
+            (REFUND, split.refund_idr, subscriber_party(passenger), money.subscriber(passenger)),
+        ]
+        attempts = [
+            self._engine.new_attempt(
+                kaspro_request_id("ride", ride_id, leg),
+                capture,
+                leg,
+                "p2p",
+                {
+                    "source": escrow,
+                    "destination": target,
+                    "amount": amount,
+                    "note": f"ride {ride_id} {leg}",
+                },
+                money.movement(money.ESCROW, account, amount),
             )
-            legs = [
-                (
-                    PAYOUT,
-                    split.driver_payout_idr,
-                    subscriber_party(driver),
-                    money.subscriber(driver),
-                ),
-                (
-                    FEE,
-                    split.platform_fee_idr,
-                    account_party(self._accounts.corporate),
-                    money.CORPORATE,
-                ),
-                (
-                    REFUND,
-                    split.refund_idr,
-                    subscriber_party(passenger),
-                    money.subscriber(passenger),
-                ),
-            ]
-            attempts = [
-                self._engine.new_attempt(
-                    kaspro_request_id("ride", ride_id, leg),
-                    capture,
-                    leg,
-                    "p2p",
-                    {
-                        "source": escrow,
-                        "destination": target,
-                        "amount": amount,
-                        "note": f"ride {ride_id} {leg}",
-                    },
-                    money.movement(money.ESCROW, account, amount),
-                )
-                for leg, amount, target, account in legs
-                if amount > 0
-            ]
-            moved = await self._engine.move_ride(
-                tx,
-                ride,
-                RideStatus.CAPTURING,
-                now,
-                driver=driver.canonical,
-                final_fare_idr=split.driver_payout_idr + split.platform_fee_idr,
-                platform_fee_idr=split.platform_fee_idr,
-                driver_payout_idr=split.driver_payout_idr,
-                refund_idr=split.refund_idr,
-                settle_transaction=capture.id,
-            )
-            if moved is None:  # a concurrent capture or void got there first
-                raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
-            await self._insert(tx, capture, attempts, now)
-            await self._record(tx, request, rows.ride_operation(ride_id))
-            return attempts
+            for leg, amount, target, account in legs
+            if amount > 0
+        ]
+        moved = await self._engine.move_ride(
+            tx,
+            ride,
+            RideStatus.CAPTURING,
+            now,
+            driver=driver.canonical,
+            final_fare_idr=split.driver_payout_idr + split.platform_fee_idr,
+            platform_fee_idr=split.platform_fee_idr,
+            driver_payout_idr=split.driver_payout_idr,
+            refund_idr=split.refund_idr,
+            settle_transaction=capture.id,
+        )
+        if moved is None:  # a concurrent capture or void got there first
+            raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
+        await self._insert(tx, capture, attempts, now)
+        return rows.ride_operation(ride_id), attempts
 
     async def void_ride(
         self, request: Request, ride_id: str, reason: str, *, timeout: float | None
     ) -> RidePayment:
-        async def run() -> idempotency.Claim:
-            try:
-                ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "voided")
-            except WalletError as exc:
-                return await self._refuse(request, exc)
-            try:
-                attempt = await self._start_void(ride, reason, request)
-            except _KeyTaken as taken:
-                return taken.claim
-            if attempt is None:
-                return await self._refuse(
-                    request,
-                    WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile"),
-                )
-            await self._send_all([attempt], timeout=timeout)
-            return _made(rows.ride_operation(ride_id))
+        async def prepare() -> Create:
+            ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "voided")
 
-        return await self._keyed(request, run, self._replay_ride)
+            async def create(tx: DbTx, now: float) -> Created:
+                created = await self._start_void(tx, now, ride, reason)
+                if created is None:  # a concurrent capture or void got there first
+                    raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
+                return created
+
+            return create
+
+        return await self._answer_ride(await self._run(request, prepare, timeout=timeout))
 
     async def expire_holds(self, *, batch: int = 50) -> int:
         """Void holds past their lifetime (the sweeper); how many were started."""
         started = 0
         for ride in await rows.expired_holds(self._db, self._engine.now(), batch):
-            attempt = await self._start_void(ride, EXPIRED_REASON, None)
-            if attempt is not None:
+            async with self._db.transaction() as tx:
+                created = await self._start_void(tx, self._engine.now(), ride, EXPIRED_REASON)
+            if created is not None:
                 started += 1
                 log.info("ride %s: hold expired, returning it", ride.ride_id)
-                await self._send_all([attempt], timeout=None)
+                await self._send_all(created[1], timeout=None)
         return started
 
     async def _start_void(
-        self, ride: RidePayment, reason: str, request: Request | None
-    ) -> Attempt | None:
+        self, tx: DbTx, now: float, ride: RidePayment, reason: str
+    ) -> Created | None:
+        """Move ``ride`` to VOIDING with the leg that returns its hold; None if it moved."""
         passenger = _number(ride.passenger)
-        async with self._db.transaction() as tx:
-            now = self._engine.now()
-            void = self._transaction(
-                TxType.RIDE_VOID, passenger, ride.held_amount_idr, now, ride_id=ride.ride_id
-            )
-            moved = await self._engine.move_ride(
-                tx,
-                ride,
-                RideStatus.VOIDING,
-                now,
-                reason=reason[:200],
-                refund_idr=ride.held_amount_idr,
-                settle_transaction=void.id,
-            )
-            if moved is None:
-                return None
-            attempt = self._engine.new_attempt(
-                kaspro_request_id("ride", ride.ride_id, VOID),
-                void,
-                VOID,
-                "p2p",
-                {
-                    "source": account_party(self._accounts.escrow),
-                    "destination": subscriber_party(passenger),
-                    "amount": ride.held_amount_idr,
-                    "note": f"ride {ride.ride_id} void",
-                },
-                money.movement(money.ESCROW, money.subscriber(passenger), ride.held_amount_idr),
-            )
-            await self._insert(tx, void, [attempt], now)
-            if request is not None:
-                await self._record(tx, request, rows.ride_operation(ride.ride_id))
-            return attempt
+        void = self._transaction(
+            TxType.RIDE_VOID, passenger, ride.held_amount_idr, now, ride_id=ride.ride_id
+        )
+        moved = await self._engine.move_ride(
+            tx,
+            ride,
+            RideStatus.VOIDING,
+            now,
+            reason=reason[:200],
+            refund_idr=ride.held_amount_idr,
+            settle_transaction=void.id,
+        )
+        if moved is None:
+            return None
+        attempt = self._engine.new_attempt(
+            kaspro_request_id("ride", ride.ride_id, VOID),
+            void,
+            VOID,
+            "p2p",
+            {
+                "source": account_party(self._accounts.escrow),
+                "destination": subscriber_party(passenger),
+                "amount": ride.held_amount_idr,
+                "note": f"ride {ride.ride_id} void",
+            },
+            money.movement(money.ESCROW, money.subscriber(passenger), ride.held_amount_idr),
+        )
+        await self._insert(tx, void, [attempt], now)
+        return rows.ride_operation(ride.ride_id), [attempt]
 
     async def record_top_up(
         self,
@@ -564,7 +475,7 @@ class Payments:
         *,
         kaspro_note: str,
         **fields: Any,
-    ) -> Callable[[DbTx, float], Awaitable[Created]]:
+    ) -> Create:
         """How to create a one-leg P2P transaction between two subscribers."""
 
         async def create(tx: DbTx, now: float) -> Created:
@@ -609,31 +520,24 @@ class Payments:
         for attempt in attempts:
             await rows.insert_attempt(tx, attempt)
         await self._engine.event(tx, transaction, now)
-        return transaction, attempts
+        return transaction.id, attempts
 
-    async def _run_transaction(
-        self,
-        request: Request,
-        checks: Callable[[], Awaitable[None]],
-        create: Callable[[DbTx, float], Awaitable[Created]],
-        *,
-        timeout: float | None,
-    ) -> Transaction:
-        async def run() -> idempotency.Claim:
-            try:
-                await checks()
-            except WalletError as exc:
-                return await self._refuse(request, exc)
-            try:
-                async with self._db.transaction() as tx:
-                    transaction, attempts = await create(tx, self._engine.now())
-                    await self._record(tx, request, transaction.id)
-            except _KeyTaken as taken:
-                return taken.claim
+    async def _run(
+        self, request: Request, prepare: Callable[[], Awaitable[Create]], *, timeout: float | None
+    ) -> str:
+        """Steps 1-4 of a money request (see the module's docstring): the operation's id.
+        ``prepare`` makes the checks (a refusal is stored under the key) and says how to
+        create the operation."""
+
+        async def work() -> str:
+            create = await prepare()
+            async with self._db.transaction() as tx:
+                operation_id, attempts = await create(tx, self._engine.now())
+                await self._idempotency.attach(tx, request, operation_id)
             await self._send_all(attempts, timeout=timeout)
-            return _made(transaction.id)
+            return operation_id
 
-        return await self._keyed(request, run, self._replay_transaction)
+        return await self._idempotency.run(request, work, keep=_nothing, replay=_operation)
 
     async def _send_all(self, attempts: list[Attempt], *, timeout: float | None) -> None:
         # Legs go one after the other: each is booked before the next is sent, so a
@@ -641,104 +545,26 @@ class Payments:
         for attempt in attempts:
             await self._engine.send(attempt, timeout=timeout)
 
-    async def _keyed(
-        self,
-        request: Request,
-        run: Callable[[], Awaitable[idempotency.Claim]],
-        answer: Callable[[idempotency.Claim], Awaitable[T]],
-    ) -> T:
-        """Run a money request once per idempotency key (rule 1) and answer as a retry
-        would be answered: with the operation's current state, or the stored refusal.
-
-        While the request runs its key is held in this process's memory, so a duplicate
-        meanwhile is REQUEST_IN_PROGRESS (IDEMPOTENCY_KEY_REUSED for another request)
-        and makes no KasPro call. The key's row is written once, already decided, in the
-        database transaction that creates the operation (``_record``) or with the
-        refusal (``_refuse``): a crash before leaves nothing, so a retry runs afresh; a
-        crash after leaves the operation, which the workers finish and a retry reports.
-        """
-        key = request.key
-        held = self._running.get(key)
-        if held is not None:
-            raise _reused() if held != request.request_hash else _in_progress()
-        self._running[key] = request.request_hash
-        try:
-            claim = await idempotency.look(self._db, key, request.request_hash, self._engine.now())
-            if claim is None:
-                claim = await run()
-        finally:
-            del self._running[key]
-        if claim.kind is idempotency.ClaimKind.REUSED:
-            raise _reused()
-        if claim.kind is idempotency.ClaimKind.IN_PROGRESS:
-            raise _in_progress()
-        return await answer(claim)
-
-    async def _record(self, tx: DbTx, request: Request, operation_id: str) -> None:
-        """Store the key with the operation it created, in the transaction creating it."""
-        claim = await self._decide(tx, request, operation_id=operation_id, response=None)
-        if claim.kind is not idempotency.ClaimKind.NEW:
-            raise _KeyTaken(claim)
-
-    async def _decide(
-        self, tx: DbTx, request: Request, *, operation_id: str | None, response: bytes | None
-    ) -> idempotency.Claim:
-        return await idempotency.record_in(
-            tx,
-            request.key,
-            request.request_hash,
-            self._engine.now(),
-            operation_id=operation_id,
-            response=response,
-        )
-
-    async def _refuse(self, request: Request, error: WalletError) -> idempotency.Claim:
-        """Store a refusal under the key and raise it; KasPro being unavailable is not a
-        decision, so nothing is stored (a retry runs again). Returns only when the key
-        turned out decided already: the claim to answer with instead."""
-        if error.reason is Reason.PROVIDER_UNAVAILABLE:
-            raise error
-        async with self._db.transaction() as tx:
-            claim = await self._decide(
-                tx, request, operation_id=None, response=_encode_refusal(error)
-            )
-        if claim.kind is idempotency.ClaimKind.NEW:
-            raise error
-        return claim
-
-    async def _replay_transaction(self, claim: idempotency.Claim) -> Transaction:
-        if claim.operation_id is None:
-            raise _stored_refusal(claim.stored)
-        return await self._render_transaction(claim.operation_id)
-
-    async def _replay_ride(self, claim: idempotency.Claim) -> RidePayment:
-        if claim.operation_id is None:
-            raise _stored_refusal(claim.stored)
-        return await self._render_ride(claim.operation_id.removeprefix("ride:"))
-
-    async def _render_transaction(self, transaction_id: str) -> Transaction:
+    async def _answer_transaction(self, transaction_id: str) -> Transaction:
         """The operation's current state, or the refusal it ended in."""
         transaction = await self.transaction(transaction_id)
         if transaction.status in (TxStatus.PENDING, TxStatus.PROCESSING):
-            if await self._outcome_unknown(transaction.id):
+            if await rows.has_unanswered_attempt(self._db, transaction.id):
                 raise _unknown(transaction.id)
         elif transaction.status is TxStatus.FAILED:
-            raise _failure(transaction.failure_reason, transaction.failure_message)
+            raise _failure(transaction.failure_reason)
         return transaction
 
-    async def _render_ride(self, ride_id: str) -> RidePayment:
-        ride = await self.ride(ride_id)
+    async def _answer_ride(self, operation_id: str) -> RidePayment:
+        ride = await self.ride(operation_id.removeprefix("ride:"))
         if ride.status is RideStatus.FAILED:
             hold = await self.transaction(ride.hold_transaction)
-            raise _failure(hold.failure_reason, hold.failure_message)
-        if ride.status is RideStatus.AUTHORIZING and await self._outcome_unknown(
-            ride.hold_transaction
+            raise _failure(hold.failure_reason)
+        if ride.status is RideStatus.AUTHORIZING and await rows.has_unanswered_attempt(
+            self._db, ride.hold_transaction
         ):
             raise _unknown(ride.hold_transaction)
         return ride
-
-    async def _outcome_unknown(self, transaction_id: str) -> bool:
-        return await rows.has_unanswered_attempt(self._db, transaction_id)
 
     async def _ride_in(self, ride_id: str, status: RideStatus, verb: str) -> RidePayment:
         ride = await self.ride(ride_id)
@@ -784,24 +610,12 @@ class Payments:
             )
 
 
-def _made(operation_id: str) -> idempotency.Claim:
-    """What a retry finds under the key of a request that created ``operation_id``."""
-    return idempotency.Claim(idempotency.ClaimKind.REPLAY, None, operation_id)
+def _nothing(operation_id: str) -> None:
+    """A money request keeps no answer: the operation attached to its key is the answer."""
 
 
-def _reused() -> WalletError:
-    return WalletError(
-        Reason.IDEMPOTENCY_KEY_REUSED,
-        "this request_id was used for a different request: use a new request_id",
-    )
-
-
-def _in_progress() -> WalletError:
-    return WalletError(
-        Reason.REQUEST_IN_PROGRESS,
-        "a request with this request_id is still running: retry shortly",
-        retry_after_seconds=1.0,
-    )
+def _operation(decision: Decision) -> str:
+    return decision.operation_id
 
 
 def _number(canonical: str) -> MobileNumber:
@@ -815,7 +629,8 @@ _FAILURE_MESSAGES = {
 }
 
 
-def _failure(reason_text: str, message: str) -> WalletError:
+def _failure(reason_text: str) -> WalletError:
+    """The refusal of an operation that failed with ``reason_text`` (failure_reason)."""
     reason = Reason(reason_text) if reason_text else Reason.PROVIDER_REJECTED
     return WalletError(reason, _FAILURE_MESSAGES.get(reason, "KasPro refused the payment"))
 
@@ -828,14 +643,3 @@ def _unknown(transaction_id: str) -> WalletError:
         retry_after_seconds=2.0,
         metadata={"transaction_id": transaction_id},
     )
-
-
-def _encode_refusal(error: WalletError) -> bytes:
-    return f"{error.reason.value}\n{error.message}".encode()
-
-
-def _stored_refusal(stored: bytes | None) -> WalletError:
-    if not stored:
-        return WalletError(Reason.INVALID_STATE, "this request was refused before")
-    reason, _, message = stored.decode().partition("\n")
-    return WalletError(Reason(reason), message)
