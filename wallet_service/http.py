@@ -28,7 +28,7 @@ from starlette.routing import Route
 from wallet_service.config import Config
 from wallet_service.domain.errors import Reason
 from wallet_service.flows.engine import Applied, Engine, Result, State
-from wallet_service.flows.payments import Payments
+from wallet_service.flows.top_ups import TopUps
 from wallet_service.http_protocol import PortBounds, bounded_protocol
 from wallet_service.kaspro import (
     CALLBACK_SIGNATURE_HEADER,
@@ -80,14 +80,14 @@ class CallbackReceiver:
     def __init__(
         self,
         engine: Engine,
-        payments: Payments,
+        top_ups: TopUps,
         kaspro: KasProClient,
         settings: CallbackSettings,
         clock: Callable[[], float],
         metrics: Metrics,
     ) -> None:
         self._engine = engine
-        self._payments = payments
+        self._top_ups = top_ups
         self._kaspro = kaspro
         self._settings = settings
         self._clock = clock
@@ -160,7 +160,7 @@ class CallbackReceiver:
             and status.amount_idr
             and status.reff_id
         ):
-            created = await self._payments.record_top_up(
+            created = await self._top_ups.record(
                 status.reff_id,
                 status.mobile_number,
                 status.amount_idr,
@@ -253,7 +253,7 @@ class CallbackReceiver:
             # stays in the callbacks table for a person to look at.
             log.error("callback %d: unusable top-up", callback_id)
             return "rejected", 400
-        created = await self._payments.record_top_up(
+        created = await self._top_ups.record(
             callback.reff_id,
             callback.mobile_number,
             callback.amount_idr,

@@ -33,10 +33,14 @@ from wallet_service.api.payment import PaymentServicer
 from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
 from wallet_service.flows.engine import Engine, Timing
+from wallet_service.flows.external import ExternalPayments
 from wallet_service.flows.funding import Funding
 from wallet_service.flows.idempotency import Idempotency
 from wallet_service.flows.onboarding import Onboarding
-from wallet_service.flows.payments import Payments, PlatformAccounts
+from wallet_service.flows.operations import Operations, PlatformAccounts
+from wallet_service.flows.rides import RidePayments
+from wallet_service.flows.top_ups import TopUps
+from wallet_service.flows.transfers import Transfers
 from wallet_service.http import CALLBACK_PATH, CallbackReceiver, CallbackSettings, start_http
 from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
@@ -159,16 +163,17 @@ async def start(
     engine = Engine(
         db, kaspro, clock, Timing(unanswered_grace_seconds=config.reconcile_grace_seconds)
     )
-    payments = Payments(
+    operations = Operations(
         engine,
         onboarding,
         idempotency,
         PlatformAccounts(
-            escrow=config.kaspro_escrow_account,
-            corporate=config.kaspro_corporate_account,
+            escrow=config.kaspro_escrow_account, corporate=config.kaspro_corporate_account
         ),
         config.limits,
     )
+    rides = RidePayments(operations)
+    external = ExternalPayments(operations)
     funding = Funding(
         onboarding,
         va=config.va_prefixes,
@@ -180,15 +185,17 @@ async def start(
         AccountServicer(onboarding, idempotency, config.max_image_bytes), server
     )
     funding_service_pb2_grpc.add_FundingServiceServicer_to_server(
-        FundingServicer(funding, payments, config.cash_out_banks), server
+        FundingServicer(funding, external, config.cash_out_banks), server
     )
-    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
+        PaymentServicer(rides, Transfers(operations), external), server
+    )
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
-        TransactionServicer(db, payments), server
+        TransactionServicer(db, operations), server
     )
     receiver = CallbackReceiver(
         engine,
-        payments,
+        TopUps(engine),
         kaspro,
         CallbackSettings(
             secrets=[
@@ -208,7 +215,7 @@ async def start(
     )
     reconciler = Reconciler(
         engine,
-        payments,
+        rides,
         receiver.retry_parked,
         interval_seconds=config.reconcile_interval_seconds,
         inquiry_timeout_seconds=config.kaspro_timeout_seconds,

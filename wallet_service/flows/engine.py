@@ -25,7 +25,7 @@ from wallet_service.domain.money import (
     TxStatus,
     TxType,
 )
-from wallet_service.domain.phone import MobileNumber
+from wallet_service.domain.phone import MobileNumber, parse_mobile_number
 from wallet_service.domain.records import Attempt, AttemptStatus, RidePayment, Transaction
 from wallet_service.kaspro import (
     KasProClient,
@@ -170,11 +170,7 @@ def account_party(account: str) -> str:
 
 def _party(text: str) -> Party:
     kind, _, value = text.partition(":")
-    return MobileNumber(value[2:]) if kind == "mobile" else value
-
-
-def _mobile(text: str) -> MobileNumber:
-    return MobileNumber(text[2:])
+    return parse_mobile_number(value) if kind == "mobile" else value
 
 
 class Engine:
@@ -346,7 +342,7 @@ class Engine:
         if endpoint == "payment":
             return await self._kaspro.pay_to_merchant(
                 reference,
-                _mobile(args["payer"]),
+                parse_mobile_number(args["payer"]),
                 args["amount"],
                 args["reference"],
                 args["destination"],
@@ -364,7 +360,7 @@ class Engine:
         if endpoint == "bank":
             return await self._kaspro.bank_transfer(
                 reference,
-                _mobile(args["mobile"]),
+                parse_mobile_number(args["mobile"]),
                 args["bank_code"],
                 args["account_number"],
                 args["account_name"],
@@ -374,7 +370,7 @@ class Engine:
         if endpoint == "retail":
             return await self._kaspro.retail_withdrawal(
                 reference,
-                _mobile(args["mobile"]),
+                parse_mobile_number(args["mobile"]),
                 args["channel"],
                 args["amount"],
                 timeout=timeout,
@@ -382,7 +378,7 @@ class Engine:
         if endpoint == "qris":
             return await self._kaspro.pay_qris(
                 reference,
-                _mobile(args["mobile"]),
+                parse_mobile_number(args["mobile"]),
                 args["payload"],
                 args["amount"],
                 timeout=timeout,
@@ -617,9 +613,13 @@ def _payer(attempt: Attempt) -> MobileNumber | None:
     args = attempt.call["args"]
     canonical = args.get("payer") or args.get("mobile")
     if canonical:
-        return _mobile(canonical)
+        return parse_mobile_number(canonical)
     source = args.get("source", "")
-    return _mobile(source.removeprefix("mobile:")) if source.startswith("mobile:") else None
+    return (
+        parse_mobile_number(source.removeprefix("mobile:"))
+        if source.startswith("mobile:")
+        else None
+    )
 
 
 def _lines(attempt: Attempt) -> list[Line]:
