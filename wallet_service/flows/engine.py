@@ -468,7 +468,7 @@ class Engine:
             if result.reff_id and transaction.kaspro_reference is None:
                 fields["kaspro_reference"] = result.reff_id
             if result.merchant_name:
-                fields["details"] = _json(
+                fields["details"] = json.dumps(
                     {**transaction.details, "merchant_name": result.merchant_name}
                 )
             moved = await rows.move_transaction(
@@ -491,7 +491,7 @@ class Engine:
         if result.withdrawal_code:
             fields["withdrawal_code"] = result.withdrawal_code
         if result.merchant_name:
-            fields["details"] = _json(
+            fields["details"] = json.dumps(
                 {**transaction.details, "merchant_name": result.merchant_name}
             )
         moved = await rows.move_transaction(tx, transaction.id, TxStatus.SUCCEEDED, now, **fields)
@@ -633,7 +633,3 @@ def _lines(attempt: Attempt) -> list[Line]:
         ]
         lines.append(Line(KASPRO_FEES, attempt.fee_idr))
     return lines
-
-
-def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data)
