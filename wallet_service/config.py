@@ -531,7 +531,6 @@ class Config:
         "how long request_ids are remembered (at least 72)",
         minimum=72.0,
     )
-    idempotency_lease_seconds: float = 120.0
     max_image_bytes: int = setting(
         "WALLET_MAX_IMAGE_BYTES",
         5 * 1024 * 1024,

@@ -31,15 +31,19 @@ from wallet_service.api.account import AccountServicer, reduce_stored_answers
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
 from wallet_service.api.funding import FundingServicer
-from wallet_service.api.idempotent import Idempotency
 from wallet_service.api.payment import PaymentServicer
 from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
 from wallet_service.flows.callbacks import CallbackReceiver
 from wallet_service.flows.engine import Engine, Timing
+from wallet_service.flows.external import ExternalPayments
 from wallet_service.flows.funding import Funding
+from wallet_service.flows.idempotency import Idempotency
 from wallet_service.flows.onboarding import Onboarding
-from wallet_service.flows.payments import Payments, PlatformAccounts
+from wallet_service.flows.operations import Operations, PlatformAccounts
+from wallet_service.flows.rides import RidePayments
+from wallet_service.flows.top_ups import TopUps
+from wallet_service.flows.transfers import Transfers
 from wallet_service.http import CALLBACK_PATH, start_http
 from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
@@ -122,11 +126,11 @@ async def start(
         kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
         resources.push_async_callback(kaspro.aclose)
         server, health_servicer = _grpc_server(config)
-        engine, payments = await _add_services(server, config, db, kaspro, clock)
-        receiver = CallbackReceiver(engine, payments, kaspro, config, clock, metrics)
+        engine, rides = await _add_services(server, config, db, kaspro, clock)
+        receiver = CallbackReceiver(engine, TopUps(engine), kaspro, config, clock, metrics)
         reconciler = Reconciler(
             engine,
-            payments,
+            rides,
             receiver.retry_parked,
             interval_seconds=config.reconcile_interval_seconds,
             inquiry_timeout_seconds=config.kaspro_timeout_seconds,
@@ -226,26 +230,27 @@ async def _add_services(
     db: Database,
     kaspro: KasProClient,
     clock: Callable[[], float],
-) -> tuple[Engine, Payments]:
+) -> tuple[Engine, RidePayments]:
     """The use cases, and the wallet's gRPC services over them on ``server``."""
     onboarding = Onboarding(db, kaspro, config.otp, clock)
-    idempotency = Idempotency(db, clock, config.idempotency_lease_seconds)
+    idempotency = Idempotency(db, clock)
     # Before any retry can be answered: no full KTP identity stays in the database.
     if reduced := await reduce_stored_answers(idempotency):
         log.info("reduced %d stored UpgradeKyc answers to what retries need", reduced)
     engine = Engine(
         db, kaspro, clock, Timing(unanswered_grace_seconds=config.reconcile_grace_seconds)
     )
-    payments = Payments(
+    operations = Operations(
         engine,
         onboarding,
+        idempotency,
         PlatformAccounts(
-            escrow=config.kaspro_escrow_account,
-            merchant=config.kaspro_merchant_account,
-            corporate=config.kaspro_corporate_account,
+            escrow=config.kaspro_escrow_account, corporate=config.kaspro_corporate_account
         ),
         config.limits,
     )
+    rides = RidePayments(operations)
+    external = ExternalPayments(operations)
     funding = Funding(
         onboarding,
         va=config.va_prefixes,
@@ -257,13 +262,15 @@ async def _add_services(
         AccountServicer(onboarding, idempotency, config.max_image_bytes), server
     )
     funding_service_pb2_grpc.add_FundingServiceServicer_to_server(
-        FundingServicer(funding, payments, config.cash_out_banks), server
+        FundingServicer(funding, external, config.cash_out_banks), server
     )
-    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
+        PaymentServicer(rides, Transfers(operations), external), server
+    )
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
-        TransactionServicer(db, payments), server
+        TransactionServicer(db, operations), server
     )
-    return engine, payments
+    return engine, rides
 
 
 def _start_workers(

@@ -336,7 +336,7 @@ async def test_authorize_replay_answers_the_same_without_a_second_call(h: Harnes
 
 async def test_a_retried_authorize_answers_the_rides_state_after_capture(h: Harness) -> None:
     first = await authorized(h)
-    assert await do_authorize(h) == first  # answered, and kept for the next retry
+    assert await do_authorize(h) == first
 
     captured = await do_capture(h)
     again = await do_authorize(h)
@@ -494,8 +494,7 @@ async def test_insufficient_funds_fails_the_ride_and_moves_nothing(h: Harness) -
     assert ride_statuses(events) == [AUTHORIZING, FAILED]
     holds = ride_transactions(events, common_pb2.TRANSACTION_TYPE_RIDE_HOLD)
     assert holds[-1].status == common_pb2.TRANSACTION_STATUS_FAILED
-    # Retries repeat the refusal without asking KasPro again (the later ones answered
-    # from the key kept in memory, the failure read from the hold each time).
+    # Retries repeat the refusal without asking KasPro again.
     for _ in range(3):
         again = await expect_failure(
             h.payments.AuthorizeRidePayment(authorize(), metadata=DISPATCH, timeout=DEADLINE)

@@ -1,17 +1,21 @@
-"""Idempotency keys: a duplicate in flight waits; a key left by a dead process does not;
-a money request's key is written once, decided, and read without a transaction; answers
-stored whole are reduced once, and nothing else is touched."""
+"""Idempotency keys: a duplicate in flight waits; a key left by a dead process does not; an
+operation is attached to the key only by the process that holds it; a request that
+decides nothing gives its key back; refusals stored by earlier versions still replay;
+answers stored whole are reduced once, and nothing else is touched."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
 
+import pytest
 from wallet.v1 import account_service_pb2, common_pb2
 
 from wallet_service.api.account import reduce_stored_answers
-from wallet_service.api.idempotent import Idempotency
+from wallet_service.domain.errors import Reason, WalletError
+from wallet_service.flows.idempotency import Idempotency, Request
 from wallet_service.store import idempotency
 from wallet_service.store.database import Database
 
@@ -24,9 +28,11 @@ async def test_a_running_key_of_this_process_is_in_progress(tmp_path: Path) -> N
     try:
         first = await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
         again = await idempotency.claim(db, KEY, HASH, 1001.0, 120.0)
-        assert (first.kind, again.kind) == (
+        other = await idempotency.claim(db, KEY, b"x" * 32, 1001.0, 120.0)
+        assert (first.kind, again.kind, other.kind) == (
             idempotency.ClaimKind.NEW,
             idempotency.ClaimKind.IN_PROGRESS,
+            idempotency.ClaimKind.REUSED,
         )
     finally:
         await db.close()
@@ -34,94 +40,69 @@ async def test_a_running_key_of_this_process_is_in_progress(tmp_path: Path) -> N
 
 async def test_a_key_held_by_a_killed_process_is_taken_over_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "w.db")
-    dead = await Database.open(path)
-    await idempotency.claim(dead, KEY, HASH, 1000.0, 120.0)
-    await _set_operation(dead, "txn_1")
-    await dead.close()  # the process is gone; its key is still 'running', lease unexpired
-
-    alive = await Database.open(path)
-    try:
-        claim = await idempotency.claim(alive, KEY, HASH, 1001.0, 120.0)
-        # Not REQUEST_IN_PROGRESS: the retry reports on the operation the dead one made.
-        assert (claim.kind, claim.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
-        other = await idempotency.claim(alive, KEY, b"x" * 32, 1001.0, 120.0)
-        assert other.kind is idempotency.ClaimKind.REUSED
-        # A money request looking at the key gets the same answers, without writing.
-        looked = await idempotency.look(alive, KEY, HASH, 1001.0)
-        assert looked is not None
-        assert (looked.kind, looked.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
-    finally:
-        await alive.close()
-
-
-async def test_a_recorded_key_replays_its_operation_or_refusal(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
-    refused = idempotency.Key("app", "Transfer", "req-2")
-    try:
-        assert await idempotency.look(db, KEY, HASH, 1000.0) is None  # unknown: it runs
-        async with db.transaction() as tx:
-            made = await idempotency.record_in(
-                tx, KEY, HASH, 1000.0, operation_id="txn_1", response=None
-            )
-            no = await idempotency.record_in(
-                tx, refused, HASH, 1000.0, operation_id=None, response=b"refusal"
-            )
-        assert (made.kind, no.kind) == (idempotency.ClaimKind.NEW, idempotency.ClaimKind.NEW)
-
-        replay = await idempotency.look(db, KEY, HASH, 1001.0)
-        refusal = await idempotency.look(db, refused, HASH, 1001.0)
-        reused = await idempotency.look(db, KEY, b"x" * 32, 1001.0)
-
-        assert replay == idempotency.Claim(idempotency.ClaimKind.REPLAY, None, "txn_1")
-        assert refusal == idempotency.Claim(idempotency.ClaimKind.REPLAY, b"refusal", None)
-        assert reused == idempotency.Claim(idempotency.ClaimKind.REUSED)
-        # Recording again changes nothing and says what the key holds.
-        async with db.transaction() as tx:
-            again = await idempotency.record_in(
-                tx, KEY, HASH, 1002.0, operation_id="txn_2", response=None
-            )
-        assert again == replay
-        assert await idempotency.look(db, KEY, HASH, 1003.0) == replay
-    finally:
-        await db.close()
-
-
-async def test_record_takes_over_a_dead_requests_key_unless_it_made_an_operation(
-    tmp_path: Path,
-) -> None:
-    path = str(tmp_path / "w.db")
     other = idempotency.Key("app", "Transfer", "req-2")
     dead = await Database.open(path)
     await idempotency.claim(dead, KEY, HASH, 1000.0, 120.0)  # died before creating
     await idempotency.claim(dead, other, HASH, 1000.0, 120.0)
-    await _set_operation(dead, "txn_1", other)  # died after creating txn_1
-    await dead.close()
+    await _attach(dead, other, "txn_1")  # died after creating txn_1
+    await dead.close()  # the process is gone; its keys are still 'running', leases on
 
     alive = await Database.open(path)
     try:
-        assert await idempotency.look(alive, KEY, HASH, 1001.0) is None  # it may run
-        async with alive.transaction() as tx:
-            taken = await idempotency.record_in(
-                tx, KEY, HASH, 1001.0, operation_id="txn_2", response=None
-            )
-            kept = await idempotency.record_in(
-                tx, other, HASH, 1001.0, operation_id="txn_3", response=None
-            )
+        taken = await idempotency.claim(alive, KEY, HASH, 1001.0, 120.0)
+        made = await idempotency.claim(alive, other, HASH, 1001.0, 120.0)
+
         assert taken.kind is idempotency.ClaimKind.NEW
-        assert (kept.kind, kept.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
-        # Decided now, so kept for the full retention from now, not from the dead claim.
+        # Not REQUEST_IN_PROGRESS: the retry reports on the operation the dead one made.
+        assert (made.kind, made.operation_id) == (idempotency.ClaimKind.REPLAY, "txn_1")
+        # Taken over now, so kept for the full retention from now.
         row = await alive.fetch_one(
             "SELECT created_at FROM idempotency_keys WHERE request_id = ?", (KEY.request_id,)
         )
         assert row is not None
         assert row["created_at"] == 1001.0
-        looked = await idempotency.look(alive, KEY, HASH, 1002.0)
-        assert looked == idempotency.Claim(idempotency.ClaimKind.REPLAY, None, "txn_2")
-        looked = await idempotency.look(alive, other, HASH, 1002.0)
+    finally:
+        await alive.close()
+
+
+async def test_only_the_holder_attaches_an_operation_and_only_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "w.db")
+    db = await Database.open(path)
+    try:
+        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        assert await _attach(db, KEY, "txn_1")
+        assert not await _attach(db, KEY, "txn_2")
+        # Another process takes the key over (say its lease ended): it is not ours.
+        second = idempotency.Key("app", "Transfer", "req-2")
+        await idempotency.claim(db, second, HASH, 1000.0, 120.0)
+        with contextlib.closing(sqlite3.connect(path)) as other, other:
+            other.execute("UPDATE idempotency_keys SET holder = 'another process'")
+        assert not await _attach(db, second, "txn_3")
+
+        looked = await idempotency.look(db, KEY, HASH, 1001.0)
         assert looked is not None
         assert looked.operation_id == "txn_1"
     finally:
-        await alive.close()
+        await db.close()
+
+
+async def test_a_released_key_is_forgotten_unless_it_names_an_operation(tmp_path: Path) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    made = idempotency.Key("app", "Transfer", "req-2")
+    try:
+        for key in (KEY, made):
+            await idempotency.claim(db, key, HASH, 1000.0, 120.0)
+        await _attach(db, made, "txn_1")
+
+        await idempotency.release(db, KEY)
+        await idempotency.release(db, made)
+
+        assert await idempotency.look(db, KEY, HASH, 1001.0) is None  # a retry runs afresh
+        assert await idempotency.look(db, made, HASH, 1001.0) == idempotency.Claim(
+            idempotency.ClaimKind.REPLAY, None, "txn_1"
+        )
+    finally:
+        await db.close()
 
 
 async def test_look_waits_for_an_open_transaction_and_never_sees_what_rolls_back(
@@ -129,39 +110,20 @@ async def test_look_waits_for_an_open_transaction_and_never_sees_what_rolls_back
 ) -> None:
     db = await Database.open(str(tmp_path / "w.db"))
     try:
+        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        await idempotency.complete(db, KEY, None)
         with contextlib.suppress(RuntimeError):
             async with db.transaction() as tx:
-                await idempotency.record_in(
-                    tx, KEY, HASH, 1000.0, operation_id="txn_1", response=None
-                )
+                await tx.execute("DELETE FROM idempotency_keys")
                 # Another request looks while this transaction is open (its coroutine
-                # suspended here): the row it would read is not committed.
+                # suspended here): what it would read is not committed.
                 looking = asyncio.ensure_future(idempotency.look(db, KEY, HASH, 1000.0))
                 await asyncio.sleep(0.01)
                 assert not looking.done()
                 raise RuntimeError("rolled back")
-        assert await looking is None
-
-        async with db.transaction() as tx:
-            await idempotency.record_in(tx, KEY, HASH, 1000.0, operation_id="txn_2", response=None)
-            looking = asyncio.ensure_future(idempotency.look(db, KEY, HASH, 1000.0))
-            await asyncio.sleep(0.01)
-            assert not looking.done()
-        looked = await looking
-        assert looked is not None
-        assert looked.operation_id == "txn_2"
+        assert await looking == idempotency.Claim(idempotency.ClaimKind.REPLAY)
     finally:
         await db.close()
-
-
-async def _set_operation(db: Database, operation_id: str, key: idempotency.Key = KEY) -> None:
-    """What the claim protocol's holder wrote once it had created its operation."""
-    async with db.transaction() as tx:
-        await tx.execute(
-            """UPDATE idempotency_keys SET operation_id = ?
-               WHERE caller = ? AND method = ? AND request_id = ?""",
-            (operation_id, key.caller, key.method, key.request_id),
-        )
 
 
 async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
@@ -171,7 +133,7 @@ async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
     keys = {name: idempotency.Key("app", "Transfer", name) for name in ("a", "b", "c", "d")}
     dead = await Database.open(path)
     await idempotency.claim(dead, keys["a"], HASH, 1000.0, 120.0)  # running, lease over
-    await _set_operation(dead, "txn_1", keys["a"])  # (a retry would be told about txn_1)
+    await _attach(dead, keys["a"], "txn_1")  # (a retry would be told about txn_1)
     await idempotency.claim(dead, keys["b"], HASH, 1000.0, 10**9)  # running, lease on
     await idempotency.claim(dead, keys["c"], HASH, 1000.0, 120.0)
     await idempotency.complete(dead, keys["c"], None)  # decided, old
@@ -184,6 +146,42 @@ async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
         assert await idempotency.purge(db, older_than=5000.0) == 2
         rows = await db.fetch_all("SELECT request_id FROM idempotency_keys ORDER BY request_id")
         assert [row["request_id"] for row in rows] == ["b", "d"]
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason", "message"),
+    [
+        (b"LIMIT_EXCEEDED\nat most 40000000 IDR may move in 30 days", "LIMIT_EXCEEDED", None),
+        (b"INVALID_STATE\ntwo\nlines", "INVALID_STATE", "two\nlines"),
+    ],
+)
+async def test_a_money_refusal_stored_by_an_earlier_version_replays_after_upgrade(
+    tmp_path: Path, stored: bytes, reason: str, message: str | None
+) -> None:
+    path = str(tmp_path / "w.db")
+    db = await Database.open(path)
+    await db.close()
+    # The database as the previous version left it: migration 0007, its encoding.
+    with contextlib.closing(sqlite3.connect(path)) as old, old:
+        old.execute("PRAGMA user_version = 7")
+        old.execute(
+            "INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state, "
+            "response, lease_until, created_at, holder) "
+            "VALUES ('app', 'Transfer', 'req-1', ?, 'done', ?, 0, 0, 'old')",
+            (HASH, stored),
+        )
+
+    db = await Database.open(path)
+    try:
+        request = Request("app", "Transfer", "req-1", HASH)
+        with pytest.raises(WalletError) as refused:
+            await Idempotency(db, lambda: 1.0).run(
+                request, _never, keep=lambda _: None, replay=lambda _: None
+            )
+        expected = message or stored.decode().partition("\n")[2]
+        assert (refused.value.reason, refused.value.message) == (Reason(reason), expected)
     finally:
         await db.close()
 
@@ -213,12 +211,9 @@ async def test_reducing_stored_answers_touches_only_whole_answers_of_its_method(
             await idempotency.complete(db, key, outcome)
         running = idempotency.Key("app", "UpgradeKyc", "running")
         await idempotency.claim(db, running, HASH, 1000.0, 120.0)
-        idempotent = Idempotency(db, lambda: 1000.0, 120.0)
-        told: list[bool] = []
-        db.watch_changes(lambda tx: told.append(tx.forgot_keys))
+        idempotent = Idempotency(db, lambda: 1000.0)
 
         assert await reduce_stored_answers(idempotent) == 1
-        assert told == [True]  # as after a purge: answers kept in memory are dropped
         assert await reduce_stored_answers(idempotent) == 0  # a second start changes nothing
 
         stored = {
@@ -235,3 +230,13 @@ async def test_reducing_stored_answers_touches_only_whole_answers_of_its_method(
         assert stored["running"] is None
     finally:
         await db.close()
+
+
+async def _attach(db: Database, key: idempotency.Key, operation_id: str) -> bool:
+    """What a money request does in the transaction that creates its operation."""
+    async with db.transaction() as tx:
+        return await idempotency.attach(tx, key, operation_id)
+
+
+async def _never() -> None:
+    raise AssertionError("a decided request must not run again")

@@ -12,7 +12,7 @@ from wallet.v1 import common_pb2
 from wallet_service.api import convert
 from wallet_service.api.auth import current_caller
 from wallet_service.api.fields import Fields
-from wallet_service.api.idempotent import Idempotency
+from wallet_service.api.idempotent import keyed
 from wallet_service.domain.customer import (
     NewCustomer,
     email_problem,
@@ -22,6 +22,7 @@ from wallet_service.domain.customer import (
 )
 from wallet_service.domain.images import image_problem
 from wallet_service.domain.nik import mask_nik
+from wallet_service.flows.idempotency import Idempotency
 from wallet_service.flows.onboarding import Onboarding
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -56,8 +57,15 @@ def upgrade_kept(answer: pb.UpgradeKycResponse) -> pb.UpgradeKycResponse:
 
 
 async def reduce_stored_answers(idempotency: Idempotency) -> int:
-    """Reduce the UpgradeKyc answers that versions before ``upgrade_kept`` stored whole."""
-    return await idempotency.reduce_stored("UpgradeKyc", pb.UpgradeKycResponse, upgrade_kept)
+    """Reduce the UpgradeKyc answers that versions before ``upgrade_kept`` stored whole;
+    return how many changed (none the second time)."""
+
+    def reduce(stored: bytes) -> bytes:
+        answer = pb.UpgradeKycResponse.FromString(stored)
+        smaller = upgrade_kept(answer)
+        return stored if smaller == answer else smaller.SerializeToString()
+
+    return await idempotency.rewrite_answers("UpgradeKyc", reduce)
 
 
 class AccountServicer(pb_grpc.AccountServiceServicer):
@@ -101,7 +109,10 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             return pb.RegisterCustomerResponse(account=convert.account(wallet))
 
         return await self._idempotency.run(
-            "RegisterCustomer", request, request_id, pb.RegisterCustomerResponse, register
+            keyed("RegisterCustomer", request, request_id),
+            register,
+            keep=pb.RegisterCustomerResponse.SerializeToString,
+            replay=lambda decided: pb.RegisterCustomerResponse.FromString(decided.answer),
         )
 
     async def RequestOtp(
@@ -155,7 +166,10 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             )
 
         return await self._idempotency.run(
-            "UpgradeKyc", request, request_id, pb.UpgradeKycResponse, upgrade, kept=upgrade_kept
+            keyed("UpgradeKyc", request, request_id),
+            upgrade,
+            keep=lambda answer: upgrade_kept(answer).SerializeToString(),
+            replay=lambda decided: pb.UpgradeKycResponse.FromString(decided.answer),
         )
 
     async def GetAccount(

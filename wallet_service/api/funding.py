@@ -13,11 +13,11 @@ from wallet.v1 import funding_service_pb2_grpc as pb_grpc
 from wallet_service.api import convert
 from wallet_service.api.account import time_left
 from wallet_service.api.fields import Fields
-from wallet_service.api.idempotent import money_request
+from wallet_service.api.idempotent import keyed
 from wallet_service.domain.customer import account_name_problem
 from wallet_service.domain.funding import Instructions
+from wallet_service.flows.external import BankAccount, ExternalPayments
 from wallet_service.flows.funding import Funding
-from wallet_service.flows.payments import BankAccount, Payments
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -47,9 +47,11 @@ def _retail_codes(found: Instructions) -> list[pb.RetailPaymentCode]:
 
 
 class FundingServicer(pb_grpc.FundingServiceServicer):
-    def __init__(self, funding: Funding, payments: Payments, banks: Mapping[str, str]) -> None:
+    def __init__(
+        self, funding: Funding, external: ExternalPayments, banks: Mapping[str, str]
+    ) -> None:
         self._funding = funding
-        self._payments = payments
+        self._external = external
         self._banks = banks
 
     async def GetTopUpInstructions(
@@ -101,8 +103,8 @@ class FundingServicer(pb_grpc.FundingServiceServicer):
         else:
             f.bad("destination", "set bank_account or retail_outlet")
         f.done()
-        transaction = await self._payments.cash_out(
-            money_request("CashOut", request, request_id),
+        transaction = await self._external.cash_out(
+            keyed("CashOut", request, request_id),
             mobile,
             amount,
             bank=bank,

@@ -11,17 +11,23 @@ from wallet.v1 import payment_service_pb2_grpc as pb_grpc
 from wallet_service.api import convert
 from wallet_service.api.account import time_left
 from wallet_service.api.fields import Fields
-from wallet_service.api.idempotent import money_request
+from wallet_service.api.idempotent import keyed
 from wallet_service.domain.customer import text_problem
 from wallet_service.domain.qris import InvalidQris, QrisAmountError, amount_to_pay, parse_qris
-from wallet_service.flows.payments import Payments
+from wallet_service.flows.external import ExternalPayments
+from wallet_service.flows.rides import RidePayments
+from wallet_service.flows.transfers import Transfers
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class PaymentServicer(pb_grpc.PaymentServiceServicer):
-    def __init__(self, payments: Payments) -> None:
-        self._flow = payments
+    def __init__(
+        self, rides: RidePayments, transfers: Transfers, external: ExternalPayments
+    ) -> None:
+        self._rides = rides
+        self._transfers = transfers
+        self._external = external
 
     async def AuthorizeRidePayment(
         self, request: pb.AuthorizeRidePaymentRequest, context: ServicerContext
@@ -32,8 +38,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         passenger = f.mobile("passenger_mobile_number", request.passenger_mobile_number)
         amount = f.positive_amount("amount_idr", request.amount_idr)
         f.done()
-        ride = await self._flow.authorize_ride(
-            money_request("AuthorizeRidePayment", request, request_id),
+        ride = await self._rides.authorize(
+            keyed("AuthorizeRidePayment", request, request_id),
             ride_id,
             passenger,
             amount,
@@ -54,8 +60,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         elif request.platform_fee_idr > request.final_fare_idr > 0:
             f.bad("platform_fee_idr", "platform_fee_idr must not exceed final_fare_idr")
         f.done()
-        ride = await self._flow.capture_ride(
-            money_request("CaptureRidePayment", request, request_id),
+        ride = await self._rides.capture(
+            keyed("CaptureRidePayment", request, request_id),
             ride_id,
             fare,
             driver,
@@ -72,8 +78,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         ride_id = f.ride_id("ride_id", request.ride_id)
         f.check("reason", text_problem(request.reason, max_length=200))
         f.done()
-        ride = await self._flow.void_ride(
-            money_request("VoidRidePayment", request, request_id),
+        ride = await self._rides.void(
+            keyed("VoidRidePayment", request, request_id),
             ride_id,
             request.reason,
             timeout=time_left(context),
@@ -87,7 +93,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         ride_id = f.ride_id("ride_id", request.ride_id)
         f.done()
         return pb.GetRidePaymentResponse(
-            ride_payment=convert.ride_payment(await self._flow.ride(ride_id))
+            ride_payment=convert.ride_payment(await self._rides.ride(ride_id))
         )
 
     async def TipDriver(
@@ -98,8 +104,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         ride_id = f.ride_id("ride_id", request.ride_id)
         amount = f.positive_amount("amount_idr", request.amount_idr)
         f.done()
-        transaction = await self._flow.tip(
-            money_request("TipDriver", request, request_id),
+        transaction = await self._transfers.tip(
+            keyed("TipDriver", request, request_id),
             ride_id,
             amount,
             timeout=time_left(context),
@@ -118,8 +124,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         if request.from_mobile_number and request.to_mobile_number and source == target:
             f.bad("to_mobile_number", "to_mobile_number must differ from from_mobile_number")
         f.done()
-        transaction = await self._flow.transfer(
-            money_request("Transfer", request, request_id),
+        transaction = await self._transfers.transfer(
+            keyed("Transfer", request, request_id),
             source,
             target,
             amount,
@@ -150,8 +156,8 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
                 if request.amount_idr >= 0:  # a negative amount is named above already
                     f.bad("amount_idr", f"amount_idr {exc}")
         f.done()
-        transaction = await self._flow.pay_qris(
-            money_request("PayQris", request, request_id),
+        transaction = await self._external.pay_qris(
+            keyed("PayQris", request, request_id),
             mobile,
             request.qris_payload,
             merchant,

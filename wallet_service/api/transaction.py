@@ -20,7 +20,7 @@ from wallet_service.api.fields import Fields
 from wallet_service.domain.money import TxStatus, TxType
 from wallet_service.flows.engine import RIDE_PAYMENT_UPDATED, TRANSACTION_UPDATED
 from wallet_service.flows.onboarding import ACCOUNT_LINKED, KYC_UPGRADED
-from wallet_service.flows.payments import Payments
+from wallet_service.flows.operations import Operations
 from wallet_service.store import money as rows
 from wallet_service.store.database import Database, Row
 
@@ -36,9 +36,9 @@ _STATUSES = {v: k for k, v in convert.TX_STATUSES.items()}
 
 
 class TransactionServicer(pb_grpc.TransactionServiceServicer):
-    def __init__(self, db: Database, payments: Payments) -> None:
+    def __init__(self, db: Database, operations: Operations) -> None:
         self._db = db
-        self._payments = payments
+        self._operations = operations
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: ServicerContext
@@ -47,7 +47,7 @@ class TransactionServicer(pb_grpc.TransactionServiceServicer):
         if not request.transaction_id or len(request.transaction_id) > 64:
             f.bad("transaction_id", "transaction_id is required (at most 64 characters)")
         f.done()
-        found = await self._payments.transaction(request.transaction_id)
+        found = await self._operations.transaction(request.transaction_id)
         return pb.GetTransactionResponse(transaction=convert.transaction(found))
 
     async def ListTransactions(

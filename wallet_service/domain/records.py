@@ -15,8 +15,10 @@ class AttemptStatus(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
-
-OPEN_ATTEMPTS = (AttemptStatus.PENDING, AttemptStatus.PROCESSING)
+    @property
+    def is_open(self) -> bool:
+        """No final answer yet: the reconciler keeps asking about it."""
+        return self in (AttemptStatus.PENDING, AttemptStatus.PROCESSING)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from wallet_service.config import Config
 from wallet_service.domain.errors import Reason
 from wallet_service.flows.backoff import backoff_seconds
 from wallet_service.flows.engine import Applied, Engine, Result, State
-from wallet_service.flows.payments import Payments
+from wallet_service.flows.top_ups import TopUps
 from wallet_service.kaspro import (
     Callback,
     CallbackKind,
@@ -69,14 +69,14 @@ class CallbackReceiver:
     def __init__(
         self,
         engine: Engine,
-        payments: Payments,
+        top_ups: TopUps,
         kaspro: KasProClient,
         config: Config,
         clock: Callable[[], float],
         metrics: Metrics,
     ) -> None:
         self._engine = engine
-        self._payments = payments
+        self._top_ups = top_ups
         self._kaspro = kaspro
         self._clock = clock
         self._metrics = metrics
@@ -150,7 +150,7 @@ class CallbackReceiver:
             and status.amount_idr
             and status.reff_id
         ):
-            created = await self._payments.record_top_up(
+            created = await self._top_ups.record(
                 status.reff_id,
                 status.mobile_number,
                 status.amount_idr,
@@ -246,7 +246,7 @@ class CallbackReceiver:
             # in the callbacks table for a person to look at.
             log.error("callback %d: unusable top-up", callback_id)
             return "rejected", Reply.REFUSED
-        created = await self._payments.record_top_up(
+        created = await self._top_ups.record(
             callback.reff_id,
             callback.mobile_number,
             callback.amount_idr,

@@ -25,14 +25,8 @@ from wallet_service.domain.money import (
     TxStatus,
     TxType,
 )
-from wallet_service.domain.phone import MobileNumber
-from wallet_service.domain.records import (
-    OPEN_ATTEMPTS,
-    Attempt,
-    AttemptStatus,
-    RidePayment,
-    Transaction,
-)
+from wallet_service.domain.phone import MobileNumber, parse_mobile_number
+from wallet_service.domain.records import Attempt, AttemptStatus, RidePayment, Transaction
 from wallet_service.flows.backoff import backoff_seconds
 from wallet_service.kaspro import (
     KasProClient,
@@ -176,11 +170,7 @@ def account_party(account: str) -> str:
 
 def _party(text: str) -> Party:
     kind, _, value = text.partition(":")
-    return MobileNumber(value[2:]) if kind == "mobile" else value
-
-
-def _mobile(text: str) -> MobileNumber:
-    return MobileNumber(text[2:])
+    return parse_mobile_number(value) if kind == "mobile" else value
 
 
 class Engine:
@@ -281,7 +271,7 @@ class Engine:
 
     async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
         before = await rows.load_attempt(self.db, attempt.reference)
-        if before is None or before.status not in OPEN_ATTEMPTS:
+        if before is None or not before.status.is_open:
             return Result(State.UNKNOWN, detail="the attempt is no longer open")
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
         result = Result.of_status(status)
@@ -352,7 +342,7 @@ class Engine:
         if endpoint == "payment":
             return await self._kaspro.pay_to_merchant(
                 reference,
-                _mobile(args["payer"]),
+                parse_mobile_number(args["payer"]),
                 args["amount"],
                 args["reference"],
                 args["destination"],
@@ -370,7 +360,7 @@ class Engine:
         if endpoint == "bank":
             return await self._kaspro.bank_transfer(
                 reference,
-                _mobile(args["mobile"]),
+                parse_mobile_number(args["mobile"]),
                 args["bank_code"],
                 args["account_number"],
                 args["account_name"],
@@ -380,7 +370,7 @@ class Engine:
         if endpoint == "retail":
             return await self._kaspro.retail_withdrawal(
                 reference,
-                _mobile(args["mobile"]),
+                parse_mobile_number(args["mobile"]),
                 args["channel"],
                 args["amount"],
                 timeout=timeout,
@@ -388,7 +378,7 @@ class Engine:
         if endpoint == "qris":
             return await self._kaspro.pay_qris(
                 reference,
-                _mobile(args["mobile"]),
+                parse_mobile_number(args["mobile"]),
                 args["payload"],
                 args["amount"],
                 timeout=timeout,
@@ -404,7 +394,7 @@ class Engine:
             transaction = await rows.load_transaction(tx, attempt.transaction_id)
             assert transaction is not None
             now = self.now()
-            if attempt.status not in OPEN_ATTEMPTS:
+            if not attempt.status.is_open:
                 if result.state not in (State.SUCCEEDED, State.FAILED):
                     return Applied.IGNORED
                 if State(attempt.status.value) is result.state:
@@ -478,7 +468,7 @@ class Engine:
             if result.reff_id and transaction.kaspro_reference is None:
                 fields["kaspro_reference"] = result.reff_id
             if result.merchant_name:
-                fields["details"] = _json(
+                fields["details"] = json.dumps(
                     {**transaction.details, "merchant_name": result.merchant_name}
                 )
             moved = await rows.move_transaction(
@@ -501,7 +491,7 @@ class Engine:
         if result.withdrawal_code:
             fields["withdrawal_code"] = result.withdrawal_code
         if result.merchant_name:
-            fields["details"] = _json(
+            fields["details"] = json.dumps(
                 {**transaction.details, "merchant_name": result.merchant_name}
             )
         moved = await rows.move_transaction(tx, transaction.id, TxStatus.SUCCEEDED, now, **fields)
@@ -623,9 +613,13 @@ def _payer(attempt: Attempt) -> MobileNumber | None:
     args = attempt.call["args"]
     canonical = args.get("payer") or args.get("mobile")
     if canonical:
-        return _mobile(canonical)
+        return parse_mobile_number(canonical)
     source = args.get("source", "")
-    return _mobile(source.removeprefix("mobile:")) if source.startswith("mobile:") else None
+    return (
+        parse_mobile_number(source.removeprefix("mobile:"))
+        if source.startswith("mobile:")
+        else None
+    )
 
 
 def _lines(attempt: Attempt) -> list[Line]:
@@ -639,7 +633,3 @@ def _lines(attempt: Attempt) -> list[Line]:
         ]
         lines.append(Line(KASPRO_FEES, attempt.fee_idr))
     return lines
-
-
-def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data)

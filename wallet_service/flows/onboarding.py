@@ -245,7 +245,7 @@ class Onboarding:
                 {
                     "mobile_number": mobile.canonical,
                     "kyc_status": "VERIFIED",
-                    "linked_at": await rows.linked_at_in(tx, mobile),
+                    "linked_at": await rows.linked_at(tx, mobile),
                 },
                 now,
             )

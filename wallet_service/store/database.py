@@ -63,7 +63,6 @@ class Database:
         # holds the write lock; past BEGIN they await nothing but their own statements.
         self._lock = asyncio.Lock()
         self._events_written = asyncio.Event()
-        self._watchers: list[Callable[[Transaction], None]] = []
         # This opening of the database: rows marked with another one were written by a
         # process that is gone.
         self.incarnation = uuid.uuid4().hex
@@ -72,13 +71,6 @@ class Database:
     def events_written(self) -> asyncio.Event:
         """Set (and replaced by a fresh one) after each commit that wrote events."""
         return self._events_written
-
-    def watch_changes(self, watcher: Callable[[Transaction], None]) -> None:
-        """Call ``watcher`` with every transaction that changed an operation's row or
-        forgot idempotency keys (``Transaction.changed``, ``forgot_keys``), on the
-        loop's thread, right after it ended — committed or rolled back: a plain read
-        while it was open may have seen its rows — and before any other coroutine runs."""
-        self._watchers.append(watcher)
 
     @classmethod
     async def open(cls, path: str) -> Database:
@@ -113,7 +105,7 @@ class Database:
     async def migrate(self) -> None:
         """Apply every migration newer than the database's user_version."""
         async with self._lock:
-            row = await retry_while_locked(
+            row: Row | None = await retry_while_locked(
                 lambda: self._conn.execute("PRAGMA user_version").fetchone()
             )
             current = int(row[0]) if row else 0
@@ -140,23 +132,18 @@ class Database:
             await retry_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), asked)
             tx = Transaction(self._conn, self.incarnation)
             try:
-                try:
-                    yield tx
-                except BaseException:
+                yield tx
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (disk full, I/O error, a deferred constraint)
+                # may leave the transaction open: later reads would see its rows.
+                if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                    raise
-                try:
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    # A COMMIT that failed (disk full, I/O error, a deferred constraint)
-                    # may leave the transaction open: later reads would see its rows.
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            finally:
-                if tx.changed or tx.forgot_keys:
-                    for watcher in self._watchers:
-                        watcher(tx)
+                raise
         if tx.wrote_events:
             signal, self._events_written = self._events_written, asyncio.Event()
             signal.set()
@@ -283,11 +270,6 @@ class Transaction:
         self._conn = connection
         self.incarnation = incarnation
         self.wrote_events = False
-        # What its end tells the watchers (Database.watch_changes): the operations
-        # whose rows it changed ("<transaction id>" or "ride:<ride id>"), and whether
-        # it deleted idempotency keys or rewrote their answers.
-        self.changed: set[str] = set()
-        self.forgot_keys = False
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""

@@ -1,13 +1,10 @@
-"""Idempotency keys (MONEY-RULES rule 1).
+"""Idempotency keys (MONEY-RULES rule 1): the rows behind ``flows/idempotency.py``.
 
-Two ways to use them:
-- money RPCs (``flows/payments.py``) ``look`` at the key, run their checks while the key
-  is held in the process's memory, and write it once, already decided, in the database
-  transaction that creates their operation (``record_in``) or with their refusal;
-- the other mutating RPCs (``api/idempotent.py``) ``claim`` the key (a ``running`` row
-  with a lease and the holder's incarnation), then ``complete`` or ``release`` it.
-``purge`` forgets decided keys past their retention; ``rewrite_outcomes`` reduces what
-older versions stored.
+A request ``claim``s its key: a ``running`` row with the request's hash, a lease and
+the holder's incarnation. A money request ``attach``es the operation it creates, in the
+transaction creating it. The request then ``complete``s the key with its outcome, or
+``release``s it when it decided nothing. ``purge`` forgets keys past their retention;
+``rewrite_outcomes`` rewrites what older versions stored.
 """
 
 from __future__ import annotations
@@ -37,28 +34,50 @@ class Key:
 class Claim:
     kind: ClaimKind
     stored: bytes | None = None
-    # The operation (transaction or ride) the key created, for money RPCs: a replay
-    # answers with its current state.
+    # The operation (transaction or ride) a money request created: a replay answers
+    # with its current state.
     operation_id: str | None = None
+
+
+_WHERE_KEY = "caller = ? AND method = ? AND request_id = ?"
 
 
 async def claim(
     db: Database, key: Key, request_hash: bytes, now: float, lease_seconds: float
 ) -> Claim:
-    """Take the key for this request, or say why not, in one transaction."""
+    """Take the key for this request, or say why not. A decided key is only read: a
+    retry of a decided request, the common case under load, writes nothing."""
+    decided = await look(db, key, request_hash, now)
+    if decided is not None:
+        return decided
     async with db.transaction() as tx:
-        return await claim_in(tx, key, request_hash, now, lease_seconds)
+        row = await _key_row(tx, key)
+        if row is None:
+            await tx.execute(
+                """INSERT INTO idempotency_keys (caller, method, request_id, request_hash,
+                                                 state, lease_until, created_at, holder)
+                   VALUES (?, ?, ?, ?, 'running', ?, ?, ?)""",
+                (*_params(key), request_hash, now + lease_seconds, now, tx.incarnation),
+            )
+            return Claim(ClaimKind.NEW)
+        decided = _decided(row, request_hash, now, tx.incarnation)
+        if decided is not None:
+            return decided
+        # The request holding the key died before deciding anything: take it over, and
+        # keep it for the full retention from now (purge counts from created_at).
+        await tx.execute(
+            f"""UPDATE idempotency_keys SET lease_until = ?, holder = ?, created_at = ?
+                WHERE {_WHERE_KEY}""",
+            (now + lease_seconds, tx.incarnation, now, *_params(key)),
+        )
+        return Claim(ClaimKind.NEW)
 
 
 async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim | None:
-    """What a money request must answer instead of running, or None when it may run.
+    """What the key answers this request with, or None when the request may take it.
 
-    A read, no write: a money request writes its key only with the operation it creates
-    (``record_in``), or with its refusal. A retry of a decided request, the common case
-    under load (callers retry on every timeout), costs one indexed read. While a
-    transaction is open on the shared connection (its coroutine suspended inside it) a
-    plain read could see its uncommitted rows, so the read then waits for the writer.
-    """
+    While a transaction is open on the shared connection (its coroutine suspended inside
+    it) a plain read could see its uncommitted rows, so the read then waits for it."""
     if db.in_transaction:
         async with db.transaction() as tx:
             row = await _key_row(tx, key)
@@ -67,90 +86,55 @@ async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim
     return None if row is None else _decided(row, request_hash, now, db.incarnation)
 
 
-async def record_in(
-    tx: Transaction,
-    key: Key,
-    request_hash: bytes,
-    now: float,
-    *,
-    operation_id: str | None,
-    response: bytes | None,
-) -> Claim:
-    """Store a money request's decision (the operation it created, or its refusal) in the
-    caller's transaction (rule 1): NEW when the key is now this request's; otherwise the
-    claim the key already had, and nothing is written."""
-    row = await _key_row(tx, key)
-    if row is None:
-        await tx.execute(
-            """INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state,
-                                             response, lease_until, created_at,
-                                             operation_id, holder)
-               VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?)""",
-            (
-                key.caller,
-                key.method,
-                key.request_id,
-                request_hash,
-                response,
-                now,
-                now,
-                operation_id,
-                tx.incarnation,
-            ),
-        )
-        return Claim(ClaimKind.NEW)
-    claim = _decided(row, request_hash, now, tx.incarnation)
-    if claim is not None:
-        return claim
-    # Left running by a process that died before creating anything: decided here, and
-    # kept for the full retention from now (purge counts from created_at).
-    await tx.execute(
-        """UPDATE idempotency_keys SET state = 'done', response = ?, operation_id = ?,
-                                       holder = ?, created_at = ?
-           WHERE caller = ? AND method = ? AND request_id = ?""",
-        (response, operation_id, tx.incarnation, now, key.caller, key.method, key.request_id),
+async def attach(tx: Transaction, key: Key, operation_id: str) -> bool:
+    """Name the operation this process's running request created, in the transaction
+    creating it; False when the key is no longer this process's."""
+    attached = await tx.execute(
+        f"""UPDATE idempotency_keys SET operation_id = ?
+            WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?
+              AND operation_id IS NULL""",
+        (operation_id, *_params(key), tx.incarnation),
     )
-    return Claim(ClaimKind.NEW)
+    return attached == 1
 
 
-async def claim_in(
-    tx: Transaction, key: Key, request_hash: bytes, now: float, lease_seconds: float
-) -> Claim:
-    """``claim`` inside the caller's transaction."""
-    row = await _key_row(tx, key)
-    if row is None:
+async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
+    """Store this process's running request's outcome; later claims replay it."""
+    async with db.transaction() as tx:
         await tx.execute(
-            """INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state,
-                                             lease_until, created_at, holder)
-               VALUES (?, ?, ?, ?, 'running', ?, ?, ?)""",
-            (
-                key.caller,
-                key.method,
-                key.request_id,
-                request_hash,
-                now + lease_seconds,
-                now,
-                tx.incarnation,
-            ),
+            f"""UPDATE idempotency_keys SET state = 'done', response = ?
+                WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?""",
+            (outcome, *_params(key), tx.incarnation),
         )
-        return Claim(ClaimKind.NEW)
-    claim = _decided(row, request_hash, now, tx.incarnation)
-    if claim is not None:
-        return claim
-    # The request holding the key died before doing anything: take it over.
-    await tx.execute(
-        """UPDATE idempotency_keys SET lease_until = ?, holder = ?
-           WHERE caller = ? AND method = ? AND request_id = ?""",
-        (now + lease_seconds, tx.incarnation, key.caller, key.method, key.request_id),
-    )
-    return Claim(ClaimKind.NEW)
+
+
+async def release(db: Database, key: Key) -> None:
+    """End this process's running request without an outcome: a key that names an
+    operation is decided by it (a retry reports on it); any other is deleted, and a
+    retry runs afresh."""
+    async with db.transaction() as tx:
+        params = (*_params(key), tx.incarnation)
+        await tx.execute(
+            f"""DELETE FROM idempotency_keys WHERE {_WHERE_KEY} AND state = 'running'
+                AND holder = ? AND operation_id IS NULL""",
+            params,
+        )
+        await tx.execute(
+            f"""UPDATE idempotency_keys SET state = 'done'
+                WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?""",
+            params,
+        )
+
+
+def _params(key: Key) -> tuple[str, str, str]:
+    return key.caller, key.method, key.request_id
 
 
 async def _key_row(source: Database | Transaction, key: Key) -> Row | None:
     return await source.fetch_one(
-        """SELECT request_hash, state, response, lease_until, operation_id, holder
-           FROM idempotency_keys WHERE caller = ? AND method = ? AND request_id = ?""",
-        (key.caller, key.method, key.request_id),
+        f"""SELECT request_hash, state, response, lease_until, operation_id, holder
+            FROM idempotency_keys WHERE {_WHERE_KEY}""",
+        _params(key),
     )
 
 
@@ -173,16 +157,6 @@ def _decided(row: Row, request_hash: bytes, now: float, incarnation: str) -> Cla
     return None
 
 
-async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
-    """Store the decided outcome; later claims replay it."""
-    async with db.transaction() as tx:
-        await tx.execute(
-            """UPDATE idempotency_keys SET state = 'done', response = ?
-               WHERE caller = ? AND method = ? AND request_id = ?""",
-            (outcome, key.caller, key.method, key.request_id),
-        )
-
-
 async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes], bytes]) -> int:
     """Replace each decided outcome of ``method`` by ``rewrite`` of it; return how many
     changed. The old bytes leave the files too: the connection zeroes what it frees
@@ -199,25 +173,12 @@ async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes],
             new = rewrite(old)
             if new != old:
                 changed += await tx.execute(
-                    """UPDATE idempotency_keys SET response = ?
-                       WHERE caller = ? AND method = ? AND request_id = ?""",
+                    f"UPDATE idempotency_keys SET response = ? WHERE {_WHERE_KEY}",
                     (new, row["caller"], method, row["request_id"]),
                 )
-        # Answers kept in memory (flows/replays.py) are dropped as after a purge.
-        tx.forgot_keys = changed > 0
     if changed:
         await db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
     return changed
-
-
-async def release(db: Database, key: Key) -> None:
-    """Give a running key back (no decision was reached); a retry runs afresh."""
-    async with db.transaction() as tx:
-        await tx.execute(
-            """DELETE FROM idempotency_keys
-               WHERE caller = ? AND method = ? AND request_id = ? AND state = 'running'""",
-            (key.caller, key.method, key.request_id),
-        )
 
 
 async def purge(db: Database, older_than: float) -> int:
@@ -225,10 +186,8 @@ async def purge(db: Database, older_than: float) -> int:
     goes too once its lease ended before then: its request is long gone (a dead
     process's key that no retry came back for)."""
     async with db.transaction() as tx:
-        forgotten = await tx.execute(
+        return await tx.execute(
             """DELETE FROM idempotency_keys
                WHERE created_at < ? AND (state = 'done' OR lease_until < ?)""",
             (older_than, older_than),
         )
-        tx.forgot_keys = forgotten > 0
-        return forgotten

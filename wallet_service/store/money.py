@@ -110,7 +110,6 @@ async def move_transaction(
     )
     if not changed:
         return None
-    tx.changed.add(transaction_id)
     return await load_transaction(tx, transaction_id)
 
 
@@ -121,7 +120,6 @@ async def set_transaction_fields(tx: DbTx, transaction_id: str, now: float, **fi
         f"UPDATE transactions SET {assignments}, update_time = ? WHERE id = ?",
         (*fields.values(), now, transaction_id),
     )
-    tx.changed.add(transaction_id)
 
 
 async def list_transactions(
@@ -417,12 +415,11 @@ async def move_ride(
     )
     if not changed:
         return None
-    tx.changed.add(ride_operation(ride_id))
     return await load_ride(tx, ride_id)
 
 
 def ride_operation(ride_id: str) -> str:
-    """A ride payment as an operation: what its idempotency keys and commits name."""
+    """A ride payment as an operation: what its idempotency keys name."""
     return f"ride:{ride_id}"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 from wallet_service.domain.otp import OtpState
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.store.database import Database, Row, Transaction
@@ -135,35 +133,9 @@ async def mark_kyc_verified(tx: Transaction, mobile: MobileNumber, now: float) -
     )
 
 
-async def linked_at_in(tx: Transaction, mobile: MobileNumber) -> float | None:
-    row = await tx.fetch_one(
+async def linked_at(source: Database | Transaction, mobile: MobileNumber) -> float | None:
+    """When ``mobile``'s wallet was linked, or None if it is not."""
+    row = await source.fetch_one(
         "SELECT linked_at FROM customers WHERE mobile_number = ?", (mobile.canonical,)
     )
     return None if row is None else row["linked_at"]
-
-
-# A link time, once committed, never changes (mark_linked keeps the first; nothing
-# clears it), so reads remember it: every GetAccount and Transfer asks. Per database,
-# at most LINK_TIMES_REMEMBERED (the oldest remembered is forgotten first).
-LINK_TIMES_REMEMBERED = 100_000
-_link_times: weakref.WeakKeyDictionary[Database, dict[str, float]] = weakref.WeakKeyDictionary()
-
-
-async def linked_at(db: Database, mobile: MobileNumber) -> float | None:
-    """When ``mobile``'s wallet was linked, or None if it is not."""
-    known = _link_times.get(db)
-    if known is None:
-        known = _link_times[db] = {}
-    key = mobile.canonical
-    found = known.get(key)
-    if found is not None:
-        return found
-    outside = not db.in_transaction  # before and after: should the read ever suspend
-    row = await db.fetch_one("SELECT linked_at FROM customers WHERE mobile_number = ?", (key,))
-    value: float | None = None if row is None else row["linked_at"]
-    # Inside an open transaction the read may be a write that is not committed yet.
-    if value is not None and outside and not db.in_transaction:
-        if len(known) >= LINK_TIMES_REMEMBERED:
-            del known[next(iter(known))]
-        known[key] = value
-    return value

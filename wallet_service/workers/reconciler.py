@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from wallet_service.domain.records import Attempt
 from wallet_service.flows.engine import Engine
-from wallet_service.flows.payments import Payments
+from wallet_service.flows.rides import RidePayments
 from wallet_service.store import money as rows
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Reconciler:
     def __init__(
         self,
         engine: Engine,
-        payments: Payments,
+        rides: RidePayments,
         retry_parked: Callable[[], Awaitable[int]],
         *,
         interval_seconds: float,
@@ -43,7 +43,7 @@ class Reconciler:
         overdue_after_seconds: float,
     ) -> None:
         self._engine = engine
-        self._payments = payments
+        self._rides = rides
         self._retry_parked = retry_parked
         self._interval = interval_seconds
         self._slots = asyncio.Semaphore(CONCURRENT_INQUIRIES)
@@ -64,7 +64,7 @@ class Reconciler:
             if isinstance(result, Exception):
                 log.error("reconciling %s failed", attempt.reference, exc_info=result)
         await self._retry_parked()
-        await self._payments.expire_holds()
+        await self._rides.expire_holds()
         return len(due)
 
     async def backlog(self) -> Backlog:

@@ -1,0 +1,53 @@
+"""Top-ups and driver deposits: credits KasPro tells us of (a callback, or a status
+inquiry confirming an unverified one), recorded once per KasPro reference."""
+
+from __future__ import annotations
+
+from wallet_service.domain import money
+from wallet_service.domain.money import TxStatus, TxType
+from wallet_service.domain.phone import MobileNumber
+from wallet_service.domain.records import Transaction
+from wallet_service.flows.engine import Engine
+from wallet_service.store import money as rows
+
+
+class TopUps:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def record(
+        self,
+        kaspro_reference: str,
+        mobile: MobileNumber,
+        amount_idr: int,
+        *,
+        driver: bool,
+        channel: str,
+    ) -> bool:
+        """Record a credited top-up; whether this call recorded it (False: it was before)."""
+        async with self._engine.db.transaction() as tx:
+            if await rows.topup_exists(tx, kaspro_reference) is not None:
+                return False
+            now = self._engine.now()
+            source = money.EXTERNAL_VA if channel == "VA" else money.EXTERNAL_RETAIL
+            t = Transaction(
+                id=rows.new_id("txn"),
+                type=TxType.DRIVER_DEPOSIT if driver else TxType.TOP_UP,
+                status=TxStatus.SUCCEEDED,
+                amount_idr=amount_idr,
+                mobile_number=mobile.canonical,
+                details={"channel": channel},
+                kaspro_reference=kaspro_reference,
+                create_time=now,
+                update_time=now,
+            )
+            await rows.insert_transaction(tx, t)
+            await rows.book(
+                tx,
+                t.id,
+                f"topup:{kaspro_reference}",
+                money.movement(source, money.subscriber(mobile), amount_idr),
+                now,
+            )
+            await self._engine.event(tx, t, now)
+            return True
