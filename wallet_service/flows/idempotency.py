@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from wallet_service.domain.errors import FieldViolation, Reason, WalletError
+from wallet_service.domain.errors import DatabaseBusy, FieldViolation, Reason, WalletError
 from wallet_service.store import idempotency
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
@@ -67,6 +67,7 @@ class Idempotency:
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self._db = db
         self._clock = clock
+        self._ending: set[asyncio.Task[None]] = set()
 
     async def run(
         self,
@@ -92,17 +93,29 @@ class Idempotency:
             return _answer(now, replay)
         except WalletError as exc:
             if exc.reason in _TRANSIENT:
-                await asyncio.shield(idempotency.release(self._db, key))
+                await self._end(lambda: idempotency.release(self._db, key))
             else:
-                await asyncio.shield(idempotency.complete(self._db, key, _encode_refusal(exc)))
+                refusal = _encode_refusal(exc)
+                await self._end(lambda: idempotency.complete(self._db, key, refusal))
             raise
         except BaseException:
-            await asyncio.shield(idempotency.release(self._db, key))
+            await self._end(lambda: idempotency.release(self._db, key))
             raise
         kept = keep(result)
         outcome = None if kept is None else _ANSWER + kept
-        await asyncio.shield(idempotency.complete(self._db, key, outcome))
+        await self._end(lambda: idempotency.complete(self._db, key, outcome))
         return result
+
+    async def _end(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Write a key's end, even for a cancelled caller. While another process keeps
+        the database locked, it is written in the background once the lock is free: a
+        key left running would answer REQUEST_IN_PROGRESS until its lease ends."""
+        try:
+            await asyncio.shield(write())
+        except DatabaseBusy:
+            task = asyncio.create_task(_until_written(write))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
 
     async def attach(self, tx: DbTx, request: Request, operation_id: str) -> None:
         """Name the operation ``request`` created, in the transaction creating it (raises
@@ -119,6 +132,14 @@ class Idempotency:
             return _ANSWER + rewrite(stored[1:])
 
         return await idempotency.rewrite_outcomes(self._db, method, outcome)
+
+
+async def _until_written(write: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            return await write()
+        except DatabaseBusy:
+            await asyncio.sleep(0.1)  # each try already waited for the lock
 
 
 def _answer(claim: idempotency.Claim, replay: Callable[[Decision], T]) -> T:
