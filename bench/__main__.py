@@ -142,31 +142,20 @@ class Stack:
 def load(
     scenario: str, target: str, numbers: list[str], plan: Plan, **extra: Any
 ) -> dict[str, Any]:
-    args = [
-        sys.executable,
-        "-m",
-        "bench.load",
-        "--scenario",
-        scenario,
-        "--target",
-        target,
-        "--token",
-        TOKEN,
-        "--numbers",
-        json.dumps(numbers),
-        "--concurrency",
-        str(extra.get("concurrency", plan.concurrency)),
-        "--duration",
-        str(plan.duration),
-        "--warmup",
-        str(plan.warmup),
-    ]
-    if "sandbox" in extra:
-        args += ["--sandbox", extra["sandbox"]]
-    if "calls" in extra:
-        args += ["--calls", str(extra["calls"])]
-    if "rate" in extra:
-        args += ["--rate", str(extra["rate"])]
+    # Every bench/load.py option; ``extra`` adds or overrides concurrency, sandbox, calls, rate.
+    options = {
+        "scenario": scenario,
+        "target": target,
+        "token": TOKEN,
+        "numbers": json.dumps(numbers),
+        "concurrency": plan.concurrency,
+        "duration": plan.duration,
+        "warmup": plan.warmup,
+        **extra,
+    }
+    args = [sys.executable, "-m", "bench.load"]
+    for name, value in options.items():
+        args += [f"--{name}", str(value)]
     done = subprocess.run(args, cwd=procs.ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
