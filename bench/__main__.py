@@ -51,7 +51,9 @@ class Stack:
         # KasPro's own logging and memory are not the service's cost: no line per
         # request, and a request log of the last 1,000 (nothing reads it).
         quiet = ("--no-access-log", "--request-log-size", "1000")
-        self.sandbox = procs.start_sandbox(workdir, self.sandbox_port, self.http_port, *quiet)
+        self.sandbox = procs.start_sandbox_process(
+            workdir, self.sandbox_port, self.http_port, *quiet
+        )
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.control = httpx.Client(base_url=self.sandbox_url, timeout=30)
         db_path, tokens = workdir / "wallet.db", f"bench:admin:{TOKEN}"

@@ -132,7 +132,7 @@ def port_open(port: int) -> Callable[[], bool]:
     return check
 
 
-def start_sandbox(workdir: Path, port: int, http_port: int, *options: str) -> Proc:
+def start_sandbox_process(workdir: Path, port: int, http_port: int, *options: str) -> Proc:
     """The KasPro sandbox on ``port``, calling back the service's HTTP port ``http_port``."""
     callback_url = f"http://127.0.0.1:{http_port}/callbacks/kaspro"
     proc, _ = start(

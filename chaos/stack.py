@@ -70,7 +70,7 @@ class Stack:
         seed, delay = str(self.seed), str(self.settings.async_delay_seconds)
         options = ("--seed", seed, "--fault-seed", seed, "--async-delay", delay)
         faults = ("--faults", str(self.faults_file))
-        self.sandbox = procs.start_sandbox(
+        self.sandbox = procs.start_sandbox_process(
             self.workdir, self.sandbox_port, self.http_port, *options, *faults
         )
 
