@@ -48,53 +48,24 @@ class Stack:
         self.sandbox_port = procs.free_port()
         self.grpc_port = procs.free_port()
         self.http_port = procs.free_port()
-        self.sandbox, _ = procs.start(
-            "sandbox",
-            [
-                "-m",
-                "kaspro_sandbox",
-                "--port",
-                str(self.sandbox_port),
-                "--callback-url",
-                f"http://127.0.0.1:{self.http_port}/callbacks/kaspro",
-                # KasPro's own logging and memory are not the service's cost: no line
-                # per request, and a request log of the last 1,000 (nothing reads it).
-                "--no-access-log",
-                "--request-log-size",
-                "1000",
-            ],
-            workdir=workdir,
-            ready=procs.port_open(self.sandbox_port),
+        # KasPro's own logging and memory are not the service's cost: no line per
+        # request, and a request log of the last 1,000 (nothing reads it).
+        quiet = ("--no-access-log", "--request-log-size", "1000")
+        self.sandbox = procs.start_sandbox_process(
+            workdir, self.sandbox_port, self.http_port, *quiet
         )
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.control = httpx.Client(base_url=self.sandbox_url, timeout=30)
+        db_path, tokens = workdir / "wallet.db", f"bench:admin:{TOKEN}"
+        env = procs.service_env(self.grpc_port, self.http_port, db_path, self.sandbox_url, tokens)
+        # The service default unless BENCH_KASPRO_CONNECTIONS says otherwise.
+        if "BENCH_KASPRO_CONNECTIONS" in os.environ:
+            env["WALLET_KASPRO_MAX_CONNECTIONS"] = os.environ["BENCH_KASPRO_CONNECTIONS"]
         self.service, self.startup_seconds = procs.start(
             "service",
             ["-m", "wallet_service", "serve"],
             workdir=workdir,
-            env={
-                "WALLET_GRPC_LISTEN": f"127.0.0.1:{self.grpc_port}",
-                "WALLET_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
-                "WALLET_DB_PATH": str(workdir / "wallet.db"),
-                "WALLET_KASPRO_BASE_URL": self.sandbox_url,
-                "WALLET_KASPRO_CLIENT_ID": "wallet-dev",
-                "WALLET_KASPRO_CLIENT_SECRET": "wallet-dev-secret",
-                "WALLET_KASPRO_HMAC_KEY": "wallet-dev-key",
-                "WALLET_KASPRO_HMAC_SECRET": "wallet-dev-hmac-secret",
-                "WALLET_KASPRO_CALLBACK_SECRET": "wallet-dev-callback-secret",
-                "WALLET_KASPRO_ESCROW_ACCOUNT": "888000000000001",
-                "WALLET_KASPRO_MERCHANT_ACCOUNT": "888000000000002",
-                "WALLET_KASPRO_CORPORATE_ACCOUNT": "888000000000003",
-                "WALLET_CALLER_TOKENS": f"bench:admin:{TOKEN}",
-                "WALLET_MAX_CONCURRENT_RPCS": "5000",
-                # The service default unless BENCH_KASPRO_CONNECTIONS says otherwise.
-                **(
-                    {"WALLET_KASPRO_MAX_CONNECTIONS": os.environ["BENCH_KASPRO_CONNECTIONS"]}
-                    if "BENCH_KASPRO_CONNECTIONS" in os.environ
-                    else {}
-                ),
-                "WALLET_LOG_LEVEL": "WARNING",
-            },
+            env={**env, "WALLET_LOG_LEVEL": "WARNING"},
             ready=procs.grpc_serving(self.grpc_port),
         )
         self.target = f"127.0.0.1:{self.grpc_port}"
@@ -142,31 +113,20 @@ class Stack:
 def load(
     scenario: str, target: str, numbers: list[str], plan: Plan, **extra: Any
 ) -> dict[str, Any]:
-    args = [
-        sys.executable,
-        "-m",
-        "bench.load",
-        "--scenario",
-        scenario,
-        "--target",
-        target,
-        "--token",
-        TOKEN,
-        "--numbers",
-        json.dumps(numbers),
-        "--concurrency",
-        str(extra.get("concurrency", plan.concurrency)),
-        "--duration",
-        str(plan.duration),
-        "--warmup",
-        str(plan.warmup),
-    ]
-    if "sandbox" in extra:
-        args += ["--sandbox", extra["sandbox"]]
-    if "calls" in extra:
-        args += ["--calls", str(extra["calls"])]
-    if "rate" in extra:
-        args += ["--rate", str(extra["rate"])]
+    # Every bench/load.py option; ``extra`` adds or overrides concurrency, sandbox, calls, rate.
+    options = {
+        "scenario": scenario,
+        "target": target,
+        "token": TOKEN,
+        "numbers": json.dumps(numbers),
+        "concurrency": plan.concurrency,
+        "duration": plan.duration,
+        "warmup": plan.warmup,
+        **extra,
+    }
+    args = [sys.executable, "-m", "bench.load"]
+    for name, value in options.items():
+        args += [f"--{name}", str(value)]
     done = subprocess.run(args, cwd=procs.ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")

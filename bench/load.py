@@ -48,12 +48,21 @@ class Stats:
     # perf_counter() time from which a call's start counts it as measured
     measured_from: float = 0.0
 
-    def succeeded(self, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        if started >= self.measured_from:
-            self.latencies.append(elapsed)
+    async def timed(self, call: Call, n: int, i: int) -> None:
+        """Make one call and count its latency (warm-up or measured) or its error."""
+        started = time.perf_counter()
+        try:
+            await call(n, i)
+        except grpc.aio.AioRpcError as exc:
+            self.errors[exc.code().name] += 1
+        except Exception as exc:
+            self.errors[type(exc).__name__] += 1
         else:
-            self.warmup_latencies.append(elapsed)
+            elapsed = time.perf_counter() - started
+            if started >= self.measured_from:
+                self.latencies.append(elapsed)
+            else:
+                self.warmup_latencies.append(elapsed)
 
     def finished(self) -> int:
         """Calls finished so far, warm-up and errors included."""
@@ -106,15 +115,7 @@ async def run(
     async def worker(n: int) -> None:
         i = 0
         while going():
-            started = time.perf_counter()
-            try:
-                await call(n, i)
-            except grpc.aio.AioRpcError as exc:
-                stats.errors[exc.code().name] += 1
-            except Exception as exc:
-                stats.errors[type(exc).__name__] += 1
-            else:
-                stats.succeeded(started)
+            await stats.timed(call, n, i)
             i += 1
 
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
@@ -127,23 +128,12 @@ async def run_open(
     """Open loop: start a call every 1/rate seconds whatever the earlier ones are doing,
     for ``warmup`` + ``duration`` seconds; the measured seconds."""
 
-    async def one(n: int) -> None:
-        started = time.perf_counter()
-        try:
-            await call(n, 0)
-        except grpc.aio.AioRpcError as exc:
-            stats.errors[exc.code().name] += 1
-        except Exception as exc:
-            stats.errors[type(exc).__name__] += 1
-        else:
-            stats.succeeded(started)
-
     started = time.perf_counter()
     stats.measured_from = started + warmup
     tasks = []
     n = 0
     while (now := time.perf_counter()) < stats.measured_from + duration:
-        tasks.append(asyncio.create_task(one(n)))
+        tasks.append(asyncio.create_task(stats.timed(call, n, 0)))
         n += 1
         await asyncio.sleep(max(started + n / rate - now, 0))
     await asyncio.gather(*tasks)
@@ -170,34 +160,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         async def call(n: int, i: int) -> None:
             await calls[n % len(calls)](ACCOUNT_REQUEST_BYTES, timeout=30)
 
-    elif scenario == "kaspro_direct":
-        from wallet_service.domain.phone import parse_mobile_number
-        from wallet_service.kaspro import KasProClient, KasProSettings
-
-        # What a caller would do without the service: the same signed calls, straight
-        # to the sandbox.
-        connections = max(100, args.concurrency)
-        client = KasProClient(
-            KasProSettings(
-                base_url=args.sandbox,
-                client_id="wallet-dev",
-                client_secret="wallet-dev-secret",
-                hmac_key="wallet-dev-key",
-                hmac_secret="wallet-dev-hmac-secret",
-                timeout_seconds=30,
-                ekyc_timeout_seconds=30,
-                max_connections=connections,
-            )
-        )
-        mobiles = [parse_mobile_number(n) for n in numbers]
-
-        async def call(n: int, i: int) -> None:
-            await client.account_inquiry(mobiles[n % len(mobiles)])
-
-    elif scenario == "transfer_direct":
+    elif scenario in ("kaspro_direct", "transfer_direct"):
         from wallet_service.domain.phone import parse_mobile_number
         from wallet_service.kaspro import KasProClient, KasProSettings, kaspro_request_id
 
+        # What a caller would do without the service: the same signed calls, straight
+        # to the sandbox.
         client = KasProClient(
             KasProSettings(
                 base_url=args.sandbox,
@@ -207,7 +175,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 hmac_secret="wallet-dev-hmac-secret",
                 timeout_seconds=30,
                 ekyc_timeout_seconds=30,
-                max_connections=256,
+                max_connections=max(100, args.concurrency) if scenario == "kaspro_direct" else 256,
             )
         )
         mobiles = [parse_mobile_number(n) for n in numbers]
@@ -215,6 +183,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         counter = iter(range(10**9))
 
         async def call(n: int, i: int) -> None:
+            if scenario == "kaspro_direct":
+                await client.account_inquiry(mobiles[n % len(mobiles)])
+                return
             k = next(counter)
             pair = (k * 2) % len(mobiles)
             source, target = mobiles[pair], mobiles[pair + 1]

@@ -1,5 +1,6 @@
 """Processes under measurement: start, wait until ready, read CPU time and peak RSS, stop;
-and, inside a bench server, wait for the stop signal."""
+the sandbox and the wallet service set up alike for bench and chaos; and, inside a bench
+server, wait for the stop signal."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kaspro_sandbox import config as sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -127,3 +130,37 @@ def port_open(port: int) -> Callable[[], bool]:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     return check
+
+
+def start_sandbox_process(workdir: Path, port: int, http_port: int, *options: str) -> Proc:
+    """The KasPro sandbox on ``port``, calling back the service's HTTP port ``http_port``."""
+    callback_url = f"http://127.0.0.1:{http_port}/callbacks/kaspro"
+    proc, _ = start(
+        "sandbox",
+        ["-m", "kaspro_sandbox", "--port", str(port), "--callback-url", callback_url, *options],
+        workdir=workdir,
+        ready=port_open(port),
+    )
+    return proc
+
+
+def service_env(
+    grpc_port: int, http_port: int, db_path: Path, sandbox_url: str, caller_tokens: str
+) -> dict[str, str]:
+    """The wallet service's environment against that sandbox (its dev credentials)."""
+    return {
+        "WALLET_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+        "WALLET_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "WALLET_DB_PATH": str(db_path),
+        "WALLET_KASPRO_BASE_URL": sandbox_url,
+        "WALLET_KASPRO_CLIENT_ID": sandbox.DEV_CLIENT_ID,
+        "WALLET_KASPRO_CLIENT_SECRET": sandbox.DEV_CLIENT_SECRET,
+        "WALLET_KASPRO_HMAC_KEY": sandbox.DEV_HMAC_KEY,
+        "WALLET_KASPRO_HMAC_SECRET": sandbox.DEV_HMAC_SECRET,
+        "WALLET_KASPRO_CALLBACK_SECRET": sandbox.DEV_CALLBACK_SECRET,
+        "WALLET_KASPRO_ESCROW_ACCOUNT": sandbox.ESCROW_ACCOUNT,
+        "WALLET_KASPRO_MERCHANT_ACCOUNT": sandbox.MERCHANT_ACCOUNT,
+        "WALLET_KASPRO_CORPORATE_ACCOUNT": sandbox.CORPORATE_ACCOUNT,
+        "WALLET_CALLER_TOKENS": caller_tokens,
+        "WALLET_MAX_CONCURRENT_RPCS": "5000",
+    }

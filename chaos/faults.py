@@ -29,106 +29,68 @@ Rule = dict[str, Any]
 def profile(kaspro_timeout_seconds: float, rate: float = 1.0) -> list[Rule]:
     """The rules, probabilities scaled by ``rate`` (1.0: about one money call in four)."""
     ambiguous = round(kaspro_timeout_seconds * 2, 2)  # well past the service's timeout
+    latency = {"delaySeconds": 0.02, "jitterSeconds": 0.3}
+    late = {"delaySeconds": 0.5, "jitterSeconds": 1.5}
 
-    def p(probability: float) -> float:
-        return round(min(probability * rate, 1.0), 4)
+    def rule(path: str, kind: str, probability: float, **more: Any) -> Rule:
+        return {
+            "path": path,
+            "kind": kind,
+            "probability": round(min(probability * rate, 1.0), 4),
+            **more,
+        }
 
     rules: list[Rule] = []
     for path in MONEY_PATHS:
         rules += [
-            {
-                "path": path,
-                "kind": "timeout_after",
-                "probability": p(0.025),
-                "delaySeconds": ambiguous,
-            },
-            {
-                "path": path,
-                "kind": "timeout_before",
-                "probability": p(0.015),
-                "delaySeconds": ambiguous,
-            },
-            {"path": path, "kind": "http_500", "probability": p(0.015), "afterExecution": True},
-            {"path": path, "kind": "garbage", "probability": p(0.01), "afterExecution": True},
-            {"path": path, "kind": "unknown_code", "probability": p(0.01)},
-            {"path": path, "kind": "http_502", "probability": p(0.01)},
-            {"path": path, "kind": "http_503", "probability": p(0.02)},
-            {"path": path, "kind": "reset", "probability": p(0.015)},
-            {"path": path, "kind": "in_process_forever", "probability": p(0.015)},
+            rule(path, "timeout_after", 0.025, delaySeconds=ambiguous),
+            rule(path, "timeout_before", 0.015, delaySeconds=ambiguous),
+            rule(path, "http_500", 0.015, afterExecution=True),
+            rule(path, "garbage", 0.01, afterExecution=True),
+            rule(path, "unknown_code", 0.01),
+            rule(path, "http_502", 0.01),
+            rule(path, "http_503", 0.02),
+            rule(path, "reset", 0.015),
+            rule(path, "in_process_forever", 0.015),
             # Slow enough, now and then, to cross the service's timeout after the money
             # moved (a latency fault carries the call out on arrival).
-            {
-                "path": path,
-                "kind": "delay",
-                "probability": p(0.02),
-                "delaySeconds": round(kaspro_timeout_seconds * 0.8, 2),
-                "jitterSeconds": 1.0,
-            },
-            {
-                "path": path,
-                "kind": "latency",
-                "probability": p(0.15),
-                "delaySeconds": 0.02,
-                "jitterSeconds": 0.3,
-            },
+            rule(
+                path,
+                "delay",
+                0.02,
+                delaySeconds=round(kaspro_timeout_seconds * 0.8, 2),
+                jitterSeconds=1.0,
+            ),
+            rule(path, "latency", 0.15, **latency),
         ]
     rules += [
-        {
-            "path": STATUS,
-            "kind": "timeout_before",
-            "probability": p(0.02),
-            "delaySeconds": ambiguous,
-        },
-        {"path": STATUS, "kind": "http_503", "probability": p(0.04)},
-        {"path": STATUS, "kind": "reset", "probability": p(0.02)},
-        {"path": STATUS, "kind": "garbage", "probability": p(0.02)},
-        {
-            "path": STATUS,
-            "kind": "latency",
-            "probability": p(0.1),
-            "delaySeconds": 0.02,
-            "jitterSeconds": 0.3,
-        },
-        {"path": INQUIRY, "kind": "http_503", "probability": p(0.03)},
-        {"path": INQUIRY, "kind": "reset", "probability": p(0.02)},
-        {
-            "path": INQUIRY,
-            "kind": "latency",
-            "probability": p(0.1),
-            "delaySeconds": 0.02,
-            "jitterSeconds": 0.3,
-        },
-        {"path": TOKEN, "kind": "http_503", "probability": p(0.1)},
+        rule(STATUS, "timeout_before", 0.02, delaySeconds=ambiguous),
+        rule(STATUS, "http_503", 0.04),
+        rule(STATUS, "reset", 0.02),
+        rule(STATUS, "garbage", 0.02),
+        rule(STATUS, "latency", 0.1, **latency),
+        rule(INQUIRY, "http_503", 0.03),
+        rule(INQUIRY, "reset", 0.02),
+        rule(INQUIRY, "latency", 0.1, **latency),
+        rule(TOKEN, "http_503", 0.1),
     ]
     for path in ASYNC_PATHS:
         rules += [
-            {"path": path, "kind": "callback_drop", "probability": p(0.08)},
-            {"path": path, "kind": "callback_unsigned", "probability": p(0.04)},
-            {"path": path, "kind": "callback_bad_signature", "probability": p(0.04)},
-            {"path": path, "kind": "callback_reorder", "probability": p(0.08), "delaySeconds": 0.3},
-            {"path": path, "kind": "callback_duplicate", "probability": p(0.08), "copies": 3},
-            {
-                "path": path,
-                "kind": "callback_late",
-                "probability": p(0.08),
-                "delaySeconds": 0.5,
-                "jitterSeconds": 1.5,
-            },
+            rule(path, "callback_drop", 0.08),
+            rule(path, "callback_unsigned", 0.04),
+            rule(path, "callback_bad_signature", 0.04),
+            rule(path, "callback_reorder", 0.08, delaySeconds=0.3),
+            rule(path, "callback_duplicate", 0.08, copies=3),
+            rule(path, "callback_late", 0.08, **late),
         ]
     # Top-ups are told only by callback: a dropped one cannot be found by any inquiry
     # the contract offers (the service does not know KasPro's reference), so
     # callback_drop is left out here (docs/reliability.md).
     rules += [
-        {"path": TOPUP, "kind": "callback_unsigned", "probability": p(0.03)},
-        {"path": TOPUP, "kind": "callback_bad_signature", "probability": p(0.03)},
-        {"path": TOPUP, "kind": "callback_duplicate", "probability": p(0.1), "copies": 2},
-        {
-            "path": TOPUP,
-            "kind": "callback_late",
-            "probability": p(0.1),
-            "delaySeconds": 0.5,
-            "jitterSeconds": 1.5,
-        },
+        rule(TOPUP, "callback_unsigned", 0.03),
+        rule(TOPUP, "callback_bad_signature", 0.03),
+        rule(TOPUP, "callback_duplicate", 0.1, copies=2),
+        rule(TOPUP, "callback_late", 0.1, **late),
     ]
     return rules
 

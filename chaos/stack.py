@@ -21,9 +21,6 @@ TOKENS = {
     "dispatch": "chaos-dispatch-token",
     "admin": "chaos-admin-token",
 }
-ESCROW_ACCOUNT = "888000000000001"
-MERCHANT_ACCOUNT = "888000000000002"
-CORPORATE_ACCOUNT = "888000000000003"
 
 
 @dataclass(frozen=True)
@@ -70,46 +67,21 @@ class Stack:
         return f"http://127.0.0.1:{self.http_port}/metrics"
 
     def start_sandbox(self) -> None:
-        self.sandbox, _ = procs.start(
-            "sandbox",
-            [
-                "-m",
-                "kaspro_sandbox",
-                "--port",
-                str(self.sandbox_port),
-                "--seed",
-                str(self.seed),
-                "--fault-seed",
-                str(self.seed),
-                "--callback-url",
-                f"http://127.0.0.1:{self.http_port}/callbacks/kaspro",
-                "--async-delay",
-                str(self.settings.async_delay_seconds),
-                "--faults",
-                str(self.faults_file),
-            ],
-            workdir=self.workdir,
-            ready=procs.port_open(self.sandbox_port),
+        seed, delay = str(self.seed), str(self.settings.async_delay_seconds)
+        options = ("--seed", seed, "--fault-seed", seed, "--async-delay", delay)
+        faults = ("--faults", str(self.faults_file))
+        self.sandbox = procs.start_sandbox_process(
+            self.workdir, self.sandbox_port, self.http_port, *options, *faults
         )
 
     def service_env(self) -> dict[str, str]:
         s = self.settings
+        tokens = ";".join(f"{name}:{name}:{token}" for name, token in TOKENS.items())
+        common = procs.service_env(
+            self.grpc_port, self.http_port, self.db_path, self.sandbox_url, tokens
+        )
         return {
-            "WALLET_GRPC_LISTEN": self.target,
-            "WALLET_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
-            "WALLET_DB_PATH": str(self.db_path),
-            "WALLET_KASPRO_BASE_URL": self.sandbox_url,
-            "WALLET_KASPRO_CLIENT_ID": "wallet-dev",
-            "WALLET_KASPRO_CLIENT_SECRET": "wallet-dev-secret",
-            "WALLET_KASPRO_HMAC_KEY": "wallet-dev-key",
-            "WALLET_KASPRO_HMAC_SECRET": "wallet-dev-hmac-secret",
-            "WALLET_KASPRO_CALLBACK_SECRET": "wallet-dev-callback-secret",
-            "WALLET_KASPRO_ESCROW_ACCOUNT": ESCROW_ACCOUNT,
-            "WALLET_KASPRO_MERCHANT_ACCOUNT": MERCHANT_ACCOUNT,
-            "WALLET_KASPRO_CORPORATE_ACCOUNT": CORPORATE_ACCOUNT,
-            "WALLET_CALLER_TOKENS": ";".join(
-                f"{name}:{name}:{token}" for name, token in TOKENS.items()
-            ),
+            **common,
             "WALLET_KASPRO_TIMEOUT_SECONDS": str(s.kaspro_timeout_seconds),
             "WALLET_RECONCILE_INTERVAL_SECONDS": str(s.reconcile_interval_seconds),
             "WALLET_RECONCILE_GRACE_SECONDS": str(s.reconcile_grace_seconds),
@@ -118,7 +90,6 @@ class Stack:
             "WALLET_OTP_RESEND_COOLDOWN_SECONDS": "0",
             "WALLET_OTP_HOURLY_CAP": "1000",
             "WALLET_GRACE_PERIOD_SECONDS": "2",
-            "WALLET_MAX_CONCURRENT_RPCS": "5000",
             "WALLET_LOG_LEVEL": "INFO",
         }
 

@@ -140,6 +140,24 @@ def label(failure: Failure) -> str:
     return f"{failure.code.name}/{failure.reason}" if failure.reason else failure.code.name
 
 
+# The status a ride call passes through before its answer is final.
+_PASSING = {"authorize": "AUTHORIZING", "capture": "CAPTURING", "void": "VOIDING"}
+
+
+def _ride_status(answer: Any) -> tuple[str, str]:
+    return RIDE_STATUS[answer.ride_payment.status], ""
+
+
+def _method_name(request: Any) -> str:
+    """The RPC a request message is for: every one is named ``<Method>Request``."""
+    return str(type(request).__name__.removesuffix("Request"))
+
+
+def _transaction_status(answer: Any) -> tuple[str, str]:
+    transaction = answer.transaction
+    return TX_STATUS[transaction.status], transaction.transaction_id
+
+
 class Callers:
     """Channels, stubs and the record of every operation."""
 
@@ -342,20 +360,6 @@ class Callers:
         else:
             await self.top_up(scenario)
 
-    async def _money(
-        self,
-        record: OpRecord,
-        invoke: Callable[[float], Awaitable[T]],
-        done: Callable[[T], bool],
-        describe: Callable[[T], tuple[str, str]],
-        rng: random.Random,
-    ) -> T | None:
-        answer = await self.call(record, invoke, done=done, describe=describe, rng=rng)
-        if record.outcome == "unknown":
-            record.deferred = True
-            self.deferred.append((record, invoke, (done, describe)))
-        return answer
-
     async def _ride(self, ride: Ride, worker: int, rng: random.Random) -> None:
         stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
         authorize = payment_service_pb2.AuthorizeRidePaymentRequest(
@@ -390,7 +394,7 @@ class Callers:
         tip = payment_service_pb2.TipDriverRequest(
             request_id=f"tip-{ride.ride_id}", ride_id=ride.ride_id, amount_idr=ride.tip_idr
         )
-        await self._transaction_call(
+        await self._money_call(
             "tip", ride.n, "dispatch", stub.TipDriver, tip, ride.tip_idr, rng, ride.ride_id
         )
 
@@ -398,7 +402,7 @@ class Callers:
         self,
         ride: Ride,
         kind: str,
-        send: Any,
+        send: Callable[..., Awaitable[Any]],
         request: Any,
         amount_idr: int,
         rng: random.Random,
@@ -407,37 +411,36 @@ class Callers:
         passing status (AUTHORIZING, CAPTURING, VOIDING); the last status seen, or None
         without an answer."""
         passing = _PASSING[kind]
-        record = self.record(
-            op_id=f"{ride.n}.{kind}",
-            kind=kind,
-            caller="dispatch",
-            method=_method_name(request),
-            request_id=request.request_id,
-            ride_id=ride.ride_id,
-            amount_idr=amount_idr,
-        )
-        md = self.metadata("dispatch")
-        answer = await self._money(
-            record,
-            lambda t: send(request, metadata=md, timeout=t),
-            lambda a: RIDE_STATUS[a.ride_payment.status] != passing,
-            _ride_status,
+        answer = await self._money_call(
+            kind,
+            ride.n,
+            "dispatch",
+            send,
+            request,
+            amount_idr,
             rng,
+            ride.ride_id,
+            done=lambda a: RIDE_STATUS[a.ride_payment.status] != passing,
+            describe=_ride_status,
         )
-        return None if answer is None else record.status
+        return None if answer is None else RIDE_STATUS[answer.ride_payment.status]
 
-    async def _transaction_call(
+    async def _money_call(
         self,
         kind: str,
         n: int,
         caller: str,
-        send: Any,
+        send: Callable[..., Awaitable[Any]],
         request: Any,
         amount_idr: int,
         rng: random.Random,
         ride_id: str = "",
-    ) -> None:
-        """A money RPC answered with a Transaction: recorded, sent, retried."""
+        *,
+        done: Callable[[Any], bool] = lambda answer: True,
+        describe: Callable[[Any], tuple[str, str]] = _transaction_status,
+    ) -> Any:
+        """A money RPC: recorded, sent, retried; put aside for the final pass when its
+        outcome stays unknown. The answer, or None without one."""
         record = self.record(
             op_id=f"{n}.{kind}",
             kind=kind,
@@ -448,13 +451,15 @@ class Callers:
             amount_idr=amount_idr,
         )
         md = self.metadata(caller)
-        await self._money(
-            record,
-            lambda t: send(request, metadata=md, timeout=t),
-            lambda a: True,
-            _transaction_status,
-            rng,
-        )
+
+        def invoke(timeout: float) -> Awaitable[Any]:
+            return send(request, metadata=md, timeout=timeout)
+
+        answer = await self.call(record, invoke, done=done, describe=describe, rng=rng)
+        if record.outcome == "unknown":
+            record.deferred = True
+            self.deferred.append((record, invoke, (done, describe)))
+        return answer
 
     async def _transfer(self, transfer: Transfer, worker: int, rng: random.Random) -> None:
         stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
@@ -465,7 +470,7 @@ class Callers:
             amount_idr=transfer.amount_idr,
             note=f"chaos {transfer.n}",
         )
-        await self._transaction_call(
+        await self._money_call(
             "transfer", transfer.n, "app", stub.Transfer, request, transfer.amount_idr, rng
         )
 
@@ -488,7 +493,7 @@ class Callers:
             request.retail_outlet = common_pb2.RetailOutlet.Value(
                 f"RETAIL_OUTLET_{cash_out.outlet}"
             )
-        await self._transaction_call(
+        await self._money_call(
             "cash_out", cash_out.n, "app", stub.CashOut, request, cash_out.amount_idr, rng
         )
 
@@ -502,7 +507,7 @@ class Callers:
             ),
             amount_idr=0 if payment.dynamic else payment.amount_idr,
         )
-        await self._transaction_call(
+        await self._money_call(
             "qris", payment.n, "app", stub.PayQris, request, payment.amount_idr, rng
         )
 
@@ -572,21 +577,3 @@ class Callers:
                 await asyncio.sleep(min(2.0, max(deadline - asyncio.get_running_loop().time(), 0)))
 
         await asyncio.gather(*(again(r, i, h) for r, i, h in self.deferred))
-
-
-# The status a ride call passes through before its answer is final.
-_PASSING = {"authorize": "AUTHORIZING", "capture": "CAPTURING", "void": "VOIDING"}
-
-
-def _ride_status(answer: Any) -> tuple[str, str]:
-    return RIDE_STATUS[answer.ride_payment.status], ""
-
-
-def _method_name(request: Any) -> str:
-    """The RPC a request message is for: every one is named ``<Method>Request``."""
-    return str(type(request).__name__.removesuffix("Request"))
-
-
-def _transaction_status(answer: Any) -> tuple[str, str]:
-    transaction = answer.transaction
-    return TX_STATUS[transaction.status], transaction.transaction_id

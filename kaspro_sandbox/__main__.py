@@ -86,7 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m kaspro_sandbox",
         description="A stateful fake of the KasPro partner gateway, for development and tests.",
     )
-    env = os.environ.get
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8090, help="port to listen on (0 = any)")
     parser.add_argument(
@@ -123,26 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the fault draws (default: --seed)",
     )
-    parser.add_argument(
-        "--client-id",
-        default=env("WALLET_KASPRO_CLIENT_ID", defaults.DEV_CLIENT_ID),
-        help="OAuth client id (env WALLET_KASPRO_CLIENT_ID)",
-    )
-    parser.add_argument(
-        "--client-secret",
-        default=env("WALLET_KASPRO_CLIENT_SECRET", defaults.DEV_CLIENT_SECRET),
-        help="OAuth client secret (env WALLET_KASPRO_CLIENT_SECRET)",
-    )
-    parser.add_argument(
-        "--hmac-key",
-        default=env("WALLET_KASPRO_HMAC_KEY", defaults.DEV_HMAC_KEY),
-        help="HMAC key id, also the Partner-Key (env WALLET_KASPRO_HMAC_KEY)",
-    )
-    parser.add_argument(
-        "--hmac-secret",
-        default=env("WALLET_KASPRO_HMAC_SECRET", defaults.DEV_HMAC_SECRET),
-        help="HMAC signing secret (env WALLET_KASPRO_HMAC_SECRET)",
-    )
+    # The gateway's credentials: the service's own variables when they are set.
+    for option, default, meaning in (
+        ("client-id", defaults.DEV_CLIENT_ID, "OAuth client id"),
+        ("client-secret", defaults.DEV_CLIENT_SECRET, "OAuth client secret"),
+        ("hmac-key", defaults.DEV_HMAC_KEY, "HMAC key id, also the Partner-Key"),
+        ("hmac-secret", defaults.DEV_HMAC_SECRET, "HMAC signing secret"),
+    ):
+        variable = "WALLET_KASPRO_" + option.upper().replace("-", "_")
+        parser.add_argument(
+            f"--{option}",
+            default=os.environ.get(variable, default),
+            help=f"{meaning} (env {variable})",
+        )
     parser.add_argument(
         "--request-log-size",
         type=_count,

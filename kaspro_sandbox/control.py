@@ -30,7 +30,7 @@ from kaspro_sandbox.money import (
     is_digits,
 )
 from kaspro_sandbox.settlement import NotPending, Settlement
-from kaspro_sandbox.state import IssuedOtp, SandboxState
+from kaspro_sandbox.state import Customer, IssuedOtp, SandboxState
 
 PREFIX = "/_sandbox"
 SETTINGS = ("async_delay_seconds", "auto_complete", "cash_out_fee")
@@ -86,6 +86,13 @@ def _int_field(body: dict[str, Any], name: str, default: int | None = None) -> i
     if not isinstance(value, int) or isinstance(value, bool):
         raise ControlError(400, f"{name} must be an integer")
     return value
+
+
+def _balance(body: dict[str, Any]) -> int:
+    balance = _int_field(body, "balance")
+    if balance < 0:
+        raise ControlError(400, "balance must not be negative")
+    return balance
 
 
 class ControlApi:
@@ -174,23 +181,20 @@ class ControlApi:
     async def list_customers(self, request: Request) -> Json:
         return [customer.to_json() for customer in self.state.customers.values()]
 
-    async def get_customer(self, request: Request) -> Json:
-        mobile = _local_number(request.path_params["mobileNumber"])
+    def _customer(self, mobile: str) -> Customer:
         customer = self.state.customers.get(mobile)
         if customer is None:
             raise ControlError(404, "no customer with this number")
-        return customer.to_json()
+        return customer
+
+    async def get_customer(self, request: Request) -> Json:
+        return self._customer(_local_number(request.path_params["mobileNumber"])).to_json()
 
     async def set_balance(self, request: Request) -> Json:
         mobile = _local_number(request.path_params["mobileNumber"])
         body = await _json_object(request)
-        customer = self.state.customers.get(mobile)
-        if customer is None:
-            raise ControlError(404, "no customer with this number")
-        balance = _int_field(body, "balance")
-        if balance < 0:
-            raise ControlError(400, "balance must not be negative")
-        customer.balance = balance
+        customer = self._customer(mobile)
+        customer.balance = _balance(body)
         return customer.to_json()
 
     async def set_ocr_override(self, request: Request) -> Json:
@@ -285,9 +289,7 @@ class ControlApi:
         number = body.get(number_field)
         if not is_digits(number):
             raise ControlError(400, f"{number_field} must be a string of digits")
-        customer = self.state.customers.get(mobile)
-        if customer is None:
-            raise ControlError(404, "no customer with this number")
+        customer = self._customer(mobile)
         if self.state.would_break_cap(customer, amount):
             cap = self.state.balance_cap(customer)
             raise ControlError(
@@ -348,10 +350,7 @@ class ControlApi:
 
     async def set_wallet_balance(self, request: Request) -> Json:
         wallet = self._wallet(request.path_params["account"])
-        balance = _int_field(await _json_object(request), "balance")
-        if balance < 0:
-            raise ControlError(400, "balance must not be negative")
-        wallet.balance = balance
+        wallet.balance = _balance(await _json_object(request))
         return wallet.to_json()
 
     async def balances(self, request: Request) -> Json:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, get_args
 
 from kaspro_sandbox.paths import (
@@ -167,20 +167,6 @@ class FaultRule:
         if self.remaining == 0:
             return False
         return (self.path == ANY_PATH or self.path == path) and path in _paths_for(self.kind)
-
-    def fresh(self) -> FaultRule:
-        """The same rule with its counters back at the start."""
-        return FaultRule(
-            id=self.id,
-            path=self.path,
-            kind=self.kind,
-            probability=self.probability,
-            times=self.times,
-            delay_seconds=self.delay_seconds,
-            jitter_seconds=self.jitter_seconds,
-            copies=self.copies,
-            after_execution=self.after_execution,
-        )
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -384,7 +370,8 @@ class FaultTable:
         """Back to the start: the initial rules with fresh counters, no scripts, no stats,
         the generator reseeded.
         """
-        self.rules = [rule.fresh() for rule in self._initial]
+        # replace() copies the init fields only: the counters start afresh.
+        self.rules = [replace(rule) for rule in self._initial]
         self._next_id = len(self._initial) + 1
         self.scripts.clear()
         self.rng = random.Random(self.seed)

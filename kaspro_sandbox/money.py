@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -73,7 +73,7 @@ class PlatformWallet:
     balance: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"account": self.account, "name": self.name, "balance": self.balance}
+        return asdict(self)
 
 
 def platform_wallets(config: SandboxConfig) -> dict[str, PlatformWallet]:
@@ -230,17 +230,8 @@ class MoneySettings:
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> MoneySettings:
-        return cls(
-            async_delay_seconds=config.async_delay_seconds,
-            auto_complete=config.auto_complete,
-            cash_out_fee=config.cash_out_fee,
-            callback_url=config.callback_url,
-        )
+        """The starting values: SandboxConfig's fields of the same names."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "async_delay_seconds": self.async_delay_seconds,
-            "auto_complete": self.auto_complete,
-            "cash_out_fee": self.cash_out_fee,
-            "callback_url": self.callback_url,
-        }
+        return asdict(self)

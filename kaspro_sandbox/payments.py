@@ -78,6 +78,43 @@ class Posted:
     target_after: int
 
 
+@dataclass(frozen=True)
+class _Order:
+    """A checked money call about to be decided: who pays what to whom, and its details."""
+
+    call: PartnerCall
+    request_id: str
+    kind: TransactionType
+    source: str
+    destination: str  # a wallet, or the external sink of an async transfer
+    amount: int
+    details: dict[str, str]
+    fee: int = 0
+
+    def transaction(
+        self, status: Status, code: int, body: dict[str, Any], planned: Status = "SUCCESS"
+    ) -> MoneyTransaction:
+        """The order as decided, `body` its answer (given again to a repeated requestId)."""
+        now = self.call.received_at
+        return MoneyTransaction(
+            request_id=self.request_id,
+            reff_id=body["responseId"],
+            type=self.kind,
+            status=status,
+            code=code,
+            message=codes.MESSAGES[code],
+            amount=self.amount,
+            service_fee=self.fee,
+            mobile_number=self.source,
+            destination=self.destination,
+            created_at=now,
+            answer_body=body,
+            settled_at=None if status == "PENDING" else now,
+            planned_status=planned,
+            details=self.details,
+        )
+
+
 def _string(fields: dict[str, Any], name: str, *, label: str | None = None) -> str:
     """A required non-blank string field (400001 naming `label` or `name` otherwise)."""
     value = fields.get(name)
@@ -203,41 +240,11 @@ class MoneyGateway:
             return codes.LIMIT_EXCEEDED
         return None
 
-    def _reject(
-        self,
-        code: int,
-        *,
-        call: PartnerCall,
-        request_id: str,
-        kind: TransactionType,
-        source: str,
-        destination: str,
-        amount: int,
-        fee: int,
-        details: dict[str, str],
-    ) -> Reply:
+    def _reject(self, order: _Order, code: int) -> Reply:
         """A refusal that moved nothing, remembered as a FAILED transaction."""
-        now = call.received_at
-        response_id = self.state.new_response_id(now)
+        response_id = self.state.new_response_id(order.call.received_at)
         body = {"responseId": response_id, "code": code, "message": codes.MESSAGES[code]}
-        self.state.add_transaction(
-            MoneyTransaction(
-                request_id=request_id,
-                reff_id=response_id,
-                type=kind,
-                status="FAILED",
-                code=code,
-                message=codes.MESSAGES[code],
-                amount=amount,
-                service_fee=fee,
-                mobile_number=source,
-                destination=destination,
-                created_at=now,
-                settled_at=now,
-                answer_body=body,
-                details=details,
-            )
-        )
+        self.state.add_transaction(order.transaction("FAILED", code, body))
         return Reply(200, body)
 
     # synchronous transfers
@@ -266,16 +273,9 @@ class MoneyGateway:
                 },
             }
 
-        return self._sync_transfer(
-            call,
-            request_id,
-            "PAYMENT",
-            source,
-            destination,
-            amount,
-            {"reference": reference},
-            answer,
-        )
+        details = {"reference": reference}
+        order = _Order(call, request_id, "PAYMENT", source, destination, amount, details)
+        return self._sync_transfer(order, answer)
 
     def p2p(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
         source = _string(fields, "mobileNumber")
@@ -311,48 +311,28 @@ class MoneyGateway:
                 "message": codes.MESSAGES[codes.SUCCESS],
             }
 
-        return self._sync_transfer(
-            call, request_id, "P2P", source, destination, amount, {"note": note or ""}, answer
-        )
+        details = {"note": note or ""}
+        order = _Order(call, request_id, "P2P", source, destination, amount, details)
+        return self._sync_transfer(order, answer)
 
-    def _sync_transfer(
-        self,
-        call: PartnerCall,
-        request_id: str,
-        kind: TransactionType,
-        source: str,
-        destination: str,
-        amount: int,
-        details: dict[str, str],
-        answer: Callable[[Posted], dict[str, Any]],
-    ) -> Reply:
-        refusal = self._refusal(source, destination, amount, amount)
+    def _sync_transfer(self, order: _Order, answer: Callable[[Posted], dict[str, Any]]) -> Reply:
+        refusal = self._refusal(order.source, order.destination, order.amount, order.amount)
         if refusal is not None:
-            return self._reject(
-                refusal,
-                call=call,
-                request_id=request_id,
-                kind=kind,
-                source=source,
-                destination=destination,
-                amount=amount,
-                fee=0,
-                details=details,
-            )
-        payer = self.state.holder(source)
-        payee = self.state.holder(destination)
+            return self._reject(order, refusal)
+        payer = self.state.holder(order.source)
+        payee = self.state.holder(order.destination)
         if payer is None or payee is None:  # _refusal has answered 110005 for these
-            raise LookupError(source if payer is None else destination)
-        now = call.received_at
+            raise LookupError(order.source if payer is None else order.destination)
+        now = order.call.received_at
         response_id, reference = self.state.new_reference(now)
         source_before, target_before = payer.balance, payee.balance
         self.state.move(
             now=now,
-            request_id=request_id,
-            kind=kind,
-            source=source,
-            destination=destination,
-            amount=amount,
+            request_id=order.request_id,
+            kind=order.kind,
+            source=order.source,
+            destination=order.destination,
+            amount=order.amount,
         )
         body = answer(
             Posted(
@@ -364,50 +344,25 @@ class MoneyGateway:
                 target_after=payee.balance,
             )
         )
-        self.state.add_transaction(
-            MoneyTransaction(
-                request_id=request_id,
-                reff_id=response_id,
-                type=kind,
-                status="SUCCESS",
-                code=codes.SUCCESS,
-                message=codes.MESSAGES[codes.SUCCESS],
-                amount=amount,
-                service_fee=0,
-                mobile_number=source,
-                destination=destination,
-                created_at=now,
-                settled_at=now,
-                answer_body=body,
-                details=details,
-            )
-        )
+        self.state.add_transaction(order.transaction("SUCCESS", codes.SUCCESS, body))
         return Reply(200, body)
 
     # asynchronous transfers
 
     def bank_transfer(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
         source = _string(fields, "mobileNumber")
-        planned: Status = "SUCCESS"
-        if fields.get("channel") is not None:
-            channel = fields.get("channel")
+        fee = self.state.settings.cash_out_fee
+        channel = fields.get("channel")
+        if channel is not None:
             if channel not in RETAIL_CHANNELS:
                 raise InvalidRequest("channel")
             amount = _amount(fields)
             code = withdrawal_code(request_id)
-            return self._async_transfer(
-                call,
-                request_id,
-                "RETAIL_WITHDRAWAL",
-                source,
-                EXTERNAL_RETAIL,
-                amount,
-                fee=self.state.settings.cash_out_fee,
-                account=str(channel),
-                extra={"withdrawalCode": code},
-                details={"channel": str(channel), "withdrawalCode": code},
-                planned=planned,
+            details = {"channel": str(channel), "withdrawalCode": code}
+            order = _Order(
+                call, request_id, "RETAIL_WITHDRAWAL", source, EXTERNAL_RETAIL, amount, details, fee
             )
+            return self._async_transfer(order, account=str(channel), extra={"withdrawalCode": code})
         bank_code = fields.get("bankCode")
         if not is_digits(bank_code) or len(str(bank_code)) != 3:
             raise InvalidRequest("bankCode")
@@ -416,24 +371,17 @@ class MoneyGateway:
             raise InvalidRequest("accountNumber")
         account_name = _string(fields, "accountName")
         amount = _amount(fields)
-        if str(account_number).endswith(FAILING_ACCOUNT_SUFFIX):
-            planned = "FAILED"
+        details = {
+            "bankCode": str(bank_code),
+            "accountNumber": str(account_number),
+            "accountName": account_name,
+        }
+        order = _Order(
+            call, request_id, "BANK_TRANSFER", source, EXTERNAL_BANK, amount, details, fee
+        )
+        failing = str(account_number).endswith(FAILING_ACCOUNT_SUFFIX)
         return self._async_transfer(
-            call,
-            request_id,
-            "BANK_TRANSFER",
-            source,
-            EXTERNAL_BANK,
-            amount,
-            fee=self.state.settings.cash_out_fee,
-            account=str(account_number),
-            extra={},
-            details={
-                "bankCode": str(bank_code),
-                "accountNumber": str(account_number),
-                "accountName": account_name,
-            },
-            planned=planned,
+            order, account=str(account_number), extra={}, planned="FAILED" if failing else "SUCCESS"
         )
 
     def qris(self, call: PartnerCall, fields: dict[str, Any], request_id: str) -> Reply:
@@ -443,60 +391,29 @@ class MoneyGateway:
         if name is None:
             raise InvalidRequest("qrisPayload")
         amount = _amount(fields)
-        planned: Status = (
-            "FAILED" if name.upper().startswith(FAILING_MERCHANT_PREFIX) else "SUCCESS"
-        )
+        details = {"merchantName": name}
+        order = _Order(call, request_id, "QRIS", source, EXTERNAL_QRIS, amount, details)
+        failing = name.upper().startswith(FAILING_MERCHANT_PREFIX)
         return self._async_transfer(
-            call,
-            request_id,
-            "QRIS",
-            source,
-            EXTERNAL_QRIS,
-            amount,
-            fee=0,
-            account=source,
-            extra={"merchantName": name},
-            details={"merchantName": name},
-            planned=planned,
+            order, account=source, extra=details, planned="FAILED" if failing else "SUCCESS"
         )
 
     def _async_transfer(
-        self,
-        call: PartnerCall,
-        request_id: str,
-        kind: TransactionType,
-        source: str,
-        sink: str,
-        amount: int,
-        *,
-        fee: int,
-        account: str,
-        extra: dict[str, str],
-        details: dict[str, str],
-        planned: Status,
+        self, order: _Order, *, account: str, extra: dict[str, str], planned: Status = "SUCCESS"
     ) -> Reply:
-        refusal = self._refusal(source, None, amount + fee, amount)
+        amount, fee = order.amount, order.fee
+        refusal = self._refusal(order.source, None, amount + fee, amount)
         if refusal is not None:
-            return self._reject(
-                refusal,
-                call=call,
-                request_id=request_id,
-                kind=kind,
-                source=source,
-                destination=sink,
-                amount=amount,
-                fee=fee,
-                details=details,
-            )
-        now = call.received_at
-        response_id = self.state.new_response_id(now)
+            return self._reject(order, refusal)
+        call = order.call
+        response_id = self.state.new_response_id(call.received_at)
         # The money leaves the wallet now; a failure brings it back (settlement.py).
         self.state.move(
-            now=now,
-            request_id=request_id,
-            kind=kind,
-            source=source,
-            destination=sink,
+            now=call.received_at,
+            request_id=order.request_id,
+            kind=order.kind,
+            source=order.source,
+            destination=order.destination,
             amount=amount,
             fee=fee,
         )
@@ -514,25 +431,10 @@ class MoneyGateway:
                 **extra,
             },
         }
-        transaction = MoneyTransaction(
-            request_id=request_id,
-            reff_id=response_id,
-            type=kind,
-            status="PENDING",
-            code=codes.IN_PROCESS,
-            message=codes.MESSAGES[codes.IN_PROCESS],
-            amount=amount,
-            service_fee=fee,
-            mobile_number=source,
-            destination=sink,
-            created_at=now,
-            answer_body=body,
-            planned_status=planned,
-            details=details,
-        )
+        transaction = order.transaction("PENDING", codes.IN_PROCESS, body, planned=planned)
         transaction.callback_fault = self.state.faults.decide_callback(call.path)
         self.state.add_transaction(transaction)
-        if call.injected in IN_PROCESS_KINDS or self.state.faults.scripted(request_id):
+        if call.injected in IN_PROCESS_KINDS or self.state.faults.scripted(order.request_id):
             transaction.held = True  # settled by a script step or by hand, never by a timer
         else:
             self.settlement.schedule(transaction)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from wallet.v1 import common_pb2 as pb
@@ -16,37 +17,27 @@ from wallet_service.domain.account import (
     WalletAccount,
 )
 from wallet_service.domain.money import RideStatus, TxStatus, TxType
-from wallet_service.domain.phone import MobileNumber
 from wallet_service.domain.records import RidePayment, Transaction
 
-ACCOUNT_TYPES = {
-    AccountType.UNKNOWN: pb.ACCOUNT_TYPE_UNSPECIFIED,
-    AccountType.BASIC: pb.ACCOUNT_TYPE_BASIC,
-    AccountType.PREMIUM: pb.ACCOUNT_TYPE_PREMIUM,
-}
-ACCOUNT_STATUSES = {
-    AccountStatus.UNKNOWN: pb.ACCOUNT_STATUS_UNSPECIFIED,
-    AccountStatus.ACTIVE: pb.ACCOUNT_STATUS_ACTIVE,
-    AccountStatus.INACTIVE: pb.ACCOUNT_STATUS_INACTIVE,
-    AccountStatus.BLOCKED: pb.ACCOUNT_STATUS_BLOCKED,
-}
-CUSTOMER_TYPES = {
-    CustomerType.UNKNOWN: pb.CUSTOMER_TYPE_UNSPECIFIED,
-    CustomerType.SUBSCRIBER: pb.CUSTOMER_TYPE_SUBSCRIBER,
-    CustomerType.MERCHANT: pb.CUSTOMER_TYPE_MERCHANT,
-    CustomerType.CORPORATE: pb.CUSTOMER_TYPE_CORPORATE,
-}
-KYC_STATUSES = {
-    KycStatus.UNKNOWN: pb.KYC_STATUS_UNSPECIFIED,
-    KycStatus.UNVERIFIED: pb.KYC_STATUS_UNVERIFIED,
-    KycStatus.PENDING: pb.KYC_STATUS_PENDING,
-    KycStatus.VERIFIED: pb.KYC_STATUS_VERIFIED,
-    KycStatus.REJECTED: pb.KYC_STATUS_REJECTED,
-}
+E = TypeVar("E", bound=enum.Enum)
 
 
-def e164(mobile: MobileNumber) -> str:
-    return "+" + mobile.canonical
+def _same_names(members: type[E], prefix: str) -> dict[E, Any]:
+    """Each member to the wallet.v1 value of the same name (UNKNOWN: ``_UNSPECIFIED``)."""
+    return {
+        m: getattr(pb, f"{prefix}_{'UNSPECIFIED' if m.name == 'UNKNOWN' else m.name}")
+        for m in members
+    }
+
+
+ACCOUNT_TYPES = _same_names(AccountType, "ACCOUNT_TYPE")
+ACCOUNT_STATUSES = _same_names(AccountStatus, "ACCOUNT_STATUS")
+CUSTOMER_TYPES = _same_names(CustomerType, "CUSTOMER_TYPE")
+KYC_STATUSES = _same_names(KycStatus, "KYC_STATUS")
+TX_TYPES = _same_names(TxType, "TRANSACTION_TYPE")
+TX_STATUSES = _same_names(TxStatus, "TRANSACTION_STATUS")
+RIDE_STATUSES = _same_names(RideStatus, "RIDE_PAYMENT_STATUS")
+OUTLETS = {"ALFAMART": pb.RETAIL_OUTLET_ALFAMART, "INDOMARET": pb.RETAIL_OUTLET_INDOMARET}
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -56,7 +47,7 @@ def timestamp(seconds: float) -> Timestamp:
 
 
 def account(wallet: WalletAccount) -> pb.Account:
-    message = pb.Account(mobile_number=e164(wallet.mobile_number), linked=wallet.linked)
+    message = pb.Account(mobile_number=_e164(wallet.mobile_number.canonical), linked=wallet.linked)
     if wallet.linked_at is not None:
         message.link_time.CopyFrom(timestamp(wallet.linked_at))
     a = wallet.account
@@ -105,13 +96,7 @@ def kyc_identity(identity: KycIdentity, nik_problem: str | None) -> pb.KycIdenti
     )
 
 
-TX_TYPES = {t: getattr(pb, f"TRANSACTION_TYPE_{t.value}") for t in TxType}
-TX_STATUSES = {s: getattr(pb, f"TRANSACTION_STATUS_{s.value}") for s in TxStatus}
-RIDE_STATUSES = {s: getattr(pb, f"RIDE_PAYMENT_STATUS_{s.value}") for s in RideStatus}
-OUTLETS = {"ALFAMART": pb.RETAIL_OUTLET_ALFAMART, "INDOMARET": pb.RETAIL_OUTLET_INDOMARET}
-
-
-def _e164_of(canonical: str) -> str:
+def _e164(canonical: str) -> str:
     return "+" + canonical if canonical else ""
 
 
@@ -122,8 +107,8 @@ def transaction(t: Transaction) -> pb.Transaction:
         status=TX_STATUSES[t.status],
         amount_idr=t.amount_idr,
         fee_idr=t.fee_idr,
-        mobile_number=_e164_of(t.mobile_number),
-        counterparty_mobile_number=_e164_of(t.counterparty),
+        mobile_number=_e164(t.mobile_number),
+        counterparty_mobile_number=_e164(t.counterparty),
         ride_id=t.ride_id,
         note=t.note,
         withdrawal_code=t.withdrawal_code,
@@ -150,8 +135,8 @@ def ride_payment(r: RidePayment) -> pb.RidePayment:
     return pb.RidePayment(
         ride_id=r.ride_id,
         status=RIDE_STATUSES[r.status],
-        passenger_mobile_number=_e164_of(r.passenger),
-        driver_mobile_number=_e164_of(r.driver),
+        passenger_mobile_number=_e164(r.passenger),
+        driver_mobile_number=_e164(r.driver),
         held_amount_idr=r.held_amount_idr,
         final_fare_idr=r.final_fare_idr,
         platform_fee_idr=r.platform_fee_idr,
@@ -169,7 +154,7 @@ def account_event(data: dict[str, Any]) -> pb.Account:
 
     The rest of the account is KasPro's and is read with GetAccount.
     """
-    message = pb.Account(mobile_number=_e164_of(data["mobile_number"]))
+    message = pb.Account(mobile_number=_e164(data["mobile_number"]))
     if data.get("linked_at") is not None:
         message.linked = True
         message.link_time.CopyFrom(timestamp(data["linked_at"]))

@@ -49,9 +49,7 @@ class Fields:
         return _PLACEHOLDER
 
     def request_id(self, text: str) -> str:
-        if not _REQUEST_ID.fullmatch(text):
-            self.bad("request_id", "request_id is required: 1-64 characters of [A-Za-z0-9._:-]")
-        return text
+        return self.ride_id("request_id", text)  # the same rule
 
     def ride_id(self, field: str, text: str) -> str:
         if not _REQUEST_ID.fullmatch(text):

@@ -222,7 +222,7 @@ class KasProClient:
             endpoints.payment_to_merchant_request(
                 request_id, payer, amount_idr, reference, destination
             ),
-            endpoints.parse_payment_to_merchant,
+            endpoints.parse_money,
             mobile=payer,
             seconds=timeout,
         )
@@ -261,7 +261,7 @@ class KasProClient:
             endpoints.bank_transfer_request(
                 request_id, mobile, bank_code, account_number, account_name, amount_idr
             ),
-            endpoints.parse_bank_transfer,
+            endpoints.parse_money,
             mobile=mobile,
             seconds=timeout,
         )
@@ -278,7 +278,7 @@ class KasProClient:
         """Cash out at an ``ALFAMART`` or ``INDOMARET`` till with a withdrawal code."""
         return await self._money_call(
             endpoints.retail_withdrawal_request(request_id, mobile, channel, amount_idr),
-            endpoints.parse_retail_withdrawal,
+            endpoints.parse_money,
             mobile=mobile,
             seconds=timeout,
         )
@@ -295,7 +295,7 @@ class KasProClient:
         """Pay a QRIS merchant from the wallet; settled by callback or inquiry."""
         return await self._money_call(
             endpoints.qris_payment_request(request_id, mobile, qris_payload, amount_idr),
-            endpoints.parse_qris_payment,
+            endpoints.parse_money,
             mobile=mobile,
             seconds=timeout,
         )

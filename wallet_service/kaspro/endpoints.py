@@ -624,7 +624,9 @@ class _MoneyData:
     merchant_name: str | None = None
 
 
-def parse_payment_to_merchant(body: Any) -> MoneyReply:
+def parse_money(body: Any) -> MoneyReply:
+    """A payment-to-merchant, bank-transfer, retail-withdrawal or QRIS answer: one shape.
+    ``withdrawal_code`` is what a retail customer shows at the till."""
     return _money_reply(body, _amount_data)
 
 
@@ -639,19 +641,6 @@ def parse_p2p(body: Any, destination: Party) -> MoneyReply:
         )
 
     return _money_reply(body, read)
-
-
-def parse_bank_transfer(body: Any) -> MoneyReply:
-    return _money_reply(body, _amount_data)
-
-
-def parse_retail_withdrawal(body: Any) -> MoneyReply:
-    """A retail cash-out's answer; ``withdrawal_code`` is what the customer shows at the till."""
-    return _money_reply(body, _amount_data)
-
-
-def parse_qris_payment(body: Any) -> MoneyReply:
-    return _money_reply(body, _amount_data)
 
 
 def _money_reply(body: Any, read: Callable[[Mapping[str, Any]], _MoneyData]) -> MoneyReply:
@@ -689,7 +678,7 @@ def _money_reply(body: Any, read: Callable[[Mapping[str, Any]], _MoneyData]) -> 
 
 
 def _amount_data(data: Mapping[str, Any]) -> _MoneyData:
-    """The ``data`` of a payment, bank-transfer, retail or QRIS answer."""
+    """The ``data`` of a payment, bank-transfer, retail or QRIS answer (``parse_money``)."""
     return _MoneyData(
         amount_idr=parse_amount(data.get("amount")),
         fee_idr=_fee(data),

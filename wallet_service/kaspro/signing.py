@@ -65,29 +65,14 @@ class HmacSigner:
         self._key_id = key_id
         self._secret = secret
         self._clock = clock
-        # The Date has whole seconds and the signature covers only method, path and Date:
-        # within one second every call to one path carries the same headers, so they are
-        # computed once per second and path (under load, most calls reuse them).
-        self._second: int | None = None
-        self._date = ""
-        self._signed: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"HmacSigner(key_id={self._key_id!r})"
 
     def headers(self, method: str, path: str) -> dict[str, str]:
-        now = self._clock()
-        second = math.floor(now)
-        if second != self._second:
-            self._second = second
-            self._date = http_date(datetime.fromtimestamp(second, tz=UTC))
-            self._signed.clear()
-        target = (method, request_path(path))
-        signed = self._signed.get(target)
-        if signed is None:
-            signed = signature_header(self._key_id, self._secret, *target, self._date)
-            self._signed[target] = signed
-        return {"Date": self._date, "KasPro-Signature": signed, "Partner-Key": self._key_id}
+        date = http_date(datetime.fromtimestamp(math.floor(self._clock()), tz=UTC))
+        signed = signature_header(self._key_id, self._secret, method, path, date)
+        return {"Date": date, "KasPro-Signature": signed, "Partner-Key": self._key_id}
 
 
 # Callbacks: KasPro signs what it POSTs to us (docs/kaspro.md, "Callbacks").
