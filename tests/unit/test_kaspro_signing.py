@@ -90,8 +90,8 @@ def test_hmac_signer_headers_use_its_clock() -> None:
 
 
 def test_hmac_signer_headers_stay_right_as_the_clock_and_target_change() -> None:
-    # The signer reuses a second's Date and each path's signature: whatever the order of
-    # calls, every header must equal the one computed from scratch.
+    # Whatever the order of calls and the clock, every header equals the one computed
+    # from scratch.
     start = datetime(2021, 10, 4, 7, 0, 30, tzinfo=UTC).timestamp()
     now = [start]
     signer = HmacSigner("partner-key", "s3cr3t", clock=lambda: now[0])
