@@ -21,8 +21,9 @@ from wallet_service.domain.money import TxStatus, TxType
 from wallet_service.flows.engine import RIDE_PAYMENT_UPDATED, TRANSACTION_UPDATED
 from wallet_service.flows.onboarding import ACCOUNT_LINKED, KYC_UPGRADED
 from wallet_service.flows.operations import Operations
-from wallet_service.store import money as rows
 from wallet_service.store.database import Database, Row
+from wallet_service.store.events import events_after, ride_from_snapshot, transaction_from_snapshot
+from wallet_service.store.transactions import list_transactions
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -75,7 +76,7 @@ class TransactionServicer(pb_grpc.TransactionServiceServicer):
                 f.bad("page_token", "page_token was not issued for this request")
         f.done()
         size = request.page_size or DEFAULT_PAGE_SIZE
-        found = await rows.list_transactions(
+        found = await list_transactions(
             self._db,
             mobile.canonical,
             type_=type_,
@@ -100,7 +101,7 @@ class TransactionServicer(pb_grpc.TransactionServiceServicer):
         while True:
             # Take the signal before reading, so an event committed in between wakes us.
             signal = self._db.events_written
-            batch = await rows.events_after(self._db, sequence, 200)
+            batch = await events_after(self._db, sequence, 200)
             for row in batch:
                 sequence = row["sequence"]
                 yield pb.WatchEventsResponse(event=_event(row))
@@ -118,10 +119,10 @@ def _event(row: Row) -> common_pb2.Event:
     )
     if row["type"] == TRANSACTION_UPDATED:
         event.type = common_pb2.EVENT_TYPE_TRANSACTION_UPDATED
-        event.transaction.CopyFrom(convert.transaction(rows.transaction_from_snapshot(data)))
+        event.transaction.CopyFrom(convert.transaction(transaction_from_snapshot(data)))
     elif row["type"] == RIDE_PAYMENT_UPDATED:
         event.type = common_pb2.EVENT_TYPE_RIDE_PAYMENT_UPDATED
-        event.ride_payment.CopyFrom(convert.ride_payment(rows.ride_from_snapshot(data)))
+        event.ride_payment.CopyFrom(convert.ride_payment(ride_from_snapshot(data)))
     elif row["type"] in (ACCOUNT_LINKED, KYC_UPGRADED):
         event.type = (
             common_pb2.EVENT_TYPE_ACCOUNT_LINKED
