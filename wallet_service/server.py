@@ -38,6 +38,7 @@ from wallet_service.flows.callbacks import CallbackReceiver
 from wallet_service.flows.engine import Engine, Timing
 from wallet_service.flows.external import ExternalPayments
 from wallet_service.flows.funding import Funding
+from wallet_service.flows.history import History
 from wallet_service.flows.idempotency import Idempotency
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.flows.operations import Operations, PlatformAccounts
@@ -268,7 +269,7 @@ async def _add_services(
         PaymentServicer(rides, Transfers(operations), external), server
     )
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
-        TransactionServicer(db, operations), server
+        TransactionServicer(operations, History(db)), server
     )
     return engine, rides
 

@@ -36,7 +36,6 @@ from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
 from wallet_service.config import Caller, Config
 from wallet_service.http import CALLBACK_PATH
 from wallet_service.server import WalletService, start
-from wallet_service.store import money as money_rows
 
 APP_TOKEN = "app-token-123"
 DISPATCH_TOKEN = "dispatch-token-1"
@@ -371,7 +370,10 @@ class Harness:
 
     async def ledger(self) -> dict[str, int]:
         """The service's ledger balance per account."""
-        return await money_rows.ledger_balances(self.running.db)
+        rows = await self.running.db.fetch_all(
+            "SELECT account, SUM(amount_idr) AS total FROM ledger_lines GROUP BY account"
+        )
+        return {row["account"]: int(row["total"]) for row in rows}
 
     async def assert_books_agree(self) -> None:
         """Our ledger equals the sandbox's balances, and every transaction sums to zero."""
@@ -382,7 +384,11 @@ class Harness:
             assert ledger.get(f"subscriber:{canonical}", 0) == balance, (local, ledger)
         for name in ("escrow", "corporate"):
             assert ledger.get(name, 0) == sandbox["platform"][name], (name, ledger, sandbox)
-        assert await money_rows.unbalanced_transactions(self.running.db) == []
+        unbalanced = await self.running.db.fetch_all(
+            "SELECT transaction_id FROM ledger_lines GROUP BY transaction_id "
+            "HAVING SUM(amount_idr) != 0"
+        )
+        assert [row["transaction_id"] for row in unbalanced] == []
 
     async def settle(self, *, advance_seconds: float = 60.0) -> int:
         """Move the clock past every backoff and run one reconciler pass."""

@@ -18,7 +18,7 @@ from wallet.v1 import common_pb2, funding_service_pb2
 
 from wallet_service.flows.engine import Timing
 from wallet_service.http import CALLBACK_PATH
-from wallet_service.store import money as rows
+from wallet_service.store.attempts import load_attempt
 
 from .callback_helpers import (
     AMOUNT,
@@ -183,7 +183,7 @@ async def test_not_found_while_the_first_send_may_be_on_its_way_sends_nothing(
     "not found" may only mean the request has not arrived yet: nothing is sent, and KasPro
     is asked again only once the grace is over, not on every pass meanwhile."""
     transaction_id, ref = await unsent_cash_out(h)
-    attempt = await rows.load_attempt(h.running.db, ref)
+    attempt = await load_attempt(h.running.db, ref)
     assert attempt is not None
     grace = h.config.reconcile_grace_seconds
 

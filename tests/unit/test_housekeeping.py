@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from wallet_service.store import money
+from wallet_service.store.callbacks import keep_unverified_sample
 from wallet_service.store.database import Database
 from wallet_service.workers.housekeeping import run_housekeeping
 
@@ -21,7 +21,7 @@ async def test_unverified_callback_samples_past_the_retention_are_forgotten(
     db = await Database.open(str(tmp_path / "w.db"))
     try:
         for received_at in (NOW - TTL - 60, NOW - TTL + 60, NOW):
-            await money.keep_unverified_sample(
+            await keep_unverified_sample(
                 db, b'{"mobileNumber":"081234567890"}', 31, "unsigned", received_at, 100
             )
         loop = asyncio.create_task(run_housekeeping(db, lambda: NOW, idempotency_ttl_seconds=TTL))

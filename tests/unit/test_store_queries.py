@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 from wallet_service.domain.money import RideStatus, TxStatus, TxType
 from wallet_service.domain.records import RidePayment, Transaction
-from wallet_service.store import money
+from wallet_service.store import callbacks, ledger, rides, transactions
 from wallet_service.store.database import Database
+from wallet_service.store.database import Transaction as DbTx
 
 
 async def test_the_monthly_volume_is_summed_from_an_index_alone(tmp_path: Path) -> None:
     db = await Database.open(str(tmp_path / "w.db"))
     try:
-        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {money.VOLUME_SQL}", ("acct", 0.0))
+        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {ledger.VOLUME_SQL}", ("acct", 0.0))
         details = " ".join(row["detail"] for row in plan)
         assert "COVERING INDEX ledger_by_account_volume" in details
 
@@ -30,9 +32,9 @@ async def test_the_monthly_volume_is_summed_from_an_index_alone(tmp_path: Path) 
                     "create_time) VALUES (?, ?, 'acct', ?, ?)",
                     (f"t{n}", f"r{n}", amount, 100.0 + n),
                 )
-        assert await money.volume_since(db, "acct", 0.0) == 7_700
-        assert await money.volume_since(db, "acct", 101.0) == 2_700
-        assert await money.volume_since(db, "other", 0.0) == 0
+        assert await ledger.volume_since(db, "acct", 0.0) == 7_700
+        assert await ledger.volume_since(db, "acct", 101.0) == 2_700
+        assert await ledger.volume_since(db, "other", 0.0) == 0
     finally:
         await db.close()
 
@@ -40,7 +42,12 @@ async def test_the_monthly_volume_is_summed_from_an_index_alone(tmp_path: Path) 
 async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
     tmp_path: Path,
 ) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    path = str(tmp_path / "w.db")
+    await (await Database.open(path)).close()  # the schema
+    # A connection of the test's own, to see every statement run on it.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    tx = DbTx(conn, "test")
     try:
         hold, capture, tip = (
             _transaction(TxType.RIDE_HOLD, "t-hold"),
@@ -62,20 +69,17 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
         )
         voided = replace(ride, ride_id="ride-2", settle_transaction="t-void")
         void = replace(_transaction(TxType.RIDE_VOID, "t-void"), ride_id="ride-2")
-        async with db.transaction() as tx:
-            await money.insert_ride(tx, ride)
-            await money.insert_ride(tx, voided)
-            statements: list[str] = []
-            db._conn.set_trace_callback(statements.append)
-            try:
-                found = [await money.ride_of_transaction(tx, t) for t in (hold, capture, void)]
-                missing = [await money.ride_of_transaction(tx, t) for t in (tip, nameless, stray)]
-            finally:
-                db._conn.set_trace_callback(None)
-            plans = [
-                " ".join(row["detail"] for row in await tx.fetch_all(f"EXPLAIN QUERY PLAN {sql}"))
-                for sql in statements
-            ]
+        await rides.insert_ride(tx, ride)
+        await rides.insert_ride(tx, voided)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        found = [await rides.ride_of_transaction(tx, t) for t in (hold, capture, void)]
+        missing = [await rides.ride_of_transaction(tx, t) for t in (tip, nameless, stray)]
+        conn.set_trace_callback(None)
+        plans = [
+            " ".join(row["detail"] for row in await tx.fetch_all(f"EXPLAIN QUERY PLAN {sql}"))
+            for sql in statements
+        ]
 
         assert found == [ride, ride, voided]
         assert missing == [None, None, None]
@@ -83,13 +87,13 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
         assert len(statements) == 4
         assert all("SEARCH ride_payments USING INDEX" in plan for plan in plans), plans
     finally:
-        await db.close()
+        conn.close()
 
 
 async def test_parked_callbacks_come_from_their_index_in_arrival_order(tmp_path: Path) -> None:
     db = await Database.open(str(tmp_path / "w.db"))
     try:
-        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {money.PARKED_CALLBACKS_SQL}", (0.0, 10))
+        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {callbacks.PARKED_CALLBACKS_SQL}", (0.0, 10))
         details = " ".join(row["detail"] for row in plan)
         assert "USING INDEX callbacks_parked" in details
         assert "SCAN callbacks" not in details
@@ -98,15 +102,15 @@ async def test_parked_callbacks_come_from_their_index_in_arrival_order(tmp_path:
         states.append(("parked", 5.0))  # due soonest, received last
         due = []
         for n, (status, next_try_at) in enumerate(states):
-            callback_id = await money.store_callback(db, b"{}", "", "", float(n))
+            callback_id = await callbacks.store_callback(db, b"{}", "", "", float(n))
             async with db.transaction() as tx:
-                await money.mark_callback(tx, callback_id, status, next_try_at=next_try_at)
+                await callbacks.mark_callback(tx, callback_id, status, next_try_at=next_try_at)
             if status == "parked" and next_try_at is not None and next_try_at <= 100.0:
                 due.append(callback_id)
 
-        rows = await money.parked_callbacks(db, 100.0, 10)
+        rows = await callbacks.parked_callbacks(db, 100.0, 10)
         assert [row["id"] for row in rows] == due  # received first, tried first
-        assert [row["id"] for row in await money.parked_callbacks(db, 100.0, 2)] == due[:2]
+        assert [row["id"] for row in await callbacks.parked_callbacks(db, 100.0, 2)] == due[:2]
     finally:
         await db.close()
 
@@ -128,7 +132,7 @@ async def test_frozen_operations_are_counted_from_their_index_alone(tmp_path: Pa
     """/metrics counts them on every scrape: the partial index holds only frozen ones."""
     db = await Database.open(str(tmp_path / "w.db"))
     try:
-        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {money.FROZEN_COUNT_SQL}")
+        plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {transactions.FROZEN_COUNT_SQL}")
         details = " ".join(row["detail"] for row in plan)
         assert "INDEX transactions_frozen" in details, details
 
@@ -140,6 +144,6 @@ async def test_frozen_operations_are_counted_from_their_index_alone(tmp_path: Pa
                     "VALUES (?, 'CASH_OUT', 'PROCESSING', 1, 'm', ?, 1, 1)",
                     (f"t{n}", why),
                 )
-        assert await money.frozen_count(db) == 2
+        assert await transactions.frozen_count(db) == 2
     finally:
         await db.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -18,27 +16,28 @@ from wallet.v1 import transaction_service_pb2_grpc as pb_grpc
 from wallet_service.api import convert
 from wallet_service.api.fields import Fields
 from wallet_service.domain.money import TxStatus, TxType
-from wallet_service.flows.engine import RIDE_PAYMENT_UPDATED, TRANSACTION_UPDATED
+from wallet_service.domain.records import RidePayment, Transaction
+from wallet_service.flows.history import Event, History
 from wallet_service.flows.onboarding import ACCOUNT_LINKED, KYC_UPGRADED
 from wallet_service.flows.operations import Operations
-from wallet_service.store import money as rows
-from wallet_service.store.database import Database, Row
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# How long a quiet stream waits before looking again (a safety net: new events wake it).
-_IDLE_POLL_SECONDS = 1.0
 
 _TYPES = {v: k for k, v in convert.TX_TYPES.items()}
 _STATUSES = {v: k for k, v in convert.TX_STATUSES.items()}
+_ACCOUNT_EVENTS = {
+    ACCOUNT_LINKED: common_pb2.EVENT_TYPE_ACCOUNT_LINKED,
+    KYC_UPGRADED: common_pb2.EVENT_TYPE_KYC_UPGRADED,
+}
 
 
 class TransactionServicer(pb_grpc.TransactionServiceServicer):
-    def __init__(self, db: Database, operations: Operations) -> None:
-        self._db = db
+    def __init__(self, operations: Operations, history: History) -> None:
         self._operations = operations
+        self._history = history
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: ServicerContext
@@ -74,16 +73,13 @@ class TransactionServicer(pb_grpc.TransactionServiceServicer):
             if cursor is None:
                 f.bad("page_token", "page_token was not issued for this request")
         f.done()
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        found = await rows.list_transactions(
-            self._db,
-            mobile.canonical,
+        page, more = await self._history.transactions(
+            mobile,
             type_=type_,
             status=status,
             before=cursor,
-            limit=size + 1,
+            size=request.page_size or DEFAULT_PAGE_SIZE,
         )
-        page, more = found[:size], len(found) > size
         token = _encode_token(page[-1].create_time, page[-1].id, scope) if more else ""
         return pb.ListTransactionsResponse(
             transactions=[convert.transaction(t) for t in page], next_page_token=token
@@ -96,40 +92,27 @@ class TransactionServicer(pb_grpc.TransactionServiceServicer):
         if request.after_sequence < 0:
             f.bad("after_sequence", "after_sequence must not be negative")
         f.done()
-        sequence = request.after_sequence
-        while True:
-            # Take the signal before reading, so an event committed in between wakes us.
-            signal = self._db.events_written
-            batch = await rows.events_after(self._db, sequence, 200)
-            for row in batch:
-                sequence = row["sequence"]
-                yield pb.WatchEventsResponse(event=_event(row))
-            if not batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signal.wait(), _IDLE_POLL_SECONDS)
+        async for event in self._history.events(request.after_sequence):
+            yield pb.WatchEventsResponse(event=_event(event))
 
 
-def _event(row: Row) -> common_pb2.Event:
-    data = json.loads(row["snapshot"])
-    event = common_pb2.Event(
-        sequence=row["sequence"],
-        event_id=row["event_id"],
-        occurred_at=convert.timestamp(row["occurred_at"]),
+def _event(event: Event) -> common_pb2.Event:
+    message = common_pb2.Event(
+        sequence=event.sequence,
+        event_id=event.event_id,
+        occurred_at=convert.timestamp(event.occurred_at),
     )
-    if row["type"] == TRANSACTION_UPDATED:
-        event.type = common_pb2.EVENT_TYPE_TRANSACTION_UPDATED
-        event.transaction.CopyFrom(convert.transaction(rows.transaction_from_snapshot(data)))
-    elif row["type"] == RIDE_PAYMENT_UPDATED:
-        event.type = common_pb2.EVENT_TYPE_RIDE_PAYMENT_UPDATED
-        event.ride_payment.CopyFrom(convert.ride_payment(rows.ride_from_snapshot(data)))
-    elif row["type"] in (ACCOUNT_LINKED, KYC_UPGRADED):
-        event.type = (
-            common_pb2.EVENT_TYPE_ACCOUNT_LINKED
-            if row["type"] == ACCOUNT_LINKED
-            else common_pb2.EVENT_TYPE_KYC_UPGRADED
-        )
-        event.account.CopyFrom(convert.account_event(data))
-    return event
+    subject = event.subject
+    if isinstance(subject, Transaction):
+        message.type = common_pb2.EVENT_TYPE_TRANSACTION_UPDATED
+        message.transaction.CopyFrom(convert.transaction(subject))
+    elif isinstance(subject, RidePayment):
+        message.type = common_pb2.EVENT_TYPE_RIDE_PAYMENT_UPDATED
+        message.ride_payment.CopyFrom(convert.ride_payment(subject))
+    elif event.type in _ACCOUNT_EVENTS:
+        message.type = _ACCOUNT_EVENTS[event.type]
+        message.account.CopyFrom(convert.account_event(subject))
+    return message
 
 
 def _scope(mobile: str, type_: TxType | None, status: TxStatus | None) -> str:

@@ -33,7 +33,18 @@ from wallet_service.kaspro import (
     verify_callback,
 )
 from wallet_service.metrics import Metrics
-from wallet_service.store import money as rows
+from wallet_service.store.attempts import check_attempt_at
+from wallet_service.store.callbacks import (
+    TopUpCheck,
+    due_top_up_checks,
+    forget_top_up_checks,
+    keep_unverified_sample,
+    mark_callback,
+    mark_top_up_check,
+    parked_callbacks,
+    queue_top_up_check,
+    store_callback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +108,7 @@ class CallbackReceiver:
         ):
             await self._distrust(raw, unsigned=timestamp is None or signature is None)
             return Reply.UNVERIFIED
-        callback_id = await rows.store_callback(
+        callback_id = await store_callback(
             self._engine.db, raw, timestamp or "", signature or "", self._clock()
         )
         try:
@@ -115,7 +126,7 @@ class CallbackReceiver:
         """Try parked callbacks again, and confirm unverified top-ups with KasPro (the
         reconciler calls this); how many were tried."""
         now = self._clock()
-        parked = await rows.parked_callbacks(self._engine.db, now, PARKED_PER_PASS)
+        parked = await parked_callbacks(self._engine.db, now, PARKED_PER_PASS)
         for row in parked:
             await self._handle(
                 int(row["id"]), parse_callback(bytes(row["raw"])), tries=int(row["tries"])
@@ -123,19 +134,19 @@ class CallbackReceiver:
         # One wave per pass, asked at once: a pass (and the attempts and holds the
         # reconciler settles after it) waits at most one inquiry's time limit for them,
         # however many an attacker queued.
-        checks = await rows.due_top_up_checks(self._engine.db, now, TOP_UP_CHECKS_PER_PASS)
+        checks = await due_top_up_checks(self._engine.db, now, TOP_UP_CHECKS_PER_PASS)
         outcomes = await asyncio.gather(
             *(self._confirm_top_up(check) for check in checks), return_exceptions=True
         )
         for check, outcome in zip(checks, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 log.error("confirming top-up %s failed", check.reference, exc_info=outcome)
-        await rows.forget_top_up_checks(
+        await forget_top_up_checks(
             self._engine.db, now - self._config.unverified_inquiry_period_seconds
         )
         return len(parked) + len(checks)
 
-    async def _confirm_top_up(self, check: rows.TopUpCheck) -> None:
+    async def _confirm_top_up(self, check: TopUpCheck) -> None:
         """A top-up told by a callback we could not verify: believe KasPro's status answer
         only. The unverified body only said which requestId to ask about (and, for the
         label, whether the number was a driver's)."""
@@ -157,7 +168,7 @@ class CallbackReceiver:
                 driver=self._is_driver(check.va_number, check.payment_code),
                 channel=check.channel or "VA",
             )
-            await rows.mark_top_up_check(
+            await mark_top_up_check(
                 self._engine.db, check.reference, "applied" if created else "duplicate", now
             )
         elif (
@@ -179,9 +190,7 @@ class CallbackReceiver:
                 check.reference,
                 why,
             )
-            await rows.mark_top_up_check(
-                self._engine.db, check.reference, "rejected", now, detail=why
-            )
+            await mark_top_up_check(self._engine.db, check.reference, "rejected", now, detail=why)
         else:
             # Never sooner than the inquiry period: an unverified body must not buy more
             # KasPro calls than that.
@@ -189,7 +198,7 @@ class CallbackReceiver:
                 backoff_seconds(check.tries, TOP_UP_RECHECK_SECONDS, TOP_UP_RECHECK_MAX_SECONDS),
                 self._config.unverified_inquiry_period_seconds,
             )
-            await rows.mark_top_up_check(
+            await mark_top_up_check(
                 self._engine.db,
                 check.reference,
                 "waiting",
@@ -268,7 +277,7 @@ class CallbackReceiver:
         db, now = self._engine.db, self._clock()
         self._metrics.callbacks.labels("unverified").inc()
         self._unverified_log.emit("callbacks failed verification (answered 401)")
-        dropped = await rows.keep_unverified_sample(
+        dropped = await keep_unverified_sample(
             db,
             raw[:MAX_SAMPLE_BYTES],
             len(raw),
@@ -291,9 +300,9 @@ class CallbackReceiver:
             return  # not a KasPro requestId: nothing to ask about
         # No attempt of ours to re-check: the reconciler asks KasPro about this requestId
         # (retry_parked) and records the top-up from its answer.
-        queued = await rows.queue_top_up_check(
+        queued = await queue_top_up_check(
             db,
-            rows.TopUpCheck(
+            TopUpCheck(
                 untrusted.request_id,
                 untrusted.channel[:MAX_REFERENCE_CHARS],
                 untrusted.va_number[:MAX_REFERENCE_CHARS],
@@ -311,7 +320,7 @@ class CallbackReceiver:
 
     async def _inquire_soon(self, reference: str, *, gap: float = 0.0) -> None:
         async with self._engine.db.transaction() as tx:
-            await rows.check_attempt_at(tx, reference, self._clock(), gap=gap)
+            await check_attempt_at(tx, reference, self._clock(), gap=gap)
 
     async def _mark(
         self,
@@ -323,7 +332,7 @@ class CallbackReceiver:
         next_try_at: float | None = None,
     ) -> None:
         async with self._engine.db.transaction() as tx:
-            await rows.mark_callback(
+            await mark_callback(
                 tx,
                 callback_id,
                 status,

@@ -37,9 +37,23 @@ from wallet_service.kaspro import (
     StatusReply,
     TransferState,
 )
-from wallet_service.store import money as rows
+from wallet_service.store.attempts import (
+    attempts_of,
+    load_attempt,
+    mark_resent,
+    save_attempt,
+    sendable,
+)
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
+from wallet_service.store.events import append_event, snapshot
+from wallet_service.store.ledger import book
+from wallet_service.store.rides import move_ride, ride_of_transaction
+from wallet_service.store.transactions import (
+    load_transaction,
+    move_transaction,
+    set_transaction_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +274,7 @@ class Engine:
         # Read again right before the call, whoever asks: a leg of an operation frozen
         # meanwhile (an earlier leg's answer, a callback) or an attempt already answered
         # is never sent (MONEY-RULES rules 2 and 6).
-        current = await rows.sendable(self.db, attempt.reference)
+        current = await sendable(self.db, attempt.reference)
         if current is not None:
             log.warning("attempt %s not sent: %s", attempt.reference, current)
             return Result(State.UNKNOWN, detail=f"not sent: {current}")
@@ -270,7 +284,7 @@ class Engine:
         return result
 
     async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
-        before = await rows.load_attempt(self.db, attempt.reference)
+        before = await load_attempt(self.db, attempt.reference)
         if before is None or not before.status.is_open:
             return Result(State.UNKNOWN, detail="the attempt is no longer open")
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
@@ -296,9 +310,9 @@ class Engine:
         """
         now = self.now()
         async with self.db.transaction() as tx:
-            current = await rows.load_attempt(tx, before.reference)
+            current = await load_attempt(tx, before.reference)
             assert current is not None
-            transaction = await rows.load_transaction(tx, current.transaction_id)
+            transaction = await load_transaction(tx, current.transaction_id)
             assert transaction is not None
             if transaction.frozen:
                 await self._note_frozen(tx, current, result, now)
@@ -311,7 +325,7 @@ class Engine:
                 if now < landed:
                     # Asked early (a short backoff, or a callback named it): the last send
                     # may still be on its way to KasPro. Ask again once it cannot be.
-                    await rows.save_attempt(
+                    await save_attempt(
                         tx,
                         replace(
                             current,
@@ -322,7 +336,7 @@ class Engine:
                         ),
                     )
                     return False
-                await rows.mark_resent(tx, current.reference, now)
+                await mark_resent(tx, current.reference, now)
                 return True
             if current.status is AttemptStatus.PROCESSING:
                 await self._freeze(
@@ -388,10 +402,10 @@ class Engine:
     async def apply(self, reference: str, result: Result) -> Applied:
         """Apply how attempt ``reference`` ended, and say what that did."""
         async with self.db.transaction() as tx:
-            attempt = await rows.load_attempt(tx, reference)
+            attempt = await load_attempt(tx, reference)
             if attempt is None:
                 return Applied.UNKNOWN_REFERENCE
-            transaction = await rows.load_transaction(tx, attempt.transaction_id)
+            transaction = await load_transaction(tx, attempt.transaction_id)
             assert transaction is not None
             now = self.now()
             if not attempt.status.is_open:
@@ -435,14 +449,14 @@ class Engine:
                 update_time=now,
                 last_detail="",
             )
-            await rows.save_attempt(tx, done)
-            await rows.book(tx, transaction.id, attempt.reference, _lines(done), now)
+            await save_attempt(tx, done)
+            await book(tx, transaction.id, attempt.reference, _lines(done), now)
             await self._leg_succeeded(tx, transaction, done, result, now)
         elif result.state is State.FAILED:
             done = replace(
                 attempt, status=AttemptStatus.FAILED, update_time=now, last_detail=result.message
             )
-            await rows.save_attempt(tx, done)
+            await save_attempt(tx, done)
             await self._leg_failed(tx, transaction, done, result, now)
         else:
             accepted = result.state is State.PROCESSING
@@ -461,7 +475,7 @@ class Engine:
                 last_detail=result.detail or result.message,
                 update_time=now,
             )
-            await rows.save_attempt(tx, waiting)
+            await save_attempt(tx, waiting)
             fields: dict[str, Any] = {}
             if result.withdrawal_code:
                 fields["withdrawal_code"] = result.withdrawal_code
@@ -471,18 +485,16 @@ class Engine:
                 fields["details"] = json.dumps(
                     {**transaction.details, "merchant_name": result.merchant_name}
                 )
-            moved = await rows.move_transaction(
-                tx, transaction.id, TxStatus.PROCESSING, now, **fields
-            )
+            moved = await move_transaction(tx, transaction.id, TxStatus.PROCESSING, now, **fields)
             if moved is not None:
                 await self.event(tx, moved, now)
             elif fields:
-                await rows.set_transaction_fields(tx, transaction.id, now, **fields)
+                await set_transaction_fields(tx, transaction.id, now, **fields)
 
     async def _leg_succeeded(
         self, tx: DbTx, transaction: Transaction, attempt: Attempt, result: Result, now: float
     ) -> None:
-        attempts = await rows.attempts_of(tx, transaction.id)
+        attempts = await attempts_of(tx, transaction.id)
         if any(a.status is not AttemptStatus.SUCCEEDED for a in attempts):
             return  # other legs still to go
         fields: dict[str, Any] = {"fee_idr": sum(a.fee_idr for a in attempts)}
@@ -494,11 +506,11 @@ class Engine:
             fields["details"] = json.dumps(
                 {**transaction.details, "merchant_name": result.merchant_name}
             )
-        moved = await rows.move_transaction(tx, transaction.id, TxStatus.SUCCEEDED, now, **fields)
+        moved = await move_transaction(tx, transaction.id, TxStatus.SUCCEEDED, now, **fields)
         if moved is None:
             return
         await self.event(tx, moved, now)
-        ride = await rows.ride_of_transaction(tx, transaction)
+        ride = await ride_of_transaction(tx, transaction)
         if ride is None:
             return
         target = {
@@ -524,7 +536,7 @@ class Engine:
             )
             return
         reason = (result.reason or Reason.PROVIDER_REJECTED).value
-        moved = await rows.move_transaction(
+        moved = await move_transaction(
             tx,
             transaction.id,
             TxStatus.FAILED,
@@ -535,13 +547,13 @@ class Engine:
         if moved is None:
             return
         await self.event(tx, moved, now)
-        ride = await rows.ride_of_transaction(tx, transaction)
+        ride = await ride_of_transaction(tx, transaction)
         if ride is not None and transaction.type is TxType.RIDE_HOLD:
             await self.move_ride(tx, ride, RideStatus.FAILED, now, reason=reason)
 
     async def _freeze(self, tx: DbTx, transaction: Transaction, now: float, why: str) -> None:
         log.error("transaction %s frozen for review: %s", transaction.id, why)
-        await rows.set_transaction_fields(tx, transaction.id, now, frozen=why[:500])
+        await set_transaction_fields(tx, transaction.id, now, frozen=why[:500])
 
     async def _note_frozen(self, tx: DbTx, attempt: Attempt, result: Result, now: float) -> None:
         """Keep what KasPro said of an open attempt of a frozen operation, as evidence for
@@ -555,7 +567,7 @@ class Engine:
             attempt.transaction_id,
             said,
         )
-        await rows.save_attempt(
+        await save_attempt(
             tx,
             replace(
                 attempt,
@@ -569,17 +581,15 @@ class Engine:
     async def move_ride(
         self, tx: DbTx, ride: RidePayment, to: RideStatus, now: float, **fields: Any
     ) -> RidePayment | None:
-        moved = await rows.move_ride(tx, ride.ride_id, to, now, **fields)
+        moved = await move_ride(tx, ride.ride_id, to, now, **fields)
         if moved is None:
             log.warning("ride %s: %s → %s ignored", ride.ride_id, ride.status.value, to.value)
             return None
-        await rows.append_event(tx, RIDE_PAYMENT_UPDATED, moved.ride_id, rows.snapshot(moved), now)
+        await append_event(tx, RIDE_PAYMENT_UPDATED, moved.ride_id, snapshot(moved), now)
         return moved
 
     async def event(self, tx: DbTx, transaction: Transaction, now: float) -> None:
-        await rows.append_event(
-            tx, TRANSACTION_UPDATED, transaction.id, rows.snapshot(transaction), now
-        )
+        await append_event(tx, TRANSACTION_UPDATED, transaction.id, snapshot(transaction), now)
 
 
 EXPIRED_REASON = "expired: not captured within its lifetime"

@@ -22,15 +22,15 @@ from wallet_service.kaspro import (
     Rejection,
     kaspro_request_id,
 )
-from wallet_service.store import money as events
 from wallet_service.store import onboarding as rows
 from wallet_service.store.database import Database
+from wallet_service.store.events import append_event
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-# Event types of the outbox (store/money.py), for account changes.
+# Event types of the outbox (store/events.py), for account changes.
 ACCOUNT_LINKED = "ACCOUNT_LINKED"
 KYC_UPGRADED = "KYC_UPGRADED"
 
@@ -178,7 +178,7 @@ class Onboarding:
                 tx, mobile, replace(done, expires_at=None, failed_attempts=0, locked_until=None)
             )
             linked_at = await rows.mark_linked(tx, mobile, now)
-            await events.append_event(
+            await append_event(
                 tx,
                 ACCOUNT_LINKED,
                 mobile.canonical,
@@ -238,7 +238,7 @@ class Onboarding:
         now = self._clock()
         async with self._db.transaction() as tx:
             await rows.mark_kyc_verified(tx, mobile, now)
-            await events.append_event(
+            await append_event(
                 tx,
                 KYC_UPGRADED,
                 mobile.canonical,

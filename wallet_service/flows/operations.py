@@ -27,9 +27,11 @@ from wallet_service.domain.records import Attempt, Transaction
 from wallet_service.flows.engine import Engine
 from wallet_service.flows.idempotency import Decision, Idempotency, Request
 from wallet_service.flows.onboarding import Onboarding
-from wallet_service.store import money as rows
 from wallet_service.store import onboarding as customer_rows
+from wallet_service.store.attempts import has_unanswered_attempt, insert_attempt
 from wallet_service.store.database import Transaction as DbTx
+from wallet_service.store.ledger import volume_since
+from wallet_service.store.transactions import insert_transaction, load_transaction, new_id
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class Operations:
         self, type_: TxType, mobile: MobileNumber, amount_idr: int, now: float, **fields: Any
     ) -> Transaction:
         return Transaction(
-            id=rows.new_id("txn"),
+            id=new_id("txn"),
             type=type_,
             status=TxStatus.PENDING,
             amount_idr=amount_idr,
@@ -101,14 +103,14 @@ class Operations:
     async def insert(
         self, tx: DbTx, transaction: Transaction, attempts: list[Attempt], now: float
     ) -> Created:
-        await rows.insert_transaction(tx, transaction)
+        await insert_transaction(tx, transaction)
         for attempt in attempts:
-            await rows.insert_attempt(tx, attempt)
+            await insert_attempt(tx, attempt)
         await self.engine.event(tx, transaction, now)
         return transaction.id, attempts
 
     async def transaction(self, transaction_id: str) -> Transaction:
-        found = await rows.load_transaction(self.db, transaction_id)
+        found = await load_transaction(self.db, transaction_id)
         if found is None:
             raise WalletError(Reason.TRANSACTION_NOT_FOUND, "no transaction with this id")
         return found
@@ -117,7 +119,7 @@ class Operations:
         """The operation's current state, or the refusal it ended in (step 5)."""
         transaction = await self.transaction(transaction_id)
         if transaction.status in (TxStatus.PENDING, TxStatus.PROCESSING):
-            if await rows.has_unanswered_attempt(self.db, transaction.id):
+            if await has_unanswered_attempt(self.db, transaction.id):
                 raise unknown_outcome(transaction.id)
         elif transaction.status is TxStatus.FAILED:
             raise failure(transaction.failure_reason)
@@ -149,7 +151,7 @@ class Operations:
 
     async def require_monthly_room(self, mobile: MobileNumber, amount_idr: int) -> None:
         since = self.engine.now() - 30 * 86400
-        volume = await rows.volume_since(self.db, money.subscriber(mobile), since)
+        volume = await volume_since(self.db, money.subscriber(mobile), since)
         if volume + amount_idr > self.limits.monthly_volume_cap_idr:
             raise WalletError(
                 Reason.LIMIT_EXCEEDED,

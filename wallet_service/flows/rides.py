@@ -34,8 +34,10 @@ from wallet_service.flows.engine import (
 from wallet_service.flows.idempotency import Request
 from wallet_service.flows.operations import Create, Created, Operations, failure, unknown_outcome
 from wallet_service.kaspro import kaspro_request_id
-from wallet_service.store import money as rows
+from wallet_service.store.attempts import has_unanswered_attempt
 from wallet_service.store.database import Transaction as DbTx
+from wallet_service.store.events import append_event, snapshot
+from wallet_service.store.rides import expired_holds, insert_ride, load_ride, ride_operation
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class RidePayments:
             return create
 
         async def create(tx: DbTx, now: float) -> Created:
-            if await rows.load_ride(tx, ride_id) is not None:
+            if await load_ride(tx, ride_id) is not None:
                 raise WalletError(
                     Reason.IDEMPOTENCY_KEY_REUSED,
                     "this ride already has a payment, authorized by another request",
@@ -92,9 +94,9 @@ class RidePayments:
                 money.movement(money.subscriber(passenger), money.ESCROW, amount_idr),
             )
             await self._ops.insert(tx, hold, [attempt], now)
-            await rows.insert_ride(tx, ride)
-            await rows.append_event(tx, RIDE_PAYMENT_UPDATED, ride_id, rows.snapshot(ride), now)
-            return rows.ride_operation(ride_id), [attempt]
+            await insert_ride(tx, ride)
+            await append_event(tx, RIDE_PAYMENT_UPDATED, ride_id, snapshot(ride), now)
+            return ride_operation(ride_id), [attempt]
 
         return await self._answer(await self._ops.run(request, prepare, timeout=timeout))
 
@@ -178,7 +180,7 @@ class RidePayments:
         if moved is None:  # a concurrent capture or void got there first
             raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
         await self._ops.insert(tx, capture, attempts, now)
-        return rows.ride_operation(ride_id), attempts
+        return ride_operation(ride_id), attempts
 
     async def void(
         self, request: Request, ride_id: str, reason: str, *, timeout: float | None
@@ -199,7 +201,7 @@ class RidePayments:
     async def expire_holds(self, *, batch: int = 50) -> int:
         """Void holds past their lifetime (the sweeper); how many were started."""
         started = 0
-        for ride in await rows.expired_holds(self._ops.db, self._engine.now(), batch):
+        for ride in await expired_holds(self._ops.db, self._engine.now(), batch):
             async with self._ops.db.transaction() as tx:
                 created = await self._start_void(tx, self._engine.now(), ride, EXPIRED_REASON)
             if created is not None:
@@ -241,10 +243,10 @@ class RidePayments:
             money.movement(money.ESCROW, money.subscriber(passenger), ride.held_amount_idr),
         )
         await self._ops.insert(tx, void, [attempt], now)
-        return rows.ride_operation(ride.ride_id), [attempt]
+        return ride_operation(ride.ride_id), [attempt]
 
     async def ride(self, ride_id: str) -> RidePayment:
-        found = await rows.load_ride(self._ops.db, ride_id)
+        found = await load_ride(self._ops.db, ride_id)
         if found is None:
             raise WalletError(Reason.RIDE_PAYMENT_NOT_FOUND, "no ride payment for this ride_id")
         return found
@@ -255,7 +257,7 @@ class RidePayments:
         if ride.status is RideStatus.FAILED:
             hold = await self._ops.transaction(ride.hold_transaction)
             raise failure(hold.failure_reason)
-        if ride.status is RideStatus.AUTHORIZING and await rows.has_unanswered_attempt(
+        if ride.status is RideStatus.AUTHORIZING and await has_unanswered_attempt(
             self._ops.db, ride.hold_transaction
         ):
             raise unknown_outcome(ride.hold_transaction)

@@ -8,7 +8,8 @@ from wallet_service.domain.money import TxStatus, TxType
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.domain.records import Transaction
 from wallet_service.flows.engine import Engine
-from wallet_service.store import money as rows
+from wallet_service.store.ledger import book
+from wallet_service.store.transactions import insert_transaction, new_id, topup_exists
 
 
 class TopUps:
@@ -26,12 +27,12 @@ class TopUps:
     ) -> bool:
         """Record a credited top-up; whether this call recorded it (False: it was before)."""
         async with self._engine.db.transaction() as tx:
-            if await rows.topup_exists(tx, kaspro_reference) is not None:
+            if await topup_exists(tx, kaspro_reference) is not None:
                 return False
             now = self._engine.now()
             source = money.EXTERNAL_VA if channel == "VA" else money.EXTERNAL_RETAIL
             t = Transaction(
-                id=rows.new_id("txn"),
+                id=new_id("txn"),
                 type=TxType.DRIVER_DEPOSIT if driver else TxType.TOP_UP,
                 status=TxStatus.SUCCEEDED,
                 amount_idr=amount_idr,
@@ -41,8 +42,8 @@ class TopUps:
                 create_time=now,
                 update_time=now,
             )
-            await rows.insert_transaction(tx, t)
-            await rows.book(
+            await insert_transaction(tx, t)
+            await book(
                 tx,
                 t.id,
                 f"topup:{kaspro_reference}",

@@ -14,8 +14,8 @@ from wallet_service.flows.engine import subscriber_party
 from wallet_service.flows.idempotency import Request
 from wallet_service.flows.operations import Create, Created, Operations
 from wallet_service.kaspro import kaspro_request_id
-from wallet_service.store import money as rows
 from wallet_service.store.database import Transaction as DbTx
+from wallet_service.store.rides import load_ride
 
 
 class Transfers:
@@ -47,7 +47,7 @@ class Transfers:
     async def tip(
         self, request: Request, ride_id: str, amount_idr: int, *, timeout: float | None
     ) -> Transaction:
-        ride = await rows.load_ride(self._ops.db, ride_id)
+        ride = await load_ride(self._ops.db, ride_id)
         if ride is None:
             raise WalletError(Reason.RIDE_PAYMENT_NOT_FOUND, "no ride payment for this ride_id")
         passenger = parse_mobile_number(ride.passenger)

@@ -287,3 +287,7 @@ def _split(sql: str) -> list[str]:
     """Split a migration file into statements (no semicolons inside our literals)."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+# Reads work inside a transaction or on their own.
+Source = Database | Transaction

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from wallet_service.store import idempotency
-from wallet_service.store import money as rows
+from wallet_service.store.callbacks import forget_unverified_samples
 from wallet_service.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def run_housekeeping(
             purged = await idempotency.purge(db, before)
             if purged:
                 log.info("forgot %d idempotency keys past retention", purged)
-            await rows.forget_unverified_samples(db, before)
+            await forget_unverified_samples(db, before)
         except Exception:
             log.exception("housekeeping failed; trying again next interval")
         await asyncio.sleep(interval_seconds)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from wallet_service.domain.records import Attempt
 from wallet_service.flows.engine import Engine
 from wallet_service.flows.rides import RidePayments
-from wallet_service.store import money as rows
+from wallet_service.store.attempts import due_attempts, open_attempt_stats
+from wallet_service.store.transactions import frozen_count
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Reconciler:
 
     async def run_once(self) -> int:
         """One pass; returns how many attempts it asked KasPro about."""
-        due = await rows.due_attempts(self._engine.db, self._engine.now(), ATTEMPTS_PER_PASS)
+        due = await due_attempts(self._engine.db, self._engine.now(), ATTEMPTS_PER_PASS)
 
         async def settle(attempt: Attempt) -> None:
             async with self._slots:
@@ -68,9 +69,9 @@ class Reconciler:
         return len(due)
 
     async def backlog(self) -> Backlog:
-        count, oldest = await rows.open_attempt_stats(self._engine.db)
+        count, oldest = await open_attempt_stats(self._engine.db)
         age = 0.0 if oldest is None else max(self._engine.now() - oldest, 0.0)
-        frozen = await rows.frozen_count(self._engine.db)
+        frozen = await frozen_count(self._engine.db)
         return Backlog(count, age, age > self._overdue_after, frozen)
 
     async def run_forever(self) -> None:

@@ -1,0 +1,161 @@
+"""Attempts: one KasPro money call each, saved with our reference before it is sent
+(rule 2). Only an open attempt (pending, processing) changes."""
+
+from __future__ import annotations
+
+import json
+
+from wallet_service.domain.records import Attempt, AttemptStatus
+from wallet_service.store.database import Database, Row, Source
+from wallet_service.store.database import Transaction as DbTx
+
+
+def _attempt(row: Row) -> Attempt:
+    return Attempt(
+        reference=row["reference"],
+        transaction_id=row["transaction_id"],
+        leg=row["leg"],
+        call=json.loads(row["call"]),
+        amount_idr=row["amount_idr"],
+        status=AttemptStatus(row["status"]),
+        kaspro_reff_id=row["kaspro_reff_id"],
+        fee_idr=row["fee_idr"],
+        checks=row["checks"],
+        next_check_at=row["next_check_at"],
+        last_detail=row["last_detail"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        last_sent_at=row["last_sent_at"],
+    )
+
+
+_ATTEMPT_COLUMNS = (
+    "reference, transaction_id, leg, call, amount_idr, status, kaspro_reff_id, fee_idr, "
+    "checks, next_check_at, last_detail, create_time, update_time, last_sent_at"
+)
+
+
+async def insert_attempt(tx: DbTx, a: Attempt) -> None:
+    await tx.execute(
+        f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+        (
+            a.reference,
+            a.transaction_id,
+            a.leg,
+            json.dumps(a.call),
+            a.amount_idr,
+            a.status.value,
+            a.kaspro_reff_id,
+            a.fee_idr,
+            a.checks,
+            a.next_check_at,
+            a.last_detail,
+            a.create_time,
+            a.update_time,
+            a.last_sent_at,
+        ),
+    )
+
+
+async def load_attempt(source: Source, reference: str) -> Attempt | None:
+    row = await source.fetch_one(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE reference = ?", (reference,)
+    )
+    return None if row is None else _attempt(row)
+
+
+async def sendable(source: Source, reference: str) -> str | None:
+    """None when attempt ``reference`` may be sent to KasPro now; else why not: only an
+    attempt KasPro never answered, of an operation that is not frozen, is sent."""
+    row = await source.fetch_one(
+        "SELECT attempts.status, transactions.frozen FROM attempts "
+        "JOIN transactions ON transactions.id = attempts.transaction_id "
+        "WHERE attempts.reference = ?",
+        (reference,),
+    )
+    if row is None:
+        return "no such attempt"
+    if row["frozen"]:
+        return "its operation is frozen for review"
+    if row["status"] != AttemptStatus.PENDING.value:
+        return f"it is already {row['status']}"
+    return None
+
+
+async def attempts_of(tx: DbTx, transaction_id: str) -> list[Attempt]:
+    rows = await tx.fetch_all(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE transaction_id = ? "
+        "ORDER BY create_time, leg",
+        (transaction_id,),
+    )
+    return [_attempt(row) for row in rows]
+
+
+async def has_unanswered_attempt(db: Database, transaction_id: str) -> bool:
+    """Whether a KasPro call of this transaction has no usable answer yet."""
+    row = await db.fetch_one(
+        "SELECT 1 FROM attempts WHERE transaction_id = ? AND status = 'pending' LIMIT 1",
+        (transaction_id,),
+    )
+    return row is not None
+
+
+async def save_attempt(tx: DbTx, a: Attempt) -> bool:
+    """Write an open attempt's new state; False when it was already final."""
+    changed = await tx.execute(
+        """UPDATE attempts SET status = ?, kaspro_reff_id = ?, fee_idr = ?, checks = ?,
+               next_check_at = ?, last_detail = ?, update_time = ?
+           WHERE reference = ? AND status IN ('pending', 'processing')""",
+        (
+            a.status.value,
+            a.kaspro_reff_id,
+            a.fee_idr,
+            a.checks,
+            a.next_check_at,
+            a.last_detail,
+            a.update_time,
+            a.reference,
+        ),
+    )
+    return changed > 0
+
+
+async def check_attempt_at(tx: DbTx, reference: str, when: float, *, gap: float = 0.0) -> None:
+    """Have the reconciler ask KasPro about an open attempt at ``when`` if that is sooner
+    than planned, but not sooner than ``gap`` seconds after the attempt last changed (its
+    last answer or inquiry). An attempt of a frozen operation keeps its slow schedule."""
+    await tx.execute(
+        "UPDATE attempts SET next_check_at = MAX(?, update_time + ?) WHERE reference = ? "
+        "AND status IN ('pending', 'processing') AND next_check_at > MAX(?, update_time + ?) "
+        "AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.id = "
+        "attempts.transaction_id AND transactions.frozen != '')",
+        (when, gap, reference, when, gap),
+    )
+
+
+async def mark_resent(tx: DbTx, reference: str, now: float) -> None:
+    """Record that a pending attempt's step is being sent again now (before the call)."""
+    await tx.execute(
+        "UPDATE attempts SET last_sent_at = ? WHERE reference = ? AND status = 'pending'",
+        (now, reference),
+    )
+
+
+async def due_attempts(db: Database, now: float, limit: int) -> list[Attempt]:
+    rows = await db.fetch_all(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts "
+        "WHERE status IN ('pending', 'processing') AND next_check_at <= ? "
+        "ORDER BY next_check_at LIMIT ?",
+        (now, limit),
+    )
+    return [_attempt(row) for row in rows]
+
+
+async def open_attempt_stats(db: Database) -> tuple[int, float | None]:
+    """How many attempts are unresolved, and when the oldest was created."""
+    row = await db.fetch_one(
+        "SELECT COUNT(*) AS n, MIN(create_time) AS oldest FROM attempts "
+        "WHERE status IN ('pending', 'processing')"
+    )
+    assert row is not None
+    return int(row["n"]), row["oldest"]

@@ -1,0 +1,163 @@
+"""Callbacks: verified ones, raw, before they are applied (rule 5); a bounded sample of
+unverified ones; and the top-ups these named, to confirm with KasPro."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from wallet_service.store.database import Database, Row
+from wallet_service.store.database import Transaction as DbTx
+
+
+async def store_callback(
+    db: Database, raw: bytes, timestamp: str, signature: str, now: float
+) -> int:
+    async with db.transaction() as tx:
+        await tx.execute(
+            """INSERT INTO callbacks (received_at, raw, timestamp, signature, status)
+               VALUES (?, ?, ?, ?, 'received')""",
+            (now, raw, timestamp, signature),
+        )
+        row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
+        assert row is not None
+        return int(row["id"])
+
+
+async def mark_callback(
+    tx: DbTx,
+    callback_id: int,
+    status: str,
+    *,
+    reference: str = "",
+    detail: str = "",
+    next_try_at: float | None = None,
+) -> None:
+    await tx.execute(
+        """UPDATE callbacks SET status = ?, reference = ?, detail = ?, next_try_at = ?,
+               tries = tries + 1 WHERE id = ?""",
+        (status, reference, detail, next_try_at, callback_id),
+    )
+
+
+# In arrival order; the index keeps it to the parked ones (ORDER BY id alone would make
+# SQLite walk the whole table by id, every reconciler pass).
+PARKED_CALLBACKS_SQL = (
+    "SELECT id, raw, tries FROM callbacks INDEXED BY callbacks_parked "
+    "WHERE status = 'parked' AND next_try_at <= ? ORDER BY id LIMIT ?"
+)
+
+
+async def parked_callbacks(db: Database, now: float, limit: int) -> list[Row]:
+    """Callbacks to try again: parked because their reference was not known yet."""
+    return await db.fetch_all(PARKED_CALLBACKS_SQL, (now, limit))
+
+
+# Unverified callbacks: a bounded sample of them, and the top-ups to confirm with KasPro.
+
+
+async def keep_unverified_sample(
+    db: Database, head: bytes, size: int, reason: str, now: float, keep: int
+) -> int:
+    """Keep this unverified callback among the newest ``keep``; how many were let go."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO unverified_callbacks (received_at, size, head, reason) "
+            "VALUES (?, ?, ?, ?)",
+            (now, size, head, reason),
+        )
+        row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
+        assert row is not None
+        # Ids only grow (only the oldest rows are ever deleted), so the newest are the
+        # highest.
+        return await tx.execute(
+            "DELETE FROM unverified_callbacks WHERE id <= ?", (int(row["id"]) - keep,)
+        )
+
+
+async def forget_unverified_samples(db: Database, received_before: float) -> int:
+    """Delete the kept unverified callbacks received before ``received_before``."""
+    async with db.transaction() as tx:
+        return await tx.execute(
+            "DELETE FROM unverified_callbacks WHERE received_at < ?", (received_before,)
+        )
+
+
+@dataclass(frozen=True)
+class TopUpCheck:
+    """A KasPro requestId named by an unverified top-up callback, to ask KasPro about."""
+
+    reference: str
+    channel: str
+    va_number: str
+    payment_code: str
+    tries: int = 0
+
+
+async def queue_top_up_check(
+    db: Database, check: TopUpCheck, now: float, limit: int
+) -> Literal["queued", "known", "full"]:
+    """Queue ``check`` unless its reference is on record already or ``limit`` are."""
+    async with db.transaction() as tx:
+        if await tx.fetch_one(
+            "SELECT 1 FROM top_up_checks WHERE reference = ?", (check.reference,)
+        ):
+            return "known"
+        count = await tx.fetch_one("SELECT COUNT(*) AS n FROM top_up_checks")
+        assert count is not None
+        if int(count["n"]) >= limit:
+            return "full"
+        await tx.execute(
+            "INSERT INTO top_up_checks (reference, channel, va_number, payment_code, status, "
+            "next_try_at, create_time, update_time) VALUES (?, ?, ?, ?, 'waiting', ?, ?, ?)",
+            (check.reference, check.channel, check.va_number, check.payment_code, now, now, now),
+        )
+        return "queued"
+
+
+async def due_top_up_checks(db: Database, now: float, limit: int) -> list[TopUpCheck]:
+    rows = await db.fetch_all(
+        "SELECT reference, channel, va_number, payment_code, tries FROM top_up_checks "
+        "INDEXED BY top_up_checks_due WHERE status = 'waiting' AND next_try_at <= ? "
+        "ORDER BY next_try_at LIMIT ?",
+        (now, limit),
+    )
+    return [
+        TopUpCheck(
+            str(r["reference"]),
+            str(r["channel"]),
+            str(r["va_number"]),
+            str(r["payment_code"]),
+            int(r["tries"]),
+        )
+        for r in rows
+    ]
+
+
+async def mark_top_up_check(
+    db: Database,
+    reference: str,
+    status: str,
+    now: float,
+    *,
+    detail: str = "",
+    next_try_at: float | None = None,
+) -> None:
+    """Record a check's answer: still ``waiting`` (asked again at ``next_try_at``), or
+    settled (``applied``, ``duplicate``, ``rejected``)."""
+    async with db.transaction() as tx:
+        await tx.execute(
+            "UPDATE top_up_checks SET status = ?, detail = ?, tries = tries + 1, "
+            "next_try_at = COALESCE(?, next_try_at), update_time = ? WHERE reference = ?",
+            (status, detail, next_try_at, now, reference),
+        )
+
+
+async def forget_top_up_checks(db: Database, settled_before: float) -> int:
+    """Forget settled checks last asked before ``settled_before``: their reference may be
+    asked about again."""
+    async with db.transaction() as tx:
+        return await tx.execute(
+            "DELETE FROM top_up_checks WHERE status <> 'waiting' AND update_time < ?",
+            (settled_before,),
+        )

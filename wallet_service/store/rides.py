@@ -1,0 +1,117 @@
+"""Ride payments: a ride's hold in escrow and how it resolved (rule 7).
+
+A status change is a conditional UPDATE, as for transactions (rule 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wallet_service.domain.money import RideStatus, TxType, ride_sources
+from wallet_service.domain.records import RidePayment, Transaction
+from wallet_service.store.database import Database, Row, Source
+from wallet_service.store.database import Transaction as DbTx
+
+_RIDE_COLUMNS = (
+    "ride_id, status, passenger, driver, held_amount_idr, final_fare_idr, platform_fee_idr, "
+    "driver_payout_idr, refund_idr, expire_time, reason, hold_transaction, "
+    "settle_transaction, create_time, update_time"
+)
+
+
+def _ride(row: Row) -> RidePayment:
+    return RidePayment(
+        ride_id=row["ride_id"],
+        status=RideStatus(row["status"]),
+        passenger=row["passenger"],
+        driver=row["driver"],
+        held_amount_idr=row["held_amount_idr"],
+        final_fare_idr=row["final_fare_idr"],
+        platform_fee_idr=row["platform_fee_idr"],
+        driver_payout_idr=row["driver_payout_idr"],
+        refund_idr=row["refund_idr"],
+        expire_time=row["expire_time"],
+        reason=row["reason"],
+        hold_transaction=row["hold_transaction"],
+        settle_transaction=row["settle_transaction"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+async def insert_ride(tx: DbTx, r: RidePayment) -> None:
+    await tx.execute(
+        f"INSERT INTO ride_payments ({_RIDE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+        (
+            r.ride_id,
+            r.status.value,
+            r.passenger,
+            r.driver,
+            r.held_amount_idr,
+            r.final_fare_idr,
+            r.platform_fee_idr,
+            r.driver_payout_idr,
+            r.refund_idr,
+            r.expire_time,
+            r.reason,
+            r.hold_transaction,
+            r.settle_transaction,
+            r.create_time,
+            r.update_time,
+        ),
+    )
+
+
+async def load_ride(source: Source, ride_id: str) -> RidePayment | None:
+    row = await source.fetch_one(
+        f"SELECT {_RIDE_COLUMNS} FROM ride_payments WHERE ride_id = ?", (ride_id,)
+    )
+    return None if row is None else _ride(row)
+
+
+# The transaction types that are a ride payment's hold or settlement.
+_RIDE_TYPES = frozenset({TxType.RIDE_HOLD, TxType.RIDE_CAPTURE, TxType.RIDE_VOID})
+
+
+async def ride_of_transaction(tx: DbTx, transaction: Transaction) -> RidePayment | None:
+    """The ride payment whose hold or settlement ``transaction`` is, if any.
+
+    Read by the ride's primary key (a transaction names its ride): this runs on every
+    answer applied, and a search by the ride's transaction columns would scan the table.
+    """
+    if transaction.type not in _RIDE_TYPES or not transaction.ride_id:
+        return None
+    ride = await load_ride(tx, transaction.ride_id)
+    if ride is None or transaction.id not in (ride.hold_transaction, ride.settle_transaction):
+        return None
+    return ride
+
+
+async def move_ride(
+    tx: DbTx, ride_id: str, to: RideStatus, now: float, **fields: Any
+) -> RidePayment | None:
+    """Move to ``to`` if the table allows it; the new row or None."""
+    sources = tuple(s.value for s in ride_sources(to))
+    assignments = "".join(f", {name} = ?" for name in fields)
+    changed = await tx.execute(
+        f"UPDATE ride_payments SET status = ?, update_time = ?{assignments} "
+        f"WHERE ride_id = ? AND status IN ({', '.join('?' * len(sources))})",
+        (to.value, now, *fields.values(), ride_id, *sources),
+    )
+    if not changed:
+        return None
+    return await load_ride(tx, ride_id)
+
+
+def ride_operation(ride_id: str) -> str:
+    """A ride payment as an operation: what its idempotency keys name."""
+    return f"ride:{ride_id}"
+
+
+async def expired_holds(db: Database, now: float, limit: int) -> list[RidePayment]:
+    rows = await db.fetch_all(
+        f"SELECT {_RIDE_COLUMNS} FROM ride_payments "
+        "WHERE status = 'AUTHORIZED' AND expire_time <= ? ORDER BY expire_time LIMIT ?",
+        (now, limit),
+    )
+    return [_ride(row) for row in rows]

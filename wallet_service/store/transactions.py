@@ -1,0 +1,154 @@
+"""Transactions: money movements as callers see them.
+
+A status change is a conditional UPDATE (``… WHERE status IN (<allowed sources>)``): one
+that would move a status backwards or out of a terminal state changes nothing (rule 4).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from wallet_service.domain.money import TxStatus, TxType, tx_sources
+from wallet_service.domain.records import Transaction
+from wallet_service.store.database import Database, Row, Source
+from wallet_service.store.database import Transaction as DbTx
+
+_TX_COLUMNS = (
+    "id, type, status, amount_idr, fee_idr, mobile_number, counterparty, ride_id, note, "
+    "details, withdrawal_code, kaspro_reference, failure_reason, failure_message, frozen, "
+    "create_time, update_time"
+)
+
+
+def _transaction(row: Row) -> Transaction:
+    return Transaction(
+        id=row["id"],
+        type=TxType(row["type"]),
+        status=TxStatus(row["status"]),
+        amount_idr=row["amount_idr"],
+        fee_idr=row["fee_idr"],
+        mobile_number=row["mobile_number"],
+        counterparty=row["counterparty"],
+        ride_id=row["ride_id"],
+        note=row["note"],
+        details=json.loads(row["details"]),
+        withdrawal_code=row["withdrawal_code"],
+        kaspro_reference=row["kaspro_reference"],
+        failure_reason=row["failure_reason"],
+        failure_message=row["failure_message"],
+        frozen=row["frozen"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+async def insert_transaction(tx: DbTx, t: Transaction) -> None:
+    await tx.execute(
+        f"INSERT INTO transactions ({_TX_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+        (
+            t.id,
+            t.type.value,
+            t.status.value,
+            t.amount_idr,
+            t.fee_idr,
+            t.mobile_number,
+            t.counterparty,
+            t.ride_id,
+            t.note,
+            json.dumps(t.details),
+            t.withdrawal_code,
+            t.kaspro_reference,
+            t.failure_reason,
+            t.failure_message,
+            t.frozen,
+            t.create_time,
+            t.update_time,
+        ),
+    )
+
+
+async def load_transaction(source: Source, transaction_id: str) -> Transaction | None:
+    row = await source.fetch_one(
+        f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,)
+    )
+    return None if row is None else _transaction(row)
+
+
+async def move_transaction(
+    tx: DbTx, transaction_id: str, to: TxStatus, now: float, **fields: Any
+) -> Transaction | None:
+    """Move to ``to`` if the table allows it from the current status; the new row or None."""
+    sources = tuple(s.value for s in tx_sources(to))
+    assignments = "".join(f", {name} = ?" for name in fields)
+    changed = await tx.execute(
+        f"UPDATE transactions SET status = ?, update_time = ?{assignments} "
+        f"WHERE id = ? AND status IN ({', '.join('?' * len(sources))})",
+        (to.value, now, *fields.values(), transaction_id, *sources),
+    )
+    if not changed:
+        return None
+    return await load_transaction(tx, transaction_id)
+
+
+async def set_transaction_fields(tx: DbTx, transaction_id: str, now: float, **fields: Any) -> None:
+    """Fields that are not the status (e.g. the KasPro reference once known)."""
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    await tx.execute(
+        f"UPDATE transactions SET {assignments}, update_time = ? WHERE id = ?",
+        (*fields.values(), now, transaction_id),
+    )
+
+
+async def list_transactions(
+    db: Database,
+    mobile_number: str,
+    *,
+    type_: TxType | None,
+    status: TxStatus | None,
+    before: tuple[float, str] | None,
+    limit: int,
+) -> list[Transaction]:
+    """A wallet's transactions (as payer or counterparty), newest first, after a cursor."""
+    clauses = ["(mobile_number = ? OR counterparty = ?)"]
+    params: list[Any] = [mobile_number, mobile_number]
+    if type_ is not None:
+        clauses.append("type = ?")
+        params.append(type_.value)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status.value)
+    if before is not None:
+        clauses.append("(create_time < ? OR (create_time = ? AND id < ?))")
+        params += [before[0], before[0], before[1]]
+    rows = await db.fetch_all(
+        f"SELECT {_TX_COLUMNS} FROM transactions WHERE {' AND '.join(clauses)} "
+        "ORDER BY create_time DESC, id DESC LIMIT ?",
+        (*params, limit),
+    )
+    return [_transaction(row) for row in rows]
+
+
+async def topup_exists(tx: DbTx, kaspro_reference: str) -> Transaction | None:
+    row = await tx.fetch_one(
+        f"SELECT {_TX_COLUMNS} FROM transactions "
+        "WHERE kaspro_reference = ? AND type IN ('TOP_UP', 'DRIVER_DEPOSIT')",
+        (kaspro_reference,),
+    )
+    return None if row is None else _transaction(row)
+
+
+async def frozen_count(db: Database) -> int:
+    """How many operations are frozen for review (an alert: each needs a person)."""
+    row = await db.fetch_one(FROZEN_COUNT_SQL)
+    assert row is not None
+    return int(row["n"])
+
+
+# Read from the partial index transactions_frozen alone (migration 0006).
+FROZEN_COUNT_SQL = "SELECT COUNT(*) AS n FROM transactions WHERE frozen != ''"
