@@ -59,10 +59,12 @@ async def event_statuses(h: Harness, transaction_id: str) -> list[str]:
 async def quiet(h: Harness, c: CashOut) -> None:
     """Let the reconciler ask KasPro about the cash-out until its backoff is longer than
     the inquiry period, and let a period pass since the last answer: now an unverified
-    callback may pull the next inquiry forward."""
-    while (a := await attempt_row(h, c.reference))["next_check_at"] - a["update_time"] <= PERIOD:
+    callback may pull the next inquiry forward. The backoff is jittered: it must outlast
+    the period and the second the clock moves past it."""
+    wait = PERIOD + 1
+    while (a := await attempt_row(h, c.reference))["next_check_at"] - a["update_time"] <= wait:
         await h.settle(advance_seconds=a["next_check_at"] - h.clock())
-    h.clock.advance(PERIOD + 1)
+    h.clock.advance(wait)
     assert (await attempt_row(h, c.reference))["next_check_at"] > h.clock()
 
 
