@@ -508,7 +508,7 @@ async def test_garbage_is_never_5xx_changes_nothing_and_is_recorded(
         assert recorded["status"] == "rejected", recorded["status"]
 
 
-# 2. Replays and forgeries.
+# 2. Deliveries sent again, and forgeries.
 
 
 @SETTINGS

@@ -310,7 +310,7 @@ async def test_authorize_holds_the_fare_in_escrow(h: Harness) -> None:
     assert await calls(h, HOLD_PATH) == 1
 
 
-async def test_authorize_replay_answers_the_same_without_a_second_call(h: Harness) -> None:
+async def test_a_retried_authorize_answers_the_same_without_a_second_call(h: Harness) -> None:
     first = await authorized(h)
     before = await books(h)
 
@@ -805,7 +805,7 @@ async def test_concurrent_capture_and_void_resolve_the_hold_once(h: Harness) -> 
         await h.assert_books_agree()
 
 
-async def test_concurrent_captures_capture_once_and_the_loser_replays_its_refusal(
+async def test_concurrent_captures_capture_once_and_the_loser_is_answered_its_refusal_again(
     h: Harness,
 ) -> None:
     await authorized(h)

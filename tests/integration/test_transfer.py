@@ -302,7 +302,7 @@ async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_re
         25_000,
     )
     await h.assert_books_agree()
-    # Once it has ended, the same request replays it and the other is still refused.
+    # Once it has ended, the same request is answered with it and the other is still refused.
     assert (await send(h, transfer())).transaction_id == done.transaction_id
     again = await expect_failure(send(h, transfer(26_000)))
     assert_failure(again, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
@@ -377,7 +377,7 @@ async def test_same_request_id_for_another_amount_is_refused(h: Harness) -> None
 
     assert_failure(failure, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
     await books.assert_unchanged(h)
-    # The original is untouched and still replays.
+    # The original is untouched and still answered again.
     assert (await send(h, transfer(25_000))).transaction_id == first.transaction_id
     await books.assert_unchanged(h)
 
@@ -432,7 +432,7 @@ async def test_request_ids_are_scoped_per_caller(h: Harness) -> None:
     assert len(await p2p_calls(h)) == 2
     assert (await h.sandbox_balances())["subscribers"][LOCAL] == 50_000
     await h.assert_books_agree()
-    # Each caller's key still replays its own transfer.
+    # Each caller's key is still answered with its own transfer.
     assert (await send(h, transfer(), metadata=APP)).transaction_id == by_app.transaction_id
     assert (await send(h, transfer(), metadata=ADMIN)).transaction_id == by_admin.transaction_id
     assert len(await p2p_calls(h)) == 2
