@@ -30,8 +30,9 @@ run: $(STAMP)
 sandbox: $(STAMP)
 	$(PY) -m kaspro_sandbox
 
+# Two workers (pytest-xdist), one a core: most of a test's time is waiting on sockets.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 lint: $(STAMP) proto-check
 	$(VENV)/bin/ruff check .

@@ -194,7 +194,7 @@ class Harness:
 
     clock: FakeClock
     sandbox: RunningSandbox
-    control: httpx.AsyncClient
+    control_client: httpx.AsyncClient
     config: Config
     service: WalletService | None = None
     channel: grpc.aio.Channel | None = None
@@ -232,7 +232,7 @@ class Harness:
         self.channel = self.new_channel()
         self._bind_stubs(self.channel)
         # The sandbox tells async results and top-ups to this service's receiver.
-        await self._control(
+        await self.control(
             "POST",
             "/callback-url",
             json={"url": f"http://127.0.0.1:{self.running.http_port}{CALLBACK_PATH}"},
@@ -270,23 +270,24 @@ class Harness:
 
     # The sandbox's control endpoints (docs/sandbox.md).
 
-    async def _control(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.control.request(method, "/_sandbox" + path, **kwargs)
+    async def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call one of the sandbox's control endpoints; its JSON answer."""
+        response = await self.control_client.request(method, "/_sandbox" + path, **kwargs)
         response.raise_for_status()
         return response.json()
 
     async def kaspro_requests(self, path: str | None = None) -> list[dict[str, Any]]:
         """The sandbox's request log, optionally only the calls to ``path``."""
-        entries: list[dict[str, Any]] = await self._control("GET", "/requests")
+        entries: list[dict[str, Any]] = await self.control("GET", "/requests")
         return [e for e in entries if path is None or e["path"] == path]
 
     async def otp(self, mobile: str) -> str:
-        issued = await self._control("GET", "/otp", params={"mobileNumber": mobile})
+        issued = await self.control("GET", "/otp", params={"mobileNumber": mobile})
         code: str = issued["otp"]
         return code
 
     async def expire_otp_at_kaspro(self, mobile: str) -> None:
-        await self._control("POST", "/otp/expire", params={"mobileNumber": mobile})
+        await self.control("POST", "/otp/expire", params={"mobileNumber": mobile})
 
     async def arm_fault(
         self, path: str, kind: str, *, times: int = 1, delay_seconds: float | None = None
@@ -294,22 +295,22 @@ class Harness:
         body: dict[str, Any] = {"path": path, "kind": kind, "times": times}
         if delay_seconds is not None:
             body["delaySeconds"] = delay_seconds
-        await self._control("POST", "/faults", json=body)
+        await self.control("POST", "/faults", json=body)
 
     async def set_balance(self, mobile: str, balance: int) -> None:
-        await self._control("POST", f"/customers/{mobile}/balance", json={"balance": balance})
+        await self.control("POST", f"/customers/{mobile}/balance", json={"balance": balance})
 
     async def override_ocr(self, mobile: str, id_card_number: str) -> None:
-        await self._control(
+        await self.control(
             "POST", "/ocr-override", json={"mobileNumber": mobile, "idCardNumber": id_card_number}
         )
 
     async def kaspro_customers(self) -> list[dict[str, Any]]:
-        customers: list[dict[str, Any]] = await self._control("GET", "/customers")
+        customers: list[dict[str, Any]] = await self.control("GET", "/customers")
         return customers
 
     async def kaspro_customer(self, mobile: str) -> dict[str, Any] | None:
-        response = await self.control.get(f"/_sandbox/customers/{mobile}")
+        response = await self.control_client.get(f"/_sandbox/customers/{mobile}")
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -320,7 +321,7 @@ class Harness:
 
     async def sandbox_settings(self, **settings: Any) -> None:
         """Change the sandbox's async behaviour (asyncDelaySeconds, autoComplete, cashOutFee)."""
-        await self._control("POST", "/settings", json=settings)
+        await self.control("POST", "/settings", json=settings)
 
     async def top_up(
         self, mobile: str, amount_idr: int, *, channel: str = "VA", number: str = ""
@@ -330,7 +331,7 @@ class Harness:
         body["vaNumber" if channel == "VA" else "paymentCode"] = number or (
             ("39358" if channel == "VA" else "7010") + mobile[1:]
         )
-        sent: dict[str, Any] = await self._control("POST", "/topup", json=body)
+        sent: dict[str, Any] = await self.control("POST", "/topup", json=body)
 
         async def recorded() -> bool:
             row = await self.running.db.fetch_one(
@@ -349,24 +350,24 @@ class Harness:
             await self.top_up(mobile, balance_idr)
 
     async def sandbox_balances(self) -> dict[str, Any]:
-        balances: dict[str, Any] = await self._control("GET", "/balances")
+        balances: dict[str, Any] = await self.control("GET", "/balances")
         return balances
 
     async def sandbox_transactions(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = await self._control("GET", "/transactions")
+        found: list[dict[str, Any]] = await self.control("GET", "/transactions")
         return found
 
     async def sandbox_ledger(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = await self._control("GET", "/ledger")
+        entries: list[dict[str, Any]] = await self.control("GET", "/ledger")
         return entries
 
     async def complete_at_kaspro(self, request_id: str, *, fail: bool = False) -> None:
-        await self._control(
+        await self.control(
             "POST", f"/transactions/{request_id}/{'fail' if fail else 'complete'}", json={}
         )
 
     async def resend_callback(self, request_id: str) -> None:
-        await self._control("POST", f"/transactions/{request_id}/resend-callback", json={})
+        await self.control("POST", f"/transactions/{request_id}/resend-callback", json={})
 
     async def ledger(self) -> dict[str, int]:
         """The service's ledger balance per account."""
@@ -542,7 +543,7 @@ async def harness(
     h = Harness(
         clock=clock,
         sandbox=sandbox_thread.sandbox,
-        control=control,
+        control_client=control,
         config=make_config(tmp_path),
     )
     await h.start()

@@ -19,8 +19,6 @@ independent of the service's verifier). One service serves all examples of a tes
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -30,11 +28,11 @@ import httpx
 import pytest_asyncio
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from wallet.v1 import common_pb2, funding_service_pb2
+from wallet.v1 import common_pb2
 
 from .conftest import ADMIN, DEADLINE, E164, LOCAL, OTHER_E164, OTHER_LOCAL, Harness
+from .helpers import DEV_SECRET, cash_out, sign
 
-SECRET = "wallet-dev-callback-secret"  # the service's dev callback secret; the sandbox's too
 TIMESTAMP_HEADER = "KasPro-Callback-Timestamp"
 SIGNATURE_HEADER = "KasPro-Callback-Signature"
 WINDOW = 300
@@ -66,10 +64,6 @@ FORWARD: dict[str, set[str]] = {
 CALLBACK_STATUSES = {"applied", "duplicate", "ignored", "frozen", "parked", "rejected"}
 
 
-def sign(secret: str, timestamp: str, raw: bytes) -> str:
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
-
-
 def compact(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
@@ -77,7 +71,7 @@ def compact(document: Mapping[str, Any]) -> bytes:
 Headers = list[tuple[str, str | bytes]]
 
 
-def signed(raw: bytes, timestamp: int, secret: str = SECRET) -> Headers:
+def signed(raw: bytes, timestamp: int, secret: str = DEV_SECRET) -> Headers:
     return [
         ("Content-Type", "application/json"),
         (TIMESTAMP_HEADER, str(timestamp)),
@@ -207,11 +201,11 @@ class World:
     async def callbacks_on(self) -> AsyncIterator[None]:
         """Let the sandbox call this service back (for a top-up) for a while."""
         url = f"http://127.0.0.1:{self.h.running.http_port}/callbacks/kaspro"
-        await self.h._control("POST", "/callback-url", json={"url": url})
+        await self.h.control("POST", "/callback-url", json={"url": url})
         try:
             yield
         finally:
-            await self.h._control("POST", "/callback-url", json={"url": None})
+            await self.h.control("POST", "/callback-url", json={"url": None})
 
     async def cash_out(self) -> Pending:
         balances = await self.h.sandbox_balances()
@@ -220,14 +214,7 @@ class World:
                 await self.h.top_up(LOCAL, 1_000_000)
         self.cash_outs += 1
         response = await self.h.funding.CashOut(
-            funding_service_pb2.CashOutRequest(
-                request_id=f"cash-out-{self.cash_outs}",
-                mobile_number=LOCAL,
-                amount_idr=CASH_OUT,
-                bank_account=common_pb2.BankAccount(
-                    bank_code="014", account_number="1234567890", account_name="SITI RAHAYU"
-                ),
-            ),
+            cash_out(CASH_OUT, f"cash-out-{self.cash_outs}"),
             metadata=ADMIN,
             timeout=DEADLINE,
         )
@@ -239,14 +226,14 @@ class World:
         assert row is not None
         reference = str(row["reference"])
         self.references.append(reference)
-        at_kaspro = await self.h._control("GET", f"/transactions/{reference}")
+        at_kaspro = await self.h.control("GET", f"/transactions/{reference}")
         assert at_kaspro["status"] == "PENDING"
         return Pending(t.transaction_id, reference, str(at_kaspro["reffId"]))
 
     async def settle_at_kaspro(self, pending: Pending, status: str) -> dict[str, Any]:
         """Settle at the sandbox (which calls nobody back here); its final callback body."""
         await self.h.complete_at_kaspro(pending.reference, fail=status == "FAILED")
-        settled = await self.h._control("GET", f"/transactions/{pending.reference}")
+        settled = await self.h.control("GET", f"/transactions/{pending.reference}")
         assert settled["status"] == status
         callback: dict[str, Any] = settled["callback"]
         assert callback["requestId"] == pending.reference
@@ -260,7 +247,7 @@ async def world(h: Harness) -> World:
     await h.onboard(LOCAL, 1_500_000)
     await h.onboard(OTHER_LOCAL, 100_000, name="Sari")
     await h.sandbox_settings(auto_complete=False, cash_out_fee=FEE)
-    await h._control("POST", "/callback-url", json={"url": None})
+    await h.control("POST", "/callback-url", json={"url": None})
     return World(h)
 
 
@@ -438,7 +425,7 @@ def headers_of(delivery: Delivery, now: int) -> Headers:
     if delivery.signing == "garbage":
         headers += [(TIMESTAMP_HEADER, delivery.timestamp), (SIGNATURE_HEADER, delivery.signature)]
     elif delivery.signing != "none":
-        secret = "not-the-callback-secret" if delivery.signing == "wrong-secret" else SECRET
+        secret = "not-the-callback-secret" if delivery.signing == "wrong-secret" else DEV_SECRET
         timestamp = str(signed_at)
         headers += [(TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, sign(secret, timestamp, raw))]
     return headers
@@ -521,7 +508,7 @@ async def test_garbage_is_never_5xx_changes_nothing_and_is_recorded(
         assert recorded["status"] == "rejected", recorded["status"]
 
 
-# 2. Replays and forgeries.
+# 2. Deliveries sent again, and forgeries.
 
 
 @SETTINGS

@@ -24,8 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from wallet.v1 import account_service_pb2, account_service_pb2_grpc, common_pb2
 
-from .callback_helpers import DEV_SECRET, body, get_transaction, pending_cash_out, sign
 from .conftest import APP, DEADLINE, LOCAL, OTHER_LOCAL, Harness, wait_for
+from .helpers import DEV_SECRET, body, get_transaction, pending_cash_out, sign
 
 MB = 1024 * 1024
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -9,7 +9,7 @@ callback changes nothing; a callback that disagrees with what we asked freezes t
 transaction (MONEY-RULES rules 4, 5, 6).
 
 The hand-made callbacks here are KasPro's side of the contract, signed the way
-docs/kaspro.md says (an HMAC written in callback_helpers.py, independent of the service's
+docs/kaspro.md says (an HMAC written in helpers.py, independent of the service's
 verifier).
 """
 
@@ -24,7 +24,8 @@ import httpx
 import pytest
 from wallet.v1 import common_pb2
 
-from .callback_helpers import (
+from .conftest import CANONICAL, LOCAL, OTHER_LOCAL, Harness, wait_for
+from .helpers import (
     AMOUNT,
     DEV_SECRET,
     PROCESSING,
@@ -39,7 +40,6 @@ from .callback_helpers import (
     sign,
     until_status,
 )
-from .conftest import CANONICAL, LOCAL, OTHER_LOCAL, Harness, wait_for
 
 SUBSCRIBER = f"subscriber:{CANONICAL}"
 SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
@@ -59,10 +59,12 @@ async def event_statuses(h: Harness, transaction_id: str) -> list[str]:
 async def quiet(h: Harness, c: CashOut) -> None:
     """Let the reconciler ask KasPro about the cash-out until its backoff is longer than
     the inquiry period, and let a period pass since the last answer: now an unverified
-    callback may pull the next inquiry forward."""
-    while (a := await attempt_row(h, c.reference))["next_check_at"] - a["update_time"] <= PERIOD:
+    callback may pull the next inquiry forward. The backoff is jittered: it must outlast
+    the period and the second the clock moves past it."""
+    wait = PERIOD + 1
+    while (a := await attempt_row(h, c.reference))["next_check_at"] - a["update_time"] <= wait:
         await h.settle(advance_seconds=a["next_check_at"] - h.clock())
-    h.clock.advance(PERIOD + 1)
+    h.clock.advance(wait)
     assert (await attempt_row(h, c.reference))["next_check_at"] > h.clock()
 
 
@@ -155,7 +157,7 @@ async def test_an_unverifiable_success_is_settled_by_asking_kaspro(h: Harness) -
     c = await pending_cash_out(h)
     await quiet(h, c)
     # KasPro settles it, but its own callback never arrives; an unsigned one does.
-    await h._control("POST", "/callback-url", json={"url": None})
+    await h.control("POST", "/callback-url", json={"url": None})
     await h.complete_at_kaspro(c.reference)
     inquiries = len(await h.kaspro_requests("/transaction-status/"))
 
@@ -359,7 +361,7 @@ async def test_duplicate_success_callbacks_book_once(h: Harness) -> None:
     await h.resend_callback(c.reference)
 
     async def delivered_three_times() -> bool:
-        tries: list[dict[str, Any]] = await h._control("GET", "/callbacks")
+        tries: list[dict[str, Any]] = await h.control("GET", "/callbacks")
         ok = [t for t in tries if t["requestId"] == c.reference and t["statusCode"] == 200]
         return len(ok) == 3
 

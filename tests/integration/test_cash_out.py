@@ -3,8 +3,6 @@ booked once, and refused clearly before KasPro when the request cannot be right.
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 import pytest
 from wallet.v1 import common_pb2, funding_service_pb2
@@ -19,7 +17,7 @@ from .conftest import (
     expect_failure,
     wait_for,
 )
-from .test_transfer import (
+from .helpers import (
     FAILED,
     INVALID,
     PENDING,
@@ -27,8 +25,12 @@ from .test_transfer import (
     PROCESSING,
     SUCCEEDED,
     Books,
+    bank,
+    callback_tries,
+    cash_out,
     get_transaction,
     last_sequence,
+    settled,
     transaction_statuses,
 )
 
@@ -37,46 +39,9 @@ STATUS_PATH = "/transaction-status/"
 SUBSCRIBER = f"subscriber:{CANONICAL}"
 
 
-def bank(
-    bank_code: str = "014", account_number: str = "1234567890", account_name: str = "SITI RAHAYU"
-) -> common_pb2.BankAccount:
-    return common_pb2.BankAccount(
-        bank_code=bank_code, account_number=account_number, account_name=account_name
-    )
-
-
-def cash_out(
-    amount_idr: int = 50_000,
-    request_id: str = "cash-out-1",
-    *,
-    to: common_pb2.BankAccount | None = None,
-    outlet: common_pb2.RetailOutlet.ValueType | None = None,
-    mobile: str = LOCAL,
-) -> funding_service_pb2.CashOutRequest:
-    request = funding_service_pb2.CashOutRequest(
-        request_id=request_id, mobile_number=mobile, amount_idr=amount_idr
-    )
-    if outlet is not None:
-        request.retail_outlet = outlet
-    else:
-        request.bank_account.CopyFrom(to if to is not None else bank())
-    return request
-
-
 async def send(h: Harness, request: funding_service_pb2.CashOutRequest) -> common_pb2.Transaction:
     response = await h.funding.CashOut(request, metadata=APP, timeout=DEADLINE)
     return response.transaction
-
-
-async def settled(h: Harness, transaction_id: str) -> common_pb2.Transaction:
-    """Wait (bounded) until the transaction is final, and return it."""
-
-    async def final() -> bool:
-        t = await get_transaction(h, transaction_id)
-        return t.status in (SUCCEEDED, FAILED)
-
-    await wait_for(final)
-    return await get_transaction(h, transaction_id)
 
 
 async def reference(h: Harness) -> str:
@@ -85,13 +50,6 @@ async def reference(h: Harness) -> str:
     assert len({c["requestId"] for c in calls}) == 1, calls
     value: str = calls[0]["requestId"]
     return value
-
-
-async def callbacks_of(h: Harness, request_id: str) -> list[dict[str, Any]]:
-    """The sandbox's callback tries for one transaction."""
-    response = await h.control.get("/_sandbox/callbacks")
-    response.raise_for_status()
-    return [c for c in response.json() if c["requestId"] == request_id]
 
 
 async def test_bank_cash_out_is_processing_then_settled_by_the_callback(h: Harness) -> None:
@@ -110,7 +68,7 @@ async def test_bank_cash_out_is_processing_then_settled_by_the_callback(h: Harne
     assert (done.status, done.fee_idr) == (SUCCEEDED, 0)
     assert done.kaspro_reference
     ref = await reference(h)
-    assert [c["statusCode"] for c in await callbacks_of(h, ref)] == [200]
+    assert [c["statusCode"] for c in await callback_tries(h, ref)] == [200]
     balances = await h.sandbox_balances()
     assert balances["subscribers"][LOCAL] == 150_000
     assert balances["external"]["bank"] == 50_000
@@ -159,7 +117,7 @@ async def test_failing_bank_account_ends_failed_and_the_money_comes_back(h: Harn
     assert done.status == FAILED
     assert done.failure_message
     ref = await reference(h)
-    assert [c["statusCode"] for c in await callbacks_of(h, ref)] == [200]
+    assert [c["statusCode"] for c in await callback_tries(h, ref)] == [200]
     journal = [e for e in await h.sandbox_ledger() if e["requestId"] == ref]
     assert [e["type"] for e in journal] == ["BANK_TRANSFER", "REFUND"]
     balances = await h.sandbox_balances()
@@ -243,7 +201,7 @@ async def test_a_callback_delivered_three_times_counts_once(h: Harness) -> None:
     await h.resend_callback(ref)
 
     async def delivered_thrice() -> bool:
-        tries = await callbacks_of(h, ref)
+        tries = await callback_tries(h, ref)
         return [c["statusCode"] for c in tries] == [200, 200, 200]
 
     await wait_for(delivered_thrice)

@@ -14,32 +14,23 @@ from typing import Any
 
 import httpx
 import pytest
-from wallet.v1 import common_pb2, funding_service_pb2
+from wallet.v1 import common_pb2
 
 from wallet_service.flows.engine import Timing
 from wallet_service.http import CALLBACK_PATH
 from wallet_service.store.attempts import load_attempt
 
-from .callback_helpers import (
+from .conftest import APP, DEADLINE, LOCAL, Harness, closed_port, expect_failure, wait_for
+from .helpers import (
     AMOUNT,
     attempt_row,
     body,
+    cash_out,
     frozen,
     get_transaction,
     ledger_lines,
     pending_cash_out,
     post,
-)
-from .conftest import APP, DEADLINE, DISPATCH, LOCAL, Harness, closed_port, expect_failure, wait_for
-from .test_ride_payments import (
-    ESCROW_ACCOUNT,
-    FARE,
-    FEE,
-    P2P_PATH,
-    authorized,
-    capture,
-    get_ride,
-    reference,
 )
 
 BANK_PATH = "/bank-transfer/"
@@ -56,7 +47,7 @@ async def calls(h: Harness, path: str, request_id: str) -> int:
 
 async def executed(h: Harness, request_id: str) -> list[dict[str, Any]]:
     """KasPro's transactions for ``request_id`` (the sandbox's books)."""
-    found: list[dict[str, Any]] = await h._control("GET", "/transactions")
+    found: list[dict[str, Any]] = await h.control("GET", "/transactions")
     return [t for t in found if t["requestId"] == request_id]
 
 
@@ -72,18 +63,7 @@ async def unsent_cash_out(h: Harness) -> tuple[str, str]:
     await h.onboard(LOCAL, 200_000)
     await h.arm_fault(BANK_PATH, "http_500")
     failure = await expect_failure(
-        h.funding.CashOut(
-            funding_service_pb2.CashOutRequest(
-                request_id="cash-out-unsent",
-                mobile_number=LOCAL,
-                amount_idr=AMOUNT,
-                bank_account=common_pb2.BankAccount(
-                    bank_code="014", account_number="1234567890", account_name="SITI RAHAYU"
-                ),
-            ),
-            metadata=APP,
-            timeout=DEADLINE,
-        )
+        h.funding.CashOut(cash_out(AMOUNT, "cash-out-unsent"), metadata=APP, timeout=DEADLINE)
     )
     assert failure.reason == "PROVIDER_UNAVAILABLE", failure
     transaction_id = failure.error_metadata["transaction_id"]
@@ -243,8 +223,8 @@ async def test_kaspro_forgetting_an_accepted_cash_out_freezes_it_instead_of_rese
     the sandbox is reset, as an embedded sandbox is by a restart). Sending it again could
     pay twice: the cash-out is frozen and nothing is sent."""
     c = await pending_cash_out(h)
-    await h._control("POST", "/reset")
-    await h._control(
+    await h.control("POST", "/reset")
+    await h.control(
         "POST",
         "/callback-url",
         json={"url": f"http://127.0.0.1:{h.running.http_port}{CALLBACK_PATH}"},
@@ -270,7 +250,7 @@ async def test_a_status_answer_contradicting_a_final_callback_freezes_the_transa
     FAILED for the same attempt: the two final answers disagree."""
     c = await pending_cash_out(h)
     # KasPro's books say FAILED; its own callback of that is lost on the way.
-    await h._control("POST", "/callback-url", json={"url": f"http://127.0.0.1:{closed_port()}/"})
+    await h.control("POST", "/callback-url", json={"url": f"http://127.0.0.1:{closed_port()}/"})
     await h.complete_at_kaspro(c.reference, fail=True)
     await h.arm_fault(STATUS_PATH, "delay", delay_seconds=1.0)
     asking = asyncio.create_task(h.settle())
@@ -293,22 +273,3 @@ async def test_a_status_answer_contradicting_a_final_callback_freezes_the_transa
     assert await ledger_lines(h, c.transaction_id) == booked
     assert (await get_transaction(h, c.transaction_id)).status == SUCCEEDED
     assert await metric(h, "wallet_frozen_operations") == 1
-
-
-async def test_a_frozen_capture_sends_none_of_its_remaining_legs(h: Harness) -> None:
-    """KasPro refuses the payout out of escrow (it should not: escrow holds the money), so
-    the capture is frozen; the fee and refund legs are not sent, now or later."""
-    await authorized(h)
-    await h._control("POST", f"/wallets/{ESCROW_ACCOUNT}/balance", json={"balance": 0})
-
-    await h.payments.CaptureRidePayment(
-        capture(final_fare_idr=FARE, platform_fee_idr=FEE), metadata=DISPATCH, timeout=DEADLINE
-    )
-    row = await h.running.db.fetch_one("SELECT id FROM transactions WHERE type = 'RIDE_CAPTURE'")
-    assert row is not None
-    assert await frozen(h, row["id"])
-    assert (await get_ride(h)).status == common_pb2.RIDE_PAYMENT_STATUS_CAPTURING
-    await passes(h, 3, seconds_apart=FROZEN_POLL)
-
-    sent = [e["requestId"] for e in await h.kaspro_requests(P2P_PATH)]
-    assert sent == [reference("payout")], sent

@@ -297,7 +297,7 @@ async def test_images_are_not_stored(h: Harness) -> None:
         assert base64.b64encode(image)[8:72] not in stored
 
 
-async def test_replay_makes_no_second_kaspro_call(h: Harness) -> None:
+async def test_a_retry_makes_no_second_kaspro_call(h: Harness) -> None:
     await linked_customer(h)
     first = await upgrade(h, upgrade_request())
     calls = await h.kaspro_requests()

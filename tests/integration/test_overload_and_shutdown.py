@@ -30,7 +30,7 @@ from .conftest import (
     failure_of,
     wait_for,
 )
-from .test_transfer import (
+from .helpers import (
     P2P_PATH,
     PENDING,
     PROCESSING,

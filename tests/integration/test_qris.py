@@ -15,9 +15,8 @@ from .conftest import (
     Harness,
     assert_failure,
     expect_failure,
-    wait_for,
 )
-from .test_transfer import (
+from .helpers import (
     FAILED,
     INVALID,
     PENDING,
@@ -25,8 +24,8 @@ from .test_transfer import (
     PROCESSING,
     SUCCEEDED,
     Books,
-    get_transaction,
     last_sequence,
+    settled,
     transaction_statuses,
 )
 
@@ -46,17 +45,6 @@ def pay(
 async def send(h: Harness, request: payment_service_pb2.PayQrisRequest) -> common_pb2.Transaction:
     response = await h.payments.PayQris(request, metadata=APP, timeout=DEADLINE)
     return response.transaction
-
-
-async def settled(h: Harness, transaction_id: str) -> common_pb2.Transaction:
-    """Wait (bounded) until the transaction is final, and return it."""
-
-    async def final() -> bool:
-        t = await get_transaction(h, transaction_id)
-        return t.status in (SUCCEEDED, FAILED)
-
-    await wait_for(final)
-    return await get_transaction(h, transaction_id)
 
 
 def flip(payload: str, index: int) -> str:

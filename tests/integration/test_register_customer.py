@@ -218,7 +218,9 @@ async def test_a_registered_number_cannot_be_registered_again(h: Harness) -> Non
     assert customer["firstName"] == "Budi"
 
 
-async def test_same_request_id_and_request_replays_without_calling_kaspro(h: Harness) -> None:
+async def test_same_request_id_and_request_is_answered_again_without_calling_kaspro(
+    h: Harness,
+) -> None:
     first = await register(h, registration())
     calls_before = await h.kaspro_requests()
     await h.set_balance(LOCAL, 5_000)  # a fresh read would show this; a replay must not
@@ -230,7 +232,7 @@ async def test_same_request_id_and_request_replays_without_calling_kaspro(h: Har
     assert await h.kaspro_requests() == calls_before
 
 
-async def test_a_refusal_is_replayed_too(h: Harness) -> None:
+async def test_a_refusal_is_answered_again_too(h: Harness) -> None:
     await register(h, registration(request_id="first"))
     refused = await expect_failure(register(h, registration(request_id="second")))
     calls_before = await h.kaspro_requests()

@@ -16,8 +16,9 @@ from typing import Any
 
 import grpc
 import pytest
-from wallet.v1 import common_pb2, payment_service_pb2, transaction_service_pb2
+from wallet.v1 import common_pb2, payment_service_pb2
 
+from wallet_service.flows.engine import Timing
 from wallet_service.kaspro import kaspro_request_id
 
 from .conftest import (
@@ -34,6 +35,7 @@ from .conftest import (
     failure_of,
     wait_for,
 )
+from .helpers import frozen, get_transaction, last_sequence
 
 PASSENGER = LOCAL
 DRIVER = OTHER_LOCAL
@@ -206,12 +208,6 @@ async def journal_by_reference(h: Harness) -> Counter[str]:
     return Counter(entry["requestId"] for entry in await h.sandbox_ledger())
 
 
-async def last_sequence(h: Harness) -> int:
-    """Where the event log is now (a lower answer only makes later reads longer)."""
-    events = await h.events(idle_seconds=0.1)
-    return events[-1].sequence if events else 0
-
-
 def ride_statuses(events: list[common_pb2.Event], ride_id: str = RIDE) -> list[int]:
     return [
         e.ride_payment.status
@@ -231,15 +227,6 @@ def ride_transactions(
         and e.transaction.ride_id == ride_id
         and e.transaction.type == type_
     ]
-
-
-async def get_transaction(h: Harness, transaction_id: str) -> common_pb2.Transaction:
-    response = await h.transactions.GetTransaction(
-        transaction_service_pb2.GetTransactionRequest(transaction_id=transaction_id),
-        metadata=ADMIN,
-        timeout=DEADLINE,
-    )
-    return response.transaction
 
 
 async def assert_captured_books(h: Harness, *, passenger: int, driver: int, corporate: int) -> None:
@@ -323,7 +310,7 @@ async def test_authorize_holds_the_fare_in_escrow(h: Harness) -> None:
     assert await calls(h, HOLD_PATH) == 1
 
 
-async def test_authorize_replay_answers_the_same_without_a_second_call(h: Harness) -> None:
+async def test_a_retried_authorize_answers_the_same_without_a_second_call(h: Harness) -> None:
     first = await authorized(h)
     before = await books(h)
 
@@ -818,7 +805,7 @@ async def test_concurrent_capture_and_void_resolve_the_hold_once(h: Harness) -> 
         await h.assert_books_agree()
 
 
-async def test_concurrent_captures_capture_once_and_the_loser_replays_its_refusal(
+async def test_concurrent_captures_capture_once_and_the_loser_is_answered_its_refusal_again(
     h: Harness,
 ) -> None:
     await authorized(h)
@@ -841,6 +828,26 @@ async def test_concurrent_captures_capture_once_and_the_loser_replays_its_refusa
         if isinstance(answer, grpc.aio.AioRpcError):
             retry = await expect_failure(do_capture(h, request_id=f"capture-{n}"))
             assert_failure(retry, FAILED_PRECONDITION, "INVALID_STATE")
+
+
+async def test_a_frozen_capture_sends_none_of_its_remaining_legs(h: Harness) -> None:
+    """KasPro refuses the payout out of escrow (it should not: escrow holds the money), so
+    the capture is frozen; the fee and refund legs are not sent, now or later."""
+    await authorized(h)
+    await h.control("POST", f"/wallets/{ESCROW_ACCOUNT}/balance", json={"balance": 0})
+
+    await h.payments.CaptureRidePayment(
+        capture(final_fare_idr=FARE, platform_fee_idr=FEE), metadata=DISPATCH, timeout=DEADLINE
+    )
+    row = await h.running.db.fetch_one("SELECT id FROM transactions WHERE type = 'RIDE_CAPTURE'")
+    assert row is not None
+    assert await frozen(h, row["id"])
+    assert (await get_ride(h)).status == common_pb2.RIDE_PAYMENT_STATUS_CAPTURING
+    for _ in range(3):  # reconciler passes, a frozen poll apart
+        await h.settle(advance_seconds=Timing().frozen_poll_seconds)
+
+    sent = [e["requestId"] for e in await h.kaspro_requests(P2P_PATH)]
+    assert sent == [reference("payout")], sent
 
 
 # Void.

@@ -25,6 +25,7 @@ from .conftest import (
     assert_failure,
     expect_failure,
 )
+from .helpers import last_sequence
 
 PASSENGER = LOCAL
 DRIVER = OTHER_LOCAL
@@ -111,12 +112,6 @@ async def assert_nothing_moved(h: Harness, before: tuple[Any, ...]) -> None:
 
 async def p2p_calls(h: Harness) -> int:
     return len(await h.kaspro_requests(P2P_PATH))
-
-
-async def last_sequence(h: Harness) -> int:
-    """Where the event log is now (a lower answer only makes later reads longer)."""
-    events = await h.events(idle_seconds=0.1)
-    return events[-1].sequence if events else 0
 
 
 async def test_tip_pays_the_driver_of_the_captured_ride(h: Harness) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import sqlite3
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,6 @@ import httpx
 import pytest
 from wallet.v1 import common_pb2, transaction_service_pb2
 
-from wallet_service.store.database import _migrations
-
-from .callback_helpers import pending_cash_out, until_status
 from .conftest import (
     APP,
     CANONICAL,
@@ -37,34 +33,14 @@ from .conftest import (
     Harness,
     wait_for,
 )
-
-# KasPro's callback secret in development (config.py; the sandbox signs with it too).
-CALLBACK_SECRET = "wallet-dev-callback-secret"
+from .helpers import callback_tries, pending_cash_out, post, until_status
 
 TOP_UP = common_pb2.TRANSACTION_TYPE_TOP_UP
 DRIVER_DEPOSIT = common_pb2.TRANSACTION_TYPE_DRIVER_DEPOSIT
 SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
 SUBSCRIBER = f"subscriber:{CANONICAL}"
-
-
-def sign(secret: str, timestamp: str, raw: bytes) -> str:
-    """KasPro's callback signature, written here independently of the service's verifier."""
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
-
-
-async def post_callback(h: Harness, raw: bytes) -> httpx.Response:
-    """Deliver ``raw`` to the service's receiver as KasPro does: signed, timestamped now."""
-    timestamp = str(int(h.clock()))
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        return await client.post(
-            f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro",
-            content=raw,
-            headers={
-                "Content-Type": "application/json",
-                "KasPro-Callback-Timestamp": timestamp,
-                "KasPro-Callback-Signature": sign(CALLBACK_SECRET, timestamp, raw),
-            },
-        )
+# The schema's migration files, NNNN_name.sql, as the package ships them.
+MIGRATIONS = resources.files("wallet_service.store") / "migrations"
 
 
 async def top_up_rows(h: Harness, reff_id: str) -> list[dict[str, Any]]:
@@ -102,12 +78,6 @@ async def stored_raw(h: Harness, reff_id: str) -> bytes:
     )
     assert row is not None, "the top-up callback was not stored"
     return bytes(row["raw"])
-
-
-async def deliveries(h: Harness, request_id: str) -> list[dict[str, Any]]:
-    """The sandbox's callback tries for one of its transactions."""
-    tries: list[dict[str, Any]] = await h._control("GET", "/callbacks")
-    return [t for t in tries if t["requestId"] == request_id]
 
 
 async def assert_recorded_once(
@@ -175,7 +145,7 @@ async def test_the_same_callback_three_times_is_recorded_once(h: Harness) -> Non
 
     # KasPro's exact bytes again, three times (freshly signed, as KasPro's retries are).
     for _ in range(3):
-        response = await post_callback(h, raw)
+        response = await post(h, raw)
         assert response.status_code == 200, response.text
 
     assert await assert_recorded_once(h, sent["reffId"], TOP_UP, 75_000, "external:va") == (
@@ -192,7 +162,7 @@ async def test_concurrent_duplicate_callbacks_are_recorded_once(h: Harness) -> N
     sent = await h.top_up(LOCAL, 60_000)
     raw = await stored_raw(h, sent["reffId"])
 
-    answers = await asyncio.gather(*(post_callback(h, raw) for _ in range(5)))
+    answers = await asyncio.gather(*(post(h, raw) for _ in range(5)))
 
     assert [a.status_code for a in answers] == [200] * 5
     await assert_recorded_once(h, sent["reffId"], TOP_UP, 60_000, "external:va")
@@ -208,7 +178,7 @@ async def test_the_sandbox_resending_the_top_up_callback_changes_nothing(h: Harn
     await h.resend_callback(sent["requestId"])
 
     async def delivered_three_times() -> bool:
-        answered = [d for d in await deliveries(h, sent["requestId"]) if d["statusCode"] == 200]
+        answered = [d for d in await callback_tries(h, sent["requestId"]) if d["statusCode"] == 200]
         return len(answered) == 3
 
     await wait_for(delivered_three_times)
@@ -315,7 +285,7 @@ async def unverified_top_up(h: Harness, amount_idr: int) -> dict[str, Any]:
     """A VA top-up KasPro credits and calls back about unsigned (answered 401): the
     sandbox's callback body, once the service has queued its check."""
     await h.arm_fault("/_sandbox/topup", "callback_unsigned", times=1)
-    sent: dict[str, Any] = await h._control(
+    sent: dict[str, Any] = await h.control(
         "POST",
         "/topup",
         json={
@@ -352,7 +322,7 @@ async def test_a_top_up_whose_callback_fails_verification_is_confirmed_with_kasp
     # The unverified callback comes again: its reference is on record, so nothing is
     # queued and KasPro is not asked again within the inquiry period.
     inquiries = len(await h.kaspro_requests("/transaction-status/"))
-    refused = [c for c in await h._control("GET", "/callbacks") if c["statusCode"] == 401]
+    refused = [c for c in await h.control("GET", "/callbacks") if c["statusCode"] == 401]
     unsigned = json.dumps(refused[0]["body"]).encode()
     async with httpx.AsyncClient(timeout=DEADLINE) as client:
         for _ in range(3):
@@ -394,8 +364,8 @@ async def test_a_top_up_waiting_for_its_check_before_the_upgrade_is_still_confir
     """Migration 0005: a top-up whose callback failed verification used to wait in the
     callbacks table ('verify'); after the upgrade it is confirmed with KasPro all the same."""
     await h.onboard(LOCAL)
-    await h._control("POST", "/callback-url", json={"url": None})
-    sent = await h._control(
+    await h.control("POST", "/callback-url", json={"url": None})
+    sent = await h.control(
         "POST",
         "/topup",
         json={
@@ -408,9 +378,9 @@ async def test_a_top_up_waiting_for_its_check_before_the_upgrade_is_still_confir
     raw = json.dumps({**sent, "status": "SUCCESS", "type": "TOPUP"}).encode()
     path = tmp_path / "before-0005.db"
     with contextlib.closing(sqlite3.connect(path)) as old:
-        for version, sql in _migrations():
-            if version < 5:
-                old.executescript(sql)
+        for entry in sorted(MIGRATIONS.iterdir(), key=lambda e: e.name):
+            if entry.name < "0005":
+                old.executescript(entry.read_text())
         old.execute(
             "INSERT INTO callbacks (received_at, raw, status, reference, next_try_at, detail) "
             "VALUES (?, ?, 'verify', ?, ?, 'bad signature')",

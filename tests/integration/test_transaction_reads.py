@@ -519,7 +519,7 @@ async def test_reconnecting_after_the_last_seen_sequence_misses_and_repeats_noth
     assert not {e.event_id for e in resumed} & {e.event_id for e in first}
     assert [e.transaction.transaction_id for e in resumed[:2]] == [missed.transaction_id] * 2
     assert resumed[2].transaction.type == TOP_UP
-    # Resuming from the middle replays exactly the tail, the same events.
+    # Resuming from the middle sends exactly the tail again, the same events.
     middle = watch(h, 3)
     try:
         tail = await read_events(middle, len(first) - 3)

@@ -1,9 +1,4 @@
-"""Transfer (P2P): money moves once between two linked wallets, and both books agree.
-
-Also home of the small helpers the money tests share (``Books``, ``money_calls``,
-``transaction_statuses``, ``get_transaction``): test_cash_out.py and test_qris.py import
-them from here.
-"""
+"""Transfer (P2P): money moves once between two linked wallets, and both books agree."""
 
 from __future__ import annotations
 
@@ -12,12 +7,11 @@ import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import pytest
-from wallet.v1 import common_pb2, payment_service_pb2, transaction_service_pb2
+from wallet.v1 import common_pb2
 
 from wallet_service.domain.money import Limits
 from wallet_service.store import idempotency
@@ -41,80 +35,27 @@ from .conftest import (
     failure_of,
     wait_for,
 )
+from .helpers import (
+    INVALID,
+    P2P_PATH,
+    PENDING,
+    PRECONDITION,
+    PROCESSING,
+    SUCCEEDED,
+    Books,
+    get_transaction,
+    last_sequence,
+    p2p_calls,
+    send,
+    transaction_statuses,
+    transfer,
+)
 
 T = TypeVar("T")
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
-
-P2P_PATH = "/p2p-transaction/"
 STATUS_PATH = "/transaction-status/"
-# Every KasPro path that moves money (docs/kaspro.md § Money endpoints).
-MONEY_PATHS = frozenset(
-    {P2P_PATH, "/pil-transaction-payment-to-merchant/", "/bank-transfer/", "/qris-issuer/"}
-)
-
-PENDING = common_pb2.TRANSACTION_STATUS_PENDING
-PROCESSING = common_pb2.TRANSACTION_STATUS_PROCESSING
-SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
-FAILED = common_pb2.TRANSACTION_STATUS_FAILED
-
 SENDER = f"subscriber:{CANONICAL}"
-
-
-# Shared helpers.
-
-
-async def money_calls(h: Harness) -> list[dict[str, Any]]:
-    """The money calls in the sandbox's request log (refused and faulted ones included)."""
-    return [r for r in await h.kaspro_requests() if r["path"] in MONEY_PATHS]
-
-
-@dataclass(frozen=True)
-class Books:
-    """Both sets of books and the money calls so far, to show later that nothing moved."""
-
-    sandbox: dict[str, Any]
-    ledger: dict[str, int]
-    money_calls: int
-
-    @classmethod
-    async def take(cls, h: Harness) -> Books:
-        await h.assert_books_agree()
-        return cls(await h.sandbox_balances(), await h.ledger(), len(await money_calls(h)))
-
-    async def assert_unchanged(self, h: Harness, *, reached_kaspro: bool = False) -> None:
-        """No money moved on either side; unless ``reached_kaspro``, no money call was made."""
-        assert await h.sandbox_balances() == self.sandbox
-        assert await h.ledger() == self.ledger
-        await h.assert_books_agree()
-        if not reached_kaspro:
-            assert len(await money_calls(h)) == self.money_calls, await money_calls(h)
-
-
-async def get_transaction(h: Harness, transaction_id: str) -> common_pb2.Transaction:
-    response = await h.transactions.GetTransaction(
-        transaction_service_pb2.GetTransactionRequest(transaction_id=transaction_id),
-        metadata=APP,
-        timeout=DEADLINE,
-    )
-    return response.transaction
-
-
-async def transaction_statuses(h: Harness, transaction_id: str, after: int = 0) -> list[int]:
-    """The statuses the events after ``after`` reported for one transaction, in order."""
-    return [
-        e.transaction.status
-        for e in await h.events(after)
-        if e.WhichOneof("subject") == "transaction"
-        and e.transaction.transaction_id == transaction_id
-    ]
-
-
-async def last_sequence(h: Harness) -> int:
-    events = await h.events()
-    return events[-1].sequence if events else 0
 
 
 async def outcome(call: Awaitable[T]) -> T | RpcFailure:
@@ -123,30 +64,6 @@ async def outcome(call: Awaitable[T]) -> T | RpcFailure:
         return await call
     except grpc.aio.AioRpcError as exc:
         return failure_of(exc)
-
-
-# Transfer helpers.
-
-
-def transfer(
-    amount_idr: int = 25_000, request_id: str = "transfer-1", **fields: str
-) -> payment_service_pb2.TransferRequest:
-    values = {"from_mobile_number": LOCAL, "to_mobile_number": OTHER_LOCAL, "note": "makan"}
-    values.update(fields)
-    return payment_service_pb2.TransferRequest(
-        request_id=request_id, amount_idr=amount_idr, **values
-    )
-
-
-async def send(
-    h: Harness, request: payment_service_pb2.TransferRequest, metadata: Any = APP
-) -> common_pb2.Transaction:
-    response = await h.payments.Transfer(request, metadata=metadata, timeout=DEADLINE)
-    return response.transaction
-
-
-async def p2p_calls(h: Harness) -> list[dict[str, Any]]:
-    return await h.kaspro_requests(P2P_PATH)
 
 
 async def p2p_executed(h: Harness) -> bool:
@@ -385,7 +302,7 @@ async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_re
         25_000,
     )
     await h.assert_books_agree()
-    # Once it has ended, the same request replays it and the other is still refused.
+    # Once it has ended, the same request is answered with it and the other is still refused.
     assert (await send(h, transfer())).transaction_id == done.transaction_id
     again = await expect_failure(send(h, transfer(26_000)))
     assert_failure(again, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
@@ -460,7 +377,7 @@ async def test_same_request_id_for_another_amount_is_refused(h: Harness) -> None
 
     assert_failure(failure, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
     await books.assert_unchanged(h)
-    # The original is untouched and still replays.
+    # The original is untouched and still answered again.
     assert (await send(h, transfer(25_000))).transaction_id == first.transaction_id
     await books.assert_unchanged(h)
 
@@ -515,7 +432,7 @@ async def test_request_ids_are_scoped_per_caller(h: Harness) -> None:
     assert len(await p2p_calls(h)) == 2
     assert (await h.sandbox_balances())["subscribers"][LOCAL] == 50_000
     await h.assert_books_agree()
-    # Each caller's key still replays its own transfer.
+    # Each caller's key is still answered with its own transfer.
     assert (await send(h, transfer(), metadata=APP)).transaction_id == by_app.transaction_id
     assert (await send(h, transfer(), metadata=ADMIN)).transaction_id == by_admin.transaction_id
     assert len(await p2p_calls(h)) == 2

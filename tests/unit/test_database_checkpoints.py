@@ -82,7 +82,7 @@ async def test_a_cancelled_close_still_lets_the_running_checkpoint_finish_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outcomes: list[str] = []
-    checkpoint = database._checkpoint
+    checkpoint = database.checkpoint_once
 
     def slow_checkpoint(conn: sqlite3.Connection) -> None:
         time.sleep(0.3)
@@ -92,7 +92,7 @@ async def test_a_cancelled_close_still_lets_the_running_checkpoint_finish_first(
         except sqlite3.Error as exc:  # e.g. "Cannot operate on a closed database"
             outcomes.append(f"failed: {exc}")
 
-    monkeypatch.setattr(database, "_checkpoint", slow_checkpoint)
+    monkeypatch.setattr(database, "checkpoint_once", slow_checkpoint)
     db = await Database.open(str(tmp_path / "w.db"))
     await asyncio.sleep(database.CHECKPOINT_INTERVAL_SECONDS + 0.1)  # one is running
     closing = asyncio.create_task(db.close())
@@ -113,7 +113,7 @@ async def test_checkpoints_never_create_a_database_that_is_not_there(
 ) -> None:
     missing = tmp_path / "gone.db"
 
-    await asyncio.wait_for(database._checkpoint_forever(str(missing)), timeout=5)
+    await asyncio.wait_for(database.checkpoint_forever(str(missing)), timeout=5)
 
     assert not missing.exists()
     assert "background WAL checkpoints are off" in caplog.text

@@ -157,7 +157,7 @@ async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
         (b"INVALID_STATE\ntwo\nlines", "INVALID_STATE", "two\nlines"),
     ],
 )
-async def test_a_money_refusal_stored_by_an_earlier_version_replays_after_upgrade(
+async def test_a_money_refusal_stored_by_an_earlier_version_is_answered_again_after_upgrade(
     tmp_path: Path, stored: bytes, reason: str, message: str | None
 ) -> None:
     path = str(tmp_path / "w.db")

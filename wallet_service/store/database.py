@@ -89,7 +89,7 @@ class Database:
         await db.migrate()
         if path != ":memory:":
             conn.execute(f"PRAGMA wal_autocheckpoint = {FOREGROUND_CHECKPOINT_PAGES:d}")
-            db._checkpoints = asyncio.create_task(_checkpoint_forever(path), name="checkpoints")
+            db._checkpoints = asyncio.create_task(checkpoint_forever(path), name="checkpoints")
         return db
 
     async def close(self) -> None:
@@ -217,7 +217,7 @@ def _private_files(path: Path) -> None:
             log.warning("cannot make %s private to the service's user: %s", file, exc)
 
 
-async def _checkpoint_forever(path: str) -> None:
+async def checkpoint_forever(path: str) -> None:
     """Copy committed WAL pages into the database file, off the event loop.
 
     Its connection keeps SQLite's default ``synchronous = FULL``: the WAL is synced
@@ -240,7 +240,7 @@ async def _checkpoint_forever(path: str) -> None:
     try:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
-            work = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
+            work = asyncio.ensure_future(asyncio.to_thread(checkpoint_once, conn))
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -258,7 +258,7 @@ async def _checkpoint_forever(path: str) -> None:
         conn.close()
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
+def checkpoint_once(conn: sqlite3.Connection) -> None:
     # PASSIVE: never waits for readers or the writer, and they never wait for it.
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
