@@ -239,7 +239,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             )
 
         if scenario == "replay":
-            await call(0, 0)  # the first call does the transfer; the loop replays it
+            await call(0, 0)  # the first call does the transfer; the loop repeats it
 
     elif scenario == "ride":
         payments = [payment_service_pb2_grpc.PaymentServiceStub(c) for c in channels]

@@ -374,23 +374,23 @@ async def unresolved_attempts(http: httpx.AsyncClient, url: str) -> int:
 def duplicates(books: audit.Books, sandbox: audit.Sandbox, callers: Callers) -> dict[str, int]:
     """Repeats the system absorbed: retried RPCs answered from an existing operation,
     money calls sent to KasPro again with the same requestId, repeated callbacks."""
-    replays = 0
+    answered_again = 0
     for record in callers.records:
         if record.retries == 0 or record.outcome not in ("ok", "refused"):
             continue
         key = books.keys.get((record.caller, record.method, record.request_id))
         if key is not None and key["created_at"] < record.last_try_at - 0.001:
-            replays += 1
+            answered_again += 1
     sent: Counter[str] = Counter(
         r["requestId"] for r in sandbox.requests if r["path"] in MONEY_PATHS and r["requestId"]
     )
     resends = sum(n - 1 for n in sent.values())
     repeated_callbacks = books.callbacks.get("duplicate", 0) + books.callbacks.get("ignored", 0)
     return {
-        "rpc_replays": replays,
+        "rpc_answered_again": answered_again,
         "kaspro_resends": resends,
         "callbacks": repeated_callbacks,
-        "total": replays + resends + repeated_callbacks,
+        "total": answered_again + resends + repeated_callbacks,
     }
 
 
@@ -446,7 +446,7 @@ def table(run: Run, callers: Callers, outcome: Outcome) -> list[str]:
         ),
         (
             "duplicates",
-            f"{dup['total']} absorbed: {dup['rpc_replays']} retried RPCs answered from the"
+            f"{dup['total']} absorbed: {dup['rpc_answered_again']} retried RPCs answered from the"
             f" stored operation, {dup['kaspro_resends']} KasPro calls repeating a requestId,"
             f" {dup['callbacks']} repeated or stale callbacks",
         ),
