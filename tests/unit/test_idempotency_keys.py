@@ -16,7 +16,7 @@ from wallet.v1 import account_service_pb2, common_pb2
 from wallet_service.api.account import reduce_stored_answers
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.flows.idempotency import Idempotency, Request
-from wallet_service.store import idempotency
+from wallet_service.store import database, idempotency
 from wallet_service.store.database import Database
 
 KEY = idempotency.Key("app", "Transfer", "req-1")
@@ -240,3 +240,50 @@ async def _attach(db: Database, key: idempotency.Key, operation_id: str) -> bool
 
 async def _never() -> None:
     raise AssertionError("a decided request must not run again")
+
+
+async def test_a_key_is_ended_even_when_its_caller_is_cancelled_while_another_process_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "LOCK_WAIT_SECONDS", 0.2)
+    path = tmp_path / "w.db"
+    db = await Database.open(str(path))
+    keys = Idempotency(db, lambda: 1000.0)
+    request = Request(KEY.caller, KEY.method, KEY.request_id, HASH)
+    other = sqlite3.connect(path, isolation_level=None)  # another process's connection
+    locked = asyncio.Event()
+
+    async def work() -> bytes:
+        other.execute("BEGIN IMMEDIATE")  # the lock is taken before the key's end is written
+        locked.set()
+        return b"answer"
+
+    try:
+        caller = asyncio.create_task(
+            keys.run(request, work, keep=lambda r: r, replay=lambda d: d.answer)
+        )
+        await locked.wait()
+        await asyncio.sleep(0.05)  # the end's first try waits for the lock
+        caller.cancel()  # the caller's deadline
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.3)  # past the first try: still locked, still running
+        running = await idempotency.look(db, KEY, HASH, 1000.0)
+        assert running is not None
+        assert running.kind is idempotency.ClaimKind.IN_PROGRESS
+        other.execute("ROLLBACK")
+
+        async def decided() -> idempotency.Claim | None:
+            for _ in range(100):
+                claim = await idempotency.look(db, KEY, HASH, 1000.0)
+                if claim is not None and claim.kind is idempotency.ClaimKind.REPLAY:
+                    return claim
+                await asyncio.sleep(0.05)
+            return None
+
+        claim = await decided()
+        assert claim is not None
+        assert claim.stored == b"R" + b"answer"
+    finally:
+        other.close()
+        await db.close()

@@ -30,7 +30,14 @@ from wallet_service.store.database import Transaction as DbTx
 LEASE_SECONDS = 120.0
 
 # Refusals that are not decisions: the same request may well succeed later.
-_TRANSIENT = frozenset({Reason.PROVIDER_UNAVAILABLE, Reason.REQUEST_IN_PROGRESS, Reason.OVERLOADED})
+_TRANSIENT = frozenset(
+    {
+        Reason.PROVIDER_UNAVAILABLE,
+        Reason.REQUEST_IN_PROGRESS,
+        Reason.OVERLOADED,
+        Reason.DATABASE_BUSY,
+    }
+)
 # A stored outcome is an answer (the RPC's bytes) or a refusal (JSON), so marked.
 _ANSWER, _REFUSAL = b"R", b"E"
 
@@ -107,15 +114,32 @@ class Idempotency:
         return result
 
     async def _end(self, write: Callable[[], Awaitable[None]]) -> None:
-        """Write a key's end, even for a cancelled caller. While another process keeps
-        the database locked, it is written in the background once the lock is free: a
-        key left running would answer REQUEST_IN_PROGRESS until its lease ends."""
-        try:
-            await asyncio.shield(write())
-        except DatabaseBusy:
-            task = asyncio.create_task(_until_written(write))
-            self._ending.add(task)
-            task.add_done_callback(self._ending.discard)
+        """Write a key's end in a task of its own, which a cancelled caller does not stop.
+        The caller waits for the first try; while another process keeps the database
+        locked the task tries again until the lock is free, since a key left running
+        would answer REQUEST_IN_PROGRESS until its lease ends."""
+        tried = asyncio.Event()
+        failed: list[Exception] = []
+
+        async def until_written() -> None:
+            while True:
+                try:
+                    return await write()
+                except DatabaseBusy:
+                    pass  # each try already waited for the lock
+                except Exception as exc:
+                    failed.append(exc)
+                    return
+                finally:
+                    tried.set()
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(until_written())
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        await asyncio.shield(tried.wait())
+        if failed:
+            raise failed[0]
 
     async def attach(self, tx: DbTx, request: Request, operation_id: str) -> None:
         """Name the operation ``request`` created, in the transaction creating it (raises
@@ -132,14 +156,6 @@ class Idempotency:
             return _ANSWER + rewrite(stored[1:])
 
         return await idempotency.rewrite_outcomes(self._db, method, outcome)
-
-
-async def _until_written(write: Callable[[], Awaitable[None]]) -> None:
-    while True:
-        try:
-            return await write()
-        except DatabaseBusy:
-            await asyncio.sleep(0.1)  # each try already waited for the lock
 
 
 def _answer(claim: idempotency.Claim, replay: Callable[[Decision], T]) -> T:
