@@ -140,74 +140,58 @@ def _banks(text: str) -> dict[str, str]:
 
 
 def parse_callers(text: str) -> dict[str, Caller]:
-    """Parse ``name:role+role:token;name:role:token`` into token → caller.
+    """Parse ``name:role+role:token;name:role:token`` into token → caller."""
+    return _callers(text, "WALLET_CALLER_TOKENS", "token", shortest=8)
 
-    A name may have several tokens (a rotation), all with the same roles: idempotency
-    keys are scoped by name, so one name with two sets of roles would be one caller
-    whose rights depend on the token it happens to send.
+
+def parse_certificate_callers(
+    text: str, tokens: Mapping[str, Caller] | None = None
+) -> dict[str, Caller]:
+    """Parse ``name:role+role:common-name;…`` into client-certificate subject CN → caller.
+
+    A name also among the token callers ``tokens`` must carry the same roles there.
+    """
+    return _callers(text, "WALLET_TLS_CLIENT_CALLERS", "common-name", elsewhere=tokens)
+
+
+def _callers(
+    text: str,
+    variable: str,
+    key: str,
+    *,
+    shortest: int = 1,
+    elsewhere: Mapping[str, Caller] | None = None,
+) -> dict[str, Caller]:
+    """``name:role+role:key`` entries separated by ``;`` into key → caller.
+
+    A name may have several keys (a token rotation), all with the same roles, whether it
+    authenticates by token or by certificate: idempotency keys are scoped by name, so one
+    name with two sets of roles would be one caller whose rights depend on the credential
+    it happens to present. Messages never show a token.
     """
     callers: dict[str, Caller] = {}
-    roles_of: dict[str, frozenset[str]] = {}
-    for entry in filter(None, (part.strip() for part in text.split(";"))):
-        parts = entry.split(":", 2)
-        if len(parts) != 3 or not all(parts):
-            raise ConfigError("WALLET_CALLER_TOKENS entries must be name:roles:token")
-        name, roles_text, token = parts
-        roles = frozenset(roles_text.split("+"))
-        unknown = roles - ROLES
-        if unknown:
-            raise ConfigError(f"WALLET_CALLER_TOKENS: unknown role(s) {sorted(unknown)} for {name}")
-        if len(token) < 8:
-            raise ConfigError(f"WALLET_CALLER_TOKENS: token of {name} must be 8+ characters")
-        if token in callers:
-            raise ConfigError(f"WALLET_CALLER_TOKENS: a token is used twice ({name})")
-        known = roles_of.setdefault(name, roles)
-        if known != roles:
-            raise ConfigError(
-                f"WALLET_CALLER_TOKENS: caller {name} is given twice with different roles "
-                f"({'+'.join(sorted(known))} and {'+'.join(sorted(roles))}); its tokens "
-                "must all carry the same roles"
-            )
-        callers[token] = Caller(name, roles)
-    return callers
-
-
-def parse_certificate_callers(text: str) -> dict[str, Caller]:
-    """Parse ``name:role+role:common-name;…`` into client-certificate subject CN → caller."""
-    callers: dict[str, Caller] = {}
+    roles_of = {c.name: c.roles for c in (elsewhere or {}).values()}
     for entry in filter(None, (part.strip() for part in text.split(";"))):
         parts = [part.strip() for part in entry.split(":", 2)]
         if len(parts) != 3 or not all(parts):
-            raise ConfigError("WALLET_TLS_CLIENT_CALLERS entries must be name:roles:common-name")
-        name, roles_text, common_name = parts
+            raise ConfigError(f"{variable} entries must be name:roles:{key}")
+        name, roles_text, credential = parts
         roles = frozenset(roles_text.split("+"))
-        unknown = roles - ROLES
-        if unknown:
+        if unknown := roles - ROLES:
+            raise ConfigError(f"{variable}: unknown role(s) {sorted(unknown)} for {name}")
+        if len(credential) < shortest:
+            raise ConfigError(f"{variable}: {key} of {name} must be {shortest}+ characters")
+        if credential in callers:
+            raise ConfigError(f"{variable}: a {key} is used twice ({name})")
+        known = roles_of.setdefault(name, roles)
+        if known != roles:
             raise ConfigError(
-                f"WALLET_TLS_CLIENT_CALLERS: unknown role(s) {sorted(unknown)} for {name}"
+                f"{variable}: caller {name} has roles {'+'.join(sorted(roles))} here but "
+                f"{'+'.join(sorted(known))} in an earlier entry or WALLET_CALLER_TOKENS; "
+                "one name must not have different roles"
             )
-        if common_name in callers:
-            raise ConfigError(
-                f"WALLET_TLS_CLIENT_CALLERS: common name {common_name!r} is used twice"
-            )
-        callers[common_name] = Caller(name, roles)
+        callers[credential] = Caller(name, roles)
     return callers
-
-
-def _one_role_set_per_name(
-    tokens: Mapping[str, Caller], certificates: Mapping[str, Caller]
-) -> None:
-    """A caller name (the scope of its idempotency keys) has one set of roles, whether it
-    authenticates by token or by certificate."""
-    roles: dict[str, frozenset[str]] = {c.name: c.roles for c in tokens.values()}
-    for caller in certificates.values():
-        known = roles.setdefault(caller.name, caller.roles)
-        if known != caller.roles:
-            raise ConfigError(
-                f"WALLET_TLS_CLIENT_CALLERS: caller {caller.name} has roles "
-                f"{'+'.join(sorted(caller.roles))} here but {'+'.join(sorted(known))} "
-                "elsewhere (WALLET_CALLER_TOKENS or an earlier entry)"
-            )
 
 
 def _read_pem(env: Mapping[str, str], name: str, kind: str) -> tuple[str, bytes] | None:
@@ -234,7 +218,7 @@ def _tls(env: Mapping[str, str], token_callers: Mapping[str, Caller]) -> TlsSett
     certificate = _read_pem(env, "WALLET_TLS_CERT_FILE", "a certificate chain")
     key = _read_pem(env, "WALLET_TLS_KEY_FILE", "a private key")
     client_ca = _read_pem(env, "WALLET_TLS_CLIENT_CA_FILE", "CA certificates")
-    callers = parse_certificate_callers(env.get("WALLET_TLS_CLIENT_CALLERS", ""))
+    callers = parse_certificate_callers(env.get("WALLET_TLS_CLIENT_CALLERS", ""), token_callers)
     if certificate is None or key is None:
         if certificate is not None or key is not None:
             raise ConfigError("WALLET_TLS_CERT_FILE and WALLET_TLS_KEY_FILE go together: set both")
@@ -270,7 +254,6 @@ def _tls(env: Mapping[str, str], token_callers: Mapping[str, Caller]) -> TlsSett
                 f"WALLET_TLS_CLIENT_CA_FILE: {client_ca[0]} holds no usable CA certificate "
                 f"({getattr(exc, 'reason', None) or exc})"
             ) from None
-    _one_role_set_per_name(token_callers, callers)
     return TlsSettings(
         certificate_chain=certificate[1],
         private_key=key[1],

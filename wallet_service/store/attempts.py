@@ -6,55 +6,20 @@ from __future__ import annotations
 import json
 
 from wallet_service.domain.records import Attempt, AttemptStatus
-from wallet_service.store.database import Database, Row, Source
+from wallet_service.store.database import Database, Row, Source, columns, insert
 from wallet_service.store.database import Transaction as DbTx
+
+_ATTEMPT_COLUMNS = columns(Attempt)
 
 
 def _attempt(row: Row) -> Attempt:
     return Attempt(
-        reference=row["reference"],
-        transaction_id=row["transaction_id"],
-        leg=row["leg"],
-        call=json.loads(row["call"]),
-        amount_idr=row["amount_idr"],
-        status=AttemptStatus(row["status"]),
-        kaspro_reff_id=row["kaspro_reff_id"],
-        fee_idr=row["fee_idr"],
-        checks=row["checks"],
-        next_check_at=row["next_check_at"],
-        last_detail=row["last_detail"],
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-        last_sent_at=row["last_sent_at"],
+        **{**row, "call": json.loads(row["call"]), "status": AttemptStatus(row["status"])}
     )
-
-
-_ATTEMPT_COLUMNS = (
-    "reference, transaction_id, leg, call, amount_idr, status, kaspro_reff_id, fee_idr, "
-    "checks, next_check_at, last_detail, create_time, update_time, last_sent_at"
-)
 
 
 async def insert_attempt(tx: DbTx, a: Attempt) -> None:
-    await tx.execute(
-        f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
-        (
-            a.reference,
-            a.transaction_id,
-            a.leg,
-            json.dumps(a.call),
-            a.amount_idr,
-            a.status.value,
-            a.kaspro_reff_id,
-            a.fee_idr,
-            a.checks,
-            a.next_check_at,
-            a.last_detail,
-            a.create_time,
-            a.update_time,
-            a.last_sent_at,
-        ),
-    )
+    await insert(tx, "attempts", a)
 
 
 async def load_attempt(source: Source, reference: str) -> Attempt | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import json
 import logging
 import math
 import os
@@ -20,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -291,3 +294,20 @@ def _split(sql: str) -> list[str]:
 
 # Reads work inside a transaction or on their own.
 Source = Database | Transaction
+
+
+def columns(record: type[Any]) -> str:
+    """The columns of a record's table: its dataclass fields, by the same names."""
+    return ", ".join(f.name for f in fields(record))
+
+
+async def insert(tx: Transaction, table: str, record: Any) -> None:
+    """Insert a record as a row of ``table``: an enum as its value, a dict as JSON text."""
+    values = [getattr(record, f.name) for f in fields(record)]
+    await tx.execute(
+        f"INSERT INTO {table} ({columns(type(record))}) VALUES ({', '.join('?' * len(values))})",
+        [
+            v.value if isinstance(v, enum.Enum) else json.dumps(v) if isinstance(v, dict) else v
+            for v in values
+        ],
+    )

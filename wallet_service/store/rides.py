@@ -9,57 +9,18 @@ from typing import Any
 
 from wallet_service.domain.money import RideStatus, TxType, ride_sources
 from wallet_service.domain.records import RidePayment, Transaction
-from wallet_service.store.database import Database, Row, Source
+from wallet_service.store.database import Database, Row, Source, columns, insert
 from wallet_service.store.database import Transaction as DbTx
 
-_RIDE_COLUMNS = (
-    "ride_id, status, passenger, driver, held_amount_idr, final_fare_idr, platform_fee_idr, "
-    "driver_payout_idr, refund_idr, expire_time, reason, hold_transaction, "
-    "settle_transaction, create_time, update_time"
-)
+_RIDE_COLUMNS = columns(RidePayment)
 
 
 def _ride(row: Row) -> RidePayment:
-    return RidePayment(
-        ride_id=row["ride_id"],
-        status=RideStatus(row["status"]),
-        passenger=row["passenger"],
-        driver=row["driver"],
-        held_amount_idr=row["held_amount_idr"],
-        final_fare_idr=row["final_fare_idr"],
-        platform_fee_idr=row["platform_fee_idr"],
-        driver_payout_idr=row["driver_payout_idr"],
-        refund_idr=row["refund_idr"],
-        expire_time=row["expire_time"],
-        reason=row["reason"],
-        hold_transaction=row["hold_transaction"],
-        settle_transaction=row["settle_transaction"],
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-    )
+    return RidePayment(**{**row, "status": RideStatus(row["status"])})
 
 
 async def insert_ride(tx: DbTx, r: RidePayment) -> None:
-    await tx.execute(
-        f"INSERT INTO ride_payments ({_RIDE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
-        (
-            r.ride_id,
-            r.status.value,
-            r.passenger,
-            r.driver,
-            r.held_amount_idr,
-            r.final_fare_idr,
-            r.platform_fee_idr,
-            r.driver_payout_idr,
-            r.refund_idr,
-            r.expire_time,
-            r.reason,
-            r.hold_transaction,
-            r.settle_transaction,
-            r.create_time,
-            r.update_time,
-        ),
-    )
+    await insert(tx, "ride_payments", r)
 
 
 async def load_ride(source: Source, ride_id: str) -> RidePayment | None:

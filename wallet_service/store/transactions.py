@@ -12,35 +12,20 @@ from typing import Any
 
 from wallet_service.domain.money import TxStatus, TxType, tx_sources
 from wallet_service.domain.records import Transaction
-from wallet_service.store.database import Database, Row, Source
+from wallet_service.store.database import Database, Row, Source, columns, insert
 from wallet_service.store.database import Transaction as DbTx
 
-_TX_COLUMNS = (
-    "id, type, status, amount_idr, fee_idr, mobile_number, counterparty, ride_id, note, "
-    "details, withdrawal_code, kaspro_reference, failure_reason, failure_message, frozen, "
-    "create_time, update_time"
-)
+_TX_COLUMNS = columns(Transaction)
 
 
 def _transaction(row: Row) -> Transaction:
     return Transaction(
-        id=row["id"],
-        type=TxType(row["type"]),
-        status=TxStatus(row["status"]),
-        amount_idr=row["amount_idr"],
-        fee_idr=row["fee_idr"],
-        mobile_number=row["mobile_number"],
-        counterparty=row["counterparty"],
-        ride_id=row["ride_id"],
-        note=row["note"],
-        details=json.loads(row["details"]),
-        withdrawal_code=row["withdrawal_code"],
-        kaspro_reference=row["kaspro_reference"],
-        failure_reason=row["failure_reason"],
-        failure_message=row["failure_message"],
-        frozen=row["frozen"],
-        create_time=row["create_time"],
-        update_time=row["update_time"],
+        **{
+            **row,
+            "type": TxType(row["type"]),
+            "status": TxStatus(row["status"]),
+            "details": json.loads(row["details"]),
+        }
     )
 
 
@@ -49,28 +34,7 @@ def new_id(prefix: str) -> str:
 
 
 async def insert_transaction(tx: DbTx, t: Transaction) -> None:
-    await tx.execute(
-        f"INSERT INTO transactions ({_TX_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-        (
-            t.id,
-            t.type.value,
-            t.status.value,
-            t.amount_idr,
-            t.fee_idr,
-            t.mobile_number,
-            t.counterparty,
-            t.ride_id,
-            t.note,
-            json.dumps(t.details),
-            t.withdrawal_code,
-            t.kaspro_reference,
-            t.failure_reason,
-            t.failure_message,
-            t.frozen,
-            t.create_time,
-            t.update_time,
-        ),
-    )
+    await insert(tx, "transactions", t)
 
 
 async def load_transaction(source: Source, transaction_id: str) -> Transaction | None:
