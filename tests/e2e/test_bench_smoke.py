@@ -50,9 +50,9 @@ def test_a_short_bench_prints_the_table_and_writes_the_results(tmp_path: Path) -
     assert 0 < service["startup_s"] < 60
     # Every guard is reported; those whose scenarios did not run say so.
     guards = {c["guard"]: c for c in report["guards"]}
-    assert guards["GetAccount / ceiling ≥ 0.3"]["value"] > 0
+    assert guards["GetAccount / ceiling ≥ 0.2"]["value"] > 0
     assert guards["replay / ceiling ≥ 0.4"]["met"] is None
-    assert "guard GetAccount / ceiling ≥ 0.3: " in done.stdout
+    assert "guard GetAccount / ceiling ≥ 0.2: " in done.stdout
     assert "guard replay / ceiling ≥ 0.4 not measured" in done.stdout
 
 
