@@ -311,3 +311,26 @@ async def insert(tx: Transaction, table: str, record: Any) -> None:
             for v in values
         ],
     )
+
+
+async def move(
+    tx: Transaction,
+    table: str,
+    where: tuple[str, str],
+    to: enum.Enum,
+    sources: Iterable[enum.Enum],
+    now: float,
+    fields: dict[str, Any],
+) -> bool:
+    """Set a row's status to ``to`` (and ``fields``) only from one of ``sources``: a
+    status moves along the state machine's edges or not at all. ``where`` is
+    (key column, key)."""
+    allowed = [s.value for s in sources]
+    assignments = "".join(f", {name} = ?" for name in fields)
+    return bool(
+        await tx.execute(
+            f"UPDATE {table} SET status = ?, update_time = ?{assignments} "
+            f"WHERE {where[0]} = ? AND status IN ({', '.join('?' * len(allowed))})",
+            (to.value, now, *fields.values(), where[1], *allowed),
+        )
+    )

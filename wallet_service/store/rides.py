@@ -9,7 +9,7 @@ from typing import Any
 
 from wallet_service.domain.money import RideStatus, TxType, ride_sources
 from wallet_service.domain.records import RidePayment, Transaction
-from wallet_service.store.database import Database, Row, Source, columns, insert
+from wallet_service.store.database import Database, Row, Source, columns, insert, move
 from wallet_service.store.database import Transaction as DbTx
 
 _RIDE_COLUMNS = columns(RidePayment)
@@ -52,14 +52,7 @@ async def move_ride(
     tx: DbTx, ride_id: str, to: RideStatus, now: float, **fields: Any
 ) -> RidePayment | None:
     """Move to ``to`` if the table allows it; the new row or None."""
-    sources = tuple(s.value for s in ride_sources(to))
-    assignments = "".join(f", {name} = ?" for name in fields)
-    changed = await tx.execute(
-        f"UPDATE ride_payments SET status = ?, update_time = ?{assignments} "
-        f"WHERE ride_id = ? AND status IN ({', '.join('?' * len(sources))})",
-        (to.value, now, *fields.values(), ride_id, *sources),
-    )
-    if not changed:
+    if not await move(tx, "ride_payments", ("ride_id", ride_id), to, ride_sources(to), now, fields):
         return None
     return await load_ride(tx, ride_id)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from wallet_service.domain.money import TxStatus, TxType, tx_sources
 from wallet_service.domain.records import Transaction
-from wallet_service.store.database import Database, Row, Source, columns, insert
+from wallet_service.store.database import Database, Row, Source, columns, insert, move
 from wallet_service.store.database import Transaction as DbTx
 
 _TX_COLUMNS = columns(Transaction)
@@ -48,14 +48,7 @@ async def move_transaction(
     tx: DbTx, transaction_id: str, to: TxStatus, now: float, **fields: Any
 ) -> Transaction | None:
     """Move to ``to`` if the table allows it from the current status; the new row or None."""
-    sources = tuple(s.value for s in tx_sources(to))
-    assignments = "".join(f", {name} = ?" for name in fields)
-    changed = await tx.execute(
-        f"UPDATE transactions SET status = ?, update_time = ?{assignments} "
-        f"WHERE id = ? AND status IN ({', '.join('?' * len(sources))})",
-        (to.value, now, *fields.values(), transaction_id, *sources),
-    )
-    if not changed:
+    if not await move(tx, "transactions", ("id", transaction_id), to, tx_sources(to), now, fields):
         return None
     return await load_transaction(tx, transaction_id)
 
