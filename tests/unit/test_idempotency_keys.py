@@ -287,3 +287,19 @@ async def test_a_key_is_ended_even_when_its_caller_is_cancelled_while_another_pr
     finally:
         other.close()
         await db.close()
+
+
+async def test_a_key_end_that_cannot_be_written_is_raised_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = await Database.open(str(tmp_path / "w.db"))
+    keys = Idempotency(db, lambda: 1000.0)
+    request = Request(KEY.caller, KEY.method, KEY.request_id, HASH)
+
+    async def work() -> bytes:
+        await db.close()  # the database goes away before the key's end is written
+        return b"answer"
+
+    with pytest.raises(sqlite3.ProgrammingError):
+        await keys.run(request, work, keep=lambda r: r, replay=lambda d: d.answer)
+    assert "could not write the end of an idempotency key" in caplog.text

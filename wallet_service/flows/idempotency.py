@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,6 +43,8 @@ _TRANSIENT = frozenset(
 _ANSWER, _REFUSAL = b"R", b"E"
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,9 @@ class Idempotency:
                 except DatabaseBusy:
                     pass  # each try already waited for the lock
                 except Exception as exc:
+                    # Raised to the caller when it still waits; logged either way, since
+                    # a key left running answers REQUEST_IN_PROGRESS until its lease ends.
+                    log.exception("could not write the end of an idempotency key")
                     failed.append(exc)
                     return
                 finally:
