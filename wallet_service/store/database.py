@@ -20,7 +20,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from importlib import resources
@@ -150,6 +150,15 @@ class Database:
         if tx.wrote_events:
             signal, self._events_written = self._events_written, asyncio.Event()
             signal.set()
+
+    async def run(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        """``body`` in one transaction, its result returned. The way every write is made:
+        on an engine where a transaction may be refused for a conflict (PostgreSQL's
+        serialization failures and deadlocks) the whole body runs again, so a body does
+        nothing but database work (no KasPro call, no change outside the database) and
+        reads what it decides on inside the transaction."""
+        async with self.transaction() as tx:
+            return await body(tx)
 
     @property
     def in_transaction(self) -> bool:
