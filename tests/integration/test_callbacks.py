@@ -383,7 +383,7 @@ async def test_duplicate_success_callbacks_book_once(h: Harness) -> None:
 
 async def test_the_callback_log_says_what_was_done_with_each_delivery(h: Harness) -> None:
     """The callbacks table's own statuses: applied, duplicate, frozen, parked, rejected
-    (wallet_service/store/migrations/0002_money.sql); an unverified delivery is not in
+    (wallet_service/store/migrations/sqlite/0002_money.sql); an unverified delivery is not in
     it. The metric counts every delivery by verdict."""
     c = await pending_cash_out(h)
     success = body(c.reference, c.reff_id)

@@ -36,10 +36,15 @@ Row = sqlite3.Row
 T = TypeVar("T")
 
 
-def _migrations() -> list[tuple[int, str]]:
-    """(version, SQL) of every file in migrations/, in order; NNNN_name.sql."""
+def migrations(engine: str) -> list[tuple[int, str]]:
+    """(version, SQL) of every file in migrations/<engine>/, in order; NNNN_name.sql.
+
+    Each engine has its own folder: SQLite's holds every step since the first version,
+    PostgreSQL's begins at the schema of version 8 (it was added then) and follows
+    SQLite's numbering from there, one file per version in both folders."""
     found = []
-    for entry in resources.files("wallet_service.store").joinpath("migrations").iterdir():
+    folder = resources.files("wallet_service.store").joinpath("migrations", engine)
+    for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
@@ -112,7 +117,7 @@ class Database:
                 lambda: self._conn.execute("PRAGMA user_version").fetchone()
             )
             current = int(row[0]) if row else 0
-            for version, sql in _migrations():
+            for version, sql in migrations("sqlite"):
                 if version <= current:
                     continue
                 await retry_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
