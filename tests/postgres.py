@@ -43,3 +43,20 @@ async def fresh_database(prefix: str = "wallet_test") -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def _check() -> None:
+    if not ADMIN_URL:
+        raise SystemExit(SKIP_REASON)
+    conn = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    print(f"PostgreSQL {version} answers at {urlsplit(ADMIN_URL).hostname}")
+
+
+if __name__ == "__main__":  # `make postgres-check`: fails unless the server answers
+    import asyncio
+
+    asyncio.run(_check())
