@@ -145,8 +145,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {args.token}"),)
     numbers: list[str] = json.loads(args.numbers) if args.numbers else []
     options = [("grpc.max_receive_message_length", 21 * 1024 * 1024)]
-    # Several channels: one HTTP/2 connection per channel spreads the streams.
-    channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(4)]
+    # Several channels: one HTTP/2 connection per channel spreads the streams. With
+    # several targets (replicas) the channels alternate between them, and so do callers.
+    targets = args.target.split(",")
+    channels = [
+        grpc.aio.insecure_channel(targets[n % len(targets)], options=options) for n in range(4)
+    ]
     scenario = args.scenario
 
     def channel(n: int) -> grpc.aio.Channel:
@@ -316,7 +320,7 @@ async def watch(channel: grpc.aio.Channel, metadata: Any, stats: Stats) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenario", required=True)
-    parser.add_argument("--target", default="")
+    parser.add_argument("--target", default="", help="host:port, or several, comma-separated")
     parser.add_argument("--sandbox", default="")
     parser.add_argument("--token", default="bench-admin-token")
     parser.add_argument("--numbers", default="")

@@ -1,0 +1,186 @@
+"""PostgreSQL for ``make bench STORE=postgres``: a fresh database per run on the server
+named by WALLET_BENCH_POSTGRES_URL, and what that server counts of a run's work.
+
+What is counted, per database (docs/performance.md, "PostgreSQL and several replicas"):
+
+- transactions: ``pg_stat_database``'s ``xact_commit`` and ``xact_rollback``. A statement
+  outside BEGIN … COMMIT (a plain read) is a transaction of its own there. A backend
+  reports its counts about once a second while busy and when it exits, so the figures
+  after a run are read once the service's connections are closed.
+- statements: from ``pg_stat_statements`` when the server loaded it
+  (``shared_preload_libraries``); otherwise not counted (None).
+- event numbering steps: each step reads the largest number so far through the
+  ``sequence`` index (``store/postgres.py``, ``number_events``), and nothing else does
+  in these scenarios (no watcher runs): its ``idx_scan`` counts the steps; the rows
+  numbered are the table's updated rows.
+- the CPU time of the database's server processes (its backends), from ``/proc`` when
+  the server runs on this machine; the server's shared processes (WAL writer,
+  checkpointer, autovacuum) serve every database and are left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from bench import procs
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_TICKS = os.sysconf("SC_CLK_TCK")
+# A database is named after the checkout's folder, so that two checkouts sharing one
+# server never meet (the replica tests do the same).
+_CHECKOUT = re.sub(r"[^a-z0-9]+", "_", procs.ROOT.name.lower()).strip("_")[:30] or "wallet"
+PREFIX = f"{_CHECKOUT}_bench"
+
+
+def admin_url() -> str:
+    return os.environ.get("WALLET_BENCH_POSTGRES_URL", "").strip() or DEFAULT_URL
+
+
+def database_url(admin: str, name: str) -> str:
+    return urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _execute(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_database(admin: str) -> Iterator[tuple[str, str]]:
+    """(name, URL) of a new, empty database, dropped (its connections ended) after."""
+    name = f"{PREFIX}_{uuid.uuid4().hex[:12]}"
+    _run(_execute(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        yield name, database_url(admin, name)
+    finally:
+        _run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass(frozen=True)
+class Counts:
+    commits: int
+    rollbacks: int
+    statements: int | None
+    numbering_steps: int
+    events_numbered: int
+
+
+class Server:
+    """The bench's view of one database on the server: its counters and its backends."""
+
+    def __init__(self, admin: str, name: str) -> None:
+        self.admin = admin
+        self.name = name
+        self.url = database_url(admin, name)
+        self.local = urlsplit(admin).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+        self.statements_counted = _run(self._enable_statements())
+
+    async def _enable_statements(self) -> bool:
+        conn = await asyncpg.connect(self.url, timeout=10)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.fetchval("SELECT count(*) FROM pg_stat_statements")
+        except asyncpg.PostgresError:
+            return False  # not loaded by the server (shared_preload_libraries)
+        finally:
+            await conn.close()
+        return True
+
+    def counts(self) -> Counts:
+        result: Counts = _run(self._counts())
+        return result
+
+    async def _counts(self) -> Counts:
+        admin = await asyncpg.connect(self.admin, timeout=10)
+        try:
+            row = await admin.fetchrow(
+                "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1",
+                self.name,
+            )
+        finally:
+            await admin.close()
+        own = await asyncpg.connect(self.url, timeout=10)
+        try:
+            steps = await own.fetchval(
+                "SELECT COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_indexes "
+                "WHERE relname = 'events' AND indexrelname = 'events_sequence_key'"
+            )
+            numbered = await own.fetchval(
+                "SELECT COALESCE(SUM(n_tup_upd), 0) FROM pg_stat_user_tables "
+                "WHERE relname = 'events'"
+            )
+            statements = None
+            if self.statements_counted:
+                statements = await own.fetchval(
+                    "SELECT COALESCE(SUM(calls), 0) FROM pg_stat_statements s "
+                    "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
+                    self.name,
+                )
+        finally:
+            await own.close()
+        return Counts(
+            commits=row["xact_commit"],
+            rollbacks=row["xact_rollback"],
+            statements=None if statements is None else int(statements),
+            numbering_steps=int(steps),
+            events_numbered=int(numbered),
+        )
+
+    def backends(self) -> list[int]:
+        """Process ids of the server's backends connected to this database."""
+        pids: list[int] = _run(self._backends())
+        return pids
+
+    async def _backends(self) -> list[int]:
+        admin = await asyncpg.connect(self.admin, timeout=10)
+        try:
+            rows = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                self.name,
+            )
+        finally:
+            await admin.close()
+        return [r["pid"] for r in rows]
+
+    def backend_cpu(self) -> dict[int, float] | None:
+        """CPU seconds so far of each backend of this database (None: the server is not
+        on this machine, so its processes cannot be read)."""
+        if not self.local:
+            return None
+        cpu = {}
+        for pid in self.backends():
+            try:
+                if not Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                    return None  # another process namespace: not the server's processes
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+        return cpu
+
+    def wait_disconnected(self, timeout: float = 15.0) -> None:
+        """Wait until no backend serves this database (each reports its counts when it
+        exits), at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.backends() and time.monotonic() < deadline:
+            time.sleep(0.05)

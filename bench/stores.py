@@ -1,0 +1,169 @@
+"""``make bench STORE=postgres``: GetAccount, Transfer, the ride cycle and replay on
+SQLite (one replica) and on PostgreSQL with one replica and with two, at the same
+offered load, side by side; then the issue-15 guards.
+
+Every run starts fresh processes (one database each: a new PostgreSQL database, dropped
+after) and offers the same load: the plan's callers in a closed loop, spread over the
+replicas. The two-replica guard compares p99 at one open-loop rate, the same for one
+replica and for two: half of what one PostgreSQL replica did in the closed loop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import postgres
+from bench.stack import Plan, with_stack
+
+SCENARIOS = ("get_account", "transfer", "ride", "replay")
+# (store, replicas) of the closed-loop runs, in the order they run and print.
+SETUPS = (("sqlite", 1), ("postgres", 1), ("postgres", 2))
+
+
+def label(store: str, replicas: int) -> str:
+    return f"{store} x{replicas}"
+
+
+def run_one(
+    plan: Plan,
+    workdir: Path,
+    scenario: str,
+    store: str,
+    replicas: int,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True)
+    if store == "sqlite":
+        return with_stack(plan, workdir, scenario, customers=plan.customers, rate=rate)
+    admin = postgres.admin_url()
+    with postgres.fresh_database(admin) as (name, _):
+        database = postgres.Server(admin, name)
+        result = with_stack(
+            plan,
+            workdir,
+            scenario,
+            customers=plan.customers,
+            rate=rate,
+            replicas=replicas,
+            database=database,
+        )
+        result["db_statements_counted"] = database.statements_counted
+        return result
+
+
+def run_all(plan: Plan, only: list[str], workdir: Path) -> dict[str, dict[str, Any]]:
+    """Results by scenario, then by run: ``sqlite x1``, ``postgres x1``, ``postgres x2``
+    (closed loop) and ``postgres x1 open``, ``postgres x2 open`` (at one rate)."""
+    results: dict[str, dict[str, Any]] = {}
+    for scenario in SCENARIOS:
+        if only and scenario not in only:
+            continue
+        runs: dict[str, Any] = {}
+        for store, replicas in SETUPS:
+            name = label(store, replicas)
+            print(f"running {scenario} on {name} …", file=sys.stderr, flush=True)
+            runs[name] = run_one(
+                plan, workdir / scenario / name.replace(" ", "-"), scenario, store, replicas
+            )
+        rate = max(runs[label("postgres", 1)]["calls_per_s"] / 2, 5.0)
+        for replicas in (1, 2):
+            name = f"{label('postgres', replicas)} open"
+            print(f"running {scenario} on {name} at {rate:.0f}/s …", file=sys.stderr, flush=True)
+            runs[name] = run_one(
+                plan,
+                workdir / scenario / name.replace(" ", "-"),
+                scenario,
+                "postgres",
+                replicas,
+                rate=rate,
+            )
+            runs[name]["rate"] = rate
+        results[scenario] = runs
+    return results
+
+
+def _cell(value: float | None, width: int, digits: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        f"{'scenario':<12} {'store':<16} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'errors':>6} {'svc cpu s/1k':>12} {'db cpu s/1k':>11} {'db tx/op':>8} "
+        f"{'rollbk/op':>9} {'stmts/op':>8} {'numbering/op':>12} {'events/step':>11} "
+        f"{'db conns':>8}"
+    ]
+    counted = False
+    for scenario, runs in results.items():
+        for name, r in runs.items():
+            counted = counted or bool(r.get("db_statements_counted"))
+            conns = r.get("db_connections")
+            rows.append(
+                f"{scenario:<12} {name:<16} {r['calls_per_s']:>8.1f} {r['p50_ms']:>7.1f} "
+                f"{r['p99_ms']:>7.1f} {sum(r['errors'].values()):>6} "
+                f"{r['service_cpu_s_per_1000']:>12.3f} "
+                f"{_cell(r.get('db_cpu_s_per_1000'), 11, 3)} "
+                f"{_cell(r.get('db_transactions_per_call'), 8, 2)} "
+                f"{_cell(r.get('db_rollbacks_per_call'), 9, 3)} "
+                f"{_cell(r.get('db_statements_per_call'), 8, 2)} "
+                f"{_cell(r.get('db_numbering_steps_per_call'), 12, 3)} "
+                f"{_cell(r.get('db_events_per_numbering_step'), 11, 2)} "
+                f"{'n/a' if conns is None else conns:>8}"
+            )
+    for scenario, runs in results.items():
+        opens = [(name, r) for name, r in runs.items() if name.endswith(" open")]
+        if opens:
+            said = ", ".join(
+                f"{name.removesuffix(' open')} p99 {r['p99_ms']} ms "
+                f"({sum(r['errors'].values())} errors)"
+                for name, r in opens
+            )
+            rows.append(f"{scenario} open loop at {opens[0][1]['rate']:.0f}/s: {said}")
+    rows.append(
+        "SQLite is in the service's process: no round trips, its work is in svc cpu (n/a). "
+        "db tx/op: PostgreSQL transactions (commits + rollbacks; a plain read is one) per "
+        "call made; rollbk/op: conflicts retried or errors; numbering/op: event-numbering "
+        "steps (one at a time across replicas); db cpu: the database's backends."
+    )
+    if not counted:
+        rows.append(
+            "stmts/op: n/a, pg_stat_statements is not loaded by this server "
+            "(shared_preload_libraries); transactions are counted instead."
+        )
+    return "\n".join(rows)
+
+
+def guards(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 15's targets, each with its value and whether it is met (None: not run)."""
+
+    def run(scenario: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = results.get(scenario, {}).get(name)
+        return found
+
+    transfer_sqlite, transfer_pg = run("transfer", "sqlite x1"), run("transfer", "postgres x1")
+    cpu_ratio = None
+    if transfer_sqlite and transfer_pg:
+        cpu_ratio = (
+            transfer_pg["service_cpu_s_per_1000"] / transfer_sqlite["service_cpu_s_per_1000"]
+        )
+    two = [r for runs in results.values() for n, r in runs.items() if "x2" in n]
+    rows: list[tuple[str, str, float, float | None]] = [
+        ("PostgreSQL service CPU per Transfer / SQLite's", "≤", 1.3, cpu_ratio),
+        (
+            "two replicas errors",
+            "≤",
+            0,
+            sum(sum(r["errors"].values()) for r in two) if two else None,
+        ),
+    ]
+    for scenario in SCENARIOS:
+        one, both = run(scenario, "postgres x1 open"), run(scenario, "postgres x2 open")
+        ratio = both["p99_ms"] / one["p99_ms"] if one and both and one["p99_ms"] else None
+        rows.append((f"two replicas p99 / one replica's, {scenario} (open loop)", "≤", 1.5, ratio))
+    checks = []
+    for what, sign, limit, value in rows:
+        met = None if value is None else (value >= limit if sign == "≥" else value <= limit)
+        checks.append({"guard": f"{what} {sign} {limit:g}", "value": value, "met": met})
+    return checks
