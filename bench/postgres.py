@@ -9,10 +9,12 @@ What is counted, per database (docs/performance.md, "PostgreSQL and several repl
   after a run are read once the service's connections are closed.
 - statements: from ``pg_stat_statements`` when the server loaded it
   (``shared_preload_libraries``); otherwise not counted (None).
-- event numbering steps: each step reads the largest number so far through the
-  ``sequence`` index (``store/postgres.py``, ``number_events``), and nothing else does
-  in these scenarios (no watcher runs): its ``idx_scan`` counts the steps; the rows
-  numbered are the table's updated rows.
+- event numbering (``store/postgres.py``, ``number_events``): each step looks for
+  unnumbered rows through the ``events_unnumbered`` index, which only it and the
+  once-a-second sweep of each replica read: its ``idx_scan`` counts the steps. A step
+  that finds rows also reads the largest number so far through the ``sequence`` index,
+  which nothing else reads in these scenarios (no watcher runs): its ``idx_scan``
+  counts the batches numbered; the rows numbered are the table's updated rows.
 - the CPU time of the database's server processes (its backends), from ``/proc`` when
   the server runs on this machine; the server's shared processes (WAL writer,
   checkpointer, autovacuum) serve every database and are left out.
@@ -82,6 +84,7 @@ class Counts:
     rollbacks: int
     statements: int | None
     numbering_steps: int
+    numbering_batches: int
     events_numbered: int
 
 
@@ -121,10 +124,13 @@ class Server:
             await admin.close()
         own = await asyncpg.connect(self.url, timeout=10)
         try:
-            steps = await own.fetchval(
-                "SELECT COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_indexes "
-                "WHERE relname = 'events' AND indexrelname = 'events_sequence_key'"
-            )
+            scans = {
+                r["indexrelname"]: r["idx_scan"]
+                for r in await own.fetch(
+                    "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes "
+                    "WHERE relname = 'events'"
+                )
+            }
             numbered = await own.fetchval(
                 "SELECT COALESCE(SUM(n_tup_upd), 0) FROM pg_stat_user_tables "
                 "WHERE relname = 'events'"
@@ -142,7 +148,8 @@ class Server:
             commits=row["xact_commit"],
             rollbacks=row["xact_rollback"],
             statements=None if statements is None else int(statements),
-            numbering_steps=int(steps),
+            numbering_steps=int(scans.get("events_unnumbered", 0)),
+            numbering_batches=int(scans.get("events_sequence_key", 0)),
             events_numbered=int(numbered),
         )
 

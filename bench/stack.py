@@ -235,6 +235,7 @@ def database_figures(
     calls = calls_made(result)
     transactions = after.commits + after.rollbacks - before.commits - before.rollbacks
     steps = after.numbering_steps - before.numbering_steps
+    batches = after.numbering_batches - before.numbering_batches
     numbered = after.events_numbered - before.events_numbered
     statements = None
     if after.statements is not None and before.statements is not None:
@@ -244,6 +245,6 @@ def database_figures(
         "db_rollbacks_per_call": round((after.rollbacks - before.rollbacks) / calls, 3),
         "db_statements_per_call": statements,
         "db_numbering_steps_per_call": round(steps / calls, 3),
-        "db_events_per_numbering_step": round(numbered / steps, 2) if steps else None,
+        "db_events_per_numbered_batch": round(numbered / batches, 2) if batches else None,
         "db_events_per_call": round(numbered / calls, 2),
     }

@@ -92,7 +92,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         f"{'scenario':<12} {'store':<16} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'errors':>6} {'svc cpu s/1k':>12} {'db cpu s/1k':>11} {'db tx/op':>8} "
-        f"{'rollbk/op':>9} {'stmts/op':>8} {'numbering/op':>12} {'events/step':>11} "
+        f"{'rollbk/op':>9} {'stmts/op':>8} {'numbering/op':>12} {'events/batch':>12} "
         f"{'db conns':>8}"
     ]
     counted = False
@@ -109,7 +109,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"{_cell(r.get('db_rollbacks_per_call'), 9, 3)} "
                 f"{_cell(r.get('db_statements_per_call'), 8, 2)} "
                 f"{_cell(r.get('db_numbering_steps_per_call'), 12, 3)} "
-                f"{_cell(r.get('db_events_per_numbering_step'), 11, 2)} "
+                f"{_cell(r.get('db_events_per_numbered_batch'), 12, 2)} "
                 f"{'n/a' if conns is None else conns:>8}"
             )
     for scenario, runs in results.items():
@@ -122,10 +122,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             )
             rows.append(f"{scenario} open loop at {opens[0][1]['rate']:.0f}/s: {said}")
     rows.append(
-        "SQLite is in the service's process: no round trips, its work is in svc cpu (n/a). "
-        "db tx/op: PostgreSQL transactions (commits + rollbacks; a plain read is one) per "
-        "call made; rollbk/op: conflicts retried or errors; numbering/op: event-numbering "
-        "steps (one at a time across replicas); db cpu: the database's backends."
+        "SQLite runs in the service's process: no round trips, its work is in svc cpu (n/a).\n"
+        "db tx/op: PostgreSQL transactions per call made (commits + rollbacks; a plain read "
+        "and each pool connection's reset on release count as one); rollbk/op: refused for "
+        "a conflict and retried, or failed;\nnumbering/op: event-numbering steps (one at a "
+        "time across replicas); events/batch: events numbered per step that found some; "
+        "db cpu: the database's backends."
     )
     if not counted:
         rows.append(
