@@ -40,7 +40,7 @@ DRIVER_DEPOSIT = common_pb2.TRANSACTION_TYPE_DRIVER_DEPOSIT
 SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
 SUBSCRIBER = f"subscriber:{CANONICAL}"
 # The schema's migration files, NNNN_name.sql, as the package ships them.
-MIGRATIONS = resources.files("wallet_service.store") / "migrations"
+MIGRATIONS = resources.files("wallet_service.store") / "migrations" / "sqlite"
 
 
 async def top_up_rows(h: Harness, reff_id: str) -> list[dict[str, Any]]:
