@@ -13,9 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from bench import postgres
-from bench.stack import Plan, with_stack
+from bench import pgproxy, postgres, procs
+from bench.stack import Plan, Stack, calls_made, load, with_stack
 
 SCENARIOS = ("get_account", "transfer", "ride", "replay")
 # (store, replicas) of the closed-loop runs, in the order they run and print.
@@ -53,6 +54,67 @@ def run_one(
         return result
 
 
+def counted_run(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any] | None:
+    """Round trips per call, counted by bench/pgproxy.py between one replica and the
+    server: 4 callers, a warm-up of calls first (each pool connection prepares its
+    statements once), then the calls counted. Not timed: the proxy costs CPU and
+    latency. None when the server is not reached over TCP."""
+    admin = urlsplit(postgres.admin_url())
+    if not admin.hostname:
+        return None
+    warm, counted = (20, 50) if plan.duration < 5 else (100, 300)
+    workdir.mkdir(parents=True)
+    with postgres.fresh_database(postgres.admin_url()) as (name, _):
+        port, report = procs.free_port(), procs.free_port()
+        proxy, _ = procs.start(
+            "pgproxy",
+            [
+                "-m",
+                "bench.pgproxy",
+                "--port",
+                str(port),
+                "--upstream",
+                f"{admin.hostname}:{admin.port or 5432}",
+                "--report-port",
+                str(report),
+            ],
+            workdir=workdir,
+            ready=procs.port_open(report),
+        )
+        try:
+            user = admin.netloc.rpartition("@")[0]
+            netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+            # In clear, so that the proxy reads the messages.
+            url = urlunsplit(
+                admin._replace(netloc=netloc, path=f"/{name}", query="sslmode=disable")
+            )
+            stack = Stack(workdir, db_url=url)
+            try:
+                numbers = stack.onboard(plan.customers)
+                few = Plan(3600.0, 4, plan.latency_concurrency, plan.customers)
+                load(scenario, stack.target, numbers, few, calls=warm)
+                before = pgproxy.read_counts(report)
+                result = load(scenario, stack.target, numbers, few, calls=counted)
+                after = pgproxy.read_counts(report)
+            finally:
+                stack.stop()
+        finally:
+            proxy.stop()
+    made = calls_made(result)
+    sent, run = after[0] - before[0], after[1] - before[1]
+    return {
+        "calls": made,
+        "warmup_calls": warm,
+        "errors": result["errors"],
+        "round_trips_per_call": round(pgproxy.round_trips(sent) / made, 2),
+        "statements_per_call": round((sent["E"] + sent["Q"]) / made, 2),
+        "prepared_per_call": round(sent["P"] / made, 2),
+        "connections_opened": sent["connections"],
+        # Each statement's runs per call, the most frequent first (whitespace folded).
+        "statements": {" ".join(sql.split()): round(n / made, 2) for sql, n in run.most_common()},
+    }
+
+
 def run_all(plan: Plan, only: list[str], workdir: Path) -> dict[str, dict[str, Any]]:
     """Results by scenario, then by run: ``sqlite x1``, ``postgres x1``, ``postgres x2``
     (closed loop) and ``postgres x1 open``, ``postgres x2 open`` (at one rate)."""
@@ -80,6 +142,10 @@ def run_all(plan: Plan, only: list[str], workdir: Path) -> dict[str, dict[str, A
                 rate=rate,
             )
             runs[name]["rate"] = rate
+        print(f"counting {scenario}'s round trips on postgres x1 …", file=sys.stderr, flush=True)
+        counted = counted_run(plan, workdir / scenario / "counted", scenario)
+        if counted:
+            runs["postgres x1 counted"] = counted
         results[scenario] = runs
     return results
 
@@ -98,6 +164,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     counted = False
     for scenario, runs in results.items():
         for name, r in runs.items():
+            if name.endswith(" counted"):
+                continue
             counted = counted or bool(r.get("db_statements_counted"))
             conns = r.get("db_connections")
             rows.append(
@@ -121,6 +189,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 for name, r in opens
             )
             rows.append(f"{scenario} open loop at {opens[0][1]['rate']:.0f}/s: {said}")
+    for scenario, runs in results.items():
+        if c := runs.get("postgres x1 counted"):
+            rows.append(
+                f"{scenario} round trips to PostgreSQL, counted (1 replica, 4 callers, "
+                f"{c['calls']} calls after {c['warmup_calls']}): {c['round_trips_per_call']} "
+                f"per call; statements {c['statements_per_call']}, prepared "
+                f"{c['prepared_per_call']}; errors {sum(c['errors'].values())}"
+            )
     rows.append(
         "SQLite runs in the service's process: no round trips, its work is in svc cpu (n/a).\n"
         "db tx/op: PostgreSQL transactions per call made (commits + rollbacks; a plain read "
@@ -132,7 +208,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     if not counted:
         rows.append(
             "stmts/op: n/a, pg_stat_statements is not loaded by this server "
-            "(shared_preload_libraries); transactions are counted instead."
+            "(shared_preload_libraries); statements and round trips are counted through "
+            "a proxy instead (the lines above)."
         )
     return "\n".join(rows)
 

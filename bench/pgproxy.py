@@ -1,0 +1,119 @@
+"""A TCP proxy in front of PostgreSQL that counts what clients send, for the round trips
+per operation of ``make bench STORE=postgres`` (its counting runs, never its timed ones).
+
+Every message a client sends after its startup packet is framed as a type byte and a
+length (PostgreSQL's protocol, version 3); the proxy counts them by type and passes the
+bytes on unchanged. A client waits for the server's ReadyForQuery after each Sync ('S',
+the end of an extended-protocol exchange) and each simple Query ('Q'): their sum is the
+number of round trips. Parse ('P') counts statements prepared, Execute ('E') and Query
+the statements run, each also counted by its SQL text (a Bind names the statement a
+Parse prepared on that connection). Connections must not use TLS (``sslmode=disable``):
+the proxy reads the messages in clear.
+
+A connection to ``--report-port`` answers the counts so far as one JSON line:
+``{"messages": {type: count}, "statements": {sql: count}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import struct
+from collections import Counter
+
+from bench import procs
+
+counts: Counter[str] = Counter()
+statements: Counter[str] = Counter()
+
+
+def _cstrings(body: bytes, n: int) -> list[str]:
+    """The first ``n`` NUL-terminated strings of a message's body."""
+    return [part.decode(errors="replace") for part in body.split(b"\0", n)[:n]]
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def _count_and_pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Client to server: the startup packet (no type byte), then typed messages."""
+    try:
+        (length,) = struct.unpack("!i", await reader.readexactly(4))
+        writer.write(struct.pack("!i", length) + await reader.readexactly(length - 4))
+        counts["connections"] += 1
+        prepared: dict[str, str] = {}  # this connection's statements by name
+        while True:
+            header = await reader.readexactly(5)
+            kind = chr(header[0])
+            (length,) = struct.unpack("!i", header[1:])
+            body = await reader.readexactly(length - 4)
+            writer.write(header + body)
+            counts[kind] += 1
+            if kind == "P":
+                name, sql = _cstrings(body, 2)
+                prepared[name] = sql
+            elif kind == "B":
+                statements[prepared.get(_cstrings(body, 2)[1], "?")] += 1
+            elif kind == "Q":
+                statements[_cstrings(body, 1)[0]] += 1
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(listen: int, upstream: tuple[str, int], report: int) -> None:
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*upstream)
+        await asyncio.gather(_count_and_pipe(reader, server_writer), _pipe(server_reader, writer))
+
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        said = {"messages": dict(counts), "statements": dict(statements)}
+        writer.write(json.dumps(said).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(client, "127.0.0.1", listen)
+    reporter = await asyncio.start_server(answer, "127.0.0.1", report)
+    async with proxy, reporter:
+        await procs.until_stopped()
+
+
+def read_counts(report_port: int) -> tuple[Counter[str], Counter[str]]:
+    """The proxy's counts so far: by message type (and ``connections``), and by SQL."""
+
+    async def ask() -> tuple[Counter[str], Counter[str]]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", report_port)
+        said = json.loads(await reader.readline())
+        writer.close()
+        return Counter(said["messages"]), Counter(said["statements"])
+
+    return asyncio.run(ask())
+
+
+def round_trips(counted: Counter[str]) -> int:
+    return counted["S"] + counted["Q"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True, help="host:port of the server")
+    parser.add_argument("--report-port", type=int, required=True)
+    args = parser.parse_args()
+    host, port = args.upstream.rsplit(":", 1)
+    asyncio.run(serve(args.port, (host, int(port)), args.report_port))
+
+
+if __name__ == "__main__":
+    main()
