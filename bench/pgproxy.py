@@ -10,8 +10,10 @@ the statements run, each also counted by its SQL text (a Bind names the statemen
 Parse prepared on that connection). Connections must not use TLS (``sslmode=disable``):
 the proxy reads the messages in clear.
 
-A connection to ``--report-port`` answers the counts so far as one JSON line:
-``{"messages": {type: count}, "statements": {sql: count}}``.
+An ErrorResponse from the server is counted by its SQLSTATE and the statement it
+answered (40001: refused for a serialization conflict). A connection to
+``--report-port`` answers the counts so far as one JSON line:
+``{"messages": {type: n}, "statements": {sql: n}, "errors": {"code sql": n}}``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from bench import procs
 
 counts: Counter[str] = Counter()
 statements: Counter[str] = Counter()
+# "SQLSTATE statement": errors the server answered, by the statement they answered.
+errors: Counter[str] = Counter()
 
 
 def _cstrings(body: bytes, n: int) -> list[str]:
@@ -33,52 +37,73 @@ def _cstrings(body: bytes, n: int) -> list[str]:
     return [part.decode(errors="replace") for part in body.split(b"\0", n)[:n]]
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+async def _message(reader: asyncio.StreamReader) -> tuple[bytes, str, bytes]:
+    """One typed message: its header (type and length) as read, its type, its body."""
+    header = await reader.readexactly(5)
+    (length,) = struct.unpack("!i", header[1:])
+    return header, chr(header[0]), await reader.readexactly(length - 4)
 
 
-async def _count_and_pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Client to server: the startup packet (no type byte), then typed messages."""
-    try:
-        (length,) = struct.unpack("!i", await reader.readexactly(4))
-        writer.write(struct.pack("!i", length) + await reader.readexactly(length - 4))
-        counts["connections"] += 1
-        prepared: dict[str, str] = {}  # this connection's statements by name
-        while True:
-            header = await reader.readexactly(5)
-            kind = chr(header[0])
-            (length,) = struct.unpack("!i", header[1:])
-            body = await reader.readexactly(length - 4)
-            writer.write(header + body)
-            counts[kind] += 1
-            if kind == "P":
-                name, sql = _cstrings(body, 2)
-                prepared[name] = sql
-            elif kind == "B":
-                statements[prepared.get(_cstrings(body, 2)[1], "?")] += 1
-            elif kind == "Q":
-                statements[_cstrings(body, 1)[0]] += 1
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+class Connection:
+    """One client's connection, passed through both ways and counted."""
+
+    def __init__(self) -> None:
+        self.prepared: dict[str, str] = {}  # statements prepared, by name
+        self.running = ""  # the statement last sent
+
+    async def from_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The startup packet (no type byte), then typed messages."""
+        try:
+            (length,) = struct.unpack("!i", await reader.readexactly(4))
+            writer.write(struct.pack("!i", length) + await reader.readexactly(length - 4))
+            counts["connections"] += 1
+            while True:
+                header, kind, body = await _message(reader)
+                writer.write(header + body)
+                counts[kind] += 1
+                if kind == "P":
+                    name, sql = _cstrings(body, 2)
+                    self.prepared[name] = sql
+                elif kind == "B":
+                    self.running = self.prepared.get(_cstrings(body, 2)[1], "?")
+                    statements[self.running] += 1
+                elif kind == "Q":
+                    self.running = _cstrings(body, 1)[0]
+                    statements[self.running] += 1
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def from_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Typed messages; an ErrorResponse is counted with the statement it answers."""
+        try:
+            while True:
+                header, kind, body = await _message(reader)
+                writer.write(header + body)
+                if kind == "E":
+                    fields = {f[:1]: f[1:] for f in body.split(b"\0") if f}
+                    code = fields.get(b"C", b"?").decode()
+                    errors[f"{code} {' '.join(self.running.split())}"] += 1
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
 
 async def serve(listen: int, upstream: tuple[str, int], report: int) -> None:
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection(*upstream)
-        await asyncio.gather(_count_and_pipe(reader, server_writer), _pipe(server_reader, writer))
+        connection = Connection()
+        await asyncio.gather(
+            connection.from_client(reader, server_writer),
+            connection.from_server(server_reader, writer),
+        )
 
     async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        said = {"messages": dict(counts), "statements": dict(statements)}
+        said = {"messages": counts, "statements": statements, "errors": errors}
         writer.write(json.dumps(said).encode() + b"\n")
         await writer.drain()
         writer.close()
@@ -89,14 +114,15 @@ async def serve(listen: int, upstream: tuple[str, int], report: int) -> None:
         await procs.until_stopped()
 
 
-def read_counts(report_port: int) -> tuple[Counter[str], Counter[str]]:
-    """The proxy's counts so far: by message type (and ``connections``), and by SQL."""
+def read_counts(report_port: int) -> dict[str, Counter[str]]:
+    """The proxy's counts so far: ``messages`` by type (and ``connections``),
+    ``statements`` by SQL, ``errors`` by SQLSTATE and statement."""
 
-    async def ask() -> tuple[Counter[str], Counter[str]]:
+    async def ask() -> dict[str, Counter[str]]:
         reader, writer = await asyncio.open_connection("127.0.0.1", report_port)
         said = json.loads(await reader.readline())
         writer.close()
-        return Counter(said["messages"]), Counter(said["statements"])
+        return {kind: Counter(said[kind]) for kind in ("messages", "statements", "errors")}
 
     return asyncio.run(ask())
 

@@ -86,6 +86,8 @@ class Counts:
     numbering_steps: int
     numbering_batches: int
     events_numbered: int
+    # Per table: sequential scans, index scans, rows inserted, updated, deleted.
+    tables: dict[str, tuple[int, int, int, int, int]]
 
 
 class Server:
@@ -131,10 +133,19 @@ class Server:
                     "WHERE relname = 'events'"
                 )
             }
-            numbered = await own.fetchval(
-                "SELECT COALESCE(SUM(n_tup_upd), 0) FROM pg_stat_user_tables "
-                "WHERE relname = 'events'"
-            )
+            tables = {
+                r["relname"]: (
+                    r["seq_scan"],
+                    r["idx_scan"] or 0,
+                    r["n_tup_ins"],
+                    r["n_tup_upd"],
+                    r["n_tup_del"],
+                )
+                for r in await own.fetch(
+                    "SELECT relname, seq_scan, idx_scan, n_tup_ins, n_tup_upd, n_tup_del "
+                    "FROM pg_stat_user_tables"
+                )
+            }
             statements = None
             if self.statements_counted:
                 statements = await own.fetchval(
@@ -150,7 +161,8 @@ class Server:
             statements=None if statements is None else int(statements),
             numbering_steps=int(scans.get("events_unnumbered", 0)),
             numbering_batches=int(scans.get("events_sequence_key", 0)),
-            events_numbered=int(numbered),
+            events_numbered=tables.get("events", (0, 0, 0, 0, 0))[3],
+            tables=tables,
         )
 
     def backends(self) -> list[int]:

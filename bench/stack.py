@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,37 +41,46 @@ class Stack:
         if replicas > 1 and not db_url:
             raise ValueError("several replicas need a PostgreSQL database")
         self.workdir = workdir
+        self.db_url = db_url
         self.sandbox_port = procs.free_port()
-        grpc_ports = [procs.free_port() for _ in range(replicas)]
-        http_ports = [procs.free_port() for _ in range(replicas)]
+        self.grpc_ports = [procs.free_port() for _ in range(replicas)]
+        self.http_ports = [procs.free_port() for _ in range(replicas)]
         # KasPro's own logging and memory are not the service's cost: no line per
         # request, and a request log of the last 1,000 (nothing reads it).
         quiet = ("--no-access-log", "--request-log-size", "1000")
         self.sandbox = procs.start_sandbox_process(
-            workdir, self.sandbox_port, http_ports[0], *quiet
+            workdir, self.sandbox_port, self.http_ports[0], *quiet
         )
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.control = httpx.Client(base_url=self.sandbox_url, timeout=30)
         self.services: list[procs.Proc] = []
         self.startup_seconds = 0.0
+        self._start_services()
+        self.targets = [f"127.0.0.1:{port}" for port in self.grpc_ports]
+        self.target = self.targets[0]
+
+    def _start_services(self) -> None:
+        replicas = len(self.grpc_ports)
         try:
-            for n, (grpc_port, http_port) in enumerate(zip(grpc_ports, http_ports, strict=True)):
+            for n, (grpc_port, http_port) in enumerate(
+                zip(self.grpc_ports, self.http_ports, strict=True)
+            ):
                 env = procs.service_env(
                     grpc_port,
                     http_port,
-                    workdir / "wallet.db",
+                    self.workdir / "wallet.db",
                     self.sandbox_url,
                     f"bench:admin:{TOKEN}",
                 )
-                if db_url:
-                    env["WALLET_DB_URL"] = db_url
+                if self.db_url:
+                    env["WALLET_DB_URL"] = self.db_url
                 # The service default unless BENCH_KASPRO_CONNECTIONS says otherwise.
                 if "BENCH_KASPRO_CONNECTIONS" in os.environ:
                     env["WALLET_KASPRO_MAX_CONNECTIONS"] = os.environ["BENCH_KASPRO_CONNECTIONS"]
                 service, seconds = procs.start(
                     "service" if replicas == 1 else f"service{n + 1}",
                     ["-m", "wallet_service", "serve"],
-                    workdir=workdir,
+                    workdir=self.workdir,
                     env={**env, "WALLET_LOG_LEVEL": "WARNING"},
                     ready=procs.grpc_serving(grpc_port),
                 )
@@ -79,8 +89,14 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        self.targets = [f"127.0.0.1:{port}" for port in grpc_ports]
-        self.target = self.targets[0]
+
+    def restart_services(self, between: Callable[[], None]) -> None:
+        """Stop every replica, call ``between``, start them again on the same ports."""
+        for service in self.services:
+            service.stop()
+        self.services = []
+        between()
+        self._start_services()
 
     @property
     def service(self) -> procs.Proc:
@@ -197,6 +213,10 @@ def with_stack(
     backends_after: dict[int, float] | None = None
     try:
         numbers = stack.onboard(customers)
+        if database:
+            # A busy backend reports its counts at most once a second, an idle one 10 s
+            # later: onboarding's would land in the run's. Backends that exit report all.
+            stack.restart_services(database.wait_disconnected)
         if sandbox_latency:
             stack.delay_every_call(sandbox_latency)
         servers = [stack.sandbox] if direct else [*stack.services, stack.sandbox]
@@ -237,6 +257,15 @@ def database_figures(
     steps = after.numbering_steps - before.numbering_steps
     batches = after.numbering_batches - before.numbering_batches
     numbered = after.events_numbered - before.events_numbered
+    # Where the statements went: per table, sequential and index scans and rows
+    # inserted, updated and deleted, per call made.
+    names = ("seq_scan", "idx_scan", "inserted", "updated", "deleted")
+    tables = {}
+    for table, now in sorted(after.tables.items()):
+        then = before.tables.get(table, (0,) * len(names))
+        tables[table] = {
+            name: round((a - b) / calls, 3) for name, a, b in zip(names, now, then, strict=True)
+        }
     statements = None
     if after.statements is not None and before.statements is not None:
         statements = round((after.statements - before.statements) / calls, 2)
@@ -247,4 +276,5 @@ def database_figures(
         "db_numbering_steps_per_call": round(steps / calls, 3),
         "db_events_per_numbered_batch": round(numbered / batches, 2) if batches else None,
         "db_events_per_call": round(numbered / calls, 2),
+        "db_tables_per_call": tables,
     }

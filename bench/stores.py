@@ -54,9 +54,11 @@ def run_one(
         return result
 
 
-def counted_run(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any] | None:
+def counted_run(
+    plan: Plan, workdir: Path, scenario: str, concurrency: int = 4
+) -> dict[str, Any] | None:
     """Round trips per call, counted by bench/pgproxy.py between one replica and the
-    server: 4 callers, a warm-up of calls first (each pool connection prepares its
+    server: ``concurrency`` callers, a warm-up of calls first (each pool connection prepares its
     statements once), then the calls counted. Not timed: the proxy costs CPU and
     latency. None when the server is not reached over TCP."""
     admin = urlsplit(postgres.admin_url())
@@ -91,7 +93,7 @@ def counted_run(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any] | No
             stack = Stack(workdir, db_url=url)
             try:
                 numbers = stack.onboard(plan.customers)
-                few = Plan(3600.0, 4, plan.latency_concurrency, plan.customers)
+                few = Plan(3600.0, concurrency, plan.latency_concurrency, plan.customers)
                 load(scenario, stack.target, numbers, few, calls=warm)
                 before = pgproxy.read_counts(report)
                 result = load(scenario, stack.target, numbers, few, calls=counted)
@@ -101,10 +103,13 @@ def counted_run(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any] | No
         finally:
             proxy.stop()
     made = calls_made(result)
-    sent, run = after[0] - before[0], after[1] - before[1]
+    sent = after["messages"] - before["messages"]
+    run = after["statements"] - before["statements"]
+    refused = after["errors"] - before["errors"]
     return {
         "calls": made,
         "warmup_calls": warm,
+        "concurrency": concurrency,
         "errors": result["errors"],
         "round_trips_per_call": round(pgproxy.round_trips(sent) / made, 2),
         "statements_per_call": round((sent["E"] + sent["Q"]) / made, 2),
@@ -112,6 +117,8 @@ def counted_run(plan: Plan, workdir: Path, scenario: str) -> dict[str, Any] | No
         "connections_opened": sent["connections"],
         # Each statement's runs per call, the most frequent first (whitespace folded).
         "statements": {" ".join(sql.split()): round(n / made, 2) for sql, n in run.most_common()},
+        # Errors the server answered (SQLSTATE and statement), per call.
+        "server_errors": {what: round(n / made, 3) for what, n in refused.most_common()},
     }
 
 
@@ -192,7 +199,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for scenario, runs in results.items():
         if c := runs.get("postgres x1 counted"):
             rows.append(
-                f"{scenario} round trips to PostgreSQL, counted (1 replica, 4 callers, "
+                f"{scenario} round trips to PostgreSQL, counted (1 replica, "
+                f"{c['concurrency']} callers, "
                 f"{c['calls']} calls after {c['warmup_calls']}): {c['round_trips_per_call']} "
                 f"per call; statements {c['statements_per_call']}, prepared "
                 f"{c['prepared_per_call']}; errors {sum(c['errors'].values())}"
