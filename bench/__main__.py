@@ -250,6 +250,14 @@ def main() -> int:
         "results in postgres.json",
     )
     parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="with --store postgres: each PostgreSQL database starts with ROWS earlier "
+        "transfers and ROWS/2 captured rides (e.g. 200000)",
+    )
+    parser.add_argument(
         "--leak",
         type=int,
         metavar="WRITES",
@@ -277,7 +285,7 @@ def main() -> int:
         return 0
     if args.store == "postgres":
         with tempfile.TemporaryDirectory(prefix="wallet-bench-") as tmp:
-            results = stores.run_all(plan, args.only, Path(tmp))
+            results = stores.run_all(plan, args.only, Path(tmp), args.history)
         checks = stores.guards(results)
         print(stores.table(results))
         output = "postgres.json"
@@ -296,6 +304,8 @@ def main() -> int:
             "platform": platform.platform(),
         },
         "plan": plan.__dict__,
+        "store": args.store,
+        "history": args.history,
         "wall_seconds": round(time.monotonic() - started, 1),
         "results": results,
         "guards": checks,

@@ -203,3 +203,67 @@ class Server:
         deadline = time.monotonic() + timeout
         while self.backends() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+# Rows of an earlier history, in the shapes the service writes: keys as random as its
+# own (transaction ids from uuid4, attempt references from a hash), on accounts the bench
+# does not use, old enough to stay out of every 30-day sum, every attempt decided, every
+# ride captured and every event numbered, so that no worker acts on them.
+_HISTORY = """
+INSERT INTO transactions (id, type, status, amount_idr, mobile_number, counterparty,
+                          create_time, update_time)
+SELECT 'txn_' || md5(random()::text || g), 'TRANSFER', 'SUCCEEDED', 1000,
+       '+62899' || lpad((g % 100000)::text, 7, '0'), '+62898' || lpad((g % 9973)::text, 7, '0'),
+       $2 - 5e6 + g, $2 - 5e6 + g
+FROM generate_series(1, $1) AS g;
+
+INSERT INTO attempts (reference, transaction_id, leg, call, amount_idr, status, next_check_at,
+                      create_time, update_time)
+SELECT upper(substr(md5(random()::text || id), 1, 16)), id, 'main', 'p2p_transfer', 1000,
+       'succeeded', create_time, create_time, create_time
+FROM transactions WHERE id LIKE 'txn\\_%' AND mobile_number LIKE '+62899%';
+
+INSERT INTO ledger_lines (transaction_id, reference, account, amount_idr, create_time)
+SELECT a.transaction_id, a.reference, side.account, side.amount, a.create_time
+FROM attempts a JOIN transactions t ON t.id = a.transaction_id,
+     LATERAL (VALUES (t.mobile_number, -1000), (t.counterparty, 1000)) AS side(account, amount)
+WHERE t.mobile_number LIKE '+62899%';
+
+INSERT INTO ride_payments (ride_id, status, passenger, driver, held_amount_idr, final_fare_idr,
+                           expire_time, hold_transaction, create_time, update_time)
+SELECT 'ride-' || md5(random()::text || g), 'CAPTURED', '+62899' || lpad(g::text, 7, '0'),
+       '+62898' || lpad(g::text, 7, '0'), 1000, 1000, $2, 'txn_' || md5(g::text), $2 - 5e6,
+       $2 - 5e6
+FROM generate_series(1, $1 / 2) AS g;
+
+INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state, lease_until,
+                              created_at, holder)
+SELECT 'bench', (ARRAY['Transfer', 'AuthorizeRidePayment', 'CaptureRidePayment'])[1 + g % 3],
+       md5(random()::text || g), '\\x00', 'done', $2, $2 - random() * 3600, ''
+FROM generate_series(1, $1) AS g;
+
+INSERT INTO events (sequence, event_id, type, subject_id, snapshot, occurred_at)
+SELECT (SELECT COALESCE(MAX(sequence), 0) FROM events) + g, md5(random()::text || g),
+       'transaction.updated', 'txn_' || md5(g::text), '{}',
+       $2 - 5e6
+FROM generate_series(1, $1) AS g;
+"""
+
+
+def fill_history(url: str, rows: int) -> None:
+    """Give the database ``rows`` earlier transfers (with their attempts, ledger lines,
+    idempotency keys and events) and half as many captured rides, then ANALYZE it: the
+    size of a database in service, whose indexes span many pages."""
+
+    async def fill() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            # $1 and $2 stand for two numbers of ours, written into the text.
+            sql = _HISTORY.replace("$1", str(rows)).replace("$2", repr(time.time()))
+            async with conn.transaction():
+                await conn.execute(sql)
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
+
+    _run(fill())

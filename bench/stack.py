@@ -74,9 +74,12 @@ class Stack:
                 )
                 if self.db_url:
                     env["WALLET_DB_URL"] = self.db_url
-                # The service default unless BENCH_KASPRO_CONNECTIONS says otherwise.
+                # The service defaults unless BENCH_KASPRO_CONNECTIONS or
+                # BENCH_DB_POOL_SIZE say otherwise.
                 if "BENCH_KASPRO_CONNECTIONS" in os.environ:
                     env["WALLET_KASPRO_MAX_CONNECTIONS"] = os.environ["BENCH_KASPRO_CONNECTIONS"]
+                if "BENCH_DB_POOL_SIZE" in os.environ:
+                    env["WALLET_DB_POOL_SIZE"] = os.environ["BENCH_DB_POOL_SIZE"]
                 service, seconds = procs.start(
                     "service" if replicas == 1 else f"service{n + 1}",
                     ["-m", "wallet_service", "serve"],
@@ -204,14 +207,17 @@ def with_stack(
     rate: float | None = None,
     replicas: int = 1,
     database: postgres.Server | None = None,
+    history: int = 0,
 ) -> dict[str, Any]:
     """One run of ``scenario`` on a fresh stack; on PostgreSQL (``database``) with the
-    database's counts and CPU per call too."""
+    database's counts and CPU per call too, and ``history`` earlier transfers in it."""
     stack = Stack(workdir, replicas=replicas, db_url=database.url if database else "")
     counts_before: postgres.Counts | None = None
     backends_before: dict[int, float] | None = None
     backends_after: dict[int, float] | None = None
     try:
+        if database and history:
+            postgres.fill_history(database.url, history)
         numbers = stack.onboard(customers)
         if database:
             # A busy backend reports its counts at most once a second, an idle one 10 s

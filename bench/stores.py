@@ -34,6 +34,7 @@ def run_one(
     store: str,
     replicas: int,
     rate: float | None = None,
+    history: int = 0,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     if store == "sqlite":
@@ -49,13 +50,14 @@ def run_one(
             rate=rate,
             replicas=replicas,
             database=database,
+            history=history,
         )
         result["db_statements_counted"] = database.statements_counted
         return result
 
 
 def counted_run(
-    plan: Plan, workdir: Path, scenario: str, concurrency: int = 4
+    plan: Plan, workdir: Path, scenario: str, concurrency: int = 4, history: int = 0
 ) -> dict[str, Any] | None:
     """Round trips per call, counted by bench/pgproxy.py between one replica and the
     server: ``concurrency`` callers, a warm-up of calls first (each pool connection prepares its
@@ -66,7 +68,7 @@ def counted_run(
         return None
     warm, counted = (20, 50) if plan.duration < 5 else (100, 300)
     workdir.mkdir(parents=True)
-    with postgres.fresh_database(postgres.admin_url()) as (name, _):
+    with postgres.fresh_database(postgres.admin_url()) as (name, direct):
         port, report = procs.free_port(), procs.free_port()
         proxy, _ = procs.start(
             "pgproxy",
@@ -92,6 +94,8 @@ def counted_run(
             )
             stack = Stack(workdir, db_url=url)
             try:
+                if history:
+                    postgres.fill_history(direct, history)
                 numbers = stack.onboard(plan.customers)
                 few = Plan(3600.0, concurrency, plan.latency_concurrency, plan.customers)
                 load(scenario, stack.target, numbers, few, calls=warm)
@@ -122,7 +126,9 @@ def counted_run(
     }
 
 
-def run_all(plan: Plan, only: list[str], workdir: Path) -> dict[str, dict[str, Any]]:
+def run_all(
+    plan: Plan, only: list[str], workdir: Path, history: int = 0
+) -> dict[str, dict[str, Any]]:
     """Results by scenario, then by run: ``sqlite x1``, ``postgres x1``, ``postgres x2``
     (closed loop) and ``postgres x1 open``, ``postgres x2 open`` (at one rate)."""
     results: dict[str, dict[str, Any]] = {}
@@ -134,7 +140,12 @@ def run_all(plan: Plan, only: list[str], workdir: Path) -> dict[str, dict[str, A
             name = label(store, replicas)
             print(f"running {scenario} on {name} …", file=sys.stderr, flush=True)
             runs[name] = run_one(
-                plan, workdir / scenario / name.replace(" ", "-"), scenario, store, replicas
+                plan,
+                workdir / scenario / name.replace(" ", "-"),
+                scenario,
+                store,
+                replicas,
+                history=history,
             )
         rate = max(runs[label("postgres", 1)]["calls_per_s"] / 2, 5.0)
         for replicas in (1, 2):
@@ -147,10 +158,11 @@ def run_all(plan: Plan, only: list[str], workdir: Path) -> dict[str, dict[str, A
                 "postgres",
                 replicas,
                 rate=rate,
+                history=history,
             )
             runs[name]["rate"] = rate
         print(f"counting {scenario}'s round trips on postgres x1 …", file=sys.stderr, flush=True)
-        counted = counted_run(plan, workdir / scenario / "counted", scenario)
+        counted = counted_run(plan, workdir / scenario / "counted", scenario, history=history)
         if counted:
             runs["postgres x1 counted"] = counted
         results[scenario] = runs
