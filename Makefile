@@ -41,6 +41,12 @@ run-cluster: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
+# Fails unless the server named by WALLET_TEST_POSTGRES_URL answers (CI runs it first).
+.PHONY: postgres-check
+postgres-check: $(STAMP)
+	$(PY) -m tests.postgres
+
+
 lint: $(STAMP) proto-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -103,6 +103,12 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _postgres_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql://user:password@host:port/database URL")
+    return text
+
+
 def _va_prefixes(text: str) -> tuple[VaPrefix, ...]:
     """``code:Bank name:prefix,…`` (bank code 3 digits, prefix digits)."""
     found = []
@@ -281,7 +287,22 @@ class Config:
     db_path: str = setting(
         "WALLET_DB_PATH",
         "var/wallet.db",
-        "SQLite database file (created, WAL mode, migrated at start)",
+        "SQLite database file (created, WAL mode, migrated at start); unused with WALLET_DB_URL",
+    )
+    db_url: str = setting(
+        "WALLET_DB_URL",
+        "",
+        "PostgreSQL instead of SQLite, `postgresql://user:password@host:port/database`: "
+        'several replicas share it (docs/operations.md, "Several replicas"); unset: SQLite',
+        parse=_postgres_url,
+        shown="unset",
+    )
+    db_pool_size: int = setting(
+        "WALLET_DB_POOL_SIZE",
+        10,
+        "PostgreSQL connections per replica at most (plus one that listens for events); "
+        "replicas * (this + 1) must stay under the server's `max_connections`",
+        minimum=1,
     )
     kaspro_base_url: str = setting(
         "WALLET_KASPRO_BASE_URL",
@@ -578,6 +599,11 @@ class Config:
             "(subject CN → caller name and roles); needs `WALLET_TLS_CLIENT_CA_FILE`",
         ),
     )
+
+    @property
+    def database(self) -> str:
+        """What ``Database.open`` opens: the PostgreSQL URL, else the SQLite file."""
+        return self.db_url or self.db_path
 
     @property
     def embedded_sandbox(self) -> bool:

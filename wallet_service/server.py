@@ -117,7 +117,7 @@ async def start(
     descriptors.reserve(config)  # before anything is opened: a misfit is a ConfigError
     metrics = Metrics()
     async with contextlib.AsyncExitStack() as resources:
-        db = await Database.open(config.db_path)
+        db = await Database.open(config.database, pool_size=config.db_pool_size)
         resources.push_async_callback(db.close)
         sandbox = None
         if kaspro_base_url is None and config.embedded_sandbox:
@@ -138,7 +138,11 @@ async def start(
             overdue_after_seconds=config.reconcile_overdue_seconds,
         )
         serving = asyncio.Event()  # set while serving; /healthz reads it
-        app = create_http_app(receiver, reconciler, serving.is_set, metrics)
+        reachable = asyncio.Event()  # set while the database answers
+        reachable.set()
+        app = create_http_app(
+            receiver, reconciler, lambda: serving.is_set() and reachable.is_set(), metrics
+        )
         http = await start_http(app, config, metrics)
         resources.push_async_callback(http.stop)
         if sandbox is not None:
@@ -149,9 +153,15 @@ async def start(
         await server.start()
         resources.push_async_callback(server.stop, None)
         serving.set()
-        _start_workers(resources, reconciler, db, clock, config)
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        _start_workers(resources, reconciler, db, clock, config)
+        resources.push_async_callback(
+            _cancel,
+            asyncio.create_task(
+                _watch_database(db, health_servicer, reachable), name="database-health"
+            ),
+        )
         log.info(
             "wallet service serving on port %d, %s (KasPro at %s)",
             port,
@@ -288,6 +298,33 @@ def _start_workers(
         ("housekeeping", run_housekeeping(db, clock, idempotency_ttl_seconds=ttl_seconds)),
     ):
         resources.push_async_callback(_cancel, asyncio.create_task(work, name=name))
+
+
+# How often each replica asks its database whether it answers (health).
+DATABASE_CHECK_SECONDS = 2.0
+
+
+async def _watch_database(
+    db: Database, health_servicer: health.aio.HealthServicer, reachable: asyncio.Event
+) -> None:
+    """Report NOT_SERVING (gRPC health and /healthz) while the database does not answer,
+    so that a balancer sends calls to a replica that can serve them; SERVING again once
+    it answers."""
+    while True:
+        await asyncio.sleep(DATABASE_CHECK_SECONDS)
+        answers = await db.healthy()
+        if answers == reachable.is_set():
+            continue
+        status = health_pb2.HealthCheckResponse.SERVING
+        if answers:
+            reachable.set()
+            log.warning("the database answers again: serving")
+        else:
+            reachable.clear()
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            log.error("the database does not answer: NOT_SERVING until it does")
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, status)
 
 
 def _listen(server: grpc.aio.Server, config: Config) -> int:

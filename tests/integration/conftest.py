@@ -7,6 +7,7 @@ expiry, cooldowns, hourly caps and lockouts are tested by moving time, not by sl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import threading
@@ -22,6 +23,7 @@ import pytest
 import pytest_asyncio
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2_grpc
+from postgres import ADMIN_URL, SKIP_REASON, fresh_database
 from wallet.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -536,21 +538,52 @@ async def control(
         yield client
 
 
-@pytest_asyncio.fixture
+# Every integration test runs on both engines: SQLite, and PostgreSQL when
+# WALLET_TEST_POSTGRES_URL names a server (each test on a fresh database of its own).
+ENGINES = (
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not ADMIN_URL, reason=SKIP_REASON)),
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``sqlite_only`` (it reads the SQLite file itself) runs on SQLite alone:
+    its PostgreSQL variant is not collected, rather than skipped."""
+    deselected = [
+        item
+        for item in items
+        if item.get_closest_marker("sqlite_only")
+        and getattr(getattr(item, "callspec", None), "params", {}).get("harness") == "postgresql"
+    ]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
+@pytest_asyncio.fixture(params=ENGINES)
 async def harness(
-    tmp_path: Path, clock: FakeClock, sandbox_thread: SandboxThread, control: httpx.AsyncClient
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clock: FakeClock,
+    sandbox_thread: SandboxThread,
+    control: httpx.AsyncClient,
 ) -> AsyncIterator[Harness]:
-    h = Harness(
-        clock=clock,
-        sandbox=sandbox_thread.sandbox,
-        control_client=control,
-        config=make_config(tmp_path),
-    )
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop_service()
+    async with contextlib.AsyncExitStack() as stack:
+        config = make_config(tmp_path)
+        if request.param == "postgresql":
+            url = await stack.enter_async_context(fresh_database())
+            config = dataclasses.replace(config, db_url=url, db_pool_size=4)
+        h = Harness(
+            clock=clock,
+            sandbox=sandbox_thread.sandbox,
+            control_client=control,
+            config=config,
+        )
+        await h.start()
+        try:
+            yield h
+        finally:
+            await h.stop_service()
 
 
 async def wait_for(

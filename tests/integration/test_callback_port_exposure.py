@@ -345,6 +345,7 @@ async def database_bytes(h: Harness) -> int:
     return h.db_path.stat().st_size
 
 
+@pytest.mark.sqlite_only
 async def test_an_unverified_flood_keeps_the_database_and_kaspro_calls_bounded(
     h: Harness,
 ) -> None:

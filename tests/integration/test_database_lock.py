@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from wallet.v1 import account_service_pb2, common_pb2, payment_service_pb2, transaction_service_pb2
 
-from wallet_service.store import database
+from wallet_service.store import sqlite
 
 from .conftest import (
     APP,
@@ -42,6 +42,9 @@ print("locked", flush=True)
 sys.stdin.readline()
 conn.execute("ROLLBACK")
 """
+
+# The lock of the SQLite file; PostgreSQL has no such lock to hold.
+pytestmark = pytest.mark.sqlite_only
 
 
 @asynccontextmanager
@@ -124,7 +127,7 @@ async def assert_moved_once(h: Harness) -> None:
 async def test_a_write_waits_for_the_lock_while_reads_and_health_answer(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "LOCK_WAIT_SECONDS", 60.0)  # longer than this test's reads
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_SECONDS", 60.0)  # longer than this test's reads
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")
 
@@ -144,7 +147,7 @@ async def test_a_write_waits_for_the_lock_while_reads_and_health_answer(
 async def test_a_write_held_off_past_the_wait_moves_nothing_and_a_retry_moves_it_once(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "LOCK_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_SECONDS", 0.5)
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")
 
@@ -162,7 +165,7 @@ async def test_a_write_held_off_past_the_wait_moves_nothing_and_a_retry_moves_it
 async def test_a_lock_taken_during_the_money_call_delays_its_booking_never_doubles_it(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "LOCK_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_SECONDS", 0.5)
     await h.onboard(LOCAL, 100_000)
     await h.onboard(OTHER_LOCAL, name="Siti")
     await h.arm_fault(P2P_PATH, "delay", delay_seconds=2.0)  # executed now, answered later

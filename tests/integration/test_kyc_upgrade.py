@@ -272,6 +272,7 @@ def database_bytes(h: Harness) -> bytes:
     return found
 
 
+@pytest.mark.sqlite_only
 async def test_images_are_not_stored(h: Harness) -> None:
     await linked_customer(h)
     marker = os.urandom(64)

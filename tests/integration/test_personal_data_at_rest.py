@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from wallet.v1 import account_service_pb2, common_pb2
 
 from wallet_service.domain.nik import mask_nik
@@ -27,6 +28,10 @@ from .conftest import (
     SELFIE_WITH_ID_CARD_JPEG,
     Harness,
 )
+
+# What lies in the SQLite file and its WAL; on PostgreSQL, data at rest is the server's
+# (docs/operations.md, "Personal data at rest").
+pytestmark = pytest.mark.sqlite_only
 
 ROOT = Path(__file__).resolve().parents[2]
 NIK = "3171015508920007"  # well formed: Jakarta Pusat, a woman born 15-08-1992, serial 7

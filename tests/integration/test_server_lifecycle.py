@@ -106,6 +106,7 @@ async def test_stop_does_not_wait_past_the_grace_period(h: Harness) -> None:
     assert failure.code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 
 
+@pytest.mark.sqlite_only
 async def test_migrations_are_applied_at_start(h: Harness) -> None:
     (version,) = read_database(h.db_path, "PRAGMA user_version")[0]
     tables = {
@@ -122,6 +123,7 @@ async def test_migrations_are_applied_at_start(h: Harness) -> None:
     assert journal_mode == "wal"
 
 
+@pytest.mark.sqlite_only
 async def test_restart_reapplies_nothing_and_keeps_the_data(
     h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -139,6 +141,7 @@ async def test_restart_reapplies_nothing_and_keeps_the_data(
     assert (await h.get_account()).linked is True
 
 
+@pytest.mark.sqlite_only
 async def test_a_fresh_database_logs_its_migrations(
     h: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

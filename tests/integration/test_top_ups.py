@@ -40,7 +40,7 @@ DRIVER_DEPOSIT = common_pb2.TRANSACTION_TYPE_DRIVER_DEPOSIT
 SUCCEEDED = common_pb2.TRANSACTION_STATUS_SUCCEEDED
 SUBSCRIBER = f"subscriber:{CANONICAL}"
 # The schema's migration files, NNNN_name.sql, as the package ships them.
-MIGRATIONS = resources.files("wallet_service.store") / "migrations"
+MIGRATIONS = resources.files("wallet_service.store") / "migrations" / "sqlite"
 
 
 async def top_up_rows(h: Harness, reff_id: str) -> list[dict[str, Any]]:
@@ -358,6 +358,7 @@ async def test_an_unverified_top_up_whose_inquiry_got_no_usable_answer_is_asked_
     assert await top_up_check(h, sent["requestId"]) == "applied"
 
 
+@pytest.mark.sqlite_only
 async def test_a_top_up_waiting_for_its_check_before_the_upgrade_is_still_confirmed(
     h: Harness, tmp_path: Path
 ) -> None:

@@ -309,6 +309,7 @@ async def test_a_duplicate_while_the_first_waits_for_kaspro_is_in_progress_or_re
     assert len(await p2p_calls(h)) == 1
 
 
+@pytest.mark.sqlite_only
 async def test_a_key_decided_by_another_writer_meanwhile_creates_nothing(h: Harness) -> None:
     # A second writer of the same database (another process, which one replica never
     # has) could take a running request's key over and decide it while the checks wait

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wallet_service.store import database
-from wallet_service.store.database import Database
+from wallet_service.store import sqlite as database
+from wallet_service.store.sqlite import SqliteDatabase
 
 
 def rows_in_the_database_file_alone(path: Path, tmp_path: Path) -> int:
@@ -27,7 +27,7 @@ def rows_in_the_database_file_alone(path: Path, tmp_path: Path) -> int:
         conn.close()
 
 
-async def add_customers(db: Database, count: int) -> None:
+async def add_customers(db: SqliteDatabase, count: int) -> None:
     async with db.transaction() as tx:
         for n in range(count):
             await tx.execute(
@@ -40,7 +40,7 @@ async def test_committed_pages_reach_the_database_file_without_the_loop_checkpoi
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "w.db"
-    db = await Database.open(str(path))
+    db = await SqliteDatabase.open_file(str(path))
     try:
         await add_customers(db, 50)  # far below the loop's own checkpoint threshold
 
@@ -54,7 +54,7 @@ async def test_committed_pages_reach_the_database_file_without_the_loop_checkpoi
 
 
 async def test_the_loop_keeps_a_bounded_checkpoint_of_its_own(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         (pages,) = await db.fetch_all("PRAGMA wal_autocheckpoint")
         assert pages[0] == database.FOREGROUND_CHECKPOINT_PAGES
@@ -64,7 +64,7 @@ async def test_the_loop_keeps_a_bounded_checkpoint_of_its_own(tmp_path: Path) ->
 
 async def test_closing_stops_the_checkpoints_and_leaves_no_wal(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
-    db = await Database.open(str(path))
+    db = await SqliteDatabase.open_file(str(path))
     await add_customers(db, 10)
 
     await db.close()
@@ -93,7 +93,7 @@ async def test_a_cancelled_close_still_lets_the_running_checkpoint_finish_first(
             outcomes.append(f"failed: {exc}")
 
     monkeypatch.setattr(database, "checkpoint_once", slow_checkpoint)
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     await asyncio.sleep(database.CHECKPOINT_INTERVAL_SECONDS + 0.1)  # one is running
     closing = asyncio.create_task(db.close())
     await asyncio.sleep(0.05)
@@ -120,7 +120,7 @@ async def test_checkpoints_never_create_a_database_that_is_not_there(
 
 
 async def test_a_commit_that_fails_leaves_no_transaction_open(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         async with db.transaction() as tx:
             await tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wallet_service.store.database import Database
+from wallet_service.store.sqlite import SqliteDatabase
 
 SUFFIXES = ("", "-wal", "-shm")
 
@@ -35,7 +35,7 @@ def files_of(db_path: Path) -> list[Path]:
     return [db_path.with_name(db_path.name + suffix) for suffix in SUFFIXES]
 
 
-async def write_something(db: Database) -> None:
+async def write_something(db: SqliteDatabase) -> None:
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO otp_sends (mobile_number, sent_at) VALUES ('x', 1)")
 
@@ -43,7 +43,7 @@ async def write_something(db: Database) -> None:
 async def test_a_fresh_path_gets_a_private_directory_and_private_files(tmp_path: Path) -> None:
     db_path = tmp_path / "var" / "wallet.db"
 
-    db = await Database.open(str(db_path))
+    db = await SqliteDatabase.open_file(str(db_path))
     try:
         await write_something(db)
         # While it is open, the WAL and its index sit beside the database.
@@ -70,7 +70,7 @@ async def test_an_existing_readable_database_and_its_wal_are_tightened_at_open(
         for path in files_of(db_path):
             path.chmod(0o644)
 
-        db = await Database.open(str(db_path))
+        db = await SqliteDatabase.open_file(str(db_path))
         try:
             for path in files_of(db_path):
                 assert mode(path) == 0o600, path.name
@@ -87,7 +87,7 @@ async def test_an_open_directory_is_named_in_a_warning_and_left_as_it_is(
     directory.mkdir()
     directory.chmod(0o755)
 
-    db = await Database.open(str(directory / "wallet.db"))
+    db = await SqliteDatabase.open_file(str(directory / "wallet.db"))
     await db.close()
 
     assert mode(directory) == 0o755
@@ -101,7 +101,7 @@ async def test_a_private_directory_gets_no_warning(
     directory = tmp_path / "private"
     directory.mkdir(mode=0o700)
 
-    db = await Database.open(str(directory / "wallet.db"))
+    db = await SqliteDatabase.open_file(str(directory / "wallet.db"))
     await db.close()
 
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -14,13 +14,13 @@ import pytest
 import pytest_asyncio
 
 from wallet_service.domain.errors import DatabaseBusy
-from wallet_service.store import database
-from wallet_service.store.database import Database
+from wallet_service.store import sqlite as database
+from wallet_service.store.sqlite import SqliteDatabase
 
 
 @pytest_asyncio.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    opened = await Database.open(str(tmp_path / "w.db"))
+async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    opened = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         yield opened
     finally:
@@ -36,20 +36,22 @@ def other_connection(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-async def add_customer(db: Database, number: str) -> None:
+async def add_customer(db: SqliteDatabase, number: str) -> None:
     async with db.transaction() as tx:
         await tx.execute(
             "INSERT INTO customers (mobile_number, linked_at) VALUES (?, 1.0)", (number,)
         )
 
 
-async def customers(db: Database) -> int:
+async def customers(db: SqliteDatabase) -> int:
     row = await db.fetch_one("SELECT COUNT(*) FROM customers")
     assert row is not None
     return int(row[0])
 
 
-async def test_a_write_waits_for_the_lock_while_reads_answer(db: Database, tmp_path: Path) -> None:
+async def test_a_write_waits_for_the_lock_while_reads_answer(
+    db: SqliteDatabase, tmp_path: Path
+) -> None:
     with other_connection(tmp_path / "w.db") as other:
         other.execute("BEGIN IMMEDIATE")
         write = asyncio.create_task(add_customer(db, "+6281200000001"))
@@ -65,7 +67,7 @@ async def test_a_write_waits_for_the_lock_while_reads_answer(db: Database, tmp_p
 
 
 async def test_past_the_wait_a_write_is_database_busy_and_runs_nothing(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db: SqliteDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database, "LOCK_WAIT_SECONDS", 0.2)
     ran = False
@@ -88,7 +90,7 @@ async def test_opening_waits_while_another_connection_holds_the_database_exclusi
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "w.db"
-    await (await Database.open(str(path))).close()
+    await (await SqliteDatabase.open_file(str(path))).close()
     with other_connection(path) as other:
         # From its first read on, an exclusive-mode connection keeps every other out,
         # readers included, until it closes.
@@ -96,13 +98,13 @@ async def test_opening_waits_while_another_connection_holds_the_database_exclusi
         other.execute("SELECT COUNT(*) FROM customers").fetchone()
         asyncio.get_running_loop().call_later(0.2, other.close)
 
-        db = await Database.open(str(path))  # its reads are refused until then
+        db = await SqliteDatabase.open_file(str(path))  # its reads are refused until then
     try:
         assert await customers(db) == 0
     finally:
         await db.close()
 
 
-async def test_an_error_other_than_a_lock_is_raised_at_once(db: Database) -> None:
+async def test_an_error_other_than_a_lock_is_raised_at_once(db: SqliteDatabase) -> None:
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         await db.fetch_one("SELECT * FROM no_such_table")

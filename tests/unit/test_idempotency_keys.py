@@ -16,7 +16,7 @@ from wallet.v1 import account_service_pb2, common_pb2
 from wallet_service.api.account import reduce_stored_answers
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.flows.idempotency import Idempotency, Request
-from wallet_service.store import database, idempotency
+from wallet_service.store import idempotency, sqlite
 from wallet_service.store.database import Database
 
 KEY = idempotency.Key("app", "Transfer", "req-1")
@@ -245,7 +245,7 @@ async def _never() -> None:
 async def test_a_key_is_ended_even_when_its_caller_is_cancelled_while_another_process_locks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "LOCK_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(sqlite, "LOCK_WAIT_SECONDS", 0.2)
     path = tmp_path / "w.db"
     db = await Database.open(str(path))
     keys = Idempotency(db, lambda: 1000.0)

@@ -10,7 +10,7 @@ from wallet_service.domain.money import RideStatus, TxStatus, TxType
 from wallet_service.domain.records import RidePayment, Transaction
 from wallet_service.store import callbacks, ledger, rides, transactions
 from wallet_service.store.database import Database
-from wallet_service.store.database import Transaction as DbTx
+from wallet_service.store.sqlite import SqliteTransaction as DbTx
 
 
 async def test_the_monthly_volume_is_summed_from_an_index_alone(tmp_path: Path) -> None:

@@ -58,12 +58,28 @@ class WalletError(Exception):
 
 
 class DatabaseBusy(Exception):
-    """Another process held the database's lock too long; nothing was written. Not a
-    refusal (flows let it pass, nothing is stored under the request_id): the edge answers
-    UNAVAILABLE / DATABASE_BUSY and a retry may succeed."""
+    """The database could not take a transaction in time (another process held SQLite's
+    lock, or PostgreSQL was unreachable or kept refusing it for conflicts); nothing was
+    written. Not a refusal (flows let it pass, nothing is stored under the request_id):
+    the edge answers UNAVAILABLE / DATABASE_BUSY and a retry may succeed."""
+
+    def __init__(
+        self, message: str = "the wallet database is locked by another process: retry shortly"
+    ) -> None:
+        super().__init__(message)
+
+
+class CommitUnknown(DatabaseBusy):
+    """The connection was lost while a COMMIT was on its way: the transaction may or may
+    not have been written. Nothing acts on it as if either were true; what comes next
+    reads the database again first (a retried request finds its key, the reconciler its
+    attempt), like any unknown outcome (MONEY-RULES rule 3)."""
 
     def __init__(self) -> None:
-        super().__init__("the wallet database is locked by another process: retry shortly")
+        super().__init__(
+            "the wallet database connection was lost while committing: the outcome is "
+            "re-read on retry"
+        )
 
 
 def invalid(violations: Sequence[FieldViolation]) -> WalletError:
