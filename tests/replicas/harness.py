@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ from wallet_service.cluster import Process, ReplicaPorts
 ROOT = Path(__file__).resolve().parents[2]
 # Each test's database is named after the checkout's folder, so that two checkouts
 # sharing one server never meet.
-CHECKOUT = re.sub(r"[^a-z0-9]+", "_", ROOT.name.lower()).strip("_")[:30] or "wallet"
+_CHECKOUT = re.sub(r"[^a-z0-9]+", "_", ROOT.name.lower()).strip("_")[:30] or "wallet"
+DATABASE_PREFIX = f"{_CHECKOUT}_replicas"
 
 APP_TOKEN = "replicas-app-token"
 DISPATCH_TOKEN = "replicas-dispatch-token"
@@ -72,10 +72,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def new_database_name() -> str:
-    return f"{CHECKOUT}_replicas_{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ async def test_a_watcher_sees_every_replicas_events_in_order(stack: Cluster) -> 
 
     async def all_numbered() -> bool:
         waiting = await stack.db.fetchval("SELECT count(*) FROM events WHERE sequence IS NULL")
-        return waiting == 0
+        return bool(waiting == 0)
 
     await until(all_numbered)
     rows = await stack.db.fetch(

@@ -83,12 +83,12 @@ def alive(pid: int) -> bool:
 
 
 async def test_run_cluster_serves_two_replicas_sharing_one_set_of_books(
-    database_url: str, tmp_path: Path
+    missing_database: str, tmp_path: Path
 ) -> None:
     grpc_ports, http_ports = [free_port(), free_port()], [free_port(), free_port()]
     env = {
         **cluster.without_wallet_settings(os.environ),
-        "WALLET_DB_URL": database_url,
+        "WALLET_DB_URL": missing_database,
         "WALLET_DB_POOL_SIZE": "3",
         "WALLET_GRACE_PERIOD_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",
@@ -110,8 +110,8 @@ async def test_run_cluster_serves_two_replicas_sharing_one_set_of_books(
     try:
         launcher.until_printed(STARTED)
         children = [launcher.pid_of(n) for n in ("sandbox", "replica-1", "replica-2")]
-        assert f"created the database {database_url}" in launcher.lines
-        connection = await asyncpg.connect(database_url)
+        assert f"created the database {missing_database}" in launcher.lines
+        connection = await asyncpg.connect(missing_database)
         await connection.close()
 
         # The grpcurl commands, as printed: register at replica-1, read at replica-2.
