@@ -24,7 +24,11 @@ async def test_duplicates_split_across_replicas_make_one_kaspro_call(stack: Clus
         "POST", "/faults", json={"path": P2P_PATH, "kind": "latency", "delaySeconds": 1}
     )
 
-    copies = [r.transfer("pay-1", SENDER, RECEIVER, 25_000) for r in (a, b)] * COPIES_PER_REPLICA
+    copies = [
+        r.transfer("pay-1", SENDER, RECEIVER, 25_000)
+        for _ in range(COPIES_PER_REPLICA)
+        for r in (a, b)
+    ]
     answers = await asyncio.gather(*(outcome(c) for c in copies))
 
     decided = [x for x in answers if isinstance(x, common_pb2.Transaction)]

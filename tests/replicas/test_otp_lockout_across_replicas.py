@@ -34,7 +34,9 @@ async def test_parallel_wrong_guesses_on_three_replicas_reach_kaspro_five_times(
 
     checked = refused = 0
     for _ in range(MAX_FAILED):  # rounds, until KasPro has seen the five guesses
-        guesses = [r.verify_otp(MOBILE, next(wrong)) for r in replicas] * GUESSES_PER_REPLICA
+        guesses = [
+            r.verify_otp(MOBILE, next(wrong)) for _ in range(GUESSES_PER_REPLICA) for r in replicas
+        ]
         answers = await asyncio.gather(*(outcome(g) for g in guesses))
         assert set(answers) <= {INVALID, LOCKED}, answers
         checked = len(await stack.kaspro_requests(VALIDATE_OTP_PATH))
