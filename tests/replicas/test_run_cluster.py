@@ -110,7 +110,7 @@ async def test_run_cluster_serves_two_replicas_sharing_one_set_of_books(
     try:
         launcher.until_printed(STARTED)
         children = [launcher.pid_of(n) for n in ("sandbox", "replica-1", "replica-2")]
-        assert f"created the database {missing_database}" in launcher.lines
+        assert f"created the database {cluster.shown_url(missing_database)}" in launcher.lines
         connection = await asyncpg.connect(missing_database)
         await connection.close()
 
