@@ -10,10 +10,10 @@ the statements run, each also counted by its SQL text (a Bind names the statemen
 Parse prepared on that connection). Connections must not use TLS (``sslmode=disable``):
 the proxy reads the messages in clear.
 
-An ErrorResponse from the server is counted by its SQLSTATE and the statement it
-answered (40001: refused for a serialization conflict). A connection to
+An ErrorResponse from the server is counted by its SQLSTATE, its message and the
+statement it answered (40001: refused for a serialization conflict). A connection to
 ``--report-port`` answers the counts so far as one JSON line:
-``{"messages": {type: n}, "statements": {sql: n}, "errors": {"code sql": n}}``.
+``{"messages": {type: n}, "statements": {sql: n}, "errors": {"code (message) sql": n}}``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bench import procs
 
 counts: Counter[str] = Counter()
 statements: Counter[str] = Counter()
-# "SQLSTATE statement": errors the server answered, by the statement they answered.
+# "SQLSTATE (message) statement": errors the server answered, by the statement answered.
 errors: Counter[str] = Counter()
 
 
@@ -85,7 +85,10 @@ class Connection:
                 if kind == "E":
                     fields = {f[:1]: f[1:] for f in body.split(b"\0") if f}
                     code = fields.get(b"C", b"?").decode()
-                    errors[f"{code} {' '.join(self.running.split())}"] += 1
+                    # 40001's message tells a write on the same row ("due to concurrent
+                    # update") from SSI's read/write dependencies.
+                    message = fields.get(b"M", b"").decode(errors="replace")
+                    errors[f"{code} ({message}) {' '.join(self.running.split())}"] += 1
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -57,7 +57,12 @@ def run_one(
 
 
 def counted_run(
-    plan: Plan, workdir: Path, scenario: str, concurrency: int = 4, history: int = 0
+    plan: Plan,
+    workdir: Path,
+    scenario: str,
+    concurrency: int = 4,
+    history: int = 0,
+    replicas: int = 1,
 ) -> dict[str, Any] | None:
     """Round trips per call, counted by bench/pgproxy.py between one replica and the
     server: ``concurrency`` callers, a warm-up of calls first (each pool connection prepares its
@@ -92,15 +97,16 @@ def counted_run(
             url = urlunsplit(
                 admin._replace(netloc=netloc, path=f"/{name}", query="sslmode=disable")
             )
-            stack = Stack(workdir, db_url=url)
+            stack = Stack(workdir, replicas=replicas, db_url=url)
             try:
                 if history:
                     postgres.fill_history(direct, history)
                 numbers = stack.onboard(plan.customers)
                 few = Plan(3600.0, concurrency, plan.latency_concurrency, plan.customers)
-                load(scenario, stack.target, numbers, few, calls=warm)
+                targets = ",".join(stack.targets)
+                load(scenario, targets, numbers, few, calls=warm)
                 before = pgproxy.read_counts(report)
-                result = load(scenario, stack.target, numbers, few, calls=counted)
+                result = load(scenario, targets, numbers, few, calls=counted)
                 after = pgproxy.read_counts(report)
             finally:
                 stack.stop()
@@ -114,6 +120,7 @@ def counted_run(
         "calls": made,
         "warmup_calls": warm,
         "concurrency": concurrency,
+        "replicas": replicas,
         "errors": result["errors"],
         "round_trips_per_call": round(pgproxy.round_trips(sent) / made, 2),
         "statements_per_call": round((sent["E"] + sent["Q"]) / made, 2),
@@ -215,7 +222,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"{c['concurrency']} callers, "
                 f"{c['calls']} calls after {c['warmup_calls']}): {c['round_trips_per_call']} "
                 f"per call; statements {c['statements_per_call']}, prepared "
-                f"{c['prepared_per_call']}; errors {sum(c['errors'].values())}"
+                f"{c['prepared_per_call']}; refused for a conflict (40001) "
+                f"{sum(n for what, n in c['server_errors'].items() if what[:5] == '40001'):.2f}; "
+                f"errors {sum(c['errors'].values())}"
             )
     rows.append(
         "SQLite runs in the service's process: no round trips, its work is in svc cpu (n/a).\n"
