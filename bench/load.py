@@ -1,7 +1,8 @@
 """The load generator: a closed loop of N concurrent grpc.aio callers for D seconds.
 
 Runs in its own process (``python -m bench.load``) so its CPU is not the server's.
-Prints one JSON object: calls, errors by code, latency percentiles, calls/s.
+Prints one JSON object: calls, errors by code (and by code and message), latency
+percentiles, calls/s.
 
 With ``--warmup W`` the run lasts W + D seconds and the calls started in the first W
 are the warm-up: they run and their errors count, but their latencies and number are
@@ -43,6 +44,8 @@ Call = Callable[[int, int], Awaitable[None]]  # (worker, iteration)
 class Stats:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    # The same errors by code and message (a status's message names its reason).
+    error_messages: Counter[str] = field(default_factory=Counter)
     lags: list[float] = field(default_factory=list)
     warmup_latencies: list[float] = field(default_factory=list)
     # perf_counter() time from which a call's start counts it as measured
@@ -55,6 +58,7 @@ class Stats:
             await call(n, i)
         except grpc.aio.AioRpcError as exc:
             self.errors[exc.code().name] += 1
+            self.error_messages[f"{exc.code().name}: {(exc.details() or '')[:120]}"] += 1
         except Exception as exc:
             self.errors[type(exc).__name__] += 1
         else:
@@ -81,6 +85,7 @@ class Stats:
         return {
             "calls": len(done),
             "errors": dict(self.errors),
+            "error_messages": dict(self.error_messages),
             "seconds": round(seconds, 3),
             "calls_per_s": round(len(done) / seconds, 1) if seconds else 0.0,
             "p50_ms": pct(done, 0.50),
