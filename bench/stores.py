@@ -216,6 +216,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             )
             rows.append(f"{scenario} open loop at {opens[0][1]['rate']:.0f}/s: {said}")
     for scenario, runs in results.items():
+        for name, r in runs.items():
+            for message, n in r.get("error_messages", {}).items():
+                rows.append(f"{scenario} on {name}: {n} x {message}")
+    for scenario, runs in results.items():
         if c := runs.get("postgres x1 counted"):
             rows.append(
                 f"{scenario} round trips to PostgreSQL, counted (1 replica, "
