@@ -231,7 +231,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 30 s in all")
+    parser.add_argument(
+        "--quick", action="store_true", help="about 30 s in all (--store postgres: 2 minutes)"
+    )
     parser.add_argument("--duration", type=float, help="seconds of load per scenario")
     parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
     parser.add_argument("--only", nargs="*", default=[], choices=SCENARIOS)
@@ -264,6 +266,8 @@ def main() -> int:
         help="instead: RSS after WRITES/10 transfers and after WRITES (e.g. 100000)",
     )
     args = parser.parse_args()
+    if args.store == "postgres" and set(args.only) - set(stores.SCENARIOS):
+        parser.error(f"--store postgres runs only {', '.join(stores.SCENARIOS)}")
     plan = Plan(
         duration=args.duration or (1.0 if args.quick else 10.0),
         concurrency=args.concurrency or 32,
