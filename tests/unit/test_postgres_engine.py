@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -296,5 +297,33 @@ async def test_a_body_that_collides_with_its_own_row_is_not_retried_for_long(url
 
         with pytest.raises(asyncpg.UniqueViolationError):
             await asyncio.wait_for(db.run(twice), 5)
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("amount", [1.5, True, Decimal("2")])
+async def test_an_amount_that_is_not_an_int_is_refused_not_rounded(
+    url: str, amount: object
+) -> None:
+    """A float, a bool or a Decimal bound to a BIGINT fails the statement; asyncpg's own
+    codec would store 1.5 as 1 (docs/decisions/0011)."""
+    db = await Database.open(url, pool_size=1)
+    try:
+        with pytest.raises(asyncpg.DataError, match="a BIGINT takes an int"):
+            await db.run(
+                lambda tx: tx.execute(
+                    "INSERT INTO otp_state (mobile_number, failed_attempts) VALUES (?, ?)",
+                    ("z", amount),
+                )
+            )
+        assert await db.fetch_one("SELECT 1 FROM otp_state") is None
+        await db.run(
+            lambda tx: tx.execute(
+                "INSERT INTO otp_state (mobile_number, failed_attempts) VALUES (?, ?)", ("z", 2)
+            )
+        )
+        row = await db.fetch_one("SELECT failed_attempts FROM otp_state")
+        assert row is not None
+        assert row["failed_attempts"] == 2
     finally:
         await db.close()

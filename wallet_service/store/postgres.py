@@ -42,6 +42,7 @@ import functools
 import logging
 import random
 import re
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -415,6 +416,40 @@ class PostgresDatabase(Database):
                 self._wake_watchers()
 
 
+_INT8 = struct.Struct("!q")
+
+
+def _encode_int8(value: object) -> bytes:
+    """A BIGINT parameter (amounts, counts) from an int only: asyncpg's own codec would
+    truncate a float (1.5 becomes 1) or take a bool, and a wrong type must fail the
+    statement, never store another amount (docs/decisions/0011)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"a BIGINT takes an int, not {type(value).__name__}")
+    return _INT8.pack(value)
+
+
+def _decode_int8(data: bytes) -> int:
+    number: int = _INT8.unpack(data)[0]
+    return number
+
+
+async def _prepare_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "int8",
+        schema="pg_catalog",
+        encoder=_encode_int8,
+        decoder=_decode_int8,
+        format="binary",
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released connection keeps its session as it is: the store leaves no session
+    state behind (no SET, no LISTEN, no session advisory lock past ``migrate``), and
+    asyncpg still rolls back a transaction left open. It saves the reset query's round
+    trip on every release (docs/decisions/0011)."""
+
+
 async def _create_pool(url: str, size: int) -> asyncpg.Pool:
     started = time.monotonic()
     tries = 0
@@ -427,6 +462,8 @@ async def _create_pool(url: str, size: int) -> asyncpg.Pool:
                 max_size=size,
                 server_settings=SESSION_SETTINGS,
                 command_timeout=STATEMENT_TIMEOUT_SECONDS,
+                init=_prepare_connection,
+                reset=_keep_session,
             )
         except _LOST as exc:
             await _pause(started, tries, exc, "cannot connect")
