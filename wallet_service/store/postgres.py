@@ -117,6 +117,10 @@ _LOST = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,
+    # asyncpg's protocol state broken: a backend terminated while a statement was on its
+    # way ("cannot switch to state 15; another operation is in progress") raises it
+    # before the connection looks closed (MagicStack/asyncpg#1069).
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     TimeoutError,
@@ -137,12 +141,13 @@ def _closed(conn: asyncpg.Connection) -> bool:
 
 
 def _is_lost(exc: BaseException, conn: asyncpg.Connection) -> bool:
-    if isinstance(exc, _LOST):
-        return True
-    # asyncpg raises these for misuse too; what tells a lost connection is its state
-    # (a backend terminated just before COMMIT was sent raises InternalClientError).
-    clients = (asyncpg.InterfaceError, asyncpg.InternalClientError)
-    return isinstance(exc, clients) and _closed(conn)
+    """Whether ``exc`` says the connection is gone; such a connection is terminated here,
+    never handed out again."""
+    lost = isinstance(exc, _LOST) or (isinstance(exc, asyncpg.InterfaceError) and _closed(conn))
+    if lost:
+        with contextlib.suppress(Exception):
+            conn.terminate()
+    return lost
 
 
 @functools.lru_cache(maxsize=4096)
