@@ -231,4 +231,3 @@ def client_ports(pid: int, server_port: int) -> set[int]:
             if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == server_port:
                 ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
-

@@ -28,6 +28,8 @@ from wallet.v1 import (
     funding_service_pb2_grpc,
     payment_service_pb2,
     payment_service_pb2_grpc,
+    transaction_service_pb2,
+    transaction_service_pb2_grpc,
 )
 
 from chaos import qris
@@ -151,6 +153,7 @@ class Stubs:
     payment: payment_service_pb2_grpc.PaymentServiceAsyncStub
     funding: funding_service_pb2_grpc.FundingServiceAsyncStub
     account: account_service_pb2_grpc.AccountServiceAsyncStub
+    transactions: transaction_service_pb2_grpc.TransactionServiceAsyncStub
 
     @classmethod
     def of(cls, channel: grpc.aio.Channel) -> Stubs:
@@ -158,6 +161,7 @@ class Stubs:
             payment_service_pb2_grpc.PaymentServiceStub(channel),
             funding_service_pb2_grpc.FundingServiceStub(channel),
             account_service_pb2_grpc.AccountServiceStub(channel),
+            transaction_service_pb2_grpc.TransactionServiceStub(channel),
         )
 
 
@@ -398,10 +402,11 @@ class Callers:
         return False
 
     async def serves(self, replica: int, number: str) -> bool:
-        """Whether ``replica`` answers a read of the books (GetAccount of ``number``)."""
+        """Whether ``replica`` answers a read of its database (ListTransactions of
+        ``number``: no KasPro call, so no KasPro fault either)."""
         try:
-            await self._stubs(replica, 0).account.GetAccount(
-                account_service_pb2.GetAccountRequest(mobile_number=number),
+            await self._stubs(replica, 0).transactions.ListTransactions(
+                transaction_service_pb2.ListTransactionsRequest(mobile_number=number),
                 metadata=self.metadata("app"),
                 timeout=RPC_TIMEOUT_SECONDS,
             )
