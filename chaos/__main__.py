@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -734,7 +735,7 @@ def report(
         },
         "ok": ok,
         "replay": replay,
-        "run": run.__dict__,
+        "run": dataclasses.asdict(run),
         "faults": outcome.sandbox.stats,
         "duplicates": outcome.duplicates,
         "checks": [c.to_json() for c in outcome.checks],
