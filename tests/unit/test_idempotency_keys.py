@@ -234,8 +234,7 @@ async def test_reducing_stored_answers_touches_only_whole_answers_of_its_method(
 
 async def _attach(db: Database, key: idempotency.Key, operation_id: str) -> bool:
     """What a money request does in the transaction that creates its operation."""
-    async with db.transaction() as tx:
-        return await idempotency.attach(tx, key, operation_id)
+    return await db.run(lambda tx: idempotency.attach(tx, key, operation_id))
 
 
 async def _never() -> None:

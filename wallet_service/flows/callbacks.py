@@ -319,8 +319,9 @@ class CallbackReceiver:
             )
 
     async def _inquire_soon(self, reference: str, *, gap: float = 0.0) -> None:
-        async with self._engine.db.transaction() as tx:
-            await check_attempt_at(tx, reference, self._clock(), gap=gap)
+        await self._engine.db.run(
+            lambda tx: check_attempt_at(tx, reference, self._clock(), gap=gap)
+        )
 
     async def _mark(
         self,
@@ -331,8 +332,8 @@ class CallbackReceiver:
         detail: str = "",
         next_try_at: float | None = None,
     ) -> None:
-        async with self._engine.db.transaction() as tx:
-            await mark_callback(
+        await self._engine.db.run(
+            lambda tx: mark_callback(
                 tx,
                 callback_id,
                 status,
@@ -340,6 +341,7 @@ class CallbackReceiver:
                 detail=detail,
                 next_try_at=next_try_at,
             )
+        )
 
 
 def _result(callback: Callback) -> Result:

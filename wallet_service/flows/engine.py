@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from wallet_service.domain.errors import Reason
 from wallet_service.domain.money import (
@@ -58,6 +58,7 @@ from wallet_service.store.transactions import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 TRANSACTION_UPDATED = "TRANSACTION_UPDATED"
 RIDE_PAYMENT_UPDATED = "RIDE_PAYMENT_UPDATED"
@@ -187,6 +188,22 @@ def _party(text: str) -> Party:
     return parse_mobile_number(value) if kind == "mobile" else value
 
 
+class Notes:
+    """The log lines a transaction body decided on. A body may run more than once (on
+    PostgreSQL a conflict runs it again), so it only collects them; they are logged
+    from its result, once it committed."""
+
+    def __init__(self) -> None:
+        self._lines: list[tuple[int, str, tuple[object, ...]]] = []
+
+    def add(self, level: int, message: str, *args: object) -> None:
+        self._lines.append((level, message, args))
+
+    def emit(self) -> None:
+        for level, message, args in self._lines:
+            log.log(level, message, *args)
+
+
 class Engine:
     def __init__(self, db: Database, kaspro: KasProClient, clock: Clock, timing: Timing) -> None:
         self.db = db
@@ -308,14 +325,15 @@ class Engine:
         ("in process") cannot be unknown to it: that contradiction freezes the operation
         rather than risk paying twice. One answered while we asked is left as it is.
         """
-        now = self.now()
-        async with self.db.transaction() as tx:
+
+        async def decide(tx: DbTx, notes: Notes) -> bool:
+            now = self.now()
             current = await load_attempt(tx, before.reference)
             assert current is not None
             transaction = await load_transaction(tx, current.transaction_id)
             assert transaction is not None
             if transaction.frozen:
-                await self._note_frozen(tx, current, result, now)
+                await self._note_frozen(tx, notes, current, result, now)
                 return False
             if current.status is not before.status:
                 return False
@@ -341,13 +359,27 @@ class Engine:
             if current.status is AttemptStatus.PROCESSING:
                 await self._freeze(
                     tx,
+                    notes,
                     transaction,
                     now,
                     f"KasPro accepted attempt {current.reference} (in process) but its status "
                     "inquiry does not know it",
                 )
-                await self._note_frozen(tx, current, result, now)
+                await self._note_frozen(tx, notes, current, result, now)
             return False
+
+        return await self._run(decide)
+
+    async def _run(self, body: Callable[[DbTx, Notes], Awaitable[T]]) -> T:
+        """``body`` in one transaction (``Database.run``), then what it noted, logged."""
+
+        async def noted(tx: DbTx) -> tuple[T, Notes]:
+            notes = Notes()
+            return await body(tx, notes), notes
+
+        outcome, notes = await self.db.run(noted)
+        notes.emit()
+        return outcome
 
     async def _dispatch(self, attempt: Attempt, timeout: float | None) -> MoneyReply:
         args = attempt.call["args"]
@@ -401,7 +433,8 @@ class Engine:
 
     async def apply(self, reference: str, result: Result) -> Applied:
         """Apply how attempt ``reference`` ended, and say what that did."""
-        async with self.db.transaction() as tx:
+
+        async def decide(tx: DbTx, notes: Notes) -> Applied:
             attempt = await load_attempt(tx, reference)
             if attempt is None:
                 return Applied.UNKNOWN_REFERENCE
@@ -419,6 +452,7 @@ class Engine:
                     return Applied.IGNORED
                 await self._freeze(
                     tx,
+                    notes,
                     transaction,
                     now,
                     f"KasPro said {result.state.value} for attempt {reference} after it had "
@@ -426,20 +460,27 @@ class Engine:
                 )
                 return Applied.FROZEN
             if transaction.frozen:
-                await self._note_frozen(tx, attempt, result, now)
+                await self._note_frozen(tx, notes, attempt, result, now)
                 return Applied.IGNORED
             mismatch = _mismatch(attempt, result)
             if mismatch:
-                await self._freeze(tx, transaction, now, mismatch)
-                await self._note_frozen(tx, attempt, result, now)
+                await self._freeze(tx, notes, transaction, now, mismatch)
+                await self._note_frozen(tx, notes, attempt, result, now)
                 return Applied.FROZEN
-            await self._apply(tx, attempt, transaction, result)
+            await self._apply(tx, notes, attempt, transaction, result, now)
             return Applied.APPLIED
 
+        return await self._run(decide)
+
     async def _apply(
-        self, tx: DbTx, attempt: Attempt, transaction: Transaction, result: Result
+        self,
+        tx: DbTx,
+        notes: Notes,
+        attempt: Attempt,
+        transaction: Transaction,
+        result: Result,
+        now: float,
     ) -> None:
-        now = self.now()
         if result.state is State.SUCCEEDED:
             done = replace(
                 attempt,
@@ -451,13 +492,13 @@ class Engine:
             )
             await save_attempt(tx, done)
             await book(tx, transaction.id, attempt.reference, _lines(done), now)
-            await self._leg_succeeded(tx, transaction, done, result, now)
+            await self._leg_succeeded(tx, notes, transaction, done, result, now)
         elif result.state is State.FAILED:
             done = replace(
                 attempt, status=AttemptStatus.FAILED, update_time=now, last_detail=result.message
             )
             await save_attempt(tx, done)
-            await self._leg_failed(tx, transaction, done, result, now)
+            await self._leg_failed(tx, notes, transaction, done, result, now)
         else:
             accepted = result.state is State.PROCESSING
             waiting = replace(
@@ -492,7 +533,13 @@ class Engine:
                 await set_transaction_fields(tx, transaction.id, now, **fields)
 
     async def _leg_succeeded(
-        self, tx: DbTx, transaction: Transaction, attempt: Attempt, result: Result, now: float
+        self,
+        tx: DbTx,
+        notes: Notes,
+        transaction: Transaction,
+        attempt: Attempt,
+        result: Result,
+        now: float,
     ) -> None:
         attempts = await attempts_of(tx, transaction.id)
         if any(a.status is not AttemptStatus.SUCCEEDED for a in attempts):
@@ -521,15 +568,22 @@ class Engine:
             else RideStatus.VOIDED,
         }.get(transaction.type)
         if target is not None:
-            await self.move_ride(tx, ride, target, now)
+            await self._move_ride_noted(tx, notes, ride, target, now)
 
     async def _leg_failed(
-        self, tx: DbTx, transaction: Transaction, attempt: Attempt, result: Result, now: float
+        self,
+        tx: DbTx,
+        notes: Notes,
+        transaction: Transaction,
+        attempt: Attempt,
+        result: Result,
+        now: float,
     ) -> None:
         if transaction.type in (TxType.RIDE_CAPTURE, TxType.RIDE_VOID):
             # Money out of escrow must not fail; if it does, a person has to look.
             await self._freeze(
                 tx,
+                notes,
                 transaction,
                 now,
                 f"KasPro refused leg {attempt.leg} ({result.message or 'no message'})",
@@ -549,19 +603,24 @@ class Engine:
         await self.event(tx, moved, now)
         ride = await ride_of_transaction(tx, transaction)
         if ride is not None and transaction.type is TxType.RIDE_HOLD:
-            await self.move_ride(tx, ride, RideStatus.FAILED, now, reason=reason)
+            await self._move_ride_noted(tx, notes, ride, RideStatus.FAILED, now, reason=reason)
 
-    async def _freeze(self, tx: DbTx, transaction: Transaction, now: float, why: str) -> None:
-        log.error("transaction %s frozen for review: %s", transaction.id, why)
+    async def _freeze(
+        self, tx: DbTx, notes: Notes, transaction: Transaction, now: float, why: str
+    ) -> None:
+        notes.add(logging.ERROR, "transaction %s frozen for review: %s", transaction.id, why)
         await set_transaction_fields(tx, transaction.id, now, frozen=why[:500])
 
-    async def _note_frozen(self, tx: DbTx, attempt: Attempt, result: Result, now: float) -> None:
+    async def _note_frozen(
+        self, tx: DbTx, notes: Notes, attempt: Attempt, result: Result, now: float
+    ) -> None:
         """Keep what KasPro said of an open attempt of a frozen operation, as evidence for
         the review, and ask again only after ``frozen_poll_seconds``; nothing is applied."""
         said = result.state.value
         if result.detail or result.message:
             said += f": {result.detail or result.message}"
-        log.warning(
+        notes.add(
+            logging.WARNING,
             "attempt %s of frozen transaction %s: KasPro said %s (nothing applied)",
             attempt.reference,
             attempt.transaction_id,
@@ -581,12 +640,24 @@ class Engine:
     async def move_ride(
         self, tx: DbTx, ride: RidePayment, to: RideStatus, now: float, **fields: Any
     ) -> RidePayment | None:
+        """Move ``ride`` to ``to`` with its event; None when its status does not allow it."""
         moved = await move_ride(tx, ride.ride_id, to, now, **fields)
         if moved is None:
-            log.warning("ride %s: %s → %s ignored", ride.ride_id, ride.status.value, to.value)
             return None
         await append_event(tx, RIDE_PAYMENT_UPDATED, moved.ride_id, snapshot(moved), now)
         return moved
+
+    async def _move_ride_noted(
+        self, tx: DbTx, notes: Notes, ride: RidePayment, to: RideStatus, now: float, **fields: Any
+    ) -> None:
+        if await self.move_ride(tx, ride, to, now, **fields) is None:
+            notes.add(
+                logging.WARNING,
+                "ride %s: %s → %s ignored",
+                ride.ride_id,
+                ride.status.value,
+                to.value,
+            )
 
     async def event(self, tx: DbTx, transaction: Transaction, now: float) -> None:
         await append_event(tx, TRANSACTION_UPDATED, transaction.id, snapshot(transaction), now)

@@ -23,7 +23,7 @@ from wallet_service.kaspro import (
     kaspro_request_id,
 )
 from wallet_service.store import onboarding as rows
-from wallet_service.store.database import Database
+from wallet_service.store.database import Database, Transaction
 from wallet_service.store.events import append_event
 
 log = logging.getLogger(__name__)
@@ -123,31 +123,39 @@ class Onboarding:
 
     async def request_otp(self, mobile: MobileNumber, *, timeout: float | None) -> OtpSent:
         now = self._clock()
-        # Reserve the send before calling KasPro so concurrent requests cannot
-        # both pass the cooldown and the hourly cap.
-        async with self._db.transaction() as tx:
+
+        async def reserve(tx: Transaction) -> None:
+            # Reserve the send before calling KasPro so concurrent requests cannot
+            # both pass the cooldown and the hourly cap.
             state = await rows.load_otp_state(tx, mobile)
             sends = await rows.sends_since(tx, mobile, now - otp_rules.HOUR)
             otp_rules.check_can_send(state, sends, now, self._limits)
             await rows.record_send(tx, mobile, now)
             await rows.save_otp_state(tx, mobile, replace(state, last_sent_at=now))
+
+        async def give_back(tx: Transaction) -> None:
+            await rows.forget_send(tx, mobile, now)
+            state = await rows.load_otp_state(tx, mobile)
+            if state.last_sent_at == now:
+                await rows.save_otp_state(tx, mobile, replace(state, last_sent_at=None))
+
+        await self._db.run(reserve)
         try:
             expiry = await self._kaspro.request_otp(mobile, timeout=timeout)
         except KasProRejected as exc:
             # Definitely not sent: give the slot back.
-            async with self._db.transaction() as tx:
-                await rows.forget_send(tx, mobile, now)
-                state = await rows.load_otp_state(tx, mobile)
-                if state.last_sent_at == now:
-                    await rows.save_otp_state(tx, mobile, replace(state, last_sent_at=None))
+            await self._db.run(give_back)
             raise provider_error(exc) from None
         except KasProUnavailable as exc:
             # Maybe sent: the slot stays taken, so a flaky KasPro cannot be used to
             # flood a customer with messages.
             raise provider_error(exc) from None
-        async with self._db.transaction() as tx:
+
+        async def note_expiry(tx: Transaction) -> None:
             state = await rows.load_otp_state(tx, mobile)
             await rows.save_otp_state(tx, mobile, replace(state, expires_at=now + expiry))
+
+        await self._db.run(note_expiry)
         return OtpSent(
             expires_in_seconds=expiry,
             resend_after_seconds=round(self._limits.resend_cooldown_seconds),
@@ -156,10 +164,13 @@ class Onboarding:
     async def verify_otp(
         self, mobile: MobileNumber, otp: str, *, timeout: float | None
     ) -> WalletAccount:
-        async with self._db.transaction() as tx:
+
+        async def reserve(tx: Transaction) -> None:
             state = await rows.load_otp_state(tx, mobile)
             reserved = otp_rules.start_attempt(state, self._clock(), self._limits)
             await rows.save_otp_state(tx, mobile, reserved)
+
+        await self._db.run(reserve)
         try:
             await self._kaspro.validate_otp(mobile, otp, timeout=timeout)
         except KasProRejected as exc:
@@ -171,7 +182,8 @@ class Onboarding:
                 raise provider_error(exc) from None
             raise
         now = self._clock()
-        async with self._db.transaction() as tx:
+
+        async def link(tx: Transaction) -> None:
             state = await rows.load_otp_state(tx, mobile)
             done = otp_rules.end_attempt(state, now)
             await rows.save_otp_state(
@@ -185,25 +197,33 @@ class Onboarding:
                 {"mobile_number": mobile.canonical, "linked_at": linked_at},
                 now,
             )
+
+        await self._db.run(link)
         log.info("wallet %s linked", mobile.masked)
         return await self._account_after_change(mobile, timeout=timeout)
 
     async def _end_attempt(self, mobile: MobileNumber, rejection: Rejection | None) -> None:
         """Record how a verification attempt ended (``None``: no answer from KasPro)."""
         now = self._clock()
-        async with self._db.transaction() as tx:
+
+        async def end(tx: Transaction) -> bool:
+            """Whether this answer locked the number."""
             state = otp_rules.end_attempt(await rows.load_otp_state(tx, mobile), now)
+            locked = False
             if rejection is Rejection.OTP_INVALID:
                 new_state = otp_rules.after_wrong_otp(state, now, self._limits)
-                if (
+                locked = (
                     new_state.locked_until is not None
                     and new_state.locked_until != state.locked_until
-                ):
-                    log.warning("wallet %s locked after too many wrong OTPs", mobile.masked)
+                )
                 state = new_state
             elif rejection is Rejection.OTP_EXPIRED:
                 state = replace(state, expires_at=None)
             await rows.save_otp_state(tx, mobile, state)
+            return locked
+
+        if await self._db.run(end):
+            log.warning("wallet %s locked after too many wrong OTPs", mobile.masked)
 
     async def upgrade_kyc(
         self,
@@ -236,7 +256,8 @@ class Onboarding:
         if problem is not None:
             log.warning("KasPro eKYC for %s returned a malformed NIK: %s", mobile.masked, problem)
         now = self._clock()
-        async with self._db.transaction() as tx:
+
+        async def mark_verified(tx: Transaction) -> None:
             await rows.mark_kyc_verified(tx, mobile, now)
             await append_event(
                 tx,
@@ -249,6 +270,8 @@ class Onboarding:
                 },
                 now,
             )
+
+        await self._db.run(mark_verified)
         account = await self._account_after_change(mobile, timeout=timeout)
         return KycResult(identity=identity, nik_problem=problem, account=account)
 

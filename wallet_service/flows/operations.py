@@ -72,9 +72,13 @@ class Operations:
 
         async def work() -> str:
             create = await prepare()
-            async with self.db.transaction() as tx:
+
+            async def create_attached(tx: DbTx) -> Created:
                 operation_id, attempts = await create(tx, self.engine.now())
                 await self._idempotency.attach(tx, request, operation_id)
+                return operation_id, attempts
+
+            operation_id, attempts = await self.db.run(create_attached)
             await self.send_all(attempts, timeout=timeout)
             return operation_id
 

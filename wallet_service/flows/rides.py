@@ -202,13 +202,18 @@ class RidePayments:
         """Void holds past their lifetime (the sweeper); how many were started."""
         started = 0
         for ride in await expired_holds(self._ops.db, self._engine.now(), batch):
-            async with self._ops.db.transaction() as tx:
-                created = await self._start_void(tx, self._engine.now(), ride, EXPIRED_REASON)
+            created = await self._expire(ride)
             if created is not None:
                 started += 1
                 log.info("ride %s: hold expired, returning it", ride.ride_id)
                 await self._ops.send_all(created[1], timeout=None)
         return started
+
+    async def _expire(self, ride: RidePayment) -> Created | None:
+        async def start(tx: DbTx) -> Created | None:
+            return await self._start_void(tx, self._engine.now(), ride, EXPIRED_REASON)
+
+        return await self._ops.db.run(start)
 
     async def _start_void(
         self, tx: DbTx, now: float, ride: RidePayment, reason: str

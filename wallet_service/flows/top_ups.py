@@ -8,6 +8,7 @@ from wallet_service.domain.money import TxStatus, TxType
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.domain.records import Transaction
 from wallet_service.flows.engine import Engine
+from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.ledger import book
 from wallet_service.store.transactions import insert_transaction, new_id, topup_exists
 
@@ -26,7 +27,8 @@ class TopUps:
         channel: str,
     ) -> bool:
         """Record a credited top-up; whether this call recorded it (False: it was before)."""
-        async with self._engine.db.transaction() as tx:
+
+        async def record_once(tx: DbTx) -> bool:
             if await topup_exists(tx, kaspro_reference) is not None:
                 return False
             now = self._engine.now()
@@ -52,3 +54,5 @@ class TopUps:
             )
             await self._engine.event(tx, t, now)
             return True
+
+        return await self._engine.db.run(record_once)

@@ -50,7 +50,7 @@ async def sendable(source: Source, reference: str) -> str | None:
 async def attempts_of(tx: DbTx, transaction_id: str) -> list[Attempt]:
     rows = await tx.fetch_all(
         f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE transaction_id = ? "
-        "ORDER BY create_time, leg",
+        "ORDER BY create_time, leg, reference",
         (transaction_id,),
     )
     return [_attempt(row) for row in rows]
@@ -90,8 +90,9 @@ async def check_attempt_at(tx: DbTx, reference: str, when: float, *, gap: float 
     than planned, but not sooner than ``gap`` seconds after the attempt last changed (its
     last answer or inquiry). An attempt of a frozen operation keeps its slow schedule."""
     await tx.execute(
-        "UPDATE attempts SET next_check_at = MAX(?, update_time + ?) WHERE reference = ? "
-        "AND status IN ('pending', 'processing') AND next_check_at > MAX(?, update_time + ?) "
+        "UPDATE attempts SET next_check_at = GREATEST(?, update_time + ?) WHERE reference = ? "
+        "AND status IN ('pending', 'processing') "
+        "AND next_check_at > GREATEST(?, update_time + ?) "
         "AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.id = "
         "attempts.transaction_id AND transactions.frozen != '')",
         (when, gap, reference, when, gap),
@@ -110,7 +111,7 @@ async def due_attempts(db: Database, now: float, limit: int) -> list[Attempt]:
     rows = await db.fetch_all(
         f"SELECT {_ATTEMPT_COLUMNS} FROM attempts "
         "WHERE status IN ('pending', 'processing') AND next_check_at <= ? "
-        "ORDER BY next_check_at LIMIT ?",
+        "ORDER BY next_check_at, reference LIMIT ?",
         (now, limit),
     )
     return [_attempt(row) for row in rows]

@@ -13,15 +13,15 @@ from wallet_service.store.database import Transaction as DbTx
 async def store_callback(
     db: Database, raw: bytes, timestamp: str, signature: str, now: float
 ) -> int:
-    async with db.transaction() as tx:
-        await tx.execute(
+    row = await db.run(
+        lambda tx: tx.fetch_one(
             """INSERT INTO callbacks (received_at, raw, timestamp, signature, status)
-               VALUES (?, ?, ?, ?, 'received')""",
+               VALUES (?, ?, ?, ?, 'received') RETURNING id""",
             (now, raw, timestamp, signature),
         )
-        row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
-        assert row is not None
-        return int(row["id"])
+    )
+    assert row is not None
+    return int(row["id"])
 
 
 async def mark_callback(
@@ -40,11 +40,12 @@ async def mark_callback(
     )
 
 
-# In arrival order; the index keeps it to the parked ones (ORDER BY id alone would make
-# SQLite walk the whole table by id, every reconciler pass).
+# In arrival order, from the index of the parked ones: ``+id`` is id to PostgreSQL, and
+# to SQLite says "not the table's own order" (ORDER BY id alone makes SQLite walk the
+# whole table by id, every reconciler pass).
 PARKED_CALLBACKS_SQL = (
-    "SELECT id, raw, tries FROM callbacks INDEXED BY callbacks_parked "
-    "WHERE status = 'parked' AND next_try_at <= ? ORDER BY id LIMIT ?"
+    "SELECT id, raw, tries FROM callbacks "
+    "WHERE status = 'parked' AND next_try_at <= ? ORDER BY +id LIMIT ?"
 )
 
 
@@ -60,13 +61,13 @@ async def keep_unverified_sample(
     db: Database, head: bytes, size: int, reason: str, now: float, keep: int
 ) -> int:
     """Keep this unverified callback among the newest ``keep``; how many were let go."""
-    async with db.transaction() as tx:
-        await tx.execute(
+
+    async def keep_newest(tx: DbTx) -> int:
+        row = await tx.fetch_one(
             "INSERT INTO unverified_callbacks (received_at, size, head, reason) "
-            "VALUES (?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?) RETURNING id",
             (now, size, head, reason),
         )
-        row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
         assert row is not None
         # Ids only grow (only the oldest rows are ever deleted), so the newest are the
         # highest.
@@ -74,13 +75,16 @@ async def keep_unverified_sample(
             "DELETE FROM unverified_callbacks WHERE id <= ?", (int(row["id"]) - keep,)
         )
 
+    return await db.run(keep_newest)
+
 
 async def forget_unverified_samples(db: Database, received_before: float) -> int:
     """Delete the kept unverified callbacks received before ``received_before``."""
-    async with db.transaction() as tx:
-        return await tx.execute(
+    return await db.run(
+        lambda tx: tx.execute(
             "DELETE FROM unverified_callbacks WHERE received_at < ?", (received_before,)
         )
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ async def queue_top_up_check(
     db: Database, check: TopUpCheck, now: float, limit: int
 ) -> Literal["queued", "known", "full"]:
     """Queue ``check`` unless its reference is on record already or ``limit`` are."""
-    async with db.transaction() as tx:
+
+    async def queue(tx: DbTx) -> Literal["queued", "known", "full"]:
         if await tx.fetch_one(
             "SELECT 1 FROM top_up_checks WHERE reference = ?", (check.reference,)
         ):
@@ -114,12 +119,13 @@ async def queue_top_up_check(
         )
         return "queued"
 
+    return await db.run(queue)
+
 
 async def due_top_up_checks(db: Database, now: float, limit: int) -> list[TopUpCheck]:
     rows = await db.fetch_all(
         "SELECT reference, channel, va_number, payment_code, tries FROM top_up_checks "
-        "INDEXED BY top_up_checks_due WHERE status = 'waiting' AND next_try_at <= ? "
-        "ORDER BY next_try_at LIMIT ?",
+        "WHERE status = 'waiting' AND next_try_at <= ? ORDER BY next_try_at, reference LIMIT ?",
         (now, limit),
     )
     return [
@@ -145,19 +151,21 @@ async def mark_top_up_check(
 ) -> None:
     """Record a check's answer: still ``waiting`` (asked again at ``next_try_at``), or
     settled (``applied``, ``duplicate``, ``rejected``)."""
-    async with db.transaction() as tx:
-        await tx.execute(
+    await db.run(
+        lambda tx: tx.execute(
             "UPDATE top_up_checks SET status = ?, detail = ?, tries = tries + 1, "
             "next_try_at = COALESCE(?, next_try_at), update_time = ? WHERE reference = ?",
             (status, detail, next_try_at, now, reference),
         )
+    )
 
 
 async def forget_top_up_checks(db: Database, settled_before: float) -> int:
     """Forget settled checks last asked before ``settled_before``: their reference may be
     asked about again."""
-    async with db.transaction() as tx:
-        return await tx.execute(
+    return await db.run(
+        lambda tx: tx.execute(
             "DELETE FROM top_up_checks WHERE status <> 'waiting' AND update_time < ?",
             (settled_before,),
         )
+    )

@@ -50,7 +50,8 @@ async def claim(
     decided = await look(db, key, request_hash, now)
     if decided is not None:
         return decided
-    async with db.transaction() as tx:
+
+    async def take(tx: Transaction) -> Claim:
         row = await _key_row(tx, key)
         if row is None:
             await tx.execute(
@@ -72,6 +73,8 @@ async def claim(
         )
         return Claim(ClaimKind.NEW)
 
+    return await db.run(take)
+
 
 async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim | None:
     """What the key answers this request with, or None when the request may take it.
@@ -79,8 +82,7 @@ async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim
     While a transaction is open on the shared connection (its coroutine suspended inside
     it) a plain read could see its uncommitted rows, so the read then waits for it."""
     if db.in_transaction:
-        async with db.transaction() as tx:
-            row = await _key_row(tx, key)
+        row = await db.run(lambda tx: _key_row(tx, key))
     else:
         row = await _key_row(db, key)
     return None if row is None else _decided(row, request_hash, now, db.incarnation)
@@ -100,19 +102,23 @@ async def attach(tx: Transaction, key: Key, operation_id: str) -> bool:
 
 async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
     """Store this process's running request's outcome; later claims replay it."""
-    async with db.transaction() as tx:
+
+    async def store(tx: Transaction) -> None:
         await tx.execute(
             f"""UPDATE idempotency_keys SET state = 'done', response = ?
                 WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?""",
             (outcome, *_params(key), tx.incarnation),
         )
 
+    await db.run(store)
+
 
 async def release(db: Database, key: Key) -> None:
     """End this process's running request without an outcome: a key that names an
     operation is decided by it (a retry reports on it); any other is deleted, and a
     retry runs afresh."""
-    async with db.transaction() as tx:
+
+    async def give_back(tx: Transaction) -> None:
         params = (*_params(key), tx.incarnation)
         await tx.execute(
             f"""DELETE FROM idempotency_keys WHERE {_WHERE_KEY} AND state = 'running'
@@ -124,6 +130,8 @@ async def release(db: Database, key: Key) -> None:
                 WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?""",
             params,
         )
+
+    await db.run(give_back)
 
 
 def _params(key: Key) -> tuple[str, str, str]:
@@ -160,9 +168,11 @@ def _decided(row: Row, request_hash: bytes, now: float, incarnation: str) -> Cla
 async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes], bytes]) -> int:
     """Replace each decided outcome of ``method`` by ``rewrite`` of it; return how many
     changed. The old bytes leave the files too: the connection zeroes what it frees
-    (``secure_delete``), and the WAL, which may hold old pages, is emptied."""
-    changed = 0
-    async with db.transaction() as tx:
+    (``secure_delete``), and ``after_rewrite`` empties what may still hold old pages
+    (SQLite's WAL)."""
+
+    async def rewrite_all(tx: Transaction) -> int:
+        changed = 0
         rows = await tx.fetch_all(
             """SELECT caller, request_id, response FROM idempotency_keys
                WHERE method = ? AND state = 'done' AND response IS NOT NULL""",
@@ -176,8 +186,11 @@ async def rewrite_outcomes(db: Database, method: str, rewrite: Callable[[bytes],
                     f"UPDATE idempotency_keys SET response = ? WHERE {_WHERE_KEY}",
                     (new, row["caller"], method, row["request_id"]),
                 )
+        return changed
+
+    changed = await db.run(rewrite_all)
     if changed:
-        await db.fetch_one("PRAGMA wal_checkpoint(TRUNCATE)")
+        await db.after_rewrite()
     return changed
 
 
@@ -185,9 +198,10 @@ async def purge(db: Database, older_than: float) -> int:
     """Forget keys created before ``older_than``; return how many. A key still ``running``
     goes too once its lease ended before then: its request is long gone (a dead
     process's key that no retry came back for)."""
-    async with db.transaction() as tx:
-        return await tx.execute(
+    return await db.run(
+        lambda tx: tx.execute(
             """DELETE FROM idempotency_keys
                WHERE created_at < ? AND (state = 'done' OR lease_until < ?)""",
             (older_than, older_than),
         )
+    )

@@ -31,7 +31,7 @@ async def book(
 
 # Read from the index ledger_by_account_volume alone (migration 0004).
 VOLUME_SQL = (
-    "SELECT COALESCE(SUM(ABS(amount_idr)), 0) AS total FROM ledger_lines "
+    "SELECT CAST(COALESCE(SUM(ABS(amount_idr)), 0) AS BIGINT) AS total FROM ledger_lines "
     "WHERE account = ? AND create_time >= ?"
 )
 

@@ -88,25 +88,27 @@ async def record_registration_attempt(
     db: Database, mobile: MobileNumber, kaspro_request_id: str
 ) -> None:
     """Save the requestId before sending it (rule 2), unless the number is registered."""
-    async with db.transaction() as tx:
-        await tx.execute(
+    await db.run(
+        lambda tx: tx.execute(
             """INSERT INTO customers (mobile_number, kaspro_request_id) VALUES (?, ?)
                ON CONFLICT (mobile_number) DO UPDATE SET
                    kaspro_request_id = excluded.kaspro_request_id
                WHERE customers.registered_at IS NULL""",
             (mobile.canonical, kaspro_request_id),
         )
+    )
 
 
 async def mark_registered(
     db: Database, mobile: MobileNumber, kaspro_request_id: str, now: float
 ) -> None:
-    async with db.transaction() as tx:
-        await tx.execute(
+    await db.run(
+        lambda tx: tx.execute(
             """UPDATE customers SET registered_at = COALESCE(registered_at, ?)
                WHERE mobile_number = ? AND kaspro_request_id = ?""",
             (now, mobile.canonical, kaspro_request_id),
         )
+    )
 
 
 async def mark_linked(tx: Transaction, mobile: MobileNumber, now: float) -> float:

@@ -65,7 +65,7 @@ def ride_operation(ride_id: str) -> str:
 async def expired_holds(db: Database, now: float, limit: int) -> list[RidePayment]:
     rows = await db.fetch_all(
         f"SELECT {_RIDE_COLUMNS} FROM ride_payments "
-        "WHERE status = 'AUTHORIZED' AND expire_time <= ? ORDER BY expire_time LIMIT ?",
+        "WHERE status = 'AUTHORIZED' AND expire_time <= ? ORDER BY expire_time, ride_id LIMIT ?",
         (now, limit),
     )
     return [_ride(row) for row in rows]
