@@ -515,4 +515,10 @@ def answers(records: list[OpRecord]) -> Check:
     for record in records:
         if record.outcome == "unexpected":
             check.fail(f"{record.op_id} {record.method} {record.request_id}: {record.reason}")
+        ended = f"{record.outcome} {record.status}".strip()
+        check.violations += [
+            f"{record.op_id} {record.method} {record.request_id}: INTERNAL, {message}"
+            f" (retried; the caller ended with {ended})"
+            for message in record.incidents
+        ]
     return check

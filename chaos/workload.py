@@ -50,6 +50,8 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
 CHANNELS_PER_REPLICA = 4
+# How the service's INTERNAL answers begin (wallet_service/api/errors.py).
+INCIDENT_PREFIX = "internal error (incident "
 # Top-up number prefixes (the service's defaults, wallet_service/domain/funding.py).
 VA_PREFIX = {False: "39358", True: "39359"}
 RETAIL_PREFIX = {
@@ -96,6 +98,9 @@ class OpRecord:
     deferred: bool = False
     # Tries sent to another replica because the last one did not answer.
     moved: int = 0
+    # The service's INTERNAL answers to tries of this operation (retried, as a caller
+    # would; each one a violation of the contract).
+    incidents: list[str] = field(default_factory=list)
     # Top-ups: KasPro's ids from the sandbox's answer.
     kaspro_request_id: str = ""
     kaspro_reff_id: str = ""
@@ -141,9 +146,15 @@ def retryable(failure: Failure) -> bool:
         return True
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and failure.reason == "OVERLOADED":
         return True
-    # A connection cut mid-call can surface as INTERNAL without our ErrorInfo; the
-    # service's own INTERNAL always carries one ("internal error (incident …)").
+    # A connection cut mid-call can surface as INTERNAL; so does the service's own
+    # (an unexpected error, "internal error (incident …)"), which a caller retries too,
+    # and which ``incident`` tells apart for the auditor.
     return code is grpc.StatusCode.INTERNAL and not failure.reason
+
+
+def incident(failure: Failure) -> bool:
+    """The service's INTERNAL answer to an unexpected error: the contract rules it out."""
+    return failure.code is grpc.StatusCode.INTERNAL and failure.message.startswith(INCIDENT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -280,6 +291,8 @@ class Callers:
                 if retryable(failure):
                     record.retries += 1
                     record.retry_codes[label(failure)] += 1
+                    if incident(failure):
+                        record.incidents.append(failure.message)
                     if self.replicas > 1:
                         if failure.reason:  # the service answered: any replica will do
                             replica = rng.randrange(self.replicas)
