@@ -1,7 +1,8 @@
-"""Idempotency keys: a duplicate in flight waits; a key left by a dead process does not; an
-operation is attached to the key only by the process that holds it; a request that
-decides nothing gives its key back; refusals stored by earlier versions still replay;
-answers stored whole are reduced once, and nothing else is touched."""
+"""Idempotency keys: a duplicate in flight waits, in this process or another; a key left by
+a dead process does not; an operation is attached to the key, and the key ended, only by
+the claim that holds it; a request that decides nothing gives its key back; refusals
+stored by earlier versions still replay; answers stored whole are reduced once, and
+nothing else is touched."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from wallet.v1 import account_service_pb2, common_pb2
 
 from wallet_service.api.account import reduce_stored_answers
 from wallet_service.domain.errors import Reason, WalletError
-from wallet_service.flows.idempotency import Idempotency, Request
+from wallet_service.flows.idempotency import Held, Idempotency, Request
 from wallet_service.store import idempotency, sqlite
-from wallet_service.store.database import Database
+from wallet_service.store.database import Database, migrations
+from wallet_service.store.sqlite import SqliteDatabase
 
 KEY = idempotency.Key("app", "Transfer", "req-1")
 HASH = b"h" * 32
@@ -43,8 +45,8 @@ async def test_a_key_held_by_a_killed_process_is_taken_over_at_once(tmp_path: Pa
     other = idempotency.Key("app", "Transfer", "req-2")
     dead = await Database.open(path)
     await idempotency.claim(dead, KEY, HASH, 1000.0, 120.0)  # died before creating
-    await idempotency.claim(dead, other, HASH, 1000.0, 120.0)
-    await _attach(dead, other, "txn_1")  # died after creating txn_1
+    claimed = await idempotency.claim(dead, other, HASH, 1000.0, 120.0)
+    await _attach(dead, other, claimed.holder, "txn_1")  # died after creating txn_1
     await dead.close()  # the process is gone; its keys are still 'running', leases on
 
     alive = await Database.open(path)
@@ -65,19 +67,76 @@ async def test_a_key_held_by_a_killed_process_is_taken_over_at_once(tmp_path: Pa
         await alive.close()
 
 
+async def test_a_key_of_another_live_process_is_in_progress_until_its_lease_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several processes on one database (PostgreSQL): another incarnation's running key
+    is a duplicate in flight, not a dead process's. It is taken over once its lease
+    ended, and its first request can then neither attach, complete nor give it back."""
+    monkeypatch.setattr(SqliteDatabase, "sole_process", False)
+    path = str(tmp_path / "w.db")
+    a, b = await Database.open(path), await Database.open(path)
+    try:
+        first = await idempotency.claim(a, KEY, HASH, 1000.0, 120.0)
+        assert (await idempotency.claim(b, KEY, HASH, 1119.0, 120.0)).kind is (
+            idempotency.ClaimKind.IN_PROGRESS
+        )
+        taken = await idempotency.claim(b, KEY, HASH, 1121.0, 120.0)
+        assert taken.kind is idempotency.ClaimKind.NEW
+        assert taken.holder != first.holder
+
+        assert not await _attach(a, KEY, first.holder, "txn_a")
+        await idempotency.complete(a, KEY, first.holder, b"R" + b"late")
+        await idempotency.release(a, KEY, first.holder)
+        running = await idempotency.look(b, KEY, HASH, 1122.0)
+        assert running is not None
+        assert running.kind is idempotency.ClaimKind.IN_PROGRESS
+
+        assert await _attach(b, KEY, taken.holder, "txn_b")
+        await idempotency.complete(b, KEY, taken.holder, None)
+        assert await idempotency.look(a, KEY, HASH, 1123.0) == idempotency.Claim(
+            idempotency.ClaimKind.REPLAY, None, "txn_b"
+        )
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_two_requests_of_one_process_are_told_apart(tmp_path: Path) -> None:
+    """A request whose lease ended, and whose key a retry in the same process took over,
+    cannot store its outcome over the retry's."""
+    db = await Database.open(str(tmp_path / "w.db"))
+    try:
+        first = await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        retry = await idempotency.claim(db, KEY, HASH, 1121.0, 120.0)
+        assert retry.kind is idempotency.ClaimKind.NEW
+
+        await idempotency.complete(db, KEY, first.holder, b"E" + b"a refusal")
+        running = await idempotency.look(db, KEY, HASH, 1122.0)
+        assert running is not None
+        assert running.kind is idempotency.ClaimKind.IN_PROGRESS
+
+        await idempotency.complete(db, KEY, retry.holder, b"R" + b"answer")
+        assert await idempotency.look(db, KEY, HASH, 1123.0) == idempotency.Claim(
+            idempotency.ClaimKind.REPLAY, b"R" + b"answer"
+        )
+    finally:
+        await db.close()
+
+
 async def test_only_the_holder_attaches_an_operation_and_only_once(tmp_path: Path) -> None:
     path = str(tmp_path / "w.db")
     db = await Database.open(path)
     try:
-        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
-        assert await _attach(db, KEY, "txn_1")
-        assert not await _attach(db, KEY, "txn_2")
+        first = await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        assert await _attach(db, KEY, first.holder, "txn_1")
+        assert not await _attach(db, KEY, first.holder, "txn_2")
         # Another process takes the key over (say its lease ended): it is not ours.
         second = idempotency.Key("app", "Transfer", "req-2")
-        await idempotency.claim(db, second, HASH, 1000.0, 120.0)
+        claimed = await idempotency.claim(db, second, HASH, 1000.0, 120.0)
         with contextlib.closing(sqlite3.connect(path)) as other, other:
             other.execute("UPDATE idempotency_keys SET holder = 'another process'")
-        assert not await _attach(db, second, "txn_3")
+        assert not await _attach(db, second, claimed.holder, "txn_3")
 
         looked = await idempotency.look(db, KEY, HASH, 1001.0)
         assert looked is not None
@@ -90,12 +149,13 @@ async def test_a_released_key_is_forgotten_unless_it_names_an_operation(tmp_path
     db = await Database.open(str(tmp_path / "w.db"))
     made = idempotency.Key("app", "Transfer", "req-2")
     try:
-        for key in (KEY, made):
-            await idempotency.claim(db, key, HASH, 1000.0, 120.0)
-        await _attach(db, made, "txn_1")
+        holders = [
+            (await idempotency.claim(db, k, HASH, 1000.0, 120.0)).holder for k in (KEY, made)
+        ]
+        await _attach(db, made, holders[1], "txn_1")
 
-        await idempotency.release(db, KEY)
-        await idempotency.release(db, made)
+        await idempotency.release(db, KEY, holders[0])
+        await idempotency.release(db, made, holders[1])
 
         assert await idempotency.look(db, KEY, HASH, 1001.0) is None  # a retry runs afresh
         assert await idempotency.look(db, made, HASH, 1001.0) == idempotency.Claim(
@@ -108,10 +168,10 @@ async def test_a_released_key_is_forgotten_unless_it_names_an_operation(tmp_path
 async def test_look_waits_for_an_open_transaction_and_never_sees_what_rolls_back(
     tmp_path: Path,
 ) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
-        await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
-        await idempotency.complete(db, KEY, None)
+        claimed = await idempotency.claim(db, KEY, HASH, 1000.0, 120.0)
+        await idempotency.complete(db, KEY, claimed.holder, None)
         with contextlib.suppress(RuntimeError):
             async with db.transaction() as tx:
                 await tx.execute("DELETE FROM idempotency_keys")
@@ -132,13 +192,13 @@ async def test_purge_forgets_old_decided_keys_and_old_keys_whose_lease_ended(
     path = str(tmp_path / "w.db")
     keys = {name: idempotency.Key("app", "Transfer", name) for name in ("a", "b", "c", "d")}
     dead = await Database.open(path)
-    await idempotency.claim(dead, keys["a"], HASH, 1000.0, 120.0)  # running, lease over
-    await _attach(dead, keys["a"], "txn_1")  # (a retry would be told about txn_1)
+    a = await idempotency.claim(dead, keys["a"], HASH, 1000.0, 120.0)  # running, lease over
+    await _attach(dead, keys["a"], a.holder, "txn_1")  # (a retry would be told about txn_1)
     await idempotency.claim(dead, keys["b"], HASH, 1000.0, 10**9)  # running, lease on
-    await idempotency.claim(dead, keys["c"], HASH, 1000.0, 120.0)
-    await idempotency.complete(dead, keys["c"], None)  # decided, old
-    await idempotency.claim(dead, keys["d"], HASH, 9000.0, 120.0)
-    await idempotency.complete(dead, keys["d"], None)  # decided, recent
+    c = await idempotency.claim(dead, keys["c"], HASH, 1000.0, 120.0)
+    await idempotency.complete(dead, keys["c"], c.holder, None)  # decided, old
+    d = await idempotency.claim(dead, keys["d"], HASH, 9000.0, 120.0)
+    await idempotency.complete(dead, keys["d"], d.holder, None)  # decided, recent
     await dead.close()
 
     db = await Database.open(path)
@@ -161,10 +221,11 @@ async def test_a_money_refusal_stored_by_an_earlier_version_is_answered_again_af
     tmp_path: Path, stored: bytes, reason: str, message: str | None
 ) -> None:
     path = str(tmp_path / "w.db")
-    db = await Database.open(path)
-    await db.close()
     # The database as the previous version left it: migration 0007, its encoding.
     with contextlib.closing(sqlite3.connect(path)) as old, old:
+        for version, sql in migrations("sqlite"):
+            if version <= 7:
+                old.executescript(sql)
         old.execute("PRAGMA user_version = 7")
         old.execute(
             "INSERT INTO idempotency_keys (caller, method, request_id, request_hash, state, "
@@ -207,8 +268,8 @@ async def test_reducing_stored_answers_touches_only_whole_answers_of_its_method(
     db = await Database.open(str(tmp_path / "w.db"))
     try:
         for key, outcome in outcomes.items():
-            await idempotency.claim(db, key, HASH, 1000.0, 120.0)
-            await idempotency.complete(db, key, outcome)
+            claimed = await idempotency.claim(db, key, HASH, 1000.0, 120.0)
+            await idempotency.complete(db, key, claimed.holder, outcome)
         running = idempotency.Key("app", "UpgradeKyc", "running")
         await idempotency.claim(db, running, HASH, 1000.0, 120.0)
         idempotent = Idempotency(db, lambda: 1000.0)
@@ -232,12 +293,12 @@ async def test_reducing_stored_answers_touches_only_whole_answers_of_its_method(
         await db.close()
 
 
-async def _attach(db: Database, key: idempotency.Key, operation_id: str) -> bool:
+async def _attach(db: Database, key: idempotency.Key, holder: str, operation_id: str) -> bool:
     """What a money request does in the transaction that creates its operation."""
-    return await db.run(lambda tx: idempotency.attach(tx, key, operation_id))
+    return await db.run(lambda tx: idempotency.attach(tx, key, holder, operation_id))
 
 
-async def _never() -> None:
+async def _never(_: Held) -> None:
     raise AssertionError("a decided request must not run again")
 
 
@@ -252,7 +313,7 @@ async def test_a_key_is_ended_even_when_its_caller_is_cancelled_while_another_pr
     other = sqlite3.connect(path, isolation_level=None)  # another process's connection
     locked = asyncio.Event()
 
-    async def work() -> bytes:
+    async def work(_: Held) -> bytes:
         other.execute("BEGIN IMMEDIATE")  # the lock is taken before the key's end is written
         locked.set()
         return b"answer"
@@ -295,7 +356,7 @@ async def test_a_key_end_that_cannot_be_written_is_raised_and_logged(
     keys = Idempotency(db, lambda: 1000.0)
     request = Request(KEY.caller, KEY.method, KEY.request_id, HASH)
 
-    async def work() -> bytes:
+    async def work(_: Held) -> bytes:
         await db.close()  # the database goes away before the key's end is written
         return b"answer"
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from wallet_service.domain.phone import parse_mobile_number
 from wallet_service.store import onboarding as rows
-from wallet_service.store.database import Database
+from wallet_service.store.sqlite import SqliteDatabase
 
 BUDI = parse_mobile_number("081234567890")
 SITI = parse_mobile_number("085712345678")
 
 
 async def test_the_first_link_time_is_kept_and_read(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         assert await rows.linked_at(db, BUDI) is None
         async with db.transaction() as tx:

@@ -9,12 +9,12 @@ from pathlib import Path
 from wallet_service.domain.money import RideStatus, TxStatus, TxType
 from wallet_service.domain.records import RidePayment, Transaction
 from wallet_service.store import callbacks, ledger, rides, transactions
-from wallet_service.store.database import Database
+from wallet_service.store.sqlite import SqliteDatabase
 from wallet_service.store.sqlite import SqliteTransaction as DbTx
 
 
 async def test_the_monthly_volume_is_summed_from_an_index_alone(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {ledger.VOLUME_SQL}", ("acct", 0.0))
         details = " ".join(row["detail"] for row in plan)
@@ -43,7 +43,7 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
     tmp_path: Path,
 ) -> None:
     path = str(tmp_path / "w.db")
-    await (await Database.open(path)).close()  # the schema
+    await (await SqliteDatabase.open_file(path)).close()  # the schema
     # A connection of the test's own, to see every statement run on it.
     conn = sqlite3.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -91,7 +91,7 @@ async def test_a_transactions_ride_payment_is_read_by_its_key_not_by_a_scan(
 
 
 async def test_parked_callbacks_come_from_their_index_in_arrival_order(tmp_path: Path) -> None:
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {callbacks.PARKED_CALLBACKS_SQL}", (0.0, 10))
         details = " ".join(row["detail"] for row in plan)
@@ -130,7 +130,7 @@ def _transaction(type_: TxType, id_: str) -> Transaction:
 
 async def test_frozen_operations_are_counted_from_their_index_alone(tmp_path: Path) -> None:
     """/metrics counts them on every scrape: the partial index holds only frozen ones."""
-    db = await Database.open(str(tmp_path / "w.db"))
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
     try:
         plan = await db.fetch_all(f"EXPLAIN QUERY PLAN {transactions.FROZEN_COUNT_SQL}")
         details = " ".join(row["detail"] for row in plan)

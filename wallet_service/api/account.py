@@ -22,7 +22,7 @@ from wallet_service.domain.customer import (
 )
 from wallet_service.domain.images import image_problem
 from wallet_service.domain.nik import mask_nik
-from wallet_service.flows.idempotency import Idempotency
+from wallet_service.flows.idempotency import Held, Idempotency
 from wallet_service.flows.onboarding import Onboarding
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -102,7 +102,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         )
         f.done()
 
-        async def register() -> pb.RegisterCustomerResponse:
+        async def register(_: Held) -> pb.RegisterCustomerResponse:
             wallet = await self._flow.register(
                 current_caller.get().name, request_id, customer, timeout=time_left(context)
             )
@@ -147,7 +147,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             f.check(name, image_problem(getattr(request, name), max_bytes=self._max_image_bytes))
         f.done()
 
-        async def upgrade() -> pb.UpgradeKycResponse:
+        async def upgrade(_: Held) -> pb.UpgradeKycResponse:
             result = await self._flow.upgrade_kyc(
                 current_caller.get().name,
                 request_id,

@@ -61,6 +61,10 @@ class Attempt:
     last_detail: str = ""
     # When the step was last sent again (None: only at its creation, create_time).
     last_sent_at: float | None = None
+    # The process calling KasPro about the attempt now, and when its claim lapses (None:
+    # no call in flight); see Engine._one_flight.
+    flight_holder: str | None = None
+    flight_until: float | None = None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ from wallet_service.metrics import Metrics
 from wallet_service.store.attempts import check_attempt_at
 from wallet_service.store.callbacks import (
     TopUpCheck,
+    claim_parked_callback,
+    claim_top_up_check,
     due_top_up_checks,
     forget_top_up_checks,
     keep_unverified_sample,
@@ -56,6 +58,11 @@ TOP_UP_RECHECK_SECONDS, TOP_UP_RECHECK_MAX_SECONDS = 2.0, 300.0
 # Per reconciler pass: parked callbacks tried, and unverified top-ups asked about at once.
 PARKED_PER_PASS = 100
 TOP_UP_CHECKS_PER_PASS = 16
+# A pass claims each parked callback and top-up check it takes (every replica runs the
+# pass): its next try is put off by WALLET_KASPRO_TIMEOUT_SECONDS (what bounds the one
+# KasPro call a check makes) and this margin (the database work around it), so another
+# replica's pass skips it, and takes it over once the claim lapses if this one died.
+CLAIM_MARGIN_SECONDS = 10.0
 # "Not found" answers before an unverified top-up is given up (KasPro's status may lag
 # its callback).
 NOT_FOUND_TRIES = 5
@@ -125,26 +132,32 @@ class CallbackReceiver:
     async def retry_parked(self) -> int:
         """Try parked callbacks again, and confirm unverified top-ups with KasPro (the
         reconciler calls this); how many were tried."""
-        now = self._clock()
-        parked = await parked_callbacks(self._engine.db, now, PARKED_PER_PASS)
-        for row in parked:
+        db, now = self._engine.db, self._clock()
+        claimed_until = now + self._config.kaspro_timeout_seconds + CLAIM_MARGIN_SECONDS
+        tried = 0
+        for row in await parked_callbacks(db, now, PARKED_PER_PASS):
+            if not await claim_parked_callback(db, int(row["id"]), now, claimed_until):
+                continue  # another replica's pass took it
+            tried += 1
             await self._handle(
                 int(row["id"]), parse_callback(bytes(row["raw"])), tries=int(row["tries"])
             )
         # One wave per pass, asked at once: a pass (and the attempts and holds the
         # reconciler settles after it) waits at most one inquiry's time limit for them,
         # however many an attacker queued.
-        checks = await due_top_up_checks(self._engine.db, now, TOP_UP_CHECKS_PER_PASS)
+        checks = [
+            check
+            for check in await due_top_up_checks(db, now, TOP_UP_CHECKS_PER_PASS)
+            if await claim_top_up_check(db, check.reference, now, claimed_until)
+        ]
         outcomes = await asyncio.gather(
             *(self._confirm_top_up(check) for check in checks), return_exceptions=True
         )
         for check, outcome in zip(checks, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 log.error("confirming top-up %s failed", check.reference, exc_info=outcome)
-        await forget_top_up_checks(
-            self._engine.db, now - self._config.unverified_inquiry_period_seconds
-        )
-        return len(parked) + len(checks)
+        await forget_top_up_checks(db, now - self._config.unverified_inquiry_period_seconds)
+        return tried + len(checks)
 
     async def _confirm_top_up(self, check: TopUpCheck) -> None:
         """A top-up told by a callback we could not verify: believe KasPro's status answer

@@ -39,6 +39,8 @@ from wallet_service.kaspro import (
 )
 from wallet_service.store.attempts import (
     attempts_of,
+    claim_flight,
+    end_flight,
     load_attempt,
     mark_resent,
     save_attempt,
@@ -158,6 +160,14 @@ class Result:
         )
 
 
+# What a flight claim holds beyond the KasPro call it covers: the reads before the call
+# and the apply after it (a few ms; up to LOCK_WAIT_SECONDS, 5 s, behind another
+# process's lock on SQLite), and the clocks of replicas that differ by a little.
+FLIGHT_MARGIN_SECONDS = 10.0
+
+ANOTHER_CALL = "another replica is calling KasPro about this attempt"
+
+
 @dataclass(frozen=True)
 class Timing:
     """When the reconciler looks at open attempts."""
@@ -173,6 +183,13 @@ class Timing:
 
     def backoff(self, checks: int) -> float:
         return backoff_seconds(checks, self.first_poll_seconds, self.max_poll_seconds)
+
+    @property
+    def flight_lease_seconds(self) -> float:
+        """How long a claim to call KasPro about an attempt holds (see Engine._one_flight):
+        the call ends within ``unanswered_grace_seconds``, longer than any KasPro call may
+        take, and FLIGHT_MARGIN_SECONDS covers the database work around it."""
+        return self.unanswered_grace_seconds + FLIGHT_MARGIN_SECONDS
 
 
 def subscriber_party(mobile: MobileNumber) -> str:
@@ -202,6 +219,14 @@ class Notes:
     def emit(self) -> None:
         for level, message, args in self._lines:
             log.log(level, message, *args)
+
+
+class _Flight:
+    """A claim of this process on an attempt's KasPro call, ended by the apply of its answer
+    or, failing that, when the call is over."""
+
+    def __init__(self) -> None:
+        self.ended = False
 
 
 class Engine:
@@ -241,35 +266,47 @@ class Engine:
             next_check_at=now + self.timing.unanswered_grace_seconds,
             create_time=now,
             update_time=now,
+            # Created claimed by the request creating it: its first send needs no claim.
+            flight_holder=self.db.incarnation,
+            flight_until=now + self.timing.flight_lease_seconds,
         )
 
     async def send(self, attempt: Attempt, *, timeout: float | None) -> Result:
         """Send the attempt's call (again, with the same reference) and apply the answer."""
         return await self._one_flight(
-            attempt.reference, lambda: self._send(attempt, timeout), timeout
+            attempt, lambda flight: self._send(attempt, flight, timeout), timeout
         )
 
     async def inquire(self, attempt: Attempt, *, timeout: float | None) -> Result:
         """Ask KasPro how the attempt ended and apply it; send it again if KasPro never saw it."""
         return await self._one_flight(
-            attempt.reference, lambda: self._inquire(attempt, timeout), timeout
+            attempt, lambda flight: self._inquire(attempt, flight, timeout), timeout
         )
 
     async def _one_flight(
-        self, reference: str, start: Callable[[], Awaitable[Result]], timeout: float | None
+        self,
+        attempt: Attempt,
+        start: Callable[[_Flight], Awaitable[Result]],
+        timeout: float | None,
     ) -> Result:
-        """Run ``start`` unless a send or inquiry of ``reference`` is already running here.
+        """Run ``start`` unless a send or inquiry of ``attempt`` is already running here,
+        or in another process.
 
-        A second caller (the reconciler while the request path still waits for KasPro, or
-        two inquiries that both hear "not found") waits for the running one and shares its
-        result instead of calling KasPro again: one process never has two calls of one
-        attempt in flight. The caller that started the call owns it (cancelling it cuts
-        the call off, as before); a waiter that gives up, or whose call was cut off, gets
-        UNKNOWN and the reconciler asks again later.
+        A second caller here (the reconciler while the request path still waits for
+        KasPro, or two inquiries that both hear "not found") waits for the running one and
+        shares its result instead of calling KasPro again. The caller that started the
+        call owns it (cancelling it cuts the call off, as before); a waiter that gives up,
+        or whose call was cut off, gets UNKNOWN and the reconciler asks again later.
+
+        Across processes the attempt's row is the guard: the call is made only under this
+        process's flight claim (``store.attempts.claim_flight``); while another process
+        holds one, the answer is UNKNOWN without a call. One attempt never has two KasPro
+        calls in flight, whichever replicas ask.
         """
+        reference = attempt.reference
         flight = self._flights.get(reference)
         if flight is None:
-            flight = asyncio.ensure_future(start())
+            flight = asyncio.ensure_future(self._claimed(attempt, start))
             self._flights[reference] = flight
             flight.add_done_callback(lambda done: self._landed(reference, done))
             return await flight
@@ -287,20 +324,49 @@ class Engine:
         if self._flights.get(reference) is flight:
             del self._flights[reference]
 
-    async def _send(self, attempt: Attempt, timeout: float | None) -> Result:
+    async def _claimed(
+        self, attempt: Attempt, start: Callable[[_Flight], Awaitable[Result]]
+    ) -> Result:
+        """``start`` under this process's flight claim on ``attempt``; the claim ends with
+        the apply of the answer, or here when there was none (the call raised, was cut
+        off, or was not made)."""
+        now = self.now()
+        created_claimed = (
+            attempt.flight_holder == self.db.incarnation
+            and attempt.flight_until is not None
+            and now < attempt.flight_until
+        )
+        if not created_claimed and not await claim_flight(
+            self.db, attempt.reference, now, now + self.timing.flight_lease_seconds
+        ):
+            return Result(State.UNKNOWN, detail=ANOTHER_CALL)
+        flight = _Flight()
+        try:
+            return await start(flight)
+        finally:
+            if not flight.ended:
+                try:
+                    await self.db.run(
+                        lambda tx: end_flight(tx, attempt.reference, self.db.incarnation)
+                    )
+                except Exception:
+                    # Harmless: the claim lapses at its flight_until.
+                    log.warning("could not end the flight claim of %s", attempt.reference)
+
+    async def _send(self, attempt: Attempt, flight: _Flight, timeout: float | None) -> Result:
         # Read again right before the call, whoever asks: a leg of an operation frozen
-        # meanwhile (an earlier leg's answer, a callback) or an attempt already answered
-        # is never sent (MONEY-RULES rules 2 and 6).
-        current = await sendable(self.db, attempt.reference)
+        # meanwhile (an earlier leg's answer, a callback), an attempt already answered, or
+        # one whose claim lapsed, is never sent (MONEY-RULES rules 1, 2 and 6).
+        current = await sendable(self.db, attempt.reference, self.db.incarnation, self.now())
         if current is not None:
             log.warning("attempt %s not sent: %s", attempt.reference, current)
             return Result(State.UNKNOWN, detail=f"not sent: {current}")
         reply = await self._dispatch(attempt, timeout)
         result = Result.of_reply(reply)
-        await self.apply(attempt.reference, result)
+        await self.apply(attempt.reference, result, flight=flight)
         return result
 
-    async def _inquire(self, attempt: Attempt, timeout: float | None) -> Result:
+    async def _inquire(self, attempt: Attempt, flight: _Flight, timeout: float | None) -> Result:
         before = await load_attempt(self.db, attempt.reference)
         if before is None or not before.status.is_open:
             return Result(State.UNKNOWN, detail="the attempt is no longer open")
@@ -310,9 +376,9 @@ class Engine:
             if await self._not_found(before, result):
                 # KasPro never executed it: the same step goes again, same reference.
                 log.info("attempt %s unknown to KasPro: sending it again", attempt.reference)
-                return await self._send(before, timeout)
+                return await self._send(before, flight, timeout)
             return result
-        await self.apply(attempt.reference, result)
+        await self.apply(attempt.reference, result, flight=flight)
         return result
 
     async def _not_found(self, before: Attempt, result: Result) -> bool:
@@ -323,7 +389,8 @@ class Engine:
         an operation that is not frozen, once its last send cannot still be on its way
         (``unanswered_grace_seconds`` after it was made). One KasPro had already accepted
         ("in process") cannot be unknown to it: that contradiction freezes the operation
-        rather than risk paying twice. One answered while we asked is left as it is.
+        rather than risk paying twice. One answered while we asked is left as it is. The
+        send again is made under this process's flight claim, renewed for it here.
         """
 
         async def decide(tx: DbTx, notes: Notes) -> bool:
@@ -354,8 +421,13 @@ class Engine:
                         ),
                     )
                     return False
-                await mark_resent(tx, current.reference, now)
-                return True
+                return await mark_resent(
+                    tx,
+                    current.reference,
+                    now,
+                    self.db.incarnation,
+                    now + self.timing.flight_lease_seconds,
+                )
             if current.status is AttemptStatus.PROCESSING:
                 await self._freeze(
                     tx,
@@ -431,46 +503,59 @@ class Engine:
             )
         raise ValueError(f"unknown endpoint {endpoint!r}")
 
-    async def apply(self, reference: str, result: Result) -> Applied:
-        """Apply how attempt ``reference`` ended, and say what that did."""
+    async def apply(
+        self, reference: str, result: Result, *, flight: _Flight | None = None
+    ) -> Applied:
+        """Apply how attempt ``reference`` ended, and say what that did; the ``flight``
+        claim under which the answer came ends in the same transaction."""
 
         async def decide(tx: DbTx, notes: Notes) -> Applied:
-            attempt = await load_attempt(tx, reference)
-            if attempt is None:
-                return Applied.UNKNOWN_REFERENCE
-            transaction = await load_transaction(tx, attempt.transaction_id)
-            assert transaction is not None
-            now = self.now()
-            if not attempt.status.is_open:
-                if result.state not in (State.SUCCEEDED, State.FAILED):
-                    return Applied.IGNORED
-                if State(attempt.status.value) is result.state:
-                    return Applied.DUPLICATE
-                # Two final answers that disagree: our books follow the first, KasPro's
-                # may follow the second. Only a person can tell which is true.
-                if transaction.frozen:
-                    return Applied.IGNORED
-                await self._freeze(
-                    tx,
-                    notes,
-                    transaction,
-                    now,
-                    f"KasPro said {result.state.value} for attempt {reference} after it had "
-                    f"{attempt.status.value}",
-                )
-                return Applied.FROZEN
-            if transaction.frozen:
-                await self._note_frozen(tx, notes, attempt, result, now)
-                return Applied.IGNORED
-            mismatch = _mismatch(attempt, result)
-            if mismatch:
-                await self._freeze(tx, notes, transaction, now, mismatch)
-                await self._note_frozen(tx, notes, attempt, result, now)
-                return Applied.FROZEN
-            await self._apply(tx, notes, attempt, transaction, result, now)
-            return Applied.APPLIED
+            applied = await self._decide(tx, notes, reference, result)
+            if flight is not None:
+                await end_flight(tx, reference, self.db.incarnation)
+            return applied
 
-        return await self._run(decide)
+        applied = await self._run(decide)
+        if flight is not None:
+            flight.ended = True
+        return applied
+
+    async def _decide(self, tx: DbTx, notes: Notes, reference: str, result: Result) -> Applied:
+        """What ``apply`` does inside its transaction."""
+        attempt = await load_attempt(tx, reference)
+        if attempt is None:
+            return Applied.UNKNOWN_REFERENCE
+        transaction = await load_transaction(tx, attempt.transaction_id)
+        assert transaction is not None
+        now = self.now()
+        if not attempt.status.is_open:
+            if result.state not in (State.SUCCEEDED, State.FAILED):
+                return Applied.IGNORED
+            if State(attempt.status.value) is result.state:
+                return Applied.DUPLICATE
+            # Two final answers that disagree: our books follow the first, KasPro's
+            # may follow the second. Only a person can tell which is true.
+            if transaction.frozen:
+                return Applied.IGNORED
+            await self._freeze(
+                tx,
+                notes,
+                transaction,
+                now,
+                f"KasPro said {result.state.value} for attempt {reference} after it had "
+                f"{attempt.status.value}",
+            )
+            return Applied.FROZEN
+        if transaction.frozen:
+            await self._note_frozen(tx, notes, attempt, result, now)
+            return Applied.IGNORED
+        mismatch = _mismatch(attempt, result)
+        if mismatch:
+            await self._freeze(tx, notes, transaction, now, mismatch)
+            await self._note_frozen(tx, notes, attempt, result, now)
+            return Applied.FROZEN
+        await self._apply(tx, notes, attempt, transaction, result, now)
+        return Applied.APPLIED
 
     async def _apply(
         self,

@@ -2,14 +2,16 @@
 alike.
 
 A request claims its key (caller, RPC, request_id) with its request's hash: a
-``running`` row with a lease and this process's incarnation (``store/idempotency.py``).
+``running`` row with a lease and a holder of its own (``store/idempotency.py``), which
+it carries to the end (``Held``).
 It then decides one of: an answer, stored as the RPC keeps it; the operation it
 created, attached to the key in the transaction creating it (money: a retry answers
 with the operation's current state); a refusal, stored. The same request again gets the
 decision; another request under the key IDEMPOTENCY_KEY_REUSED; a duplicate while the
-first runs REQUEST_IN_PROGRESS. A request that decided nothing (KasPro unavailable,
-cancelled) gives the key back, and a retry runs afresh; a key left running by a process
-that is gone is taken over.
+first runs REQUEST_IN_PROGRESS, on any replica. A request that decided nothing (KasPro
+unavailable, cancelled) gives the key back, and a retry runs afresh; a key left running
+is taken over once its lease ended (at once, on SQLite, when its process is gone). A
+request whose key was taken over can no longer attach, complete or give it back.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """A request that holds its key: ``holder`` names its claim."""
+
+    request: Request
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What a decided key gives a retry (a refusal is raised instead)."""
 
@@ -82,7 +92,7 @@ class Idempotency:
     async def run(
         self,
         request: Request,
-        work: Callable[[], Awaitable[T]],
+        work: Callable[[Held], Awaitable[T]],
         *,
         keep: Callable[[T], bytes | None],
         replay: Callable[[Decision], T],
@@ -93,8 +103,9 @@ class Idempotency:
         claim = await idempotency.claim(self._db, key, request_hash, self._clock(), LEASE_SECONDS)
         if claim.kind is not idempotency.ClaimKind.NEW:
             return _answer(claim, replay)
+        holder = claim.holder
         try:
-            result = await work()
+            result = await work(Held(request, holder))
         except KeyTaken:
             # Its creation rolled back: answer with what the key says now.
             now = await idempotency.look(self._db, key, request_hash, self._clock())
@@ -103,17 +114,17 @@ class Idempotency:
             return _answer(now, replay)
         except WalletError as exc:
             if exc.reason in _TRANSIENT:
-                await self._end(lambda: idempotency.release(self._db, key))
+                await self._end(lambda: idempotency.release(self._db, key, holder))
             else:
                 refusal = _encode_refusal(exc)
-                await self._end(lambda: idempotency.complete(self._db, key, refusal))
+                await self._end(lambda: idempotency.complete(self._db, key, holder, refusal))
             raise
         except BaseException:
-            await self._end(lambda: idempotency.release(self._db, key))
+            await self._end(lambda: idempotency.release(self._db, key, holder))
             raise
         kept = keep(result)
         outcome = None if kept is None else _ANSWER + kept
-        await self._end(lambda: idempotency.complete(self._db, key, outcome))
+        await self._end(lambda: idempotency.complete(self._db, key, holder, outcome))
         return result
 
     async def _end(self, write: Callable[[], Awaitable[None]]) -> None:
@@ -147,10 +158,10 @@ class Idempotency:
         if failed:
             raise failed[0]
 
-    async def attach(self, tx: DbTx, request: Request, operation_id: str) -> None:
-        """Name the operation ``request`` created, in the transaction creating it (raises
-        ``KeyTaken``, rolling the creation back, when the key is not its own)."""
-        if not await idempotency.attach(tx, request.key, operation_id):
+    async def attach(self, tx: DbTx, held: Held, operation_id: str) -> None:
+        """Name the operation ``held``'s request created, in the transaction creating it
+        (raises ``KeyTaken``, rolling the creation back, when the key is not its own)."""
+        if not await idempotency.attach(tx, held.request.key, held.holder, operation_id):
             raise KeyTaken
 
     async def rewrite_answers(self, method: str, rewrite: Callable[[bytes], bytes]) -> int:

@@ -25,7 +25,7 @@ from wallet_service.domain.money import Limits, TxStatus, TxType
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.domain.records import Attempt, Transaction
 from wallet_service.flows.engine import Engine
-from wallet_service.flows.idempotency import Decision, Idempotency, Request
+from wallet_service.flows.idempotency import Decision, Held, Idempotency, Request
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.store import onboarding as customer_rows
 from wallet_service.store.attempts import has_unanswered_attempt, insert_attempt
@@ -70,14 +70,16 @@ class Operations:
         """Steps 1-4 of a money request: the operation's id. ``prepare`` makes the
         checks (a refusal is stored under the key) and says how to create the operation."""
 
-        async def work() -> str:
+        async def work(held: Held) -> str:
             create = await prepare()
 
             async def create_attached(tx: DbTx) -> Created:
                 operation_id, attempts = await create(tx, self.engine.now())
-                await self._idempotency.attach(tx, request, operation_id)
+                await self._idempotency.attach(tx, held, operation_id)
                 return operation_id, attempts
 
+            # A key taken over meanwhile (its lease ended: another request runs it now)
+            # refuses the attach: KeyTaken rolls the creation back, before any KasPro call.
             operation_id, attempts = await self.db.run(create_attached)
             await self.send_all(attempts, timeout=timeout)
             return operation_id

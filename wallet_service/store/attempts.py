@@ -1,5 +1,10 @@
 """Attempts: one KasPro money call each, saved with our reference before it is sent
-(rule 2). Only an open attempt (pending, processing) changes."""
+(rule 2). Only an open attempt (pending, processing) changes.
+
+A KasPro call about an attempt (its send, or a status inquiry) is made by the process
+that claimed the attempt's *flight*: ``flight_holder`` (its incarnation) and
+``flight_until`` (when the claim lapses). A claim is a compare-and-set, so one process
+at a time calls KasPro about an attempt, whatever the isolation level."""
 
 from __future__ import annotations
 
@@ -29,11 +34,13 @@ async def load_attempt(source: Source, reference: str) -> Attempt | None:
     return None if row is None else _attempt(row)
 
 
-async def sendable(source: Source, reference: str) -> str | None:
-    """None when attempt ``reference`` may be sent to KasPro now; else why not: only an
-    attempt KasPro never answered, of an operation that is not frozen, is sent."""
+async def sendable(source: Source, reference: str, holder: str, now: float) -> str | None:
+    """None when attempt ``reference`` may be sent to KasPro now by ``holder``; else why
+    not: only an attempt KasPro never answered, of an operation that is not frozen, whose
+    flight ``holder`` has claimed (and still holds), is sent."""
     row = await source.fetch_one(
-        "SELECT attempts.status, transactions.frozen FROM attempts "
+        "SELECT attempts.status, attempts.flight_holder, attempts.flight_until, "
+        "transactions.frozen FROM attempts "
         "JOIN transactions ON transactions.id = attempts.transaction_id "
         "WHERE attempts.reference = ?",
         (reference,),
@@ -44,6 +51,8 @@ async def sendable(source: Source, reference: str) -> str | None:
         return "its operation is frozen for review"
     if row["status"] != AttemptStatus.PENDING.value:
         return f"it is already {row['status']}"
+    if row["flight_holder"] != holder or row["flight_until"] <= now:
+        return "its claim to call KasPro lapsed"
     return None
 
 
@@ -99,20 +108,65 @@ async def check_attempt_at(tx: DbTx, reference: str, when: float, *, gap: float 
     )
 
 
-async def mark_resent(tx: DbTx, reference: str, now: float) -> None:
-    """Record that a pending attempt's step is being sent again now (before the call)."""
+async def mark_resent(
+    tx: DbTx, reference: str, now: float, holder: str, flight_until: float
+) -> bool:
+    """Record that a pending attempt's step is being sent again now (before the call), and
+    renew ``holder``'s flight claim for that call; False (nothing written) when the attempt
+    is not pending or its flight is no longer ``holder``'s."""
+    return bool(
+        await tx.execute(
+            "UPDATE attempts SET last_sent_at = ?, flight_until = ? "
+            "WHERE reference = ? AND status = 'pending' AND flight_holder = ?",
+            (now, flight_until, reference, holder),
+        )
+    )
+
+
+def _flight_free(db: Database, now: float) -> tuple[str, tuple[str | float, ...]]:
+    """The condition (and its parameters) that no call about an attempt is in flight: no
+    claim, or one that lapsed. With one process on the database (SQLite), a claim of
+    another incarnation is free too: that process is gone."""
+    if db.sole_process:
+        return (
+            "(flight_until IS NULL OR flight_until <= ? OR flight_holder <> ?)",
+            (now, db.incarnation),
+        )
+    return "(flight_until IS NULL OR flight_until <= ?)", (now,)
+
+
+async def claim_flight(db: Database, reference: str, now: float, until: float) -> bool:
+    """Claim an open attempt's flight for this process until ``until``, before a KasPro
+    call about it; False when another process's claim holds it (or it is final)."""
+    free, params = _flight_free(db, now)
+    return bool(
+        await db.run(
+            lambda tx: tx.execute(
+                "UPDATE attempts SET flight_holder = ?, flight_until = ? "
+                f"WHERE reference = ? AND status IN ('pending', 'processing') AND {free}",
+                (db.incarnation, until, reference, *params),
+            )
+        )
+    )
+
+
+async def end_flight(tx: DbTx, reference: str, holder: str) -> None:
+    """End ``holder``'s flight claim on an attempt (a claim taken over meanwhile stays)."""
     await tx.execute(
-        "UPDATE attempts SET last_sent_at = ? WHERE reference = ? AND status = 'pending'",
-        (now, reference),
+        "UPDATE attempts SET flight_holder = NULL, flight_until = NULL "
+        "WHERE reference = ? AND flight_holder = ?",
+        (reference, holder),
     )
 
 
 async def due_attempts(db: Database, now: float, limit: int) -> list[Attempt]:
+    """Open attempts due for a status inquiry, but for those another call is about."""
+    free, params = _flight_free(db, now)
     rows = await db.fetch_all(
         f"SELECT {_ATTEMPT_COLUMNS} FROM attempts "
-        "WHERE status IN ('pending', 'processing') AND next_check_at <= ? "
+        f"WHERE status IN ('pending', 'processing') AND next_check_at <= ? AND {free} "
         "ORDER BY next_check_at, reference LIMIT ?",
-        (now, limit),
+        (now, *params, limit),
     )
     return [_attempt(row) for row in rows]
 

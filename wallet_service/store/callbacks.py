@@ -54,6 +54,20 @@ async def parked_callbacks(db: Database, now: float, limit: int) -> list[Row]:
     return await db.fetch_all(PARKED_CALLBACKS_SQL, (now, limit))
 
 
+async def claim_parked_callback(db: Database, callback_id: int, now: float, until: float) -> bool:
+    """Claim a due parked callback for this process's retry, by putting its next try off
+    to ``until``; False when another process claimed it first (or it is no longer due)."""
+    return bool(
+        await db.run(
+            lambda tx: tx.execute(
+                "UPDATE callbacks SET next_try_at = ? "
+                "WHERE id = ? AND status = 'parked' AND next_try_at <= ?",
+                (until, callback_id, now),
+            )
+        )
+    )
+
+
 # Unverified callbacks: a bounded sample of them, and the top-ups to confirm with KasPro.
 
 
@@ -138,6 +152,20 @@ async def due_top_up_checks(db: Database, now: float, limit: int) -> list[TopUpC
         )
         for r in rows
     ]
+
+
+async def claim_top_up_check(db: Database, reference: str, now: float, until: float) -> bool:
+    """Claim a due check for this process's KasPro status inquiry, by putting its next try
+    off to ``until``; False when another process claimed it first (or it is not due)."""
+    return bool(
+        await db.run(
+            lambda tx: tx.execute(
+                "UPDATE top_up_checks SET next_try_at = ? "
+                "WHERE reference = ? AND status = 'waiting' AND next_try_at <= ?",
+                (until, reference, now),
+            )
+        )
+    )
 
 
 async def mark_top_up_check(

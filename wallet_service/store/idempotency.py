@@ -1,15 +1,19 @@
 """Idempotency keys (MONEY-RULES rule 1): the rows behind ``flows/idempotency.py``.
 
 A request ``claim``s its key: a ``running`` row with the request's hash, a lease and
-the holder's incarnation. A money request ``attach``es the operation it creates, in the
-transaction creating it. The request then ``complete``s the key with its outcome, or
-``release``s it when it decided nothing. ``purge`` forgets keys past their retention;
-``rewrite_outcomes`` rewrites what older versions stored.
+its holder, ``<incarnation>:<token>``, one claim's own (several requests of one process,
+and of several processes, are told apart). A money request ``attach``es the operation
+it creates, in the transaction creating it. The request then ``complete``s the key with
+its outcome, or ``release``s it when it decided nothing; each of these is refused once
+the key is no longer its claim's (its lease ended and another request took it over).
+``purge`` forgets keys past their retention; ``rewrite_outcomes`` rewrites what older
+versions stored.
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +41,8 @@ class Claim:
     # The operation (transaction or ride) a money request created: a replay answers
     # with its current state.
     operation_id: str | None = None
+    # NEW: the key's holder, this claim's; what it attaches, completes or releases with.
+    holder: str = ""
 
 
 _WHERE_KEY = "caller = ? AND method = ? AND request_id = ?"
@@ -50,6 +56,7 @@ async def claim(
     decided = await look(db, key, request_hash, now)
     if decided is not None:
         return decided
+    holder = f"{db.incarnation}:{uuid.uuid4().hex}"
 
     async def take(tx: Transaction) -> Claim:
         row = await _key_row(tx, key)
@@ -58,20 +65,21 @@ async def claim(
                 """INSERT INTO idempotency_keys (caller, method, request_id, request_hash,
                                                  state, lease_until, created_at, holder)
                    VALUES (?, ?, ?, ?, 'running', ?, ?, ?)""",
-                (*_params(key), request_hash, now + lease_seconds, now, tx.incarnation),
+                (*_params(key), request_hash, now + lease_seconds, now, holder),
             )
-            return Claim(ClaimKind.NEW)
-        decided = _decided(row, request_hash, now, tx.incarnation)
+            return Claim(ClaimKind.NEW, holder=holder)
+        decided = _decided(db, row, request_hash, now)
         if decided is not None:
             return decided
-        # The request holding the key died before deciding anything: take it over, and
-        # keep it for the full retention from now (purge counts from created_at).
+        # The request holding the key is gone (its lease ended, or its process is)
+        # before deciding anything: take it over, and keep it for the full retention
+        # from now (purge counts from created_at).
         await tx.execute(
             f"""UPDATE idempotency_keys SET lease_until = ?, holder = ?, created_at = ?
                 WHERE {_WHERE_KEY}""",
-            (now + lease_seconds, tx.incarnation, now, *_params(key)),
+            (now + lease_seconds, holder, now, *_params(key)),
         )
-        return Claim(ClaimKind.NEW)
+        return Claim(ClaimKind.NEW, holder=holder)
 
     return await db.run(take)
 
@@ -85,41 +93,42 @@ async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim
         row = await db.run(lambda tx: _key_row(tx, key))
     else:
         row = await _key_row(db, key)
-    return None if row is None else _decided(row, request_hash, now, db.incarnation)
+    return None if row is None else _decided(db, row, request_hash, now)
 
 
-async def attach(tx: Transaction, key: Key, operation_id: str) -> bool:
-    """Name the operation this process's running request created, in the transaction
-    creating it; False when the key is no longer this process's."""
+async def attach(tx: Transaction, key: Key, holder: str, operation_id: str) -> bool:
+    """Name the operation the request holding the key as ``holder`` created, in the
+    transaction creating it; False when the key is no longer ``holder``'s."""
     attached = await tx.execute(
         f"""UPDATE idempotency_keys SET operation_id = ?
             WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?
               AND operation_id IS NULL""",
-        (operation_id, *_params(key), tx.incarnation),
+        (operation_id, *_params(key), holder),
     )
     return attached == 1
 
 
-async def complete(db: Database, key: Key, outcome: bytes | None) -> None:
-    """Store this process's running request's outcome; later claims replay it."""
+async def complete(db: Database, key: Key, holder: str, outcome: bytes | None) -> None:
+    """Store the outcome of the request holding the key as ``holder``; later claims replay
+    it. Nothing is written when the key is no longer ``holder``'s."""
 
     async def store(tx: Transaction) -> None:
         await tx.execute(
             f"""UPDATE idempotency_keys SET state = 'done', response = ?
                 WHERE {_WHERE_KEY} AND state = 'running' AND holder = ?""",
-            (outcome, *_params(key), tx.incarnation),
+            (outcome, *_params(key), holder),
         )
 
     await db.run(store)
 
 
-async def release(db: Database, key: Key) -> None:
-    """End this process's running request without an outcome: a key that names an
-    operation is decided by it (a retry reports on it); any other is deleted, and a
-    retry runs afresh."""
+async def release(db: Database, key: Key, holder: str) -> None:
+    """End the request holding the key as ``holder`` without an outcome: a key that names
+    an operation is decided by it (a retry reports on it); any other is deleted, and a
+    retry runs afresh. Nothing changes when the key is no longer ``holder``'s."""
 
     async def give_back(tx: Transaction) -> None:
-        params = (*_params(key), tx.incarnation)
+        params = (*_params(key), holder)
         await tx.execute(
             f"""DELETE FROM idempotency_keys WHERE {_WHERE_KEY} AND state = 'running'
                 AND holder = ? AND operation_id IS NULL""",
@@ -146,7 +155,7 @@ async def _key_row(source: Database | Transaction, key: Key) -> Row | None:
     )
 
 
-def _decided(row: Row, request_hash: bytes, now: float, incarnation: str) -> Claim | None:
+def _decided(db: Database, row: Row, request_hash: bytes, now: float) -> Claim | None:
     """What an existing key answers, or None when the request may take it over."""
     if bytes(row["request_hash"]) != request_hash:
         return Claim(ClaimKind.REUSED)
@@ -154,9 +163,12 @@ def _decided(row: Row, request_hash: bytes, now: float, incarnation: str) -> Cla
     stored = None if row["response"] is None else bytes(row["response"])
     if row["state"] == "done":
         return Claim(ClaimKind.REPLAY, stored, operation)
-    # Running in this process and within its lease: a true duplicate in flight. A key
-    # held by another incarnation belongs to a process that died (we are the only one).
-    if row["lease_until"] > now and row["holder"] == incarnation:
+    # Running and within its lease: a true duplicate in flight, in this process or in
+    # another — unless the database has one process (SQLite): then a key held by
+    # another incarnation belongs to a process that died.
+    holder_incarnation = str(row["holder"]).partition(":")[0]
+    gone = db.sole_process and holder_incarnation != db.incarnation
+    if row["lease_until"] > now and not gone:
         return Claim(ClaimKind.IN_PROGRESS)
     if operation is not None:
         # The request died after creating its operation: the workers finish that
