@@ -10,6 +10,7 @@ PROTO_FILES := $(wildcard protos/wallet/v1/*.proto)
 
 help:
 	@echo "make run    - start the service (SQLite under ./var, KasPro sandbox in-process)"
+	@echo "make run-cluster - two replicas on PostgreSQL (WALLET_DB_URL) and the sandbox, as processes"
 	@echo "make test   - run the whole test suite"
 	@echo "make lint   - ruff, mypy, buf lint, and a check that generated/ is fresh"
 	@echo "make proto  - regenerate generated/ from protos/"
@@ -29,6 +30,12 @@ run: $(STAMP)
 
 sandbox: $(STAMP)
 	$(PY) -m kaspro_sandbox
+
+# Two replicas on one PostgreSQL database (WALLET_DB_URL, default the local server's
+# `wallet`, created if missing) and the sandbox, each a process (wallet_service/cluster.py).
+.PHONY: run-cluster
+run-cluster: $(STAMP)
+	$(PY) -m wallet_service.cluster
 
 # Two workers (pytest-xdist), one a core: most of a test's time is waiting on sockets.
 test: $(STAMP)

@@ -9,9 +9,11 @@ from collections.abc import Callable
 
 from wallet_service import config as config_module
 from wallet_service import logs
+from wallet_service.domain.errors import DatabaseBusy
 from wallet_service.gc_policy import settle_collector
 from wallet_service.malloc_policy import return_freed_memory
 from wallet_service.server import WalletService, serve
+from wallet_service.store.database import SchemaTooNew
 
 _WALKTHROUGH = """\
 Wallet service listening on {address} (KasPro sandbox at {sandbox})
@@ -110,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except config_module.ConfigError as exc:  # what only start-up can check (descriptors)
         print(f"wallet-service: configuration error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, SchemaTooNew, DatabaseBusy) as exc:
+        # A port in use; a database migrated by a newer release, or one that never
+        # answered: said in one line, without a trace.
         print(f"wallet-service: {exc}", file=sys.stderr)
         return 1
     return 0

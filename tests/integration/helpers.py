@@ -202,6 +202,18 @@ async def callback_tries(h: Harness, request_id: str) -> list[dict[str, Any]]:
     return [t for t in tries if t["requestId"] == request_id]
 
 
+async def callback_answers(h: Harness, request_id: str, count: int = 1) -> list[int]:
+    """The HTTP statuses of the first ``count`` callback tries the sandbox logged for one of
+    its transactions. It logs a try once our answer reached it, which may be a little after
+    the callback's effect is visible (the receiver answers after its commit)."""
+
+    async def logged() -> bool:
+        return len(await callback_tries(h, request_id)) >= count
+
+    await wait_for(logged)
+    return [t["statusCode"] for t in await callback_tries(h, request_id)]
+
+
 def callback_url(h: Harness) -> str:
     return f"http://127.0.0.1:{h.running.http_port}/callbacks/kaspro"
 

@@ -507,7 +507,12 @@ class Engine:
         self, reference: str, result: Result, *, flight: _Flight | None = None
     ) -> Applied:
         """Apply how attempt ``reference`` ended, and say what that did; the ``flight``
-        claim under which the answer came ends in the same transaction."""
+        claim under which the answer came ends in the same transaction.
+
+        SERIALIZABLE on PostgreSQL: it decides on rows it does not write (whether the
+        operation's other legs have succeeded), which two replicas answering two legs at
+        once would otherwise both read as open (docs/money.md, "Isolation on
+        PostgreSQL")."""
 
         async def decide(tx: DbTx, notes: Notes) -> Applied:
             applied = await self._decide(tx, notes, reference, result)

@@ -166,6 +166,9 @@ class Onboarding:
     ) -> WalletAccount:
 
         async def reserve(tx: Transaction) -> None:
+            # Reads the failures and guesses in flight and writes one more, before KasPro
+            # is called: SERIALIZABLE on PostgreSQL, so that two replicas never both count
+            # from four (docs/money.md, "Isolation on PostgreSQL").
             state = await rows.load_otp_state(tx, mobile)
             reserved = otp_rules.start_attempt(state, self._clock(), self._limits)
             await rows.save_otp_state(tx, mobile, reserved)

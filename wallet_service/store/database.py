@@ -49,7 +49,7 @@ class SchemaTooNew(RuntimeError):
             f"the database's schema is version {found}, newer than this release knows "
             f"({known}): a newer wallet-service migrated it. Run that release (or newer); "
             "an older one could misread what the newer one wrote (docs/operations.md, "
-            '"Migrations").'
+            '"Database").'
         )
 
 

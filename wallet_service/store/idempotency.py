@@ -52,7 +52,11 @@ async def claim(
     db: Database, key: Key, request_hash: bytes, now: float, lease_seconds: float
 ) -> Claim:
     """Take the key for this request, or say why not. A decided key is only read: a
-    retry of a decided request, the common case under load, writes nothing."""
+    retry of a decided request, the common case under load, writes nothing.
+
+    SERIALIZABLE on PostgreSQL: two replicas finding the key absent (or lapsed) at once
+    are told apart by a refused transaction, run again, that then reads the winner's
+    claim — not by a unique violation (docs/money.md, "Isolation on PostgreSQL")."""
     decided = await look(db, key, request_hash, now)
     if decided is not None:
         return decided

@@ -177,6 +177,7 @@ class PostgresDatabase(Database):
                             "INSERT INTO schema_version (version) VALUES ($1)", version
                         )
                     log.info("applied database migration %04d", version)
+                log.info("database schema at version %d (PostgreSQL)", known)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 

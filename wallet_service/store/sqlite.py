@@ -122,6 +122,7 @@ class SqliteDatabase(Database):
                     self._conn.execute("ROLLBACK")
                     raise
                 log.info("applied database migration %04d", version)
+            log.info("database schema at version %d (SQLite)", latest_version(self.engine))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
