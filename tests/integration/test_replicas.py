@@ -23,6 +23,7 @@ from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.money import TxType
 from wallet_service.domain.phone import MobileNumber, parse_mobile_number
 from wallet_service.domain.records import Attempt
+from wallet_service.flows.callbacks import UNAPPLIED_AFTER_SECONDS, CallbackReceiver
 from wallet_service.flows.engine import (
     ANOTHER_CALL,
     Engine,
@@ -35,11 +36,17 @@ from wallet_service.flows.idempotency import LEASE_SECONDS, Idempotency, Request
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.flows.operations import Create, Created, Operations, PlatformAccounts
 from wallet_service.flows.rides import RidePayments
+from wallet_service.flows.top_ups import TopUps
 from wallet_service.flows.transfers import Transfers
 from wallet_service.kaspro import KasProClient, kaspro_request_id
+from wallet_service.metrics import Metrics
 from wallet_service.store import idempotency
 from wallet_service.store.attempts import claim_flight, load_attempt
-from wallet_service.store.callbacks import claim_parked_callback, claim_top_up_check
+from wallet_service.store.callbacks import (
+    claim_parked_callback,
+    claim_top_up_check,
+    claim_unapplied_callback,
+)
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.sqlite import SqliteDatabase
@@ -56,7 +63,7 @@ from .conftest import (
     failure_of,
     wait_for,
 )
-from .helpers import P2P_PATH, body, p2p_calls, pending_cash_out, post
+from .helpers import P2P_PATH, body, lost_top_up, p2p_calls, pending_cash_out, post
 
 STATUS_PATH = "/transaction-status/"
 VA = "39358" + LOCAL[1:]
@@ -78,6 +85,7 @@ class Replica:
     operations: Operations
     transfers: Transfers
     rides: RidePayments
+    callbacks: CallbackReceiver
 
 
 @contextlib.asynccontextmanager
@@ -100,7 +108,13 @@ async def replica(h: Harness) -> AsyncIterator[Replica]:
             config.limits,
         )
         yield Replica(
-            db, engine, onboarding, operations, Transfers(operations), RidePayments(operations)
+            db,
+            engine,
+            onboarding,
+            operations,
+            Transfers(operations),
+            RidePayments(operations),
+            CallbackReceiver(engine, TopUps(engine), kaspro, config, h.clock, Metrics()),
         )
     finally:
         await kaspro.aclose()
@@ -337,6 +351,38 @@ async def tries(h: Harness, callback_id: int) -> int:
     row = await h.running.db.fetch_one("SELECT tries FROM callbacks WHERE id = ?", (callback_id,))
     assert row is not None
     return int(row["tries"])
+
+
+async def test_a_callback_stored_but_never_applied_is_applied_by_one_replica_at_a_time(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL)
+    sent, callback_id = await lost_top_up(h, 45_000)
+    h.clock.advance(UNAPPLIED_AFTER_SECONDS)
+
+    async with replica(h) as b:
+        now = h.clock()
+        stored_before = now - UNAPPLIED_AFTER_SECONDS
+        assert await claim_unapplied_callback(b.db, callback_id, now, stored_before, now + 30)
+        assert not await claim_unapplied_callback(b.db, callback_id, now, stored_before, now + 30)
+        await h.running.reconciler.run_once()
+        assert await tries(h, callback_id) == 0  # left to B
+        assert await credited(h, sent["reffId"]) == []
+
+    h.clock.advance(30)  # B died: its claim lapsed. The passes of two replicas meet on it.
+    async with replica(h) as c:
+        await asyncio.gather(h.running.reconciler.run_once(), c.callbacks.retry_parked())
+        await c.callbacks.retry_parked()
+    assert await credited(h, sent["reffId"]) == [45_000]
+    assert await tries(h, callback_id) == 1  # applied by one of them, once
+    await h.assert_books_agree()
+
+
+async def credited(h: Harness, reff_id: str) -> list[int]:
+    rows = await h.running.db.fetch_all(
+        "SELECT amount_idr FROM transactions WHERE kaspro_reference = ?", (reff_id,)
+    )
+    return [int(row["amount_idr"]) for row in rows]
 
 
 async def test_an_unverified_top_up_is_asked_about_by_one_replica_at_a_time(h: Harness) -> None:
