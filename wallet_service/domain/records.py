@@ -60,7 +60,7 @@ class Attempt:
     checks: int = 0
     last_detail: str = ""
     # When the step was last sent, written before every send (None: never sent, or sent
-    # by a version older than migration 0010's; then create_time stands for it).
+    # once by an earlier version, which recorded only sends again: create_time stands in).
     last_sent_at: float | None = None
     # The process calling KasPro about the attempt now, and when its claim lapses (None:
     # no call in flight); see Engine._one_flight.
