@@ -89,7 +89,10 @@ clean:
 bench: $(STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(STORE),--store $(STORE),)
 
-# Chaos simulation (docs/reliability.md): `make chaos`, or `make chaos SEED=7 OPS=5000 KILLS=10`.
+# Chaos simulation (docs/reliability.md): `make chaos`, or `make chaos SEED=7 OPS=5000 KILLS=10`;
+# `make chaos STORE=postgres REPLICAS=3` (TERMINATIONS=n) on the server of WALLET_CHAOS_POSTGRES_URL.
 .PHONY: chaos
 chaos: $(STAMP)
-	$(PY) -m chaos --seed $(or $(SEED),1) --ops $(or $(OPS),2000) $(if $(KILLS),--kills $(KILLS),)
+	$(PY) -m chaos --seed $(or $(SEED),1) --ops $(or $(OPS),2000) $(if $(KILLS),--kills $(KILLS),) \
+		--store $(or $(STORE),sqlite) $(if $(REPLICAS),--replicas $(REPLICAS),) \
+		$(if $(TERMINATIONS),--terminations $(TERMINATIONS),)

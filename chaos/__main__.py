@@ -1,10 +1,14 @@
-"""``python -m chaos --seed N --ops M [--kills K] [--concurrency C]``.
+"""``python -m chaos --seed N --ops M [--kills K] [--concurrency C] [--store postgres]``.
 
 Starts the KasPro sandbox (faults armed at start-up, seeded with N) and the wallet service
 as separate processes, onboards and funds customers, runs M money operations from C
 concurrent retrying callers while a killer SIGKILLs the service K times and restarts it
 on the same database, then turns the faults off, waits for everything to settle, and
 audits. Prints a table; exits 1 naming the seed when an invariant is violated.
+
+``--store postgres --replicas R``: R replicas on a PostgreSQL database created for the
+run; the callers spread over them, each kill takes a random replica, and a few times the
+database connections of a live replica are terminated (``--terminations``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -29,7 +34,8 @@ from typing import Any
 import httpx
 
 from chaos import audit, faults, plan
-from chaos.stack import Settings, Stack, readonly
+from chaos.stack import Replica, Settings, Stack
+from chaos.store import DEFAULT_POSTGRES_URL, PostgresStore, SqliteStore, Store
 from chaos.watch import Watcher
 from chaos.workload import Callers
 
@@ -39,6 +45,21 @@ MONEY_PATHS = set(faults.MONEY_PATHS)
 # Callbacks may arrive this long after settlement (late + retries): the books are read
 # only after the sandbox's callback log has been quiet for this long.
 CALLBACKS_QUIET_SECONDS = 5.0
+# How long a replica whose database connections were terminated may take to serve again.
+RECONNECT_SECONDS = 60.0
+STORE_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+@dataclass
+class Termination:
+    """One ``pg_terminate_backend`` of a live replica's connections."""
+
+    at_ops: int
+    replica: str
+    ended: dict[str, int]  # backends ended, by application_name
+    serving_after: float | None  # seconds until it answered a read again; None: never
+    # A kill of the same replica came in between: its connections were gone anyway.
+    overtaken: bool = False
 
 
 @dataclass
@@ -51,8 +72,15 @@ class Run:
     hold_lifetime: float
     final_wait: float
     dropped_faults: list[str]
+    store: str = "sqlite"
+    replicas: int = 1
+    terminations_planned: int = 0
+    database: str = ""
+    keep: bool = False
     kills: int = 0
     kill_at_ops: list[int] = field(default_factory=list)
+    kill_targets: list[str] = field(default_factory=list)
+    terminations: list[Termination] = field(default_factory=list)
     restart_seconds: list[float] = field(default_factory=list)
     crash_findings: list[list[str]] = field(default_factory=list)
     onboarding_problems: list[str] = field(default_factory=list)
@@ -61,6 +89,7 @@ class Run:
     settle_seconds: float | None = None
     quiescent_seconds: float | None = None
     held_settled_by_hand: int = 0
+    watcher_connections: list[int] = field(default_factory=list)
     wall_seconds: float = 0.0
 
 
@@ -76,7 +105,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ops", type=int, default=2000, help="money operations (default 2000)")
     parser.add_argument(
-        "--kills", type=int, help="SIGKILLs of the service (default 5 per 2000 ops, at least 1)"
+        "--kills",
+        type=int,
+        help="SIGKILLs of the service, each of a random replica (default 5 per 2000 ops,"
+        " at least 1)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the service's database: one SQLite file (one replica), or a PostgreSQL"
+        " database created for the run on the server of --postgres-url",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        help="service processes on the database (sqlite: 1; postgres: default 3)",
+    )
+    parser.add_argument(
+        "--terminations",
+        type=int,
+        help="times the database connections of a live replica are terminated"
+        " (postgres only; default 3 per 2000 ops, at least 1)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("WALLET_CHAOS_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="an administrator's URL of the PostgreSQL server (env WALLET_CHAOS_POSTGRES_URL,"
+        f" default {DEFAULT_POSTGRES_URL}); the run creates its own database there",
+    )
+    parser.add_argument(
+        "--database-prefix",
+        default=os.environ.get("WALLET_CHAOS_DATABASE_PREFIX", "chaos"),
+        help="the run's database is <prefix>_<seed>_<random> (env"
+        " WALLET_CHAOS_DATABASE_PREFIX, default chaos)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the run's PostgreSQL database (dropped at the end otherwise)",
     )
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent callers")
     parser.add_argument(
@@ -115,7 +182,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.kills = max(1, -(-args.ops * 5 // 2000))
     if args.ops < 1 or args.concurrency < 1 or args.kills < 0:
         parser.error("--ops and --concurrency must be at least 1, --kills at least 0")
+    postgres = args.store == "postgres"
+    if args.replicas is None:
+        args.replicas = 3 if postgres else 1
+    if args.terminations is None:
+        args.terminations = max(1, -(-args.ops * 3 // 2000)) if postgres else 0
+    if args.replicas < 1 or args.terminations < 0:
+        parser.error("--replicas must be at least 1, --terminations at least 0")
+    if not postgres and (args.replicas != 1 or args.terminations):
+        parser.error("SQLite serves one replica and has no connections to terminate")
     return args
+
+
+def results_name(args: argparse.Namespace) -> str:
+    """``seed<N>-ops<M>``; on PostgreSQL ``postgres-r<R>-seed<N>-ops<M>``."""
+    name = f"seed{args.seed}-ops{args.ops}"
+    return name if args.store == "sqlite" else f"postgres-r{args.replicas}-{name}"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -129,17 +211,30 @@ async def main_async(args: argparse.Namespace) -> int:
         args.hold_lifetime,
         args.final_wait,
         args.drop_fault,
+        args.store,
+        args.replicas,
+        args.terminations,
+        keep=args.keep,
     )
     results: Path = args.results
-    workdir = results / f"work-seed{args.seed}-ops{args.ops}"
+    workdir = results / f"work-{results_name(args)}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     settings = Settings(hold_lifetime_seconds=args.hold_lifetime)
     rules = faults.without(
         faults.profile(settings.kaspro_timeout_seconds, args.fault_rate), args.drop_fault
     )
-    stack = Stack(workdir, args.seed, rules, settings)
+    store: Store
+    if args.store == "postgres":
+        store = PostgresStore(args.postgres_url, args.database_prefix, args.seed)
+        run.database = store.name
+        await store.create()
+    else:
+        store = SqliteStore(workdir / "wallet.db")
+    stack = Stack(workdir, args.seed, rules, settings, store, args.replicas)
     try:
+        if stack.router is not None:
+            await stack.router.start()
         await asyncio.to_thread(stack.start_sandbox)
         async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=60) as control:
             (
@@ -147,16 +242,23 @@ async def main_async(args: argparse.Namespace) -> int:
                     "/_sandbox/settings", json={"cash_out_fee": settings.cash_out_fee_idr}
                 )
             ).raise_for_status()
-            await asyncio.to_thread(stack.start_service)
-            callers = Callers(stack.target, stack.sandbox_url, args.seed)
+            # Together: on an empty database, one replica migrates and the others wait.
+            await asyncio.gather(
+                *(asyncio.to_thread(stack.start_replica, r) for r in stack.replicas)
+            )
+            callers = Callers(stack.targets, stack.sandbox_url, args.seed)
             try:
                 outcome = await exercise(args, run, stack, callers, control)
             finally:
                 await callers.close()
     finally:
         await asyncio.to_thread(stack.stop)
+        if stack.router is not None:
+            await stack.router.close()
+        if isinstance(store, PostgresStore) and not args.keep:
+            await store.drop()
     run.wall_seconds = time.monotonic() - started
-    return report(run, callers, outcome, results, workdir)
+    return report(run, callers, outcome, results, workdir, stack)
 
 
 async def exercise(
@@ -169,56 +271,97 @@ async def exercise(
         flush=True,
     )
     run.onboarding_problems = await callers.onboard(people, min(args.concurrency, 8))
-    watcher = Watcher(stack.target)
+    watcher = Watcher(stack.targets)
     stop_watching = asyncio.Event()
     watching = asyncio.create_task(watcher.run(stop_watching))
     scenarios = plan.scenarios(args.seed, 3 * args.ops, people)
     points = plan.kill_points(args.seed, args.ops, args.kills)
+    termination_points = plan.termination_points(args.seed, args.ops, args.terminations)
     workload_done = asyncio.Event()
-    print(f"chaos: {args.ops} operations, {len(points)} kills …", file=sys.stderr, flush=True)
+    print(
+        f"chaos: {args.ops} operations, {len(points)} kills"
+        + (f", {len(termination_points)} terminations" if termination_points else "")
+        + " …",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    async def reach(point: int) -> bool:
+        """Wait until ``point`` operations finished; False if the workload ended first."""
+        while callers.finished < point and not workload_done.is_set():
+            callers.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(callers.progress.wait(), 0.5)
+        return not workload_done.is_set()
 
     async def killer() -> None:
         rng = random.Random(f"kill-timing-{args.seed}")
+        targets = random.Random(f"kill-target-{args.seed}")
         for point in points:
-            while callers.finished < point and not workload_done.is_set():
-                callers.progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(callers.progress.wait(), 0.5)
-            if workload_done.is_set():
+            if not await reach(point):
                 return
             await asyncio.sleep(rng.uniform(0.0, 0.4))
-            stack.kill_service()
+            # One replica down at a time: the next kill waits for this one's restart.
+            replica = stack.replicas[targets.randrange(len(stack.replicas))]
+            stack.kill_replica(replica)
             run.kills += 1
             run.kill_at_ops.append(callers.finished)
-            with stack.crash_copy() as connection:
-                run.crash_findings.append(audit.database_checks(audit.Books(connection)))
+            run.kill_targets.append(replica.name)
+            tables = await stack.store.crash_tables()
+            run.crash_findings.append(audit.database_checks(audit.Books(tables)))
             down = time.monotonic()
             await asyncio.sleep(rng.uniform(0.2, 1.0))
-            await asyncio.to_thread(stack.start_service)
+            await asyncio.to_thread(stack.start_replica, replica)
             run.restart_seconds.append(time.monotonic() - down)
             print(
-                f"chaos: kill {run.kills} after {run.kill_at_ops[-1]} operations,"
-                f" back in {run.restart_seconds[-1]:.1f} s",
+                f"chaos: kill {run.kills} ({replica.name}) after {run.kill_at_ops[-1]}"
+                f" operations, back in {run.restart_seconds[-1]:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def terminator() -> None:
+        assert isinstance(stack.store, PostgresStore) or not termination_points
+        rng = random.Random(f"termination-{args.seed}")
+        for point in termination_points:
+            if not await reach(point):
+                return
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
+            live = stack.live()
+            if not live:
+                continue
+            replica = rng.choice(live)
+            run.terminations.append(
+                await terminate(replica, stack, callers, callers.finished, people)
+            )
+            t = run.terminations[-1]
+            print(
+                f"chaos: terminated {sum(t.ended.values())} database connection(s) of"
+                f" {t.replica} after {t.at_ops} operations; serving again after"
+                f" {'never' if t.serving_after is None else f'{t.serving_after:.1f} s'}",
                 file=sys.stderr,
                 flush=True,
             )
 
     killing = asyncio.create_task(killer())
+    terminating = asyncio.create_task(terminator())
     t0 = time.monotonic()
     working = asyncio.create_task(callers.run(scenarios, args.concurrency, args.ops))
     try:
         # A service that does not come back after a kill fails the run at once: the
         # callers would otherwise retry against nothing for ever.
-        await asyncio.wait({working, killing}, return_when=asyncio.FIRST_EXCEPTION)
-        if killing.done() and killing.exception() is not None:
-            working.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await working
-            killing.result()  # raises why the service did not come back
+        await asyncio.wait({working, killing, terminating}, return_when=asyncio.FIRST_EXCEPTION)
+        for task in (killing, terminating):
+            if task.done() and task.exception() is not None:
+                working.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await working
+                task.result()  # raises why the service did not come back
         await working
     finally:
         workload_done.set()
         await killing
+        await terminating
     run.workload_seconds = time.monotonic() - t0
 
     print("chaos: faults off, settling …", file=sys.stderr, flush=True)
@@ -245,9 +388,7 @@ async def exercise(
             await asking
 
     # The stream must have caught up with the outbox before the service stops.
-    with readonly(stack.db_path) as connection:
-        row = connection.execute("SELECT COALESCE(MAX(sequence), 0) FROM events").fetchone()
-    last = int(row[0])
+    last = await stack.store.count("SELECT COALESCE(MAX(sequence), 0) FROM events")
     for _ in range(300):  # at most 30 s
         if watcher.last >= last:
             break
@@ -256,7 +397,8 @@ async def exercise(
     watching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watching
-    await asyncio.to_thread(stack.stop_service)
+    run.watcher_connections = watcher.followed
+    await asyncio.to_thread(stack.stop_replicas)
 
     async def get(path: str) -> Any:
         answer = await control.get(path)
@@ -282,9 +424,10 @@ async def exercise(
         requests=await request_log(),
         stats=await get("/_sandbox/faults/stats"),
     )
-    with readonly(stack.db_path) as connection:
-        books = audit.Books(connection)
+    books = audit.Books(await stack.store.tables())
     checks = audit.audit(books, sandbox, callers.records, watcher, run.crash_findings)
+    if args.terminations:
+        checks.append(reconnects(run))
     if run.onboarding_problems:
         checks.append(
             audit.Check(
@@ -325,19 +468,17 @@ async def settle(
                 )
                 if answer.status_code == 200:
                     run.held_settled_by_hand += 1
-            unresolved = await unresolved_attempts(http, stack.metrics_url)
-            with readonly(stack.db_path) as connection:
-                row = connection.execute(
-                    "SELECT COUNT(*) FROM ride_payments WHERE status IN "
-                    "('AUTHORIZING', 'AUTHORIZED', 'CAPTURING', 'VOIDING')"
-                ).fetchone()
-                # Top-ups told by unverified callbacks that the service will still confirm
-                # with KasPro (at most once per inquiry period: up to a minute away).
-                checks = connection.execute(
-                    "SELECT COUNT(*) FROM top_up_checks WHERE status = 'waiting'"
-                ).fetchone()
-            open_rides = int(row[0])
-            open_checks = int(checks[0])
+            # The backlog is the database's: any replica tells it.
+            unresolved = await unresolved_attempts(http, stack.replicas[0].metrics_url)
+            open_rides = await stack.store.count(
+                "SELECT COUNT(*) FROM ride_payments WHERE status IN "
+                "('AUTHORIZING', 'AUTHORIZED', 'CAPTURING', 'VOIDING')"
+            )
+            # Top-ups told by unverified callbacks that the service will still confirm
+            # with KasPro (at most once per inquiry period: up to a minute away).
+            open_checks = await stack.store.count(
+                "SELECT COUNT(*) FROM top_up_checks WHERE status = 'waiting'"
+            )
             callbacks = len((await control.get("/_sandbox/callbacks")).json())
             if callbacks != callbacks_seen:
                 callbacks_seen, quiet_since = callbacks, time.monotonic()
@@ -357,6 +498,40 @@ async def settle(
                 return
             await asyncio.sleep(0.5)
     print(f"chaos: not settled within {args.settle_timeout:.0f} s", file=sys.stderr, flush=True)
+
+
+async def terminate(
+    replica: Replica, stack: Stack, callers: Callers, at_ops: int, people: plan.Customers
+) -> Termination:
+    """End the replica's database connections, then ask it for an account until it
+    answers (its pool must reconnect)."""
+    assert isinstance(stack.store, PostgresStore)
+    assert replica.process is not None
+    starts = replica.starts
+    ended = await stack.store.terminate(replica.process.pid)
+    overtaken = replica.starts != starts or not replica.up
+    started = time.monotonic()
+    index = stack.replicas.index(replica)
+    serving_after = None
+    while time.monotonic() - started < RECONNECT_SECONDS:
+        if await callers.serves(index, people.passengers[0]):
+            serving_after = time.monotonic() - started
+            break
+        await asyncio.sleep(0.1)
+    return Termination(at_ops, replica.name, ended, serving_after, overtaken)
+
+
+def reconnects(run: Run) -> audit.Check:
+    check = audit.Check(
+        "reconnect", "a replica whose database connections were terminated served again"
+    )
+    check.checked = len(run.terminations)
+    for n, t in enumerate(run.terminations, 1):
+        if not t.ended and not t.overtaken:
+            check.fail(f"termination {n} ({t.replica}): no connection of it was found to end")
+        if t.serving_after is None:
+            check.fail(f"termination {n} ({t.replica}): no answer within {RECONNECT_SECONDS:.0f} s")
+    return check
 
 
 async def unresolved_attempts(http: httpx.AsyncClient, url: str) -> int:
@@ -399,7 +574,7 @@ def _counts(counter: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in ordered)
 
 
-def table(run: Run, callers: Callers, outcome: Outcome) -> list[str]:
+def table(run: Run, callers: Callers, outcome: Outcome, stack: Stack) -> list[str]:
     """The run's table: what was done, what went wrong on purpose, what held."""
     records = callers.records
     workload = [r for r in records if r.phase == "workload"]
@@ -438,7 +613,11 @@ def table(run: Run, callers: Callers, outcome: Outcome) -> list[str]:
             f" ({run.final_pass_seconds:.1f} s)",
         ),
         ("faults", f"{sum(injected.values())} injected: {_counts(injected)}"),
-        ("kills", f"{run.kills} SIGKILLs after operations {run.kill_at_ops}; {restart}"),
+        (
+            "kills",
+            f"{run.kills} SIGKILLs after operations {run.kill_at_ops}; {restart}"
+            + (f"; {_counts(Counter(run.kill_targets))}" if run.replicas > 1 else ""),
+        ),
         (
             "retries",
             f"{sum(r.retries for r in records)} same-request_id retries"
@@ -457,6 +636,11 @@ def table(run: Run, callers: Callers, outcome: Outcome) -> list[str]:
             f" quiescent after {quiet}",
         ),
     ]
+    if run.replicas > 1:
+        rows.insert(1, ("replicas", replicas_row(run, callers, stack)))
+    if run.terminations_planned:
+        at = [name for name, _ in rows].index("kills") + 1
+        rows.insert(at, ("terminated", terminations_row(run)))
     lines = [f"{name:<11} {text}" for name, text in rows]
     lines += ["", f"{'invariant':<9} {'result':<6} {'checked':>7}  description"]
     for check in outcome.checks:
@@ -469,12 +653,53 @@ def table(run: Run, callers: Callers, outcome: Outcome) -> list[str]:
     return lines
 
 
-def report(run: Run, callers: Callers, outcome: Outcome, results: Path, workdir: Path) -> int:
+def replicas_row(run: Run, callers: Callers, stack: Stack) -> str:
+    """Where the calls, the callbacks and the watcher went."""
+    names = [r.name for r in stack.replicas]
+    tries = ", ".join(f"{n} {t}" for n, t in zip(names, callers.tries_at, strict=True))
+    moved = sum(r.moved for r in callers.records)
+    text = (
+        f"{run.replicas} on {STORE_NAMES[run.store]} ({run.database});"
+        f" tries {tries}, {moved} sent to another replica after no answer"
+    )
+    if stack.router is not None:
+        delivered = ", ".join(f"{n} {stack.router.delivered[i]}" for i, n in enumerate(names))
+        text += (
+            f"; callbacks {delivered} ({stack.router.refused} found a replica down,"
+            f" {stack.router.failed} answered 502)"
+        )
+    followed = ", ".join(f"{n} {c}" for n, c in zip(names, run.watcher_connections, strict=False))
+    return text + (f"; watcher connections {followed}" if followed else "")
+
+
+def terminations_row(run: Run) -> str:
+    if not run.terminations:
+        return "none (the workload ended first)"
+    parts = []
+    for t in run.terminations:
+        ended = sum(t.ended.values())
+        back = "never" if t.serving_after is None else f"{t.serving_after:.1f} s"
+        parts.append(
+            f"{t.replica} after {t.at_ops} ops: {ended} ended"
+            f" ({_counts(t.ended) or 'none'}), serving again after {back}"
+            + (" (killed meanwhile)" if t.overtaken else "")
+        )
+    return f"{len(run.terminations)} pg_terminate_backend: " + "; ".join(parts)
+
+
+def report(
+    run: Run, callers: Callers, outcome: Outcome, results: Path, workdir: Path, stack: Stack
+) -> int:
     ok = all(c.ok for c in outcome.checks)
     replay = (
         f"python -m chaos --seed {run.seed} --ops {run.ops} --kills {run.kills_planned}"
         f" --concurrency {run.concurrency}"
     )
+    if run.store != "sqlite":
+        replay += (
+            f" --store {run.store} --replicas {run.replicas}"
+            f" --terminations {run.terminations_planned}"
+        )
     for option, value, default in (
         ("--fault-rate", run.fault_rate, 1.0),
         ("--hold-lifetime", run.hold_lifetime, 20.0),
@@ -484,7 +709,7 @@ def report(run: Run, callers: Callers, outcome: Outcome, results: Path, workdir:
             replay += f" {option} {value:g}"
     for dropped in run.dropped_faults:
         replay += f" --drop-fault {dropped}"
-    lines = table(run, callers, outcome)
+    lines = table(run, callers, outcome, stack)
     lines.append("")
     if ok:
         lines.append(f"RESULT OK: every invariant held (seed {run.seed}; replay: {replay})")
@@ -495,6 +720,9 @@ def report(run: Run, callers: Callers, outcome: Outcome, results: Path, workdir:
             f" with seed {run.seed}; replay: {replay}"
         )
         lines.append(f"logs and database: {workdir}")
+        if run.database:
+            kept = "kept" if run.keep else "dropped: rerun with --keep to keep it"
+            lines.append(f"PostgreSQL database {run.database} ({kept})")
     print("\n".join(lines), flush=True)
 
     results.mkdir(parents=True, exist_ok=True)
@@ -507,7 +735,7 @@ def report(run: Run, callers: Callers, outcome: Outcome, results: Path, workdir:
         },
         "ok": ok,
         "replay": replay,
-        "run": run.__dict__,
+        "run": dataclasses.asdict(run),
         "faults": outcome.sandbox.stats,
         "duplicates": outcome.duplicates,
         "checks": [c.to_json() for c in outcome.checks],
@@ -515,7 +743,7 @@ def report(run: Run, callers: Callers, outcome: Outcome, results: Path, workdir:
         "records": [r.to_json() for r in callers.records],
     }
     text = json.dumps(document, indent=1, default=str)
-    (results / f"seed{run.seed}-ops{run.ops}.json").write_text(text)
+    (results / f"{workdir.name.removeprefix('work-')}.json").write_text(text)
     (results / "latest.json").write_text(text)
     return 0 if ok else 1
 

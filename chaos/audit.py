@@ -1,5 +1,6 @@
-"""The auditor: the service's database (read-only) against the sandbox's books and what the
-callers saw. Each check returns its violations; an empty list is a pass.
+"""The auditor: the service's database (read-only; SQLite or PostgreSQL, chaos/store.py)
+against the sandbox's books and what the callers saw. Each check returns its violations;
+an empty list is a pass.
 
 Domain tables (forward-only statuses) are imported read-only from wallet_service.domain.
 """
@@ -8,16 +9,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos.store import Row
 from chaos.watch import Watcher
 from chaos.workload import OpRecord
 from wallet_service.domain.money import RIDE_TRANSITIONS, TX_TRANSITIONS, RideStatus, TxStatus
 
-Row = dict[str, Any]
 MAX_LISTED = 500  # violations kept in the JSON result
 
 FINAL_TX = {"SUCCEEDED", "FAILED", "REVERSED"}
@@ -58,28 +59,25 @@ def canonical(local: str) -> str:
 
 
 class Books:
-    """The service's database, loaded once."""
+    """The service's database, as read once (``Store.tables``)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        def rows(sql: str) -> list[Row]:
-            return [dict(r) for r in connection.execute(sql)]
-
-        self.transactions = {r["id"]: r for r in rows("SELECT * FROM transactions")}
-        self.attempts = {r["reference"]: r for r in rows("SELECT * FROM attempts")}
+    def __init__(self, tables: Mapping[str, list[Row]]) -> None:
+        self.transactions = {r["id"]: r for r in tables["transactions"]}
+        self.attempts = {r["reference"]: r for r in tables["attempts"]}
         self.attempts_of: dict[str, list[Row]] = defaultdict(list)
         for attempt in self.attempts.values():
             self.attempts_of[attempt["transaction_id"]].append(attempt)
-        self.rides = {r["ride_id"]: r for r in rows("SELECT * FROM ride_payments")}
-        self.lines = rows("SELECT * FROM ledger_lines")
-        self.events = rows("SELECT * FROM events ORDER BY sequence")
+        self.rides = {r["ride_id"]: r for r in tables["ride_payments"]}
+        self.lines = tables["ledger_lines"]
+        # In sequence order; on PostgreSQL, committed events the numbering step has not
+        # reached yet follow, in the order they were written (``id``): the order the
+        # next step will number them in.
+        self.events = sorted(tables["events"], key=_event_order)
+        self.unnumbered = [e for e in self.events if e["sequence"] is None]
         self.keys = {
-            (r["caller"], r["method"], r["request_id"]): r
-            for r in rows(
-                "SELECT caller, method, request_id, state, operation_id, created_at "
-                "FROM idempotency_keys"
-            )
+            (r["caller"], r["method"], r["request_id"]): r for r in tables["idempotency_keys"]
         }
-        self.callbacks = Counter(r["status"] for r in rows("SELECT status FROM callbacks"))
+        self.callbacks = Counter(r["status"] for r in tables["callbacks"])
         self.top_ups = {
             r["kaspro_reference"]: r
             for r in self.transactions.values()
@@ -91,6 +89,11 @@ class Books:
         for line in self.lines:
             totals[line["account"]] += line["amount_idr"]
         return dict(totals)
+
+
+def _event_order(event: Row) -> tuple[bool, int, int]:
+    sequence = event["sequence"]
+    return (sequence is None, sequence or 0, event.get("id", 0))
 
 
 @dataclass
@@ -167,7 +170,7 @@ def event_violations(books: Books) -> list[str]:
     """Sequences 1..N without gaps; per transaction and ride, every status change in
     order along the forward-only tables, ending at the status in the table."""
     found = []
-    sequences = [e["sequence"] for e in books.events]
+    sequences = [e["sequence"] for e in books.events if e["sequence"] is not None]
     if sequences != list(range(1, len(sequences) + 1)):
         missing = sorted(set(range(1, (max(sequences) if sequences else 0) + 1)) - set(sequences))
         found.append(f"event sequence has gaps: missing {missing[:10]}")
@@ -476,7 +479,11 @@ def events(books: Books, watcher: Watcher) -> Check:
     )
     check.checked = len(books.events)
     check.violations = event_violations(books)
-    by_sequence = {e["sequence"]: e["event_id"] for e in books.events}
+    if books.unnumbered:
+        # Every replica was stopped in order: nothing may be left for a watcher not to see.
+        ids = [e["id"] for e in books.unnumbered[:10]]
+        check.fail(f"{len(books.unnumbered)} committed event(s) never numbered, e.g. ids {ids}")
+    by_sequence = {e["sequence"]: e["event_id"] for e in books.events if e["sequence"]}
     received: dict[int, str] = {}
     for sequence, event_id in watcher.arrived:
         if received.setdefault(sequence, event_id) != event_id:
@@ -508,4 +515,10 @@ def answers(records: list[OpRecord]) -> Check:
     for record in records:
         if record.outcome == "unexpected":
             check.fail(f"{record.op_id} {record.method} {record.request_id}: {record.reason}")
+        ended = f"{record.outcome} {record.status}".strip()
+        check.violations += [
+            f"{record.op_id} {record.method} {record.request_id}: INTERNAL, {message}"
+            f" (retried; the caller ended with {ended})"
+            for message in record.incidents
+        ]
     return check

@@ -177,7 +177,17 @@ def scenarios(seed: int, ops: int, people: Customers) -> list[Scenario]:
 
 def kill_points(seed: int, ops: int, kills: int) -> list[int]:
     """After how many finished operations each kill comes (sorted, distinct)."""
-    rng = random.Random(f"kills-{seed}")
+    return _points(f"kills-{seed}", ops, kills)
+
+
+def termination_points(seed: int, ops: int, terminations: int) -> list[int]:
+    """After how many finished operations a replica's database connections are ended."""
+    return _points(f"terminations-{seed}", ops, terminations)
+
+
+def _points(name: str, ops: int, count: int) -> list[int]:
+    """``count`` distinct operation counts between 5 % and 95 % of ``ops``, sorted."""
+    rng = random.Random(name)
     low, high = max(1, ops // 20), max(2, ops * 19 // 20)
     span = range(low, high)
-    return sorted(rng.sample(span, min(kills, len(span))))
+    return sorted(rng.sample(span, min(count, len(span))))

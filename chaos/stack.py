@@ -1,20 +1,17 @@
-"""The processes under test: the KasPro sandbox, and the wallet service that is killed with
-SIGKILL and started again on the same database and the same ports."""
+"""The processes under test: the KasPro sandbox, and the wallet service's replicas, each
+killed with SIGKILL and started again on the same database and the same ports."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import sqlite3
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import procs
+from chaos.router import CallbackRouter
+from chaos.store import Store
 
 TOKENS = {
     "app": "chaos-app-token",
@@ -36,27 +33,16 @@ class Settings:
     cash_out_fee_idr: int = 1000
 
 
-class Stack:
-    """A sandbox process and a wallet service process on a database kept across kills."""
+@dataclass
+class Replica:
+    """One ``wallet-service serve`` process, on ports it keeps across restarts."""
 
-    def __init__(self, workdir: Path, seed: int, faults: list[dict[str, Any]], s: Settings):
-        self.workdir = workdir
-        self.seed = seed
-        self.settings = s
-        self.sandbox_port = procs.free_port()
-        self.grpc_port = procs.free_port()
-        self.http_port = procs.free_port()
-        self.db_path = workdir / "wallet.db"
-        self.faults_file = workdir / "faults.json"
-        self.faults_file.write_text(json.dumps(faults, indent=1))
-        self.sandbox: procs.Proc | None = None
-        self.service: procs.Proc | None = None
-        self.starts = 0
-        self.startup_seconds: list[float] = []
-
-    @property
-    def sandbox_url(self) -> str:
-        return f"http://127.0.0.1:{self.sandbox_port}"
+    name: str
+    grpc_port: int = field(default_factory=procs.free_port)
+    http_port: int = field(default_factory=procs.free_port)
+    process: procs.Proc | None = None
+    starts: int = 0
+    up: bool = False
 
     @property
     def target(self) -> str:
@@ -66,22 +52,70 @@ class Stack:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/metrics"
 
+
+class Stack:
+    """A sandbox process and ``replicas`` wallet service processes on one database."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        seed: int,
+        faults: list[dict[str, Any]],
+        s: Settings,
+        store: Store,
+        replicas: int = 1,
+    ):
+        self.workdir = workdir
+        self.seed = seed
+        self.settings = s
+        self.store = store
+        self.sandbox_port = procs.free_port()
+        # One replica keeps the names of the single-service runs (service-N.log).
+        self.replicas = [
+            Replica("service" if replicas == 1 else f"replica{n + 1}") for n in range(replicas)
+        ]
+        self.faults_file = workdir / "faults.json"
+        self.faults_file.write_text(json.dumps(faults, indent=1))
+        self.sandbox: procs.Proc | None = None
+        # Several replicas: the sandbox calls the router, which picks a replica.
+        self.router = (
+            CallbackRouter([r.http_port for r in self.replicas], seed) if replicas > 1 else None
+        )
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    @property
+    def targets(self) -> list[str]:
+        return [r.target for r in self.replicas]
+
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if r.up]
+
     def start_sandbox(self) -> None:
         seed, delay = str(self.seed), str(self.settings.async_delay_seconds)
         options = ("--seed", seed, "--fault-seed", seed, "--async-delay", delay)
         faults = ("--faults", str(self.faults_file))
+        # The sandbox's helper builds the callback URL from a port on loopback.
+        port = self.router.port if self.router else self.replicas[0].http_port
         self.sandbox = procs.start_sandbox_process(
-            self.workdir, self.sandbox_port, self.http_port, *options, *faults
+            self.workdir, self.sandbox_port, port, *options, *faults
         )
 
-    def service_env(self) -> dict[str, str]:
+    def service_env(self, replica: Replica) -> dict[str, str]:
         s = self.settings
         tokens = ";".join(f"{name}:{name}:{token}" for name, token in TOKENS.items())
         common = procs.service_env(
-            self.grpc_port, self.http_port, self.db_path, self.sandbox_url, tokens
+            replica.grpc_port,
+            replica.http_port,
+            self.workdir / "wallet.db",
+            self.sandbox_url,
+            tokens,
         )
         return {
             **common,
+            **self.store.env(),
             "WALLET_KASPRO_TIMEOUT_SECONDS": str(s.kaspro_timeout_seconds),
             "WALLET_RECONCILE_INTERVAL_SECONDS": str(s.reconcile_interval_seconds),
             "WALLET_RECONCILE_GRACE_SECONDS": str(s.reconcile_grace_seconds),
@@ -93,58 +127,34 @@ class Stack:
             "WALLET_LOG_LEVEL": "INFO",
         }
 
-    def start_service(self) -> float:
-        """Start (or restart) the service; the seconds until it answered SERVING."""
-        self.starts += 1
-        self.service, seconds = procs.start(
-            f"service-{self.starts}",
+    def start_replica(self, replica: Replica) -> float:
+        """Start (or restart) a replica; the seconds until it answered SERVING."""
+        replica.starts += 1
+        replica.process, seconds = procs.start(
+            f"{replica.name}-{replica.starts}",
             ["-m", "wallet_service", "serve"],
             workdir=self.workdir,
-            env=self.service_env(),
-            ready=procs.grpc_serving(self.grpc_port),
+            env=self.service_env(replica),
+            ready=procs.grpc_serving(replica.grpc_port),
             timeout=60.0,
         )
-        self.startup_seconds.append(seconds)
+        replica.up = True
         return seconds
 
-    def kill_service(self) -> None:
+    def kill_replica(self, replica: Replica) -> None:
         """SIGKILL: no shutdown code runs, in-flight calls and transactions are cut."""
-        assert self.service is not None
-        self.service.process.send_signal(signal.SIGKILL)
-        self.service.process.wait()
+        assert replica.process is not None
+        replica.up = False
+        replica.process.process.send_signal(signal.SIGKILL)
+        replica.process.process.wait()
 
-    def stop_service(self) -> None:
-        if self.service is not None:
-            self.service.stop()
+    def stop_replicas(self) -> None:
+        for replica in self.replicas:
+            if replica.process is not None:
+                replica.process.stop()
+            replica.up = False
 
     def stop(self) -> None:
-        self.stop_service()
+        self.stop_replicas()
         if self.sandbox is not None:
             self.sandbox.stop()
-
-    @contextmanager
-    def crash_copy(self) -> Iterator[sqlite3.Connection]:
-        """The database as a killed service left it (a copy with its WAL, so opening it
-        cannot disturb the file the next process uses)."""
-        with tempfile.TemporaryDirectory(prefix="chaos-crash-") as tmp:
-            for suffix in ("", "-wal"):
-                source = Path(f"{self.db_path}{suffix}")
-                if source.exists():
-                    shutil.copyfile(source, Path(tmp) / f"wallet.db{suffix}")
-            connection = sqlite3.connect(Path(tmp) / "wallet.db")
-            connection.row_factory = sqlite3.Row
-            try:
-                yield connection
-            finally:
-                connection.close()
-
-
-@contextmanager
-def readonly(path: Path) -> Iterator[sqlite3.Connection]:
-    """The service's database, opened read-only (the auditor never writes)."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    connection.row_factory = sqlite3.Row
-    try:
-        yield connection
-    finally:
-        connection.close()

@@ -1,5 +1,10 @@
 """The callers: onboarding, then the scenarios from many concurrent callers that retry their
 own request with the same request_id, as real callers do, and record what they finally saw.
+
+With several replicas, each operation starts at a replica the caller picks at random; a
+try the replica did not answer (down, connection cut, deadline) is sent again to another
+one, and any other retry or status poll to a replica picked afresh — so one request's
+tries meet on different replicas, as behind a load balancer.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from wallet.v1 import (
     funding_service_pb2_grpc,
     payment_service_pb2,
     payment_service_pb2_grpc,
+    transaction_service_pb2,
+    transaction_service_pb2_grpc,
 )
 
 from chaos import qris
@@ -42,6 +49,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
+CHANNELS_PER_REPLICA = 4
+# How the service's INTERNAL answers begin (wallet_service/api/errors.py).
+INCIDENT_PREFIX = "internal error (incident "
 # Top-up number prefixes (the service's defaults, wallet_service/domain/funding.py).
 VA_PREFIX = {False: "39358", True: "39359"}
 RETAIL_PREFIX = {
@@ -86,6 +96,11 @@ class OpRecord:
     first_try_at: float = 0.0
     last_try_at: float = 0.0
     deferred: bool = False
+    # Tries sent to another replica because the last one did not answer.
+    moved: int = 0
+    # The service's INTERNAL answers to tries of this operation (retried, as a caller
+    # would; each one a violation of the contract).
+    incidents: list[str] = field(default_factory=list)
     # Top-ups: KasPro's ids from the sandbox's answer.
     kaspro_request_id: str = ""
     kaspro_reff_id: str = ""
@@ -131,9 +146,40 @@ def retryable(failure: Failure) -> bool:
         return True
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and failure.reason == "OVERLOADED":
         return True
-    # A connection cut mid-call can surface as INTERNAL without our ErrorInfo; the
-    # service's own INTERNAL always carries one ("internal error (incident …)").
+    # A connection cut mid-call can surface as INTERNAL; so does the service's own
+    # (an unexpected error, "internal error (incident …)"), which a caller retries too,
+    # and which ``incident`` tells apart for the auditor.
     return code is grpc.StatusCode.INTERNAL and not failure.reason
+
+
+def incident(failure: Failure) -> bool:
+    """The service's INTERNAL answer to an unexpected error: the contract rules it out."""
+    return failure.code is grpc.StatusCode.INTERNAL and failure.message.startswith(INCIDENT_PREFIX)
+
+
+@dataclass(frozen=True)
+class Stubs:
+    """The services of one channel (to one replica)."""
+
+    payment: payment_service_pb2_grpc.PaymentServiceAsyncStub
+    funding: funding_service_pb2_grpc.FundingServiceAsyncStub
+    account: account_service_pb2_grpc.AccountServiceAsyncStub
+    transactions: transaction_service_pb2_grpc.TransactionServiceAsyncStub
+
+    @classmethod
+    def of(cls, channel: grpc.aio.Channel) -> Stubs:
+        return cls(
+            payment_service_pb2_grpc.PaymentServiceStub(channel),
+            funding_service_pb2_grpc.FundingServiceStub(channel),
+            account_service_pb2_grpc.AccountServiceStub(channel),
+            transaction_service_pb2_grpc.TransactionServiceStub(channel),
+        )
+
+
+# A money RPC: its method on a channel's stubs, e.g. ``lambda s: s.payment.Transfer``.
+Send = Callable[[Stubs], Callable[..., Awaitable[Any]]]
+# One try: the stubs of the replica to send it to, and its deadline.
+Invoke = Callable[[Stubs, float], Awaitable[T]]
 
 
 def label(failure: Failure) -> str:
@@ -161,24 +207,40 @@ def _transaction_status(answer: Any) -> tuple[str, str]:
 class Callers:
     """Channels, stubs and the record of every operation."""
 
-    def __init__(self, target: str, sandbox_url: str, seed: int) -> None:
+    def __init__(self, targets: list[str], sandbox_url: str, seed: int) -> None:
         self.channels = [
-            grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(4)
+            [
+                grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                for _ in range(CHANNELS_PER_REPLICA)
+            ]
+            for target in targets
         ]
+        self.stubs = [[Stubs.of(channel) for channel in row] for row in self.channels]
+        # Tries sent to each replica (index).
+        self.tries_at = [0] * len(targets)
         self.control = httpx.AsyncClient(base_url=sandbox_url, timeout=30)
         self.seed = seed
         self.records: list[OpRecord] = []
         self.started = 0  # workload operations begun
         self.finished = 0  # workload operations with an outcome (the killer's clock)
         self.progress = asyncio.Event()
-        self.deferred: list[tuple[OpRecord, Callable[[float], Awaitable[Any]], Any]] = []
+        self.deferred: list[tuple[OpRecord, Invoke[Any], int, Any]] = []
 
-    def _channel(self, worker: int) -> grpc.aio.Channel:
-        return self.channels[worker % len(self.channels)]
+    @property
+    def replicas(self) -> int:
+        return len(self.channels)
+
+    def _stubs(self, replica: int, worker: int) -> Stubs:
+        return self.stubs[replica][worker % CHANNELS_PER_REPLICA]
+
+    def _another(self, replica: int, rng: random.Random) -> int:
+        """A replica other than ``replica``."""
+        return (replica + 1 + rng.randrange(self.replicas - 1)) % self.replicas
 
     async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close()
+        for row in self.channels:
+            for channel in row:
+                await channel.close()
         await self.control.aclose()
 
     @staticmethod
@@ -200,11 +262,12 @@ class Callers:
     async def call(
         self,
         record: OpRecord,
-        invoke: Callable[[float], Awaitable[T]],
+        invoke: Invoke[T],
         *,
         done: Callable[[T], bool],
         describe: Callable[[T], tuple[str, str]],
         rng: random.Random,
+        worker: int,
         budget: float = OP_BUDGET_SECONDS,
         final: bool = True,
     ) -> T | None:
@@ -215,16 +278,27 @@ class Callers:
         delay = 0.05
         if not record.first_try_at:
             record.first_try_at = time.time()
+        # One replica: no draw, so its runs use their generators as they always did.
+        replica = rng.randrange(self.replicas) if self.replicas > 1 else 0
         while True:
             record.tries += 1
             record.last_try_at = time.time()
+            self.tries_at[replica] += 1
             try:
-                answer = await invoke(RPC_TIMEOUT_SECONDS)
+                answer = await invoke(self._stubs(replica, worker), RPC_TIMEOUT_SECONDS)
             except grpc.aio.AioRpcError as error:
                 failure = failure_of(error)
                 if retryable(failure):
                     record.retries += 1
                     record.retry_codes[label(failure)] += 1
+                    if incident(failure):
+                        record.incidents.append(failure.message)
+                    if self.replicas > 1:
+                        if failure.reason:  # the service answered: any replica will do
+                            replica = rng.randrange(self.replicas)
+                        else:  # no answer from this replica: down, cut or too slow
+                            replica = self._another(replica, rng)
+                            record.moved += 1
                     now = loop.time()
                     if failure.code is grpc.StatusCode.ABORTED:
                         aborted_since = aborted_since or now
@@ -258,6 +332,8 @@ class Callers:
                     self._finish(record)
                 return answer
             record.polls += 1
+            if self.replicas > 1:
+                replica = rng.randrange(self.replicas)
             await asyncio.sleep(0.3)
 
     # Onboarding (set-up: no workload counters).
@@ -271,7 +347,7 @@ class Callers:
         async def one(worker: int) -> None:
             while queue:
                 number = queue.pop(0)
-                if not await self._link(worker, number, rng):
+                if not await self._link(worker, number, rng, worker % self.replicas):
                     problems.append(f"could not onboard {number}")
 
         await asyncio.gather(*(one(w) for w in range(concurrency)))
@@ -281,10 +357,12 @@ class Callers:
             await self.top_up(TopUp(0, number, driver, amount, "VA"), phase="setup")
         return problems
 
-    async def _link(self, worker: int, number: str, rng: random.Random) -> bool:
-        stub = account_service_pb2_grpc.AccountServiceStub(self._channel(worker))
+    async def _link(self, worker: int, number: str, rng: random.Random, replica: int) -> bool:
+        """Register and link ``number``; every retry goes to the next replica."""
         md = self.metadata("app")
         for _ in range(20):
+            stub = self._stubs(replica, worker).account
+            replica = (replica + 1) % self.replicas
             try:
                 await stub.RegisterCustomer(
                     account_service_pb2.RegisterCustomerRequest(
@@ -302,6 +380,8 @@ class Callers:
                     return False
                 await asyncio.sleep(0.1 + rng.random() * 0.2)
         for _ in range(20):
+            stub = self._stubs(replica, worker).account
+            replica = (replica + 1) % self.replicas
             try:
                 await stub.RequestOtp(
                     account_service_pb2.RequestOtpRequest(mobile_number=number),
@@ -334,6 +414,19 @@ class Callers:
                 await asyncio.sleep(0.1 + rng.random() * 0.2)
         return False
 
+    async def serves(self, replica: int, number: str) -> bool:
+        """Whether ``replica`` answers a read of its database (ListTransactions of
+        ``number``: no KasPro call, so no KasPro fault either)."""
+        try:
+            await self._stubs(replica, 0).transactions.ListTransactions(
+                transaction_service_pb2.ListTransactionsRequest(mobile_number=number),
+                metadata=self.metadata("app"),
+                timeout=RPC_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
     # The scenarios.
 
     async def run(self, scenarios: list[Scenario], concurrency: int, ops: int) -> None:
@@ -361,7 +454,6 @@ class Callers:
             await self.top_up(scenario)
 
     async def _ride(self, ride: Ride, worker: int, rng: random.Random) -> None:
-        stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
         authorize = payment_service_pb2.AuthorizeRidePaymentRequest(
             request_id=f"auth-{ride.ride_id}",
             ride_id=ride.ride_id,
@@ -369,7 +461,7 @@ class Callers:
             amount_idr=ride.held_idr,
         )
         status = await self._ride_step(
-            ride, "authorize", stub.AuthorizeRidePayment, authorize, ride.held_idr, rng
+            ride, "authorize", lambda s: s.payment.AuthorizeRidePayment, authorize, rng, worker
         )
         if status != "AUTHORIZED" or ride.ending == "abandon":
             return
@@ -377,7 +469,9 @@ class Callers:
             void = payment_service_pb2.VoidRidePaymentRequest(
                 request_id=f"void-{ride.ride_id}", ride_id=ride.ride_id, reason="cancelled"
             )
-            await self._ride_step(ride, "void", stub.VoidRidePayment, void, ride.held_idr, rng)
+            await self._ride_step(
+                ride, "void", lambda s: s.payment.VoidRidePayment, void, rng, worker
+            )
             return
         capture = payment_service_pb2.CaptureRidePaymentRequest(
             request_id=f"capture-{ride.ride_id}",
@@ -387,7 +481,7 @@ class Callers:
             platform_fee_idr=ride.fee_idr,
         )
         status = await self._ride_step(
-            ride, "capture", stub.CaptureRidePayment, capture, ride.fare_idr, rng
+            ride, "capture", lambda s: s.payment.CaptureRidePayment, capture, rng, worker
         )
         if status != "CAPTURED" or not ride.tip_idr:
             return
@@ -395,17 +489,25 @@ class Callers:
             request_id=f"tip-{ride.ride_id}", ride_id=ride.ride_id, amount_idr=ride.tip_idr
         )
         await self._money_call(
-            "tip", ride.n, "dispatch", stub.TipDriver, tip, ride.tip_idr, rng, ride.ride_id
+            "tip",
+            ride.n,
+            "dispatch",
+            lambda s: s.payment.TipDriver,
+            tip,
+            ride.tip_idr,
+            rng,
+            worker,
+            ride.ride_id,
         )
 
     async def _ride_step(
         self,
         ride: Ride,
         kind: str,
-        send: Callable[..., Awaitable[Any]],
+        send: Send,
         request: Any,
-        amount_idr: int,
         rng: random.Random,
+        worker: int,
     ) -> str | None:
         """One dispatch call on a ride payment, asked again while its answer is in a
         passing status (AUTHORIZING, CAPTURING, VOIDING); the last status seen, or None
@@ -417,8 +519,9 @@ class Callers:
             "dispatch",
             send,
             request,
-            amount_idr,
+            ride.fare_idr if kind == "capture" else ride.held_idr,
             rng,
+            worker,
             ride.ride_id,
             done=lambda a: RIDE_STATUS[a.ride_payment.status] != passing,
             describe=_ride_status,
@@ -430,10 +533,11 @@ class Callers:
         kind: str,
         n: int,
         caller: str,
-        send: Callable[..., Awaitable[Any]],
+        send: Send,
         request: Any,
         amount_idr: int,
         rng: random.Random,
+        worker: int,
         ride_id: str = "",
         *,
         done: Callable[[Any], bool] = lambda answer: True,
@@ -452,17 +556,18 @@ class Callers:
         )
         md = self.metadata(caller)
 
-        def invoke(timeout: float) -> Awaitable[Any]:
-            return send(request, metadata=md, timeout=timeout)
+        def invoke(stubs: Stubs, timeout: float) -> Awaitable[Any]:
+            return send(stubs)(request, metadata=md, timeout=timeout)
 
-        answer = await self.call(record, invoke, done=done, describe=describe, rng=rng)
+        answer = await self.call(
+            record, invoke, done=done, describe=describe, rng=rng, worker=worker
+        )
         if record.outcome == "unknown":
             record.deferred = True
-            self.deferred.append((record, invoke, (done, describe)))
+            self.deferred.append((record, invoke, worker, (done, describe)))
         return answer
 
     async def _transfer(self, transfer: Transfer, worker: int, rng: random.Random) -> None:
-        stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
         request = payment_service_pb2.TransferRequest(
             request_id=f"transfer-{self.seed}-{transfer.n}",
             from_mobile_number=transfer.source,
@@ -471,11 +576,17 @@ class Callers:
             note=f"chaos {transfer.n}",
         )
         await self._money_call(
-            "transfer", transfer.n, "app", stub.Transfer, request, transfer.amount_idr, rng
+            "transfer",
+            transfer.n,
+            "app",
+            lambda s: s.payment.Transfer,
+            request,
+            transfer.amount_idr,
+            rng,
+            worker,
         )
 
     async def _cash_out(self, cash_out: CashOut, worker: int, rng: random.Random) -> None:
-        stub = funding_service_pb2_grpc.FundingServiceStub(self._channel(worker))
         request = funding_service_pb2.CashOutRequest(
             request_id=f"cash-out-{self.seed}-{cash_out.n}",
             mobile_number=cash_out.mobile,
@@ -494,11 +605,17 @@ class Callers:
                 f"RETAIL_OUTLET_{cash_out.outlet}"
             )
         await self._money_call(
-            "cash_out", cash_out.n, "app", stub.CashOut, request, cash_out.amount_idr, rng
+            "cash_out",
+            cash_out.n,
+            "app",
+            lambda s: s.funding.CashOut,
+            request,
+            cash_out.amount_idr,
+            rng,
+            worker,
         )
 
     async def _qris(self, payment: Qris, worker: int, rng: random.Random) -> None:
-        stub = payment_service_pb2_grpc.PaymentServiceStub(self._channel(worker))
         request = payment_service_pb2.PayQrisRequest(
             request_id=f"qris-{self.seed}-{payment.n}",
             mobile_number=payment.mobile,
@@ -508,7 +625,14 @@ class Callers:
             amount_idr=0 if payment.dynamic else payment.amount_idr,
         )
         await self._money_call(
-            "qris", payment.n, "app", stub.PayQris, request, payment.amount_idr, rng
+            "qris",
+            payment.n,
+            "app",
+            lambda s: s.payment.PayQris,
+            request,
+            payment.amount_idr,
+            rng,
+            worker,
         )
 
     async def top_up(self, top_up: TopUp, *, phase: str = "workload") -> None:
@@ -555,9 +679,7 @@ class Callers:
         deadline = asyncio.get_running_loop().time() + seconds
         rng = random.Random(f"final-{self.seed}")
 
-        async def again(
-            record: OpRecord, invoke: Callable[[float], Awaitable[Any]], how: Any
-        ) -> None:
+        async def again(record: OpRecord, invoke: Invoke[Any], worker: int, how: Any) -> None:
             done, describe = how
             while True:
                 left = deadline - asyncio.get_running_loop().time()
@@ -569,6 +691,7 @@ class Callers:
                     done=done,
                     describe=describe,
                     rng=rng,
+                    worker=worker,
                     budget=min(left, 30.0),
                     final=False,
                 )
@@ -576,4 +699,4 @@ class Callers:
                     return
                 await asyncio.sleep(min(2.0, max(deadline - asyncio.get_running_loop().time(), 0)))
 
-        await asyncio.gather(*(again(r, i, h) for r, i, h in self.deferred))
+        await asyncio.gather(*(again(r, i, w, h) for r, i, w, h in self.deferred))

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 ADMIN_URL = os.environ.get("WALLET_TEST_POSTGRES_URL", "").strip()
-SKIP_REASON = "WALLET_TEST_POSTGRES_URL is not set (README, \"Tests on PostgreSQL\")"
+SKIP_REASON = 'WALLET_TEST_POSTGRES_URL is not set (README, "Tests on PostgreSQL")'
 
 
 def database_url(name: str) -> str:

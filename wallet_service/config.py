@@ -410,7 +410,8 @@ class Config:
     kaspro_timeout_seconds: float = setting(
         "WALLET_KASPRO_TIMEOUT_SECONDS",
         10.0,
-        "time limit of one KasPro call (also bounded by the caller's gRPC deadline)",
+        "time limit of one KasPro call (also bounded by the caller's gRPC deadline); must "
+        "be below `WALLET_RECONCILE_GRACE_SECONDS`",
         minimum=0.1,
     )
     kaspro_ekyc_timeout_seconds: float = setting(
@@ -522,7 +523,8 @@ class Config:
     reconcile_grace_seconds: float = setting(
         "WALLET_RECONCILE_GRACE_SECONDS",
         30.0,
-        "an unanswered attempt is asked about after this (longer than any KasPro call)",
+        "an unanswered attempt is asked about after this (longer than any KasPro call: "
+        "above `WALLET_KASPRO_TIMEOUT_SECONDS`)",
     )
     reconcile_overdue_seconds: float = setting(
         "WALLET_RECONCILE_OVERDUE_SECONDS",
@@ -647,6 +649,16 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         if declared.required and unset and values["kaspro_base_url"] != EMBEDDED:
             raise ConfigError(f"{declared.env} is required when WALLET_KASPRO_BASE_URL is set")
 
+    timeout, grace = values["kaspro_timeout_seconds"], values["reconcile_grace_seconds"]
+    if timeout >= grace:
+        # A send is asked about, and may be sent again, once the grace after it is over,
+        # and a flight claim lasts the grace and a margin: both rely on every KasPro
+        # money call (token fetch and wait for a connection included) ending within it.
+        raise ConfigError(
+            f"WALLET_KASPRO_TIMEOUT_SECONDS ({timeout:g}) must be below "
+            f"WALLET_RECONCILE_GRACE_SECONDS ({grace:g}): a KasPro call must end within the "
+            "grace before its attempt is asked about or sent again"
+        )
     low, high = values["retail_min_idr"], values["retail_max_idr"]
     if low > high:
         raise ConfigError("WALLET_RETAIL_MIN_IDR must not exceed WALLET_RETAIL_MAX_IDR")

@@ -13,6 +13,8 @@ import grpc
 import httpx
 from wallet.v1 import common_pb2, funding_service_pb2, payment_service_pb2, transaction_service_pb2
 
+from wallet_service.store.callbacks import store_callback
+
 from .conftest import APP, DEADLINE, LOCAL, OTHER_LOCAL, Harness, wait_for
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -264,6 +266,33 @@ def body(
     }
     fields.update(extra)
     return json.dumps(fields, separators=(",", ":")).encode()
+
+
+async def lost_top_up(h: Harness, amount_idr: int) -> tuple[dict[str, Any], int]:
+    """A VA top-up KasPro credited, whose verified callback our receiver stored and then
+    failed to apply (the database went away: answered 500), and which KasPro stopped
+    resending: the sandbox's answer, and the stored callback's id."""
+    await h.control("POST", "/callback-url", json={"url": None})
+    va = "39358" + LOCAL[1:]
+    sent: dict[str, Any] = await h.control(
+        "POST",
+        "/topup",
+        json={"mobileNumber": LOCAL, "amount": amount_idr, "channel": "VA", "vaNumber": va},
+    )
+    raw = body(
+        sent["requestId"],
+        sent["reffId"],
+        amount=str(amount_idr),
+        type="TOPUP",
+        channel="VA",
+        vaNumber=va,
+    )
+    timestamp = str(int(h.clock()))
+    # What the receiver does once a delivery is verified, before it applies it.
+    callback_id = await store_callback(
+        h.running.db, raw, timestamp, sign(DEV_SECRET, timestamp, raw), h.clock()
+    )
+    return sent, callback_id
 
 
 @dataclass(frozen=True)

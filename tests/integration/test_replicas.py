@@ -22,6 +22,8 @@ from wallet_service.domain import money
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.money import TxType
 from wallet_service.domain.phone import MobileNumber, parse_mobile_number
+from wallet_service.domain.records import Attempt
+from wallet_service.flows.callbacks import UNAPPLIED_AFTER_SECONDS, CallbackReceiver
 from wallet_service.flows.engine import (
     ANOTHER_CALL,
     Engine,
@@ -34,11 +36,17 @@ from wallet_service.flows.idempotency import LEASE_SECONDS, Idempotency, Request
 from wallet_service.flows.onboarding import Onboarding
 from wallet_service.flows.operations import Create, Created, Operations, PlatformAccounts
 from wallet_service.flows.rides import RidePayments
+from wallet_service.flows.top_ups import TopUps
 from wallet_service.flows.transfers import Transfers
 from wallet_service.kaspro import KasProClient, kaspro_request_id
+from wallet_service.metrics import Metrics
 from wallet_service.store import idempotency
 from wallet_service.store.attempts import claim_flight, load_attempt
-from wallet_service.store.callbacks import claim_parked_callback, claim_top_up_check
+from wallet_service.store.callbacks import (
+    claim_parked_callback,
+    claim_top_up_check,
+    claim_unapplied_callback,
+)
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.sqlite import SqliteDatabase
@@ -55,7 +63,7 @@ from .conftest import (
     failure_of,
     wait_for,
 )
-from .helpers import body, p2p_calls, pending_cash_out, post
+from .helpers import P2P_PATH, body, lost_top_up, p2p_calls, pending_cash_out, post
 
 STATUS_PATH = "/transaction-status/"
 VA = "39358" + LOCAL[1:]
@@ -77,6 +85,7 @@ class Replica:
     operations: Operations
     transfers: Transfers
     rides: RidePayments
+    callbacks: CallbackReceiver
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +108,13 @@ async def replica(h: Harness) -> AsyncIterator[Replica]:
             config.limits,
         )
         yield Replica(
-            db, engine, onboarding, operations, Transfers(operations), RidePayments(operations)
+            db,
+            engine,
+            onboarding,
+            operations,
+            Transfers(operations),
+            RidePayments(operations),
+            CallbackReceiver(engine, TopUps(engine), kaspro, config, h.clock, Metrics()),
         )
     finally:
         await kaspro.aclose()
@@ -241,6 +256,71 @@ async def test_a_new_attempt_is_claimed_by_its_request_until_its_answer_is_appli
         assert await claim_flight(b.db, c.reference, h.clock(), h.clock() + 1.0)
 
 
+async def test_a_leg_sent_late_is_not_sent_again_within_the_grace_after_its_send(
+    h: Harness,
+) -> None:
+    """docs/kaspro.md, "When a step is sent again", rule 4: the last send must be older
+    than the grace. A later leg goes out well after its attempt was created; only its
+    creation time is on record, so "not found" shortly after its send sends it again."""
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    source, target = parse_mobile_number(LOCAL), parse_mobile_number(OTHER_LOCAL)
+    grace = h.config.reconcile_grace_seconds
+    async with replica(h) as a:
+
+        async def create(tx: DbTx) -> list[Attempt]:
+            return (await transfer_of(a, tx, h.clock(), source, target))[1]
+
+        [attempt] = await a.db.run(create)
+        # The leg goes out 25 s after it was created (the legs before it took that long),
+        # and is lost on its way: KasPro never executes it.
+        h.clock.advance(grace - 5)
+        await h.arm_fault(P2P_PATH, "timeout_before", delay_seconds=0.1)
+        assert (await a.engine.send(attempt, timeout=DEADLINE)).state is State.UNKNOWN
+    assert len(await p2p_calls(h)) == 1
+
+    # 6 s after the send, the inquiry its UNKNOWN answer scheduled: "not found". The send
+    # may still be on its way; the step must wait until the grace after the send is over.
+    h.clock.advance(6)
+    await h.running.reconciler.run_once()
+    assert len(await p2p_calls(h)) == 1
+
+
+async def test_no_replica_calls_kaspro_about_an_attempt_while_another_replica_sends_it(
+    h: Harness,
+) -> None:
+    """docs/money.md, "Flights": one KasPro call about an attempt at a time, across
+    replicas. The claim made at creation is not renewed for the first send, so a send
+    that starts late runs past its claim, and another replica's inquiry (and, when
+    KasPro says "not found", its resend) goes out beside it."""
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    source, target = parse_mobile_number(LOCAL), parse_mobile_number(OTHER_LOCAL)
+    lease = Timing(unanswered_grace_seconds=h.config.reconcile_grace_seconds).flight_lease_seconds
+    async with replica(h) as a:
+
+        async def create(tx: DbTx) -> list[Attempt]:
+            return (await transfer_of(a, tx, h.clock(), source, target))[1]
+
+        [attempt] = await a.db.run(create)
+        # Replica A sends the leg 39 s after creating it (the legs before it, or a
+        # failover's database retries); its call takes 2 s.
+        h.clock.advance(lease - 1)
+        await h.arm_fault(P2P_PATH, "latency", delay_seconds=2.0)
+        sending = asyncio.create_task(a.engine.send(attempt, timeout=DEADLINE))
+
+        async def arrived() -> bool:
+            return len(await p2p_calls(h)) == 1
+
+        await wait_for(arrived)
+        h.clock.advance(2)  # while A's call is in flight
+        before = len(await h.kaspro_requests(STATUS_PATH))
+        await h.running.reconciler.run_once()
+        meanwhile = len(await h.kaspro_requests(STATUS_PATH)) - before
+        await sending
+    assert meanwhile == 0, "another replica asked KasPro about the attempt during A's send"
+
+
 # Workers on every replica.
 
 
@@ -271,6 +351,38 @@ async def tries(h: Harness, callback_id: int) -> int:
     row = await h.running.db.fetch_one("SELECT tries FROM callbacks WHERE id = ?", (callback_id,))
     assert row is not None
     return int(row["tries"])
+
+
+async def test_a_callback_stored_but_never_applied_is_applied_by_one_replica_at_a_time(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL)
+    sent, callback_id = await lost_top_up(h, 45_000)
+    h.clock.advance(UNAPPLIED_AFTER_SECONDS)
+
+    async with replica(h) as b:
+        now = h.clock()
+        stored_before = now - UNAPPLIED_AFTER_SECONDS
+        assert await claim_unapplied_callback(b.db, callback_id, now, stored_before, now + 30)
+        assert not await claim_unapplied_callback(b.db, callback_id, now, stored_before, now + 30)
+        await h.running.reconciler.run_once()
+        assert await tries(h, callback_id) == 0  # left to B
+        assert await credited(h, sent["reffId"]) == []
+
+    h.clock.advance(30)  # B died: its claim lapsed. The passes of two replicas meet on it.
+    async with replica(h) as c:
+        await asyncio.gather(h.running.reconciler.run_once(), c.callbacks.retry_parked())
+        await c.callbacks.retry_parked()
+    assert await credited(h, sent["reffId"]) == [45_000]
+    assert await tries(h, callback_id) == 1  # applied by one of them, once
+    await h.assert_books_agree()
+
+
+async def credited(h: Harness, reff_id: str) -> list[int]:
+    rows = await h.running.db.fetch_all(
+        "SELECT amount_idr FROM transactions WHERE kaspro_reference = ?", (reff_id,)
+    )
+    return [int(row["amount_idr"]) for row in rows]
 
 
 async def test_an_unverified_top_up_is_asked_about_by_one_replica_at_a_time(h: Harness) -> None:

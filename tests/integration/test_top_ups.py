@@ -22,6 +22,8 @@ import httpx
 import pytest
 from wallet.v1 import common_pb2, transaction_service_pb2
 
+from wallet_service.flows.callbacks import UNAPPLIED_AFTER_SECONDS
+
 from .conftest import (
     APP,
     CANONICAL,
@@ -33,7 +35,7 @@ from .conftest import (
     Harness,
     wait_for,
 )
-from .helpers import callback_tries, pending_cash_out, post, until_status
+from .helpers import callback_tries, lost_top_up, pending_cash_out, post, until_status
 
 TOP_UP = common_pb2.TRANSACTION_TYPE_TOP_UP
 DRIVER_DEPOSIT = common_pb2.TRANSACTION_TYPE_DRIVER_DEPOSIT
@@ -279,6 +281,38 @@ async def test_the_top_up_is_listed_for_the_wallet(h: Harness) -> None:
     assert mine.next_page_token == ""
     assert list(theirs.transactions) == []
     assert [t.transaction_id for t in only_top_ups.transactions] == [row["id"]]
+
+
+async def test_a_top_up_callback_stored_but_never_applied_is_credited_by_the_reconciler(
+    h: Harness,
+) -> None:
+    await h.onboard(LOCAL)
+    sent, callback_id = await lost_top_up(h, 65_000)
+    # Its receiver may still be at work: a pass within the minute leaves it.
+    h.clock.advance(UNAPPLIED_AFTER_SECONDS - 1)
+    await h.running.reconciler.run_once()
+    assert await top_up_rows(h, sent["reffId"]) == []
+
+    h.clock.advance(1)
+    await h.running.reconciler.run_once()
+
+    await assert_recorded_once(h, sent["reffId"], TOP_UP, 65_000, "external:va")
+    assert await callback_state(h, callback_id) == ("applied", 1)
+    await h.assert_books_agree()
+    # Later passes change nothing.
+    for _ in range(2):
+        await h.settle(advance_seconds=3600)
+    await assert_recorded_once(h, sent["reffId"], TOP_UP, 65_000, "external:va")
+    assert await callback_state(h, callback_id) == ("applied", 1)
+    assert (await h.ledger())[SUBSCRIBER] == 65_000
+
+
+async def callback_state(h: Harness, callback_id: int) -> tuple[str, int]:
+    row = await h.running.db.fetch_one(
+        "SELECT status, tries FROM callbacks WHERE id = ?", (callback_id,)
+    )
+    assert row is not None
+    return str(row["status"]), int(row["tries"])
 
 
 async def unverified_top_up(h: Harness, amount_idr: int) -> dict[str, Any]:

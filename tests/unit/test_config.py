@@ -344,6 +344,32 @@ def test_malformed_prefixes_banks_and_amounts_are_config_errors(
         load(variables)
 
 
+# Time limits the money rules rely on.
+
+
+@pytest.mark.parametrize(
+    ("timeout", "grace"), [("30", None), ("31", None), ("5", "5"), ("10", "9.5")]
+)
+def test_a_kaspro_timeout_not_below_the_reconcile_grace_is_a_config_error(
+    timeout: str, grace: str | None
+) -> None:
+    variables = {"WALLET_KASPRO_TIMEOUT_SECONDS": timeout}
+    if grace is not None:
+        variables["WALLET_RECONCILE_GRACE_SECONDS"] = grace
+    with pytest.raises(
+        ConfigError,
+        match=r"WALLET_KASPRO_TIMEOUT_SECONDS .* must be below WALLET_RECONCILE_GRACE_SECONDS",
+    ):
+        load(variables)
+
+
+def test_a_kaspro_timeout_below_the_reconcile_grace_is_accepted() -> None:
+    defaults = load({})
+    assert defaults.kaspro_timeout_seconds < defaults.reconcile_grace_seconds
+    config = load({"WALLET_KASPRO_TIMEOUT_SECONDS": "29.9", "WALLET_RECONCILE_GRACE_SECONDS": "30"})
+    assert (config.kaspro_timeout_seconds, config.reconcile_grace_seconds) == (29.9, 30.0)
+
+
 # Caller tokens.
 
 

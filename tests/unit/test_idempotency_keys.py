@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from wallet.v1 import account_service_pb2, common_pb2
 
 from wallet_service.api.account import reduce_stored_answers
-from wallet_service.domain.errors import Reason, WalletError
+from wallet_service.domain.errors import CommitUnknown, Reason, WalletError
 from wallet_service.flows.idempotency import Held, Idempotency, Request
 from wallet_service.store import idempotency, sqlite
 from wallet_service.store.database import Database, migrations
+from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.sqlite import SqliteDatabase
 
+T = TypeVar("T")
 KEY = idempotency.Key("app", "Transfer", "req-1")
 HASH = b"h" * 32
 
@@ -300,6 +304,74 @@ async def _attach(db: Database, key: idempotency.Key, holder: str, operation_id:
 
 async def _never(_: Held) -> None:
     raise AssertionError("a decided request must not run again")
+
+
+def commits_then_loses_the_connection(
+    db: Database, monkeypatch: pytest.MonkeyPatch, *, commit: bool
+) -> None:
+    """The next transaction of ``db`` ends as a lost connection does (``commit``: after its
+    COMMIT went through, the answer lost; else before it): ``run`` raises CommitUnknown."""
+    run = db.run
+
+    async def once(body: Callable[[DbTx], Awaitable[T]]) -> T:
+        monkeypatch.setattr(db, "run", run)
+        if commit:
+            await run(body)
+        raise CommitUnknown
+
+    monkeypatch.setattr(db, "run", once)
+
+
+async def _work(_: Held) -> bytes:
+    return b"answer"
+
+
+async def test_a_key_claimed_with_an_unknown_commit_is_given_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim committed, its answer was lost: the request fails (DATABASE_BUSY), and its
+    retry runs at once instead of finding its own key running for the whole lease."""
+    db = await Database.open(str(tmp_path / "w.db"))
+    keys = Idempotency(db, lambda: 1000.0)
+    request = Request(KEY.caller, KEY.method, KEY.request_id, HASH)
+    try:
+        commits_then_loses_the_connection(db, monkeypatch, commit=True)
+        with pytest.raises(CommitUnknown):
+            await keys.run(request, _never, keep=lambda r: r, replay=lambda d: d.answer)
+        assert await idempotency.look(db, KEY, HASH, 1000.0) is None
+
+        answer = await keys.run(request, _work, keep=lambda r: r, replay=lambda d: d.answer)
+        assert answer == b"answer"
+    finally:
+        await db.close()
+
+
+async def test_giving_back_a_claim_of_unknown_outcome_touches_no_other_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SqliteDatabase, "sole_process", False)
+    path = str(tmp_path / "w.db")
+    a, b = await Database.open(path), await Database.open(path)
+    request = Request(KEY.caller, KEY.method, KEY.request_id, HASH)
+    try:
+        # A's lease ended; B's claim, taking the key over, never reached the database.
+        held = await idempotency.claim(a, KEY, HASH, 1000.0, 120.0)
+        commits_then_loses_the_connection(b, monkeypatch, commit=False)
+        with pytest.raises(CommitUnknown):
+            await Idempotency(b, lambda: 1200.0).run(
+                request, _never, keep=lambda r: r, replay=lambda d: d.answer
+            )
+        # A's key is as it was: A still ends it.
+        running = await idempotency.look(a, KEY, HASH, 1000.0)
+        assert running is not None
+        assert running.kind is idempotency.ClaimKind.IN_PROGRESS
+        await idempotency.complete(a, KEY, held.holder, b"R" + b"answer")
+        decided = await idempotency.look(b, KEY, HASH, 1200.0)
+        assert decided is not None
+        assert (decided.kind, decided.stored) == (idempotency.ClaimKind.REPLAY, b"Ranswer")
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_a_key_is_ended_even_when_its_caller_is_cancelled_while_another_process_locks(

@@ -51,3 +51,18 @@ def test_one_caller_name_with_two_sets_of_roles_stops_the_start_up(
     assert "caller dispatch" in error
     assert "first-token-1" not in error
     assert "second-token-2" not in error
+
+
+def test_a_kaspro_timeout_not_below_the_reconcile_grace_stops_the_start_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WALLET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WALLET_KASPRO_TIMEOUT_SECONDS", "30")
+    monkeypatch.setenv("WALLET_RECONCILE_GRACE_SECONDS", "20")
+
+    assert main(["serve"]) == 2
+
+    error = capsys.readouterr().err
+    assert "WALLET_KASPRO_TIMEOUT_SECONDS" in error
+    assert "WALLET_RECONCILE_GRACE_SECONDS" in error

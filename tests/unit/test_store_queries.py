@@ -115,6 +115,36 @@ async def test_parked_callbacks_come_from_their_index_in_arrival_order(tmp_path:
         await db.close()
 
 
+async def test_callbacks_never_applied_come_from_their_index_once_old_enough(
+    tmp_path: Path,
+) -> None:
+    db = await SqliteDatabase.open_file(str(tmp_path / "w.db"))
+    try:
+        plan = await db.fetch_all(
+            f"EXPLAIN QUERY PLAN {callbacks.UNAPPLIED_CALLBACKS_SQL}", (0.0, 0.0, 10)
+        )
+        details = " ".join(row["detail"] for row in plan)
+        assert "USING INDEX callbacks_unapplied" in details
+        assert "SCAN callbacks" not in details
+
+        stored = [await callbacks.store_callback(db, b"{}", "", "", float(n)) for n in range(4)]
+        async with db.transaction() as tx:
+            await callbacks.mark_callback(tx, stored[1], "applied")
+        # Stored at 0, 1, 2, 3; at 10, those stored by 2.5 are old enough; 1 was applied.
+        rows = await callbacks.unapplied_callbacks(db, 10.0, 2.5, 10)
+        assert [row["id"] for row in rows] == [stored[0], stored[2]]
+        assert await callbacks.claim_unapplied_callback(db, stored[0], 10.0, 2.5, 40.0)
+        assert not await callbacks.claim_unapplied_callback(db, stored[0], 10.0, 2.5, 40.0)
+        assert not await callbacks.claim_unapplied_callback(db, stored[1], 10.0, 2.5, 40.0)
+        assert not await callbacks.claim_unapplied_callback(db, stored[3], 10.0, 2.5, 40.0)
+        rows = await callbacks.unapplied_callbacks(db, 10.0, 2.5, 10)
+        assert [row["id"] for row in rows] == [stored[2]]  # the claimed one waits
+        rows = await callbacks.unapplied_callbacks(db, 40.0, 2.5, 10)
+        assert [row["id"] for row in rows] == [stored[0], stored[2]]  # its claim lapsed
+    finally:
+        await db.close()
+
+
 def _transaction(type_: TxType, id_: str) -> Transaction:
     return Transaction(
         id=id_,

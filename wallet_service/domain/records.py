@@ -59,7 +59,8 @@ class Attempt:
     fee_idr: int = 0
     checks: int = 0
     last_detail: str = ""
-    # When the step was last sent again (None: only at its creation, create_time).
+    # When the step was last sent, written before every send (None: never sent, or sent
+    # once by an earlier version, which recorded only sends again: create_time stands in).
     last_sent_at: float | None = None
     # The process calling KasPro about the attempt now, and when its claim lapses (None:
     # no call in flight); see Engine._one_flight.

@@ -2,7 +2,8 @@
 
 A callback is verified on its raw bytes first; a verified one is stored raw, then
 applied through the engine's one transition function, and acknowledged. One for a
-reference we do not know yet is parked and tried again. One that cannot be verified is
+reference we do not know yet is parked and tried again; one stored but never applied
+(its receiver failed) is applied by a later pass. One that cannot be verified is
 not stored, trusted or acknowledged: a bounded sample of them is kept, and KasPro is
 asked for the status instead, at most once per reference and period (MONEY-RULES rule 5,
 docs/operations.md "The callback port").
@@ -38,6 +39,7 @@ from wallet_service.store.callbacks import (
     TopUpCheck,
     claim_parked_callback,
     claim_top_up_check,
+    claim_unapplied_callback,
     due_top_up_checks,
     forget_top_up_checks,
     keep_unverified_sample,
@@ -46,7 +48,9 @@ from wallet_service.store.callbacks import (
     parked_callbacks,
     queue_top_up_check,
     store_callback,
+    unapplied_callbacks,
 )
+from wallet_service.store.database import Row
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,13 @@ TOP_UP_CHECKS_PER_PASS = 16
 # KasPro call a check makes) and this margin (the database work around it), so another
 # replica's pass skips it, and takes it over once the claim lapses if this one died.
 CLAIM_MARGIN_SECONDS = 10.0
+# A verified callback is stored, then applied, then marked, each by Database.run (10 s of
+# retries at most), with no KasPro call: one still 'received' this long after it was
+# stored is one its receiver gave up on (the database was away, the route answered 500,
+# or the process died). A pass applies it as the receiver would have, claimed as a
+# parked one is; were its receiver still at work, the apply is idempotent besides.
+# KasPro's resends may stop before the database is back: this keeps the credit.
+UNAPPLIED_AFTER_SECONDS = 60.0
 # "Not found" answers before an unverified top-up is given up (KasPro's status may lag
 # its callback).
 NOT_FOUND_TRIES = 5
@@ -130,8 +141,8 @@ class CallbackReceiver:
         return reply
 
     async def retry_parked(self) -> int:
-        """Try parked callbacks again, and confirm unverified top-ups with KasPro (the
-        reconciler calls this); how many were tried."""
+        """Try parked callbacks again, apply those stored but never applied, and confirm
+        unverified top-ups with KasPro (the reconciler calls this); how many were tried."""
         db, now = self._engine.db, self._clock()
         claimed_until = now + self._config.kaspro_timeout_seconds + CLAIM_MARGIN_SECONDS
         tried = 0
@@ -139,9 +150,16 @@ class CallbackReceiver:
             if not await claim_parked_callback(db, int(row["id"]), now, claimed_until):
                 continue  # another replica's pass took it
             tried += 1
-            await self._handle(
-                int(row["id"]), parse_callback(bytes(row["raw"])), tries=int(row["tries"])
-            )
+            await self._again(row)
+        stored_before = now - UNAPPLIED_AFTER_SECONDS
+        for row in await unapplied_callbacks(db, now, stored_before, PARKED_PER_PASS):
+            if not await claim_unapplied_callback(
+                db, int(row["id"]), now, stored_before, claimed_until
+            ):
+                continue  # another replica's pass took it, or its receiver ended
+            tried += 1
+            log.warning("callback %d stored but never applied: applying it now", row["id"])
+            await self._again(row)
         # One wave per pass, asked at once: a pass (and the attempts and holds the
         # reconciler settles after it) waits at most one inquiry's time limit for them,
         # however many an attacker queued.
@@ -158,6 +176,22 @@ class CallbackReceiver:
                 log.error("confirming top-up %s failed", check.reference, exc_info=outcome)
         await forget_top_up_checks(db, now - self._config.unverified_inquiry_period_seconds)
         return tried + len(checks)
+
+    async def _again(self, row: Row) -> None:
+        """Handle a stored callback again, as its receiver did (or would have). What fails
+        is logged, not raised: one callback must not hold up the rest of the pass; it is
+        tried again once its claim lapses."""
+        callback_id = int(row["id"])
+        try:
+            try:
+                callback = parse_callback(bytes(row["raw"]))
+            except KasProCallbackInvalid as exc:
+                await self._mark(callback_id, "rejected", detail=str(exc))
+                log.error("callback %d unreadable: %s", callback_id, exc)
+                return
+            await self._handle(callback_id, callback, tries=int(row["tries"]))
+        except Exception:
+            log.exception("trying callback %d again failed", callback_id)
 
     async def _confirm_top_up(self, check: TopUpCheck) -> None:
         """A top-up told by a callback we could not verify: believe KasPro's status answer

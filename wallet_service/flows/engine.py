@@ -42,9 +42,8 @@ from wallet_service.store.attempts import (
     claim_flight,
     end_flight,
     load_attempt,
-    mark_resent,
+    record_send,
     save_attempt,
-    sendable,
 )
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
@@ -186,9 +185,11 @@ class Timing:
 
     @property
     def flight_lease_seconds(self) -> float:
-        """How long a claim to call KasPro about an attempt holds (see Engine._one_flight):
-        the call ends within ``unanswered_grace_seconds``, longer than any KasPro call may
-        take, and FLIGHT_MARGIN_SECONDS covers the database work around it."""
+        """How long a claim to call KasPro about an attempt holds (see Engine._one_flight),
+        from when it was taken or renewed by the record of a send: the call ends within
+        ``unanswered_grace_seconds``, longer than any KasPro call may take (config.load
+        refuses a WALLET_KASPRO_TIMEOUT_SECONDS that is not below it), and
+        FLIGHT_MARGIN_SECONDS covers the database work around it."""
         return self.unanswered_grace_seconds + FLIGHT_MARGIN_SECONDS
 
 
@@ -354,13 +355,21 @@ class Engine:
                     log.warning("could not end the flight claim of %s", attempt.reference)
 
     async def _send(self, attempt: Attempt, flight: _Flight, timeout: float | None) -> Result:
-        # Read again right before the call, whoever asks: a leg of an operation frozen
-        # meanwhile (an earlier leg's answer, a callback), an attempt already answered, or
-        # one whose claim lapsed, is never sent (MONEY-RULES rules 1, 2 and 6).
-        current = await sendable(self.db, attempt.reference, self.db.incarnation, self.now())
-        if current is not None:
-            log.warning("attempt %s not sent: %s", attempt.reference, current)
-            return Result(State.UNKNOWN, detail=f"not sent: {current}")
+        # Recorded right before the call, whoever sends, first time or again: a leg of an
+        # operation frozen meanwhile (an earlier leg's answer, a callback), an attempt
+        # already answered, or one whose claim lapsed, is never sent (MONEY-RULES rules 1,
+        # 2 and 6); the send's time starts the grace before "not found" may send it again,
+        # and the renewed claim outlasts the call (Timing.flight_lease_seconds).
+        refused = await record_send(
+            self.db,
+            attempt.reference,
+            self.db.incarnation,
+            self._clock,
+            self.timing.flight_lease_seconds,
+        )
+        if refused is not None:
+            log.warning("attempt %s not sent: %s", attempt.reference, refused)
+            return Result(State.UNKNOWN, detail=f"not sent: {refused}")
         reply = await self._dispatch(attempt, timeout)
         result = Result.of_reply(reply)
         await self.apply(attempt.reference, result, flight=flight)
@@ -390,7 +399,8 @@ class Engine:
         (``unanswered_grace_seconds`` after it was made). One KasPro had already accepted
         ("in process") cannot be unknown to it: that contradiction freezes the operation
         rather than risk paying twice. One answered while we asked is left as it is. The
-        send again is made under this process's flight claim, renewed for it here.
+        send again is made under this process's flight claim, which ``_send`` renews with
+        its record of the send.
         """
 
         async def decide(tx: DbTx, notes: Notes) -> bool:
@@ -421,13 +431,7 @@ class Engine:
                         ),
                     )
                     return False
-                return await mark_resent(
-                    tx,
-                    current.reference,
-                    now,
-                    self.db.incarnation,
-                    now + self.timing.flight_lease_seconds,
-                )
+                return True  # _send records the send, and renews the claim for it
             if current.status is AttemptStatus.PROCESSING:
                 await self._freeze(
                     tx,

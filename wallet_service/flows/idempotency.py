@@ -9,14 +9,16 @@ created, attached to the key in the transaction creating it (money: a retry answ
 with the operation's current state); a refusal, stored. The same request again gets the
 decision; another request under the key IDEMPOTENCY_KEY_REUSED; a duplicate while the
 first runs REQUEST_IN_PROGRESS, on any replica. A request that decided nothing (KasPro
-unavailable, cancelled) gives the key back, and a retry runs afresh; a key left running
-is taken over once its lease ended (at once, on SQLite, when its process is gone). A
-request whose key was taken over can no longer attach, complete or give it back.
+unavailable, cancelled, or its claim's commit unknown) gives the key back, and a retry
+runs afresh; a key left running is taken over once its lease ended (at once, on SQLite,
+when its process is gone). A request whose key was taken over can no longer attach,
+complete or give it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -100,10 +102,21 @@ class Idempotency:
         """Run ``work`` once per key and store ``keep`` of its result (None: the
         operation attached is the answer); a retry gets ``replay`` of the decision."""
         key, request_hash = request.key, request.request_hash
-        claim = await idempotency.claim(self._db, key, request_hash, self._clock(), LEASE_SECONDS)
+        holder = idempotency.new_holder(self._db)
+        try:
+            claim = await idempotency.claim(
+                self._db, key, request_hash, self._clock(), LEASE_SECONDS, holder=holder
+            )
+        except DatabaseBusy:
+            # The claim may have committed (CommitUnknown) under a holder only this request
+            # knows: left running, the key would answer every retry REQUEST_IN_PROGRESS
+            # until its lease ends. Give it back (only if it is this holder's), then fail
+            # as before.
+            with contextlib.suppress(Exception):
+                await self._end(lambda: idempotency.release(self._db, key, holder))
+            raise
         if claim.kind is not idempotency.ClaimKind.NEW:
             return _answer(claim, replay)
-        holder = claim.holder
         try:
             result = await work(Held(request, holder))
         except KeyTaken:

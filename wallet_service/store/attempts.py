@@ -4,11 +4,13 @@
 A KasPro call about an attempt (its send, or a status inquiry) is made by the process
 that claimed the attempt's *flight*: ``flight_holder`` (its incarnation) and
 ``flight_until`` (when the claim lapses). A claim is a compare-and-set, so one process
-at a time calls KasPro about an attempt, whatever the isolation level."""
+at a time calls KasPro about an attempt, whatever the isolation level. Each send is
+recorded (``last_sent_at``) and the claim renewed by one more, right before the call."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from wallet_service.domain.records import Attempt, AttemptStatus
 from wallet_service.store.database import Database, Row, Source, columns, insert
@@ -34,13 +36,37 @@ async def load_attempt(source: Source, reference: str) -> Attempt | None:
     return None if row is None else _attempt(row)
 
 
-async def sendable(source: Source, reference: str, holder: str, now: float) -> str | None:
-    """None when attempt ``reference`` may be sent to KasPro now by ``holder``; else why
-    not: only an attempt KasPro never answered, of an operation that is not frozen, whose
-    flight ``holder`` has claimed (and still holds), is sent."""
-    row = await source.fetch_one(
-        "SELECT attempts.status, attempts.flight_holder, attempts.flight_until, "
-        "transactions.frozen FROM attempts "
+async def record_send(
+    db: Database, reference: str, holder: str, clock: Callable[[], float], lease_seconds: float
+) -> str | None:
+    """Record that attempt ``reference`` is sent to KasPro now, right before the call, and
+    renew ``holder``'s flight claim for ``lease_seconds`` from now: None when done; else
+    why it must not be sent (nothing written). Only an attempt KasPro never answered, of an
+    operation that is not frozen, whose flight ``holder`` has claimed and still holds, is
+    sent.
+
+    One compare-and-set, whatever the isolation level, for every send (the first or
+    again): ``last_sent_at`` is when the last send went out, which "not found" waits a
+    grace after (docs/kaspro.md, "When a step is sent again"), and the claim counts from
+    the send, so it cannot lapse while the call is in flight. ``now`` is read in the
+    body, which may run again after a conflict: the time recorded is the commit's."""
+
+    def record(tx: DbTx) -> Awaitable[int]:
+        now = clock()
+        return tx.execute(
+            "UPDATE attempts SET last_sent_at = ?, flight_until = ? "
+            "WHERE reference = ? AND status = 'pending' AND flight_holder = ? "
+            "AND flight_until > ? AND NOT EXISTS (SELECT 1 FROM transactions "
+            "WHERE transactions.id = attempts.transaction_id AND transactions.frozen != '')",
+            (now, now + lease_seconds, reference, holder, now),
+        )
+
+    changed = await db.run(record)
+    if changed:
+        return None
+    # Why not, for the log line only: the decision was the compare-and-set's.
+    row = await db.fetch_one(
+        "SELECT attempts.status, transactions.frozen FROM attempts "
         "JOIN transactions ON transactions.id = attempts.transaction_id "
         "WHERE attempts.reference = ?",
         (reference,),
@@ -51,9 +77,7 @@ async def sendable(source: Source, reference: str, holder: str, now: float) -> s
         return "its operation is frozen for review"
     if row["status"] != AttemptStatus.PENDING.value:
         return f"it is already {row['status']}"
-    if row["flight_holder"] != holder or row["flight_until"] <= now:
-        return "its claim to call KasPro lapsed"
-    return None
+    return "its claim to call KasPro lapsed"
 
 
 async def attempts_of(tx: DbTx, transaction_id: str) -> list[Attempt]:
@@ -105,21 +129,6 @@ async def check_attempt_at(tx: DbTx, reference: str, when: float, *, gap: float 
         "AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.id = "
         "attempts.transaction_id AND transactions.frozen != '')",
         (when, gap, reference, when, gap),
-    )
-
-
-async def mark_resent(
-    tx: DbTx, reference: str, now: float, holder: str, flight_until: float
-) -> bool:
-    """Record that a pending attempt's step is being sent again now (before the call), and
-    renew ``holder``'s flight claim for that call; False (nothing written) when the attempt
-    is not pending or its flight is no longer ``holder``'s."""
-    return bool(
-        await tx.execute(
-            "UPDATE attempts SET last_sent_at = ?, flight_until = ? "
-            "WHERE reference = ? AND status = 'pending' AND flight_holder = ?",
-            (now, flight_until, reference, holder),
-        )
     )
 
 

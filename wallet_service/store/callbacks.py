@@ -1,5 +1,6 @@
-"""Callbacks: verified ones, raw, before they are applied (rule 5); a bounded sample of
-unverified ones; and the top-ups these named, to confirm with KasPro."""
+"""Callbacks: verified ones, raw, before they are applied (rule 5), and those to try
+again; a bounded sample of unverified ones; and the top-ups these named, to confirm with
+KasPro."""
 
 from __future__ import annotations
 
@@ -63,6 +64,39 @@ async def claim_parked_callback(db: Database, callback_id: int, now: float, unti
                 "UPDATE callbacks SET next_try_at = ? "
                 "WHERE id = ? AND status = 'parked' AND next_try_at <= ?",
                 (until, callback_id, now),
+            )
+        )
+    )
+
+
+# Stored but never applied (still 'received'): its receiver failed after storing it. From
+# their partial index, in arrival order (``+id`` as above).
+UNAPPLIED_CALLBACKS_SQL = (
+    "SELECT id, raw, tries FROM callbacks WHERE status = 'received' AND received_at <= ? "
+    "AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY +id LIMIT ?"
+)
+
+
+async def unapplied_callbacks(
+    db: Database, now: float, stored_before: float, limit: int
+) -> list[Row]:
+    """Callbacks stored before ``stored_before`` and never applied, that no process claimed
+    (or whose claim lapsed by ``now``)."""
+    return await db.fetch_all(UNAPPLIED_CALLBACKS_SQL, (stored_before, now, limit))
+
+
+async def claim_unapplied_callback(
+    db: Database, callback_id: int, now: float, stored_before: float, until: float
+) -> bool:
+    """Claim a callback never applied for this process's retry, as a parked one is: its
+    next try put off to ``until``; False when another process claimed it first (or it was
+    applied meanwhile)."""
+    return bool(
+        await db.run(
+            lambda tx: tx.execute(
+                "UPDATE callbacks SET next_try_at = ? WHERE id = ? AND status = 'received' "
+                "AND received_at <= ? AND (next_try_at IS NULL OR next_try_at <= ?)",
+                (until, callback_id, stored_before, now),
             )
         )
     )

@@ -48,11 +48,24 @@ class Claim:
 _WHERE_KEY = "caller = ? AND method = ? AND request_id = ?"
 
 
+def new_holder(db: Database) -> str:
+    """A claim's own holder, ``<incarnation>:<token>``."""
+    return f"{db.incarnation}:{uuid.uuid4().hex}"
+
+
 async def claim(
-    db: Database, key: Key, request_hash: bytes, now: float, lease_seconds: float
+    db: Database,
+    key: Key,
+    request_hash: bytes,
+    now: float,
+    lease_seconds: float,
+    *,
+    holder: str | None = None,
 ) -> Claim:
-    """Take the key for this request, or say why not. A decided key is only read: a
-    retry of a decided request, the common case under load, writes nothing.
+    """Take the key for this request as ``holder`` (a new one by default), or say why
+    not. A decided key is only read: a retry of a decided request, the common case under
+    load, writes nothing. A caller that names the holder can give the key back when the
+    claim's outcome is unknown (``CommitUnknown``).
 
     SERIALIZABLE on PostgreSQL: two replicas finding the key absent (or lapsed) at once
     are told apart by a refused transaction, run again, that then reads the winner's
@@ -60,7 +73,7 @@ async def claim(
     decided = await look(db, key, request_hash, now)
     if decided is not None:
         return decided
-    holder = f"{db.incarnation}:{uuid.uuid4().hex}"
+    holder = holder or new_holder(db)
 
     async def take(tx: Transaction) -> Claim:
         row = await _key_row(tx, key)
