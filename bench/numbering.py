@@ -1,13 +1,13 @@
-"""Event numbering on PostgreSQL, alone (``python -m bench.numbering``): what the
-numbering step after each event-writing transaction costs, and how it batches, with one
-and with two writer processes (replicas) on one database.
+"""Event numbering on PostgreSQL, alone (``python -m bench.numbering``): what numbering
+costs the database, and how it batches, with one and with two writer processes
+(replicas) on one database.
 
 Each writer process opens the service's own ``PostgresDatabase`` (a pool of 10) and runs
 ``--writers`` tasks in a closed loop, each writing one event per transaction through
-``Database.run``, which numbers after the commit, as every flow does; the table holds
-``--history`` numbered events first, analyzed. The same again
-with the events left unnumbered by the writers: the once-a-second sweep of each process
-numbers them, in large batches. The difference is the numbering steps' share.
+``Database.run``, which asks the process's numbering task to number after the commit, as
+every flow does; the table holds ``--history`` numbered events first, analyzed. The same
+again with the events left to the once-a-second sweep of each process, which numbers
+them in large batches. The difference is the numbering's share.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def write(url: str, writers: int, seconds: float, number: bool) -> dict[st
 
     async def body(tx: Transaction) -> None:
         await events.append_event(tx, "bench.numbering", "bench", {}, time.time())
-        tx.wrote_events = number  # False: left to the sweep
+        tx.wrote_events = number  # False: the numbering task is not asked; the sweep numbers
 
     async def writer(deadline: float) -> None:
         while (started := time.perf_counter()) < deadline:
@@ -149,7 +149,7 @@ def main() -> None:
         for number in (True, False):
             r = run(processes, args.writers, args.seconds, number, args.history)
             print(
-                f"{processes:>9} {'writers' if number else 'sweep':>11} "
+                f"{processes:>9} {'task' if number else 'sweep':>11} "
                 f"{r['transactions_per_s']:>8.1f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                 f"{r['writer_cpu_ms_per_tx']:>9.3f} {r['db_cpu_ms_per_tx']:>12.3f} "
                 f"{r['db_transactions_per_tx']:>8.2f} "

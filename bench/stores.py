@@ -65,9 +65,9 @@ def counted_run(
     replicas: int = 1,
 ) -> dict[str, Any] | None:
     """Round trips per call, counted by bench/pgproxy.py between one replica and the
-    server: ``concurrency`` callers, a warm-up of calls first (each pool connection prepares its
-    statements once), then the calls counted. Not timed: the proxy costs CPU and
-    latency. None when the server is not reached over TCP."""
+    server: ``concurrency`` callers, a warm-up of calls first (each pool connection
+    prepares its statements once), then the calls counted. Not timed: the proxy costs
+    CPU and latency. None when the server is not reached over TCP."""
     admin = urlsplit(postgres.admin_url())
     if not admin.hostname:
         return None
@@ -128,7 +128,7 @@ def counted_run(
         "connections_opened": sent["connections"],
         # Each statement's runs per call, the most frequent first (whitespace folded).
         "statements": {" ".join(sql.split()): round(n / made, 2) for sql, n in run.most_common()},
-        # Errors the server answered (SQLSTATE and statement), per call.
+        # Errors the server answered (SQLSTATE, message and statement), per call.
         "server_errors": {what: round(n / made, 3) for what, n in refused.most_common()},
     }
 
@@ -233,10 +233,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     rows.append(
         "SQLite runs in the service's process: no round trips, its work is in svc cpu (n/a).\n"
         "db tx/op: PostgreSQL transactions per call made (commits + rollbacks; a plain read "
-        "and each pool connection's reset on release count as one); rollbk/op: refused for "
-        "a conflict and retried, or failed;\nnumbering/op: event-numbering steps (one at a "
-        "time across replicas); events/batch: events numbered per step that found some; "
-        "db cpu: the database's backends."
+        "counts as one); rollbk/op: refused for a conflict and retried, or failed;\n"
+        "numbering/op: event-numbering steps (one at a time across replicas); events/batch: "
+        "events numbered per step that found some; db cpu: the database's backends."
     )
     if not counted:
         rows.append(
