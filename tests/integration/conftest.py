@@ -571,7 +571,7 @@ async def harness(
     async with contextlib.AsyncExitStack() as stack:
         config = make_config(tmp_path)
         if request.param == "postgresql":
-            url = await stack.enter_async_context(fresh_database())
+            url = await stack.enter_async_context(fresh_database(migrated=True))
             config = dataclasses.replace(config, db_url=url, db_pool_size=4)
         h = Harness(
             clock=clock,
