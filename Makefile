@@ -84,9 +84,10 @@ proto-check: $(STAMP)
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (docs/performance.md): `make bench`, or `make bench QUICK=1` for about 30 s.
+# Benchmarks (docs/performance.md): `make bench`, or `make bench QUICK=1` for about 30 s;
+# `make bench STORE=postgres`: SQLite against PostgreSQL with one and two replicas.
 bench: $(STAMP)
-	$(PY) -m bench $(if $(QUICK),--quick,)
+	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(STORE),--store $(STORE),)
 
 # Chaos simulation (docs/reliability.md): `make chaos`, or `make chaos SEED=7 OPS=5000 KILLS=10`;
 # `make chaos STORE=postgres REPLICAS=3` (TERMINATIONS=n) on the server of WALLET_CHAOS_POSTGRES_URL.

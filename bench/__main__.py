@@ -4,6 +4,9 @@ then the guards: the figures a change must not push past their limits.
 Each scenario starts its own server processes (the echo ceiling, or the KasPro sandbox
 and the wallet service as two processes), prepares customers, runs the load generator
 in a third process, and reads the servers' CPU time and peak RSS from /proc.
+
+``--store postgres`` runs instead GetAccount, Transfer, the ride cycle and replay on
+SQLite and on PostgreSQL with one replica and with two (bench/stores.py).
 """
 
 from __future__ import annotations
@@ -12,139 +15,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-import httpx
-from wallet.v1 import account_service_pb2, account_service_pb2_grpc
+from bench import procs, stores
+from bench.stack import Plan, Stack, load, measured, with_stack
 
-from bench import procs
-
-TOKEN = "bench-admin-token"
 RESULTS = procs.ROOT / "bench" / "results"
-
-
-@dataclass(frozen=True)
-class Plan:
-    duration: float
-    concurrency: int
-    latency_concurrency: int
-    customers: int
-    # Seconds of load before the measured `duration` (bench/load.py says why).
-    warmup: float = 0.0
-
-
-class Stack:
-    """A sandbox process and a wallet service process on a fresh database."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.sandbox_port = procs.free_port()
-        self.grpc_port = procs.free_port()
-        self.http_port = procs.free_port()
-        # KasPro's own logging and memory are not the service's cost: no line per
-        # request, and a request log of the last 1,000 (nothing reads it).
-        quiet = ("--no-access-log", "--request-log-size", "1000")
-        self.sandbox = procs.start_sandbox_process(
-            workdir, self.sandbox_port, self.http_port, *quiet
-        )
-        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
-        self.control = httpx.Client(base_url=self.sandbox_url, timeout=30)
-        db_path, tokens = workdir / "wallet.db", f"bench:admin:{TOKEN}"
-        env = procs.service_env(self.grpc_port, self.http_port, db_path, self.sandbox_url, tokens)
-        # The service default unless BENCH_KASPRO_CONNECTIONS says otherwise.
-        if "BENCH_KASPRO_CONNECTIONS" in os.environ:
-            env["WALLET_KASPRO_MAX_CONNECTIONS"] = os.environ["BENCH_KASPRO_CONNECTIONS"]
-        self.service, self.startup_seconds = procs.start(
-            "service",
-            ["-m", "wallet_service", "serve"],
-            workdir=workdir,
-            env={**env, "WALLET_LOG_LEVEL": "WARNING"},
-            ready=procs.grpc_serving(self.grpc_port),
-        )
-        self.target = f"127.0.0.1:{self.grpc_port}"
-
-    def delay_every_call(self, seconds: float) -> None:
-        """From now on the sandbox answers every call ``seconds`` late (after onboarding,
-        which would otherwise wait out the delay on each of its KasPro calls)."""
-        self.control.post(
-            "/_sandbox/faults",
-            json={"path": "*", "kind": "delay", "delaySeconds": seconds, "times": 10**9},
-        ).raise_for_status()
-
-    def onboard(self, count: int) -> list[str]:
-        """Register and link ``count`` customers, each with IDR 1,000,000 at the sandbox."""
-        numbers = [f"0812{n:08d}" for n in range(count)]
-        metadata = (("authorization", f"Bearer {TOKEN}"),)
-        with grpc.insecure_channel(self.target) as channel:
-            stub = account_service_pb2_grpc.AccountServiceStub(channel)
-            for number in numbers:
-                stub.RegisterCustomer(
-                    account_service_pb2.RegisterCustomerRequest(
-                        request_id=f"reg-{number}", mobile_number=number, first_name="Bench"
-                    ),
-                    metadata=metadata,
-                )
-                stub.RequestOtp(
-                    account_service_pb2.RequestOtpRequest(mobile_number=number), metadata=metadata
-                )
-                otp = self.control.get("/_sandbox/otp", params={"mobileNumber": number}).json()
-                stub.VerifyOtp(
-                    account_service_pb2.VerifyOtpRequest(mobile_number=number, otp=otp["otp"]),
-                    metadata=metadata,
-                )
-                self.control.post(
-                    f"/_sandbox/customers/{number}/balance", json={"balance": 1_000_000}
-                ).raise_for_status()
-        return numbers
-
-    def stop(self) -> None:
-        self.control.close()
-        self.service.stop()
-        self.sandbox.stop()
-
-
-def load(
-    scenario: str, target: str, numbers: list[str], plan: Plan, **extra: Any
-) -> dict[str, Any]:
-    # Every bench/load.py option; ``extra`` adds or overrides concurrency, sandbox, calls, rate.
-    options = {
-        "scenario": scenario,
-        "target": target,
-        "token": TOKEN,
-        "numbers": json.dumps(numbers),
-        "concurrency": plan.concurrency,
-        "duration": plan.duration,
-        "warmup": plan.warmup,
-        **extra,
-    }
-    args = [sys.executable, "-m", "bench.load"]
-    for name, value in options.items():
-        args += [f"--{name}", str(value)]
-    done = subprocess.run(args, cwd=procs.ROOT, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def measured(
-    result: dict[str, Any], servers: list[procs.Proc], cpu_before: list[float]
-) -> dict[str, Any]:
-    # The servers' CPU time covers every call made, the warm-up's too.
-    calls = max(result["calls"] + result.get("warmup_calls", 0), 1)
-    for proc, before in zip(servers, cpu_before, strict=True):
-        result[f"{proc.name}_cpu_s_per_1000"] = round(
-            (proc.cpu_seconds() - before) / calls * 1000, 3
-        )
-        result[f"{proc.name}_peak_rss_mb"] = round(proc.peak_rss_mb(), 1)
-    return result
 
 
 def ceiling(plan: Plan, workdir: Path) -> dict[str, Any]:
@@ -161,37 +41,6 @@ def ceiling(plan: Plan, workdir: Path) -> dict[str, Any]:
         return measured(result, [echo], before)
     finally:
         echo.stop()
-
-
-def with_stack(
-    plan: Plan,
-    workdir: Path,
-    scenario: str,
-    *,
-    customers: int,
-    sandbox_latency: float = 0.0,
-    concurrency: int | None = None,
-    direct: bool = False,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    stack = Stack(workdir)
-    try:
-        numbers = stack.onboard(customers)
-        if sandbox_latency:
-            stack.delay_every_call(sandbox_latency)
-        servers = [stack.sandbox] if direct else [stack.service, stack.sandbox]
-        before = [p.cpu_seconds() for p in servers]
-        extra: dict[str, Any] = {"concurrency": concurrency or plan.concurrency}
-        if direct:
-            extra["sandbox"] = stack.sandbox_url
-        if rate:
-            extra["rate"] = rate
-        result = load(scenario, stack.target, numbers, plan, **extra)
-        result = measured(result, servers, before)
-        result["startup_s"] = round(stack.startup_seconds, 3)
-        return result
-    finally:
-        stack.stop()
 
 
 def leak(plan: Plan, workdir: Path, first: int, total: int) -> dict[str, Any]:
@@ -382,12 +231,33 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 30 s in all")
+    parser.add_argument(
+        "--quick", action="store_true", help="about 30 s in all (--store postgres: 2 minutes)"
+    )
     parser.add_argument("--duration", type=float, help="seconds of load per scenario")
     parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
     parser.add_argument("--only", nargs="*", default=[], choices=SCENARIOS)
     parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="where latest.json goes (bench/results)"
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where latest.json (or postgres.json) goes (bench/results)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="postgres: GetAccount, Transfer, ride cycles and replay on SQLite and on "
+        "PostgreSQL (WALLET_BENCH_POSTGRES_URL) with one replica and with two; "
+        "results in postgres.json",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="with --store postgres: each PostgreSQL database starts with ROWS earlier "
+        "transfers and ROWS/2 captured rides (e.g. 200000)",
     )
     parser.add_argument(
         "--leak",
@@ -396,6 +266,8 @@ def main() -> int:
         help="instead: RSS after WRITES/10 transfers and after WRITES (e.g. 100000)",
     )
     args = parser.parse_args()
+    if args.store == "postgres" and set(args.only) - set(stores.SCENARIOS):
+        parser.error(f"--store postgres runs only {', '.join(stores.SCENARIOS)}")
     plan = Plan(
         duration=args.duration or (1.0 if args.quick else 10.0),
         concurrency=args.concurrency or 32,
@@ -415,9 +287,17 @@ def main() -> int:
         args.results.mkdir(parents=True, exist_ok=True)
         (args.results / "leak.json").write_text(json.dumps(result, indent=2))
         return 0
-    results = run_all(plan, args.only)
-    checks = guards(results, plan)
-    print(table(results))
+    if args.store == "postgres":
+        with tempfile.TemporaryDirectory(prefix="wallet-bench-") as tmp:
+            results = stores.run_all(plan, args.only, Path(tmp), args.history)
+        checks = stores.guards(results)
+        print(stores.table(results))
+        output = "postgres.json"
+    else:
+        results = run_all(plan, args.only)
+        checks = guards(results, plan)
+        print(table(results))
+        output = "latest.json"
     print(guard_lines(checks))
     args.results.mkdir(parents=True, exist_ok=True)
     report = {
@@ -428,11 +308,13 @@ def main() -> int:
             "platform": platform.platform(),
         },
         "plan": plan.__dict__,
+        "store": args.store,
+        "history": args.history,
         "wall_seconds": round(time.monotonic() - started, 1),
         "results": results,
         "guards": checks,
     }
-    (args.results / "latest.json").write_text(json.dumps(report, indent=2))
+    (args.results / output).write_text(json.dumps(report, indent=2))
     return 0
 
 

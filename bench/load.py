@@ -1,7 +1,8 @@
 """The load generator: a closed loop of N concurrent grpc.aio callers for D seconds.
 
 Runs in its own process (``python -m bench.load``) so its CPU is not the server's.
-Prints one JSON object: calls, errors by code, latency percentiles, calls/s.
+Prints one JSON object: calls, errors by code (and by code and message), latency
+percentiles, calls/s.
 
 With ``--warmup W`` the run lasts W + D seconds and the calls started in the first W
 are the warm-up: they run and their errors count, but their latencies and number are
@@ -43,6 +44,8 @@ Call = Callable[[int, int], Awaitable[None]]  # (worker, iteration)
 class Stats:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    # The same errors by code and message (a status's message names its reason).
+    error_messages: Counter[str] = field(default_factory=Counter)
     lags: list[float] = field(default_factory=list)
     warmup_latencies: list[float] = field(default_factory=list)
     # perf_counter() time from which a call's start counts it as measured
@@ -55,6 +58,7 @@ class Stats:
             await call(n, i)
         except grpc.aio.AioRpcError as exc:
             self.errors[exc.code().name] += 1
+            self.error_messages[f"{exc.code().name}: {(exc.details() or '')[:120]}"] += 1
         except Exception as exc:
             self.errors[type(exc).__name__] += 1
         else:
@@ -81,6 +85,7 @@ class Stats:
         return {
             "calls": len(done),
             "errors": dict(self.errors),
+            "error_messages": dict(self.error_messages),
             "seconds": round(seconds, 3),
             "calls_per_s": round(len(done) / seconds, 1) if seconds else 0.0,
             "p50_ms": pct(done, 0.50),
@@ -145,8 +150,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {args.token}"),)
     numbers: list[str] = json.loads(args.numbers) if args.numbers else []
     options = [("grpc.max_receive_message_length", 21 * 1024 * 1024)]
-    # Several channels: one HTTP/2 connection per channel spreads the streams.
-    channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(4)]
+    # Several channels: one HTTP/2 connection per channel spreads the streams. With
+    # several targets (replicas) the channels alternate between them, and so do callers.
+    targets = args.target.split(",")
+    channels = [
+        grpc.aio.insecure_channel(targets[n % len(targets)], options=options) for n in range(4)
+    ]
     scenario = args.scenario
 
     def channel(n: int) -> grpc.aio.Channel:
@@ -316,7 +325,7 @@ async def watch(channel: grpc.aio.Channel, metadata: Any, stats: Stats) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenario", required=True)
-    parser.add_argument("--target", default="")
+    parser.add_argument("--target", default="", help="host:port, or several, comma-separated")
     parser.add_argument("--sandbox", default="")
     parser.add_argument("--token", default="bench-admin-token")
     parser.add_argument("--numbers", default="")
