@@ -18,7 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 from bench import pgproxy, postgres, procs
 from bench.stack import Plan, Stack, calls_made, load, with_stack
 
-SCENARIOS = ("get_account", "transfer", "ride", "replay")
+SCENARIOS = ("get_account", "transfer", "ride", "replay", "watch")
+# "watch" is Transfer's load with one WatchEvents stream on the first replica: its lag
+# (an event's time to reach the watcher) is measured across replicas; closed loop only.
 # (store, replicas) of the closed-loop runs, in the order they run and print.
 SETUPS = (("sqlite", 1), ("postgres", 1), ("postgres", 2))
 
@@ -154,6 +156,9 @@ def run_all(
                 replicas,
                 history=history,
             )
+        if scenario == "watch":
+            results[scenario] = runs
+            continue
         rate = max(runs[label("postgres", 1)]["calls_per_s"] / 2, 5.0)
         for replicas in (1, 2):
             name = f"{label('postgres', replicas)} open"
@@ -215,6 +220,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 for name, r in opens
             )
             rows.append(f"{scenario} open loop at {opens[0][1]['rate']:.0f}/s: {said}")
+    for name, r in results.get("watch", {}).items():
+        rows.append(
+            f"WatchEvents lag on {name} (Transfer load, the watcher on the first replica): "
+            f"p50 {r.get('lag_p50_ms')} ms, p99 {r.get('lag_p99_ms')} ms "
+            f"over {r.get('lag_events')} events"
+        )
     for scenario, runs in results.items():
         for name, r in runs.items():
             for message, n in r.get("error_messages", {}).items():
@@ -269,7 +280,18 @@ def guards(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             sum(sum(r["errors"].values()) for r in two) if two else None,
         ),
     ]
+    watched = run("watch", "postgres x2")
+    rows.append(
+        (
+            "WatchEvents lag p99 ms, two replicas under Transfer load",
+            "≤",
+            100,
+            watched["lag_p99_ms"] if watched else None,
+        )
+    )
     for scenario in SCENARIOS:
+        if scenario == "watch":
+            continue
         one, both = run(scenario, "postgres x1 open"), run(scenario, "postgres x2 open")
         ratio = both["p99_ms"] / one["p99_ms"] if one and both and one["p99_ms"] else None
         rows.append((f"two replicas p99 / one replica's, {scenario} (open loop)", "≤", 1.5, ratio))

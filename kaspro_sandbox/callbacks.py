@@ -84,7 +84,12 @@ async def deliver(
             try:
                 response = await client.post(delivery.url, content=raw_body, headers=headers)
                 status_code = response.status_code
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            except Exception as exc:
+                # Whatever failed, this try did not reach the receiver: a provider tries
+                # again. Not only httpx's errors: a peer that closes the connection as it
+                # opens can make anyio raise AttributeError (getpeername of a closed
+                # socket), which once ended the delivery — a top-up credited and never
+                # told (docs/reliability.md, issue 15's runs).
                 error = f"{type(exc).__name__}: {exc}".rstrip(": ")
             record(
                 CallbackAttempt(

@@ -547,13 +547,18 @@ ENGINES = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test marked ``sqlite_only`` (it reads the SQLite file itself) runs on SQLite alone:
-    its PostgreSQL variant is not collected, rather than skipped."""
+    """A test marked ``sqlite_only`` (it reads the SQLite file itself) runs on SQLite alone,
+    one marked ``postgresql_only`` (it acts on the server) on PostgreSQL alone: the other
+    variant is not collected, rather than skipped."""
+
+    def engine(item: pytest.Item) -> object:
+        return getattr(getattr(item, "callspec", None), "params", {}).get("harness")
+
     deselected = [
         item
         for item in items
-        if item.get_closest_marker("sqlite_only")
-        and getattr(getattr(item, "callspec", None), "params", {}).get("harness") == "postgresql"
+        if (item.get_closest_marker("sqlite_only") and engine(item) == "postgresql")
+        or (item.get_closest_marker("postgresql_only") and engine(item) == "sqlite")
     ]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
@@ -571,7 +576,7 @@ async def harness(
     async with contextlib.AsyncExitStack() as stack:
         config = make_config(tmp_path)
         if request.param == "postgresql":
-            url = await stack.enter_async_context(fresh_database())
+            url = await stack.enter_async_context(fresh_database(migrated=True))
             config = dataclasses.replace(config, db_url=url, db_pool_size=4)
         h = Harness(
             clock=clock,

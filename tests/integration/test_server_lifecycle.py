@@ -7,9 +7,12 @@ import logging
 import sqlite3
 from pathlib import Path
 
+import asyncpg
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2
+from postgres import ADMIN_URL
 from wallet.v1 import account_service_pb2
 
 from wallet_service.server import WalletService, start
@@ -48,6 +51,56 @@ async def test_health_reports_serving(h: Harness, service: str) -> None:
     answer = await h.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE)
 
     assert answer.status == SERVING
+
+
+@pytest.mark.postgresql_only
+async def test_a_replica_that_cannot_reach_its_database_is_not_serving_until_it_can(
+    h: Harness,
+) -> None:
+    """The database refuses every connection of the service (its backends ended, new ones
+    refused): health turns NOT_SERVING, on gRPC and /healthz, and SERVING again once the
+    database takes connections (docs/operations.md, "Health, shutdown")."""
+    name = h.config.db_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(ADMIN_URL)
+
+    async def status() -> int:
+        answer = await h.health.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE)
+        return int(answer.status)
+
+    async def healthz() -> int:
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"http://127.0.0.1:{h.running.http_port}/healthz")
+        return reply.status_code
+
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+
+        async def not_serving() -> bool:
+            return bool(await status() == NOT_SERVING)
+
+        await wait_for(not_serving, timeout=20)
+        assert await healthz() == 503
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    async def serving() -> bool:
+        return bool(await status() == SERVING)
+
+    await wait_for(serving, timeout=20)
+    assert await healthz() == 200
+    # The database answers the calls again: an unknown customer is looked up there.
+    failure = await expect_failure(
+        h.accounts.GetAccount(
+            account_service_pb2.GetAccountRequest(mobile_number=LOCAL),
+            metadata=APP,
+            timeout=DEADLINE,
+        )
+    )
+    assert failure.code == grpc.StatusCode.NOT_FOUND
 
 
 async def test_health_of_an_unknown_service_is_not_found(h: Harness) -> None:

@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kaspro_sandbox import ocr_identity
 from kaspro_sandbox.auth import expected_signature, parse_http_date
-from kaspro_sandbox.callbacks import callback_signature, retry_delays
+from kaspro_sandbox.callbacks import (
+    Delivery,
+    callback_signature,
+    deliver,
+    retry_delays,
+)
 from kaspro_sandbox.mobile import mask, to_international_number, to_local
-from kaspro_sandbox.money import parse_amount, withdrawal_code
+from kaspro_sandbox.money import CallbackAttempt, parse_amount, withdrawal_code
 from kaspro_sandbox.ocr import PROVINCE_CODES, decode_image
 from kaspro_sandbox.qris import merchant_name, read_tlv
 
@@ -196,3 +203,33 @@ def test_qris_reader_refuses_what_it_cannot_read(payload: str) -> None:
 def test_any_merchant_name_round_trips(name: str) -> None:
     payload = "000201" + f"59{len(name):02d}{name}"
     assert merchant_name(payload) == (name.strip() or None)
+
+
+async def test_a_try_that_fails_in_any_way_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A POST that fails with something other than an httpx error (anyio's AttributeError
+    on a connection closed as it opened) is a failed try, recorded and tried again: the
+    delivery goes on (it once ended there, and a top-up was never told)."""
+    answers: list[Exception | int] = [AttributeError("'NoneType' object has no attribute"), 200]
+
+    async def post(self: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer)
+
+    monkeypatch.setattr(httpx.AsyncClient, "post", post)
+    tries: list[CallbackAttempt] = []
+    delivery = Delivery(
+        url="http://127.0.0.1:9/callbacks/kaspro",
+        request_id="TOPUP1",
+        body={"requestId": "TOPUP1"},
+        secret="s",
+        max_attempts=3,
+        retry_base_seconds=0.001,
+        timeout_seconds=1.0,
+    )
+
+    assert await deliver(delivery, lambda: 0.0, tries.append)
+    assert [t.status_code for t in tries] == [None, 200]
+    assert tries[0].error is not None
+    assert tries[0].error.startswith("AttributeError")
