@@ -13,8 +13,9 @@ What is counted, per database (docs/performance.md, "PostgreSQL and several repl
   unnumbered rows through the ``events_unnumbered`` index, which only it and the
   once-a-second sweep of each replica read: its ``idx_scan`` counts the steps. A step
   that finds rows also reads the largest number so far through the ``sequence`` index,
-  which nothing else reads in these scenarios (no watcher runs): its ``idx_scan``
-  counts the batches numbered; the rows numbered are the table's updated rows.
+  which nothing else reads unless a watcher runs (the ``watch`` scenario, where the
+  batches are not counted): its ``idx_scan`` counts the batches numbered; the rows
+  numbered are the table's updated rows.
 - the CPU time of the database's server processes (its backends), from ``/proc`` when
   the server runs on this machine; the server's shared processes (WAL writer,
   checkpointer, autovacuum) serve every database and are left out.
