@@ -232,7 +232,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="about 30 s in all (--store postgres: 2 minutes)"
+        "--quick", action="store_true", help="about 30 s in all (--store postgres: 3 minutes)"
     )
     parser.add_argument("--duration", type=float, help="seconds of load per scenario")
     parser.add_argument("--concurrency", type=int, help="callers in flight (default 32)")
