@@ -327,3 +327,17 @@ async def test_an_amount_that_is_not_an_int_is_refused_not_rounded(
         assert row["failed_attempts"] == 2
     finally:
         await db.close()
+
+
+async def test_events_written_just_before_close_are_numbered(url: str) -> None:
+    """A replica that stops right after a commit numbers its events on the way out,
+    rather than leave them to another replica's sweep."""
+    db = await Database.open(url, pool_size=2)
+    await db.run(lambda tx: _events(tx, 2))
+    await db.close()
+    other = await Database.open(url, pool_size=1)
+    try:
+        rows = await other.fetch_all("SELECT sequence FROM events ORDER BY id")
+        assert [row["sequence"] for row in rows] == [1, 2]
+    finally:
+        await other.close()

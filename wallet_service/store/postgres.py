@@ -213,6 +213,12 @@ class PostgresDatabase(Database):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._numbering_wanted.is_set():
+            # Number what the last commits wrote now rather than leave it to another
+            # replica's sweep (or this one's next start).
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.number_events()
         if self._listener is not None:
             with contextlib.suppress(*_LOST):
                 await self._listener.close(timeout=2)
@@ -224,7 +230,8 @@ class PostgresDatabase(Database):
         replica comes first: the others wait on the advisory lock, then find nothing
         left to do. A schema newer than this release is refused."""
         async with self._pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            # However long another replica's migration takes (no statement timeout).
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=24 * 3600)
             try:
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"
@@ -379,6 +386,7 @@ class PostgresDatabase(Database):
                 await self.number_events()
                 pause = 0.05
             except asyncio.CancelledError:
+                self._numbering_wanted.set()  # cut off mid-step: ``close`` numbers them
                 raise
             except Exception as exc:
                 log.warning("numbering events failed, trying again: %s", exc)
