@@ -18,6 +18,22 @@ MERCHANT_ACCOUNT = "888000000000002"
 CORPORATE_ACCOUNT = "888000000000003"
 
 
+def service_environment(base_url: str) -> dict[str, str]:
+    """The wallet service's WALLET_KASPRO_* variables for a standalone sandbox at
+    ``base_url`` with the development credentials and wallets above."""
+    return {
+        "WALLET_KASPRO_BASE_URL": base_url,
+        "WALLET_KASPRO_CLIENT_ID": DEV_CLIENT_ID,
+        "WALLET_KASPRO_CLIENT_SECRET": DEV_CLIENT_SECRET,
+        "WALLET_KASPRO_HMAC_KEY": DEV_HMAC_KEY,
+        "WALLET_KASPRO_HMAC_SECRET": DEV_HMAC_SECRET,
+        "WALLET_KASPRO_CALLBACK_SECRET": DEV_CALLBACK_SECRET,
+        "WALLET_KASPRO_ESCROW_ACCOUNT": ESCROW_ACCOUNT,
+        "WALLET_KASPRO_MERCHANT_ACCOUNT": MERCHANT_ACCOUNT,
+        "WALLET_KASPRO_CORPORATE_ACCOUNT": CORPORATE_ACCOUNT,
+    }
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """How the fake gateway authenticates partners, how long what it issues lives, and money.

@@ -122,15 +122,7 @@ def replica_env(
         "WALLET_DB_URL": db_url,
         "WALLET_GRPC_LISTEN": ports.target,
         "WALLET_HTTP_LISTEN": f"127.0.0.1:{ports.http}",
-        "WALLET_KASPRO_BASE_URL": sandbox_url,
-        "WALLET_KASPRO_CLIENT_ID": sandbox.DEV_CLIENT_ID,
-        "WALLET_KASPRO_CLIENT_SECRET": sandbox.DEV_CLIENT_SECRET,
-        "WALLET_KASPRO_HMAC_KEY": sandbox.DEV_HMAC_KEY,
-        "WALLET_KASPRO_HMAC_SECRET": sandbox.DEV_HMAC_SECRET,
-        "WALLET_KASPRO_CALLBACK_SECRET": sandbox.DEV_CALLBACK_SECRET,
-        "WALLET_KASPRO_ESCROW_ACCOUNT": sandbox.ESCROW_ACCOUNT,
-        "WALLET_KASPRO_MERCHANT_ACCOUNT": sandbox.MERCHANT_ACCOUNT,
-        "WALLET_KASPRO_CORPORATE_ACCOUNT": sandbox.CORPORATE_ACCOUNT,
+        **sandbox.service_environment(sandbox_url),
         "WALLET_CALLER_TOKENS": callers,
     }
 
