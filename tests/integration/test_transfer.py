@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from wallet.v1 import common_pb2
+from wallet.v1 import common_pb2, transaction_service_pb2
 
 from wallet_service.domain.money import Limits
 from wallet_service.store import idempotency
@@ -588,3 +588,29 @@ async def test_reconciler_waits_for_a_call_still_in_flight_instead_of_asking_kas
     assert len(await p2p_calls(h)) == 1
     assert (await get_transaction(h, sent.transaction_id)).status == SUCCEEDED
     await h.assert_books_agree()
+
+
+async def test_a_nul_character_in_any_text_field_is_refused_and_moves_nothing(
+    h: Harness,
+) -> None:
+    """Protobuf strings may hold U+0000; PostgreSQL's text cannot. Refused on both engines
+    at the edge, naming each field, before the database or KasPro is asked."""
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard(OTHER_LOCAL, name="Siti")
+    books = await Books.take(h)
+
+    failure = await expect_failure(
+        h.payments.Transfer(
+            transfer(request_id="nul-1", note="ma\x00kan"), metadata=APP, timeout=DEADLINE
+        )
+    )
+    assert_failure(failure, INVALID, "INVALID_FIELD", "note")
+    looked_up = await expect_failure(
+        h.transactions.GetTransaction(
+            transaction_service_pb2.GetTransactionRequest(transaction_id="\x00"),
+            metadata=APP,
+            timeout=DEADLINE,
+        )
+    )
+    assert_failure(looked_up, INVALID, "INVALID_FIELD", "transaction_id")
+    await books.assert_unchanged(h)

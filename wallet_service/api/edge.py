@@ -18,6 +18,7 @@ import grpc
 
 from wallet_service.api.auth import PUBLIC_PREFIXES, Authenticator, current_caller
 from wallet_service.api.errors import STATUS_DETAILS_KEY, internal_status, to_status
+from wallet_service.api.fields import edge_violations, nul_characters
 from wallet_service.domain.errors import DatabaseBusy, Reason, WalletError
 
 log = logging.getLogger("wallet_service.calls")
@@ -101,6 +102,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 current_caller.set(caller)
                 if method in MONEY_METHODS:
                     self._guard_deadline(context)
+                # Named in the RPC's own validation, with every other bad field.
+                edge_violations.set(tuple(nul_characters(request)))
                 return await behaviour(request, context)
             except Exception as exc:
                 call.fail(exc, context)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from wallet_service.domain.errors import FieldViolation, invalid
 from wallet_service.domain.phone import InvalidMobileNumber, MobileNumber, parse_mobile_number
@@ -16,11 +19,16 @@ _OTP = re.compile(r"[0-9]{4,8}")
 _ACCOUNT_NUMBER = re.compile(r"[0-9]{5,20}")
 
 
+# What the edge found wrong in the request as a whole (``nul_characters``), for the RPC's
+# validation to name with the rest: every RPC validates its request with one Fields.
+edge_violations: ContextVar[tuple[FieldViolation, ...]] = ContextVar("edge_violations", default=())
+
+
 class Fields:
     """Collects field violations so one answer names every bad field (AIP-193)."""
 
     def __init__(self) -> None:
-        self._violations: list[FieldViolation] = []
+        self._violations: list[FieldViolation] = list(edge_violations.get())
 
     def bad(self, field: str, description: str) -> None:
         self._violations.append(FieldViolation(field, description))
@@ -78,3 +86,21 @@ class Fields:
 
 # Stands in for a bad number until done() raises; never reaches a flow.
 _PLACEHOLDER = MobileNumber("8111111111")
+
+
+def nul_characters(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """Every text field of ``message`` (nested ones too) holding a NUL character.
+
+    Protobuf strings may hold one; PostgreSQL's text cannot, and no value of ours has a
+    use for it: such a request is refused on both engines, the field named with the
+    request's other bad fields, before anything reads the database."""
+    found: list[FieldViolation] = []
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        values: list[Any] = list(value) if field.is_repeated else [value]
+        for item in values:
+            if isinstance(item, Message):
+                found.extend(nul_characters(item, f"{name}."))
+            elif isinstance(item, str) and "\x00" in item:
+                found.append(FieldViolation(name, f"{name} must not contain a NUL character"))
+    return found
