@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from wallet_service.api.auth import PUBLIC_PREFIXES, Authenticator, current_caller
 from wallet_service.api.errors import STATUS_DETAILS_KEY, internal_status, to_status
@@ -103,7 +104,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if method in MONEY_METHODS:
                     self._guard_deadline(context)
                 # Named in the RPC's own validation, with every other bad field.
-                edge_violations.set(tuple(nul_characters(request)))
+                if isinstance(request, Message):
+                    edge_violations.set(tuple(nul_characters(request)))
                 return await behaviour(request, context)
             except Exception as exc:
                 call.fail(exc, context)
