@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
 import asyncpg
@@ -15,7 +15,13 @@ import pytest
 from postgres import ADMIN_URL, SKIP_REASON, fresh_database
 
 from wallet_service.store import postgres
-from wallet_service.store.database import Database, SchemaTooNew, Transaction, latest_version
+from wallet_service.store.database import (
+    Database,
+    Isolation,
+    SchemaTooNew,
+    Transaction,
+    latest_version,
+)
 from wallet_service.store.postgres import NUMBERING_LOCK
 
 pytestmark = pytest.mark.skipif(not ADMIN_URL, reason=SKIP_REASON)
@@ -91,6 +97,49 @@ async def test_conflicting_transactions_on_two_replicas_are_retried_not_lost(url
         row = await a.fetch_one("SELECT n FROM counter")
         assert row is not None
         assert row["n"] == 40
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_read_committed_behind_a_lock_lets_two_replicas_finish_two_legs(url: str) -> None:
+    """Engine.apply's shape: each replica marks its leg done, then completes the operation
+    if every leg is done. Without the lock both would read the other leg as open (the
+    pause lets them overlap) and the operation would never complete (write skew)."""
+    a = await Database.open(url, pool_size=5)
+    b = await Database.open(url, pool_size=5)
+    try:
+        conn = await asyncpg.connect(url)
+        await conn.execute("CREATE TABLE op (id BIGINT PRIMARY KEY, done BOOLEAN NOT NULL)")
+        await conn.execute("CREATE TABLE leg (op BIGINT, leg BIGINT, done BOOLEAN NOT NULL)")
+        for op in range(10):
+            await conn.execute("INSERT INTO op VALUES ($1, false)", op)
+            await conn.execute("INSERT INTO leg VALUES ($1, 1, false), ($1, 2, false)", op)
+        await conn.close()
+
+        def apply(op: int, leg: int) -> Callable[[Transaction], Awaitable[None]]:
+            async def body(tx: Transaction) -> None:
+                assert await tx.lock("SELECT id FROM op WHERE id = ?", (op,)) is not None
+                await tx.execute("UPDATE leg SET done = true WHERE op = ? AND leg = ?", (op, leg))
+                await asyncio.sleep(0.01)
+                open_legs = await tx.fetch_one(
+                    "SELECT COUNT(*) AS n FROM leg WHERE op = ? AND NOT done", (op,)
+                )
+                assert open_legs is not None
+                if open_legs["n"] == 0:
+                    await tx.execute("UPDATE op SET done = true WHERE id = ?", (op,))
+
+            return body
+
+        await asyncio.gather(
+            *(
+                db.run(apply(op, leg), Isolation.READ_COMMITTED)
+                for op in range(10)
+                for db, leg in ((a, 1), (b, 2))
+            )
+        )
+        rows = await a.fetch_all("SELECT done FROM op")
+        assert [row["done"] for row in rows] == [True] * 10
     finally:
         await a.close()
         await b.close()

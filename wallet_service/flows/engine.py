@@ -45,13 +45,14 @@ from wallet_service.store.attempts import (
     record_send,
     save_attempt,
 )
-from wallet_service.store.database import Database
+from wallet_service.store.database import Database, Isolation
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.events import append_event, snapshot
 from wallet_service.store.ledger import book
 from wallet_service.store.rides import move_ride, ride_of_transaction
 from wallet_service.store.transactions import (
     load_transaction,
+    lock_operation,
     move_transaction,
     set_transaction_fields,
 )
@@ -404,6 +405,8 @@ class Engine:
         """
 
         async def decide(tx: DbTx, notes: Notes) -> bool:
+            # Behind the operation's lock, as ``apply``: it may freeze the operation.
+            await lock_operation(tx, before.reference)
             now = self.now()
             current = await load_attempt(tx, before.reference)
             assert current is not None
@@ -444,16 +447,20 @@ class Engine:
                 await self._note_frozen(tx, notes, current, result, now)
             return False
 
-        return await self._run(decide)
+        return await self._run(decide, Isolation.READ_COMMITTED)
 
-    async def _run(self, body: Callable[[DbTx, Notes], Awaitable[T]]) -> T:
+    async def _run(
+        self,
+        body: Callable[[DbTx, Notes], Awaitable[T]],
+        isolation: Isolation,
+    ) -> T:
         """``body`` in one transaction (``Database.run``), then what it noted, logged."""
 
         async def noted(tx: DbTx) -> tuple[T, Notes]:
             notes = Notes()
             return await body(tx, notes), notes
 
-        outcome, notes = await self.db.run(noted)
+        outcome, notes = await self.db.run(noted, isolation)
         notes.emit()
         return outcome
 
@@ -513,18 +520,23 @@ class Engine:
         """Apply how attempt ``reference`` ended, and say what that did; the ``flight``
         claim under which the answer came ends in the same transaction.
 
-        SERIALIZABLE on PostgreSQL: it decides on rows it does not write (whether the
-        operation's other legs have succeeded), which two replicas answering two legs at
-        once would otherwise both read as open (docs/money.md, "Isolation on
+        It decides on rows it does not write (whether the operation's other legs have
+        succeeded), which two replicas answering two legs at once would otherwise both
+        read as open. So it locks the operation first, as every transaction changing an
+        operation's attempts or row does, and runs at READ COMMITTED behind that lock:
+        appliers of one operation take turns, each seeing the turn before, and those of
+        different operations never refuse each other (docs/money.md, "Isolation on
         PostgreSQL")."""
 
         async def decide(tx: DbTx, notes: Notes) -> Applied:
+            if not await lock_operation(tx, reference):
+                return Applied.UNKNOWN_REFERENCE
             applied = await self._decide(tx, notes, reference, result)
             if flight is not None:
                 await end_flight(tx, reference, self.db.incarnation)
             return applied
 
-        applied = await self._run(decide)
+        applied = await self._run(decide, Isolation.READ_COMMITTED)
         if flight is not None:
             flight.ended = True
         return applied

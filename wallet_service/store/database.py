@@ -7,8 +7,12 @@ placeholders and the subset both engines read alike (docs/operations.md, "Two en
 Where an engine must differ, the difference lives in its module, behind this interface:
 
 - ``run(body)``: one transaction around ``body``. SQLite runs its transactions one at a
-  time (BEGIN IMMEDIATE). PostgreSQL runs them side by side at SERIALIZABLE, and runs the
-  body again when the server refuses it for a conflict: a body does database work only.
+  time (BEGIN IMMEDIATE). PostgreSQL runs them side by side at SERIALIZABLE (or, asked
+  for, READ COMMITTED behind a row lock: ``Isolation``), and runs the body again when the
+  server refuses it for a conflict: a body does database work only.
+- ``Transaction.lock(sql)``: a SELECT whose rows stay locked against other lockers and
+  writers until the transaction ends (``FOR UPDATE`` on PostgreSQL; on SQLite the write
+  lock BEGIN IMMEDIATE took already covers every row).
 - ``events_written``: woken after events were written — by this process on SQLite, by
   any replica on PostgreSQL (LISTEN/NOTIFY).
 - ``sole_process``: whether this process is the only one using the database (SQLite), so
@@ -27,6 +31,21 @@ from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class Isolation(enum.Enum):
+    """How a transaction is kept apart from the others running beside it (PostgreSQL;
+    SQLite's run one at a time). docs/money.md, "Isolation on PostgreSQL", says which
+    transaction needs which."""
+
+    # As if the transactions had run one after the other: a body may decide on anything
+    # it read. The server refuses one of two that conflict, and the body runs again.
+    SERIALIZABLE = "serializable"
+    # Each statement sees what is committed when it starts. Only for a body whose first
+    # statement is a ``Transaction.lock`` of the one row that every writer of what it
+    # decides on locks first: the lock makes those writers take turns, and past it every
+    # statement sees the turn before. Refused only for a deadlock.
+    READ_COMMITTED = "read_committed"
 
 
 class Row(Protocol):
@@ -88,6 +107,11 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
 
+    @abc.abstractmethod
+    async def lock(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        """``fetch_one`` of a SELECT whose rows stay locked until the transaction ends:
+        another transaction locking or writing them waits for this one's end."""
+
 
 class Database(abc.ABC):
     """One engine's database; ``Database.open`` picks the engine from its target."""
@@ -122,7 +146,11 @@ class Database(abc.ABC):
         signal.set()
 
     @abc.abstractmethod
-    async def run(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        body: Callable[[Transaction], Awaitable[T]],
+        isolation: Isolation = Isolation.SERIALIZABLE,
+    ) -> T:
         """``body`` in one transaction, its result returned. The way every write is made.
 
         On an engine where a transaction may be refused for a conflict (PostgreSQL's

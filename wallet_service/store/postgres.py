@@ -1,19 +1,21 @@
 """The PostgreSQL engine: a pool of asyncpg connections shared by several replicas'
 worth of transactions (docs/decisions/0011-postgres-driver.md).
 
-Isolation. Every transaction made through ``run`` is SERIALIZABLE. The store functions
-were written for SQLite, where transactions run one at a time: each reads what it decides
-on and writes in the same transaction (a key's state before claiming it, an attempt's
-status before applying an answer, an OTP's guesses before counting one more, a ride's
-status before moving it). SERIALIZABLE is the level at which PostgreSQL promises that
-such transactions, run side by side on several replicas, end as if they had run one at a
-time — so every rule that held on SQLite holds here without locking by hand, and none
-depends on a reviewer noticing which read needed ``FOR UPDATE``. What it costs is the
-retry: the server may refuse one of two conflicting transactions (SQLSTATE 40001), and a
-deadlock (40P01) ends one of them; ``run`` runs the refused one's body again from the
-start, reading afresh. Plain reads outside ``run`` (``fetch_one``, ``fetch_all``) see what
-is committed, statement by statement (READ COMMITTED): nothing is decided on them that
-a later transaction does not check again.
+Isolation. A transaction made through ``run`` is SERIALIZABLE unless it asks otherwise.
+The store functions were written for SQLite, where transactions run one at a time: each
+reads what it decides on and writes in the same transaction (a key's state before
+claiming it, an OTP's guesses before counting one more, a ride's status before moving
+it). SERIALIZABLE is the level at which PostgreSQL promises that such transactions, run
+side by side on several replicas, end as if they had run one at a time, without locking
+by hand. What it costs is the retry: the server may refuse one of two conflicting
+transactions (SQLSTATE 40001) — also for a false conflict, its predicate locks covering
+whole index pages — and a deadlock (40P01) ends one of them; ``run`` runs the refused
+one's body again from the start, reading afresh. The busiest transaction, applying
+KasPro's answer to an operation, asks for READ COMMITTED behind a lock of the operation's
+row instead (``Isolation``, ``Transaction.lock``): measured, it drew most of the false
+conflicts (docs/performance.md). Plain reads outside ``run`` (``fetch_one``,
+``fetch_all``) see what is committed, statement by statement (READ COMMITTED): nothing is
+decided on them that a later transaction does not check again.
 
 Lost connections. A connection that dies (server restart, failover, a terminated
 backend) before COMMIT was sent takes its transaction with it: ``run`` runs the body
@@ -53,6 +55,7 @@ import asyncpg
 from wallet_service.domain.errors import CommitUnknown, DatabaseBusy
 from wallet_service.store.database import (
     Database,
+    Isolation,
     Row,
     SchemaTooNew,
     Transaction,
@@ -178,6 +181,9 @@ class PostgresTransaction(Transaction):
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         return cast(list[Row], await self._conn.fetch(dialect(sql), *params))
 
+    async def lock(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        return await self.fetch_one(f"{sql} FOR UPDATE", params)
+
 
 class PostgresDatabase(Database):
     engine = "postgresql"
@@ -254,13 +260,17 @@ class PostgresDatabase(Database):
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
-    async def run(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        body: Callable[[Transaction], Awaitable[T]],
+        isolation: Isolation = Isolation.SERIALIZABLE,
+    ) -> T:
         started = time.monotonic()
         tries = 0
         while True:
             tries += 1
             try:
-                result, wrote_events = await self._run_once(body)
+                result, wrote_events = await self._run_once(body, isolation)
             except _CONFLICTS as exc:
                 await _pause(started, tries, exc, "refused for a conflict")
                 continue
@@ -276,11 +286,13 @@ class PostgresDatabase(Database):
                 self._numbering_wanted.set()  # numbered by the numbering task, not here
             return result
 
-    async def _run_once(self, body: Callable[[Transaction], Awaitable[T]]) -> tuple[T, bool]:
+    async def _run_once(
+        self, body: Callable[[Transaction], Awaitable[T]], isolation: Isolation
+    ) -> tuple[T, bool]:
         try:
             async with self._pool.acquire() as conn:
                 try:
-                    return await self._transaction(conn, body)
+                    return await self._transaction(conn, body, isolation)
                 except (*_CONFLICTS, CommitUnknown):
                     raise
                 except Exception as exc:
@@ -291,10 +303,13 @@ class PostgresDatabase(Database):
             raise _ConnectionLost() from exc
 
     async def _transaction(
-        self, conn: asyncpg.Connection, body: Callable[[Transaction], Awaitable[T]]
+        self,
+        conn: asyncpg.Connection,
+        body: Callable[[Transaction], Awaitable[T]],
+        isolation: Isolation,
     ) -> tuple[T, bool]:
         tx = PostgresTransaction(conn, self.incarnation)
-        transaction = conn.transaction(isolation="serializable")
+        transaction = conn.transaction(isolation=isolation.value)
         await transaction.start()
         try:
             result = await body(tx)

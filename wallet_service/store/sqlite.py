@@ -29,6 +29,7 @@ from urllib.parse import quote
 from wallet_service.domain.errors import DatabaseBusy
 from wallet_service.store.database import (
     Database,
+    Isolation,
     Row,
     SchemaTooNew,
     Transaction,
@@ -148,7 +149,12 @@ class SqliteDatabase(Database):
         if tx.wrote_events:
             self._wake_watchers()
 
-    async def run(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        body: Callable[[Transaction], Awaitable[T]],
+        isolation: Isolation = Isolation.SERIALIZABLE,
+    ) -> T:
+        # One transaction at a time whatever ``isolation`` asks: each is serializable.
         async with self.transaction() as tx:
             return await body(tx)
 
@@ -289,6 +295,10 @@ class SqliteTransaction(Transaction):
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         return list(self._conn.execute(sql, tuple(params)).fetchall())
+
+    async def lock(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        # BEGIN IMMEDIATE took the database's write lock: every row is ours already.
+        return await self.fetch_one(sql, params)
 
 
 def _split(sql: str) -> list[str]:

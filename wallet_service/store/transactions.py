@@ -44,6 +44,18 @@ async def load_transaction(source: Source, transaction_id: str) -> Transaction |
     return None if row is None else _transaction(row)
 
 
+async def lock_operation(tx: DbTx, reference: str) -> bool:
+    """Lock the operation that attempt ``reference`` is a leg of, until ``tx`` ends: every
+    transaction that changes an operation's attempts or its row takes this lock first
+    (``Engine.apply``; docs/money.md, "Isolation on PostgreSQL"). False: no such attempt."""
+    row = await tx.lock(
+        "SELECT id FROM transactions "
+        "WHERE id = (SELECT transaction_id FROM attempts WHERE reference = ?)",
+        (reference,),
+    )
+    return row is not None
+
+
 async def move_transaction(
     tx: DbTx, transaction_id: str, to: TxStatus, now: float, **fields: Any
 ) -> Transaction | None:
