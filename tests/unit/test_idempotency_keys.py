@@ -20,7 +20,7 @@ from wallet_service.api.account import reduce_stored_answers
 from wallet_service.domain.errors import CommitUnknown, Reason, WalletError
 from wallet_service.flows.idempotency import Held, Idempotency, Request
 from wallet_service.store import idempotency, sqlite
-from wallet_service.store.database import Database, migrations
+from wallet_service.store.database import Database, Isolation, migrations
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.sqlite import SqliteDatabase
 
@@ -313,10 +313,12 @@ def commits_then_loses_the_connection(
     COMMIT went through, the answer lost; else before it): ``run`` raises CommitUnknown."""
     run = db.run
 
-    async def once(body: Callable[[DbTx], Awaitable[T]]) -> T:
+    async def once(
+        body: Callable[[DbTx], Awaitable[T]], isolation: Isolation = Isolation.SERIALIZABLE
+    ) -> T:
         monkeypatch.setattr(db, "run", run)
         if commit:
-            await run(body)
+            await run(body, isolation)
         raise CommitUnknown
 
     monkeypatch.setattr(db, "run", once)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wallet_service.store.database import Database, Row, Transaction
+from wallet_service.store.database import Database, Isolation, Row, Transaction
 
 
 class ClaimKind(enum.Enum):
@@ -67,24 +67,34 @@ async def claim(
     load, writes nothing. A caller that names the holder can give the key back when the
     claim's outcome is unknown (``CommitUnknown``).
 
-    SERIALIZABLE on PostgreSQL: two replicas finding the key absent (or lapsed) at once
-    are told apart by a refused transaction, run again, that then reads the winner's
-    claim — not by a unique violation (docs/money.md, "Isolation on PostgreSQL")."""
+    READ COMMITTED on PostgreSQL, by the key's row: the INSERT, which a unique key lets
+    only one replica make (the other waits for it, then inserts nothing), or the lock of
+    the row that is there (``FOR UPDATE``) before deciding on it. At SERIALIZABLE, two
+    claims of unrelated keys refused each other for the index page their reads share
+    (docs/money.md, "Isolation on PostgreSQL"). Every other write of a key is a
+    compare-and-set on its holder, which the lock makes wait."""
     decided = await look(db, key, request_hash, now)
     if decided is not None:
         return decided
     holder = holder or new_holder(db)
 
     async def take(tx: Transaction) -> Claim:
-        row = await _key_row(tx, key)
-        if row is None:
-            await tx.execute(
+        # A key deleted (released, purged) between the two statements: insert again.
+        for _ in range(3):
+            inserted = await tx.execute(
                 """INSERT INTO idempotency_keys (caller, method, request_id, request_hash,
                                                  state, lease_until, created_at, holder)
-                   VALUES (?, ?, ?, ?, 'running', ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                   ON CONFLICT (caller, method, request_id) DO NOTHING""",
                 (*_params(key), request_hash, now + lease_seconds, now, holder),
             )
-            return Claim(ClaimKind.NEW, holder=holder)
+            if inserted:
+                return Claim(ClaimKind.NEW, holder=holder)
+            row = await tx.lock(_KEY_ROW_SQL, _params(key))
+            if row is not None:
+                break
+        else:
+            raise RuntimeError(f"idempotency key {key} kept vanishing while claimed")
         decided = _decided(db, row, request_hash, now)
         if decided is not None:
             return decided
@@ -98,7 +108,7 @@ async def claim(
         )
         return Claim(ClaimKind.NEW, holder=holder)
 
-    return await db.run(take)
+    return await db.run(take, Isolation.READ_COMMITTED)
 
 
 async def look(db: Database, key: Key, request_hash: bytes, now: float) -> Claim | None:
@@ -164,12 +174,14 @@ def _params(key: Key) -> tuple[str, str, str]:
     return key.caller, key.method, key.request_id
 
 
+_KEY_ROW_SQL = (
+    "SELECT request_hash, state, response, lease_until, operation_id, holder "
+    f"FROM idempotency_keys WHERE {_WHERE_KEY}"
+)
+
+
 async def _key_row(source: Database | Transaction, key: Key) -> Row | None:
-    return await source.fetch_one(
-        f"""SELECT request_hash, state, response, lease_until, operation_id, holder
-            FROM idempotency_keys WHERE {_WHERE_KEY}""",
-        _params(key),
-    )
+    return await source.fetch_one(_KEY_ROW_SQL, _params(key))
 
 
 def _decided(db: Database, row: Row, request_hash: bytes, now: float) -> Claim | None:
