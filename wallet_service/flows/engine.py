@@ -51,7 +51,6 @@ from wallet_service.store.events import append_event, snapshot
 from wallet_service.store.ledger import book
 from wallet_service.store.rides import move_ride, ride_of_transaction
 from wallet_service.store.transactions import (
-    load_transaction,
     lock_operation,
     move_transaction,
     set_transaction_fields,
@@ -406,12 +405,11 @@ class Engine:
 
         async def decide(tx: DbTx, notes: Notes) -> bool:
             # Behind the operation's lock, as ``apply``: it may freeze the operation.
-            await lock_operation(tx, before.reference)
+            transaction = await lock_operation(tx, before.reference)
+            assert transaction is not None
             now = self.now()
             current = await load_attempt(tx, before.reference)
             assert current is not None
-            transaction = await load_transaction(tx, current.transaction_id)
-            assert transaction is not None
             if transaction.frozen:
                 await self._note_frozen(tx, notes, current, result, now)
                 return False
@@ -529,9 +527,10 @@ class Engine:
         PostgreSQL")."""
 
         async def decide(tx: DbTx, notes: Notes) -> Applied:
-            if not await lock_operation(tx, reference):
+            transaction = await lock_operation(tx, reference)
+            if transaction is None:
                 return Applied.UNKNOWN_REFERENCE
-            applied = await self._decide(tx, notes, reference, result)
+            applied = await self._decide(tx, notes, transaction, reference, result)
             if flight is not None:
                 await end_flight(tx, reference, self.db.incarnation)
             return applied
@@ -541,13 +540,12 @@ class Engine:
             flight.ended = True
         return applied
 
-    async def _decide(self, tx: DbTx, notes: Notes, reference: str, result: Result) -> Applied:
-        """What ``apply`` does inside its transaction."""
+    async def _decide(
+        self, tx: DbTx, notes: Notes, transaction: Transaction, reference: str, result: Result
+    ) -> Applied:
+        """What ``apply`` does inside its transaction, ``transaction`` locked."""
         attempt = await load_attempt(tx, reference)
-        if attempt is None:
-            return Applied.UNKNOWN_REFERENCE
-        transaction = await load_transaction(tx, attempt.transaction_id)
-        assert transaction is not None
+        assert attempt is not None  # its operation was found from it
         now = self.now()
         if not attempt.status.is_open:
             if result.state not in (State.SUCCEEDED, State.FAILED):

@@ -213,16 +213,17 @@ async def move(
     sources: Iterable[enum.Enum],
     now: float,
     fields: dict[str, Any],
-) -> bool:
+    returning: str,
+) -> Row | None:
     """Set a row's status to ``to`` (and ``fields``) only from one of ``sources``: a
     status moves along the state machine's edges or not at all. ``where`` is
-    (key column, key)."""
+    (key column, key); the moved row's ``returning`` columns, or None when it did not
+    move."""
     allowed = [s.value for s in sources]
     assignments = "".join(f", {name} = ?" for name in fields)
-    return bool(
-        await tx.execute(
-            f"UPDATE {table} SET status = ?, update_time = ?{assignments} "
-            f"WHERE {where[0]} = ? AND status IN ({', '.join('?' * len(allowed))})",
-            (to.value, now, *fields.values(), where[1], *allowed),
-        )
+    return await tx.fetch_one(
+        f"UPDATE {table} SET status = ?, update_time = ?{assignments} "
+        f"WHERE {where[0]} = ? AND status IN ({', '.join('?' * len(allowed))}) "
+        f"RETURNING {returning}",
+        (to.value, now, *fields.values(), where[1], *allowed),
     )

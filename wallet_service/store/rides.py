@@ -52,9 +52,10 @@ async def move_ride(
     tx: DbTx, ride_id: str, to: RideStatus, now: float, **fields: Any
 ) -> RidePayment | None:
     """Move to ``to`` if the table allows it; the new row or None."""
-    if not await move(tx, "ride_payments", ("ride_id", ride_id), to, ride_sources(to), now, fields):
-        return None
-    return await load_ride(tx, ride_id)
+    row = await move(
+        tx, "ride_payments", ("ride_id", ride_id), to, ride_sources(to), now, fields, _RIDE_COLUMNS
+    )
+    return None if row is None else _ride(row)
 
 
 def ride_operation(ride_id: str) -> str:

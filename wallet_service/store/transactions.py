@@ -44,25 +44,27 @@ async def load_transaction(source: Source, transaction_id: str) -> Transaction |
     return None if row is None else _transaction(row)
 
 
-async def lock_operation(tx: DbTx, reference: str) -> bool:
-    """Lock the operation that attempt ``reference`` is a leg of, until ``tx`` ends: every
-    transaction that changes an operation's attempts or its row takes this lock first
-    (``Engine.apply``; docs/money.md, "Isolation on PostgreSQL"). False: no such attempt."""
+async def lock_operation(tx: DbTx, reference: str) -> Transaction | None:
+    """The operation that attempt ``reference`` is a leg of, locked until ``tx`` ends:
+    every transaction that changes an operation's attempts or its row takes this lock
+    first (``Engine.apply``; docs/money.md, "Isolation on PostgreSQL"). None: no such
+    attempt."""
     row = await tx.lock(
-        "SELECT id FROM transactions "
+        f"SELECT {_TX_COLUMNS} FROM transactions "
         "WHERE id = (SELECT transaction_id FROM attempts WHERE reference = ?)",
         (reference,),
     )
-    return row is not None
+    return None if row is None else _transaction(row)
 
 
 async def move_transaction(
     tx: DbTx, transaction_id: str, to: TxStatus, now: float, **fields: Any
 ) -> Transaction | None:
     """Move to ``to`` if the table allows it from the current status; the new row or None."""
-    if not await move(tx, "transactions", ("id", transaction_id), to, tx_sources(to), now, fields):
-        return None
-    return await load_transaction(tx, transaction_id)
+    row = await move(
+        tx, "transactions", ("id", transaction_id), to, tx_sources(to), now, fields, _TX_COLUMNS
+    )
+    return None if row is None else _transaction(row)
 
 
 async def set_transaction_fields(tx: DbTx, transaction_id: str, now: float, **fields: Any) -> None:
