@@ -305,36 +305,55 @@ async def test_a_matching_token_is_accepted_with_the_certificate(h: Harness, pki
     assert answer.account.mobile_number == "+6281234567890"
 
 
+def refused_caller(caplog: pytest.LogCaptureFixture) -> str:
+    """The caller the call log names for the one refused call captured."""
+    [caller] = [
+        getattr(r, "caller", None)
+        for r in caplog.records
+        if r.name == "wallet_service.calls" and getattr(r, "code", "") == "UNAUTHENTICATED"
+    ]
+    assert isinstance(caller, str)
+    return caller
+
+
 @pytest.mark.parametrize(
-    "metadata",
-    [APP, bearer("no-such-token-1"), (("authorization", "Basic abc"),)],
+    ("metadata", "logged_caller"),
+    [
+        (APP, "token of backend, certificate of dispatch"),
+        (bearer("no-such-token-1"), "unknown token"),
+        ((("authorization", "Basic abc"),), "unknown token"),
+    ],
     ids=["another-callers-token", "unknown-token", "not-bearer"],
 )
 async def test_a_token_that_disagrees_with_the_certificate_is_unauthenticated(
-    h: Harness, pki: Pki, metadata: Metadata
+    h: Harness, pki: Pki, metadata: Metadata, logged_caller: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The app token is valid, but names another caller than the certificate: neither
     # credential wins, the call is refused.
     await start_tls(h, pki, mutual=True)
+    caplog.set_level(logging.INFO)
 
     failure = await expect_failure(tls_client(h, pki, pki.dispatch).get_account(metadata))
 
     assert_failure(failure, UNAUTHENTICATED, "UNAUTHENTICATED")
     assert APP_TOKEN not in failure.message
+    assert refused_caller(caplog) == logged_caller
 
 
 @pytest.mark.parametrize("metadata", [(), APP], ids=["no-token", "valid-token"])
 async def test_an_unknown_common_name_is_unauthenticated(
-    h: Harness, pki: Pki, metadata: Metadata
+    h: Harness, pki: Pki, metadata: Metadata, caplog: pytest.LogCaptureFixture
 ) -> None:
     await start_tls(h, pki, mutual=True)
     before = await h.kaspro_requests()
+    caplog.set_level(logging.INFO)
 
     failure = await expect_failure(tls_client(h, pki, pki.stranger).get_account(metadata))
 
     assert_failure(failure, UNAUTHENTICATED, "UNAUTHENTICATED")
     assert "stranger-svc" in failure.message
     assert await h.kaspro_requests() == before
+    assert refused_caller(caplog) == "unknown certificate"
 
 
 @pytest.mark.parametrize("certificate", ["impostor", None], ids=["other-ca", "none"])

@@ -1,4 +1,5 @@
-"""JSON log lines: one object a line, the call fields, and no phone number or NIK."""
+"""JSON log lines: one object a line, the call fields, the trace id, and no phone number or
+NIK; W3C traceparent parsing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from wallet_service.domain.nik import mask_nik, nik_problem
-from wallet_service.logs import JsonFormatter, mask
+from wallet_service.logs import (
+    MAX_KASPRO_REQUEST_IDS,
+    JsonFormatter,
+    Trace,
+    current_trace,
+    current_trace_id,
+    mask,
+    new_trace_id,
+    trace_id_of,
+    traced,
+)
 
 DIGITS = "0123456789"
 
@@ -160,6 +171,115 @@ def test_other_extra_attributes_are_not_logged(captured: Captured) -> None:
 def test_arguments_are_masked_after_formatting(captured: Captured) -> None:
     captured.logger.info("otp for %s%s", "0812", "34567890")
     assert captured.only()["msg"] == "otp for 0812****7890"
+
+
+# The trace id.
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+def test_a_line_logged_in_a_trace_carries_its_trace_id(captured: Captured) -> None:
+    with traced(TRACE_ID):
+        captured.logger.info("inside")
+    captured.logger.info("after")
+    inside, after = (json.loads(line) for line in captured.lines())
+    assert inside["trace_id"] == TRACE_ID
+    assert "trace_id" not in after
+
+
+def test_every_logger_gets_the_trace_id(captured: Captured) -> None:
+    """Not only the service's own loggers: a library's line is part of the trace too."""
+    other = logging.getLogger("some.library")
+    other.addHandler(captured.logger.handlers[0])
+    other.propagate = False
+    try:
+        with traced(TRACE_ID):
+            other.warning("from a library")
+    finally:
+        other.handlers.clear()
+        other.propagate = True
+    assert captured.only()["trace_id"] == TRACE_ID
+
+
+def test_the_trace_id_is_taken_when_the_line_is_logged_not_when_formatted() -> None:
+    """A handler may format a record later (pytest's capture, a queue), outside the trace."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(f"wallet_service.test.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    with traced(TRACE_ID):
+        logger.info("kept for later")
+    assert current_trace.get() is None
+    assert json.loads(JsonFormatter().format(records[0]))["trace_id"] == TRACE_ID
+
+
+def test_nested_traces_restore_the_outer_one() -> None:
+    with traced("a" * 32) as outer:
+        with traced("b" * 32):
+            assert current_trace_id() == "b" * 32
+        assert current_trace.get() is outer
+    assert current_trace_id() == ""
+
+
+def test_kaspro_request_ids_are_kept_once_each_and_bounded() -> None:
+    trace = Trace(TRACE_ID)
+    for n in range(MAX_KASPRO_REQUEST_IDS + 5):
+        trace.note_kaspro_request(f"REQ{n:013d}")
+        trace.note_kaspro_request(f"REQ{n:013d}")
+    assert trace.kaspro_request_ids == [f"REQ{n:013d}" for n in range(MAX_KASPRO_REQUEST_IDS)]
+
+
+def test_the_request_id_list_is_logged_and_masked(captured: Captured) -> None:
+    captured.logger.info(
+        "call", extra={"kaspro_request_ids": ["ABCDEFGHJKLMNPQR", "for 081234567890"]}
+    )
+    assert captured.only()["kaspro_request_ids"] == ["ABCDEFGHJKLMNPQR", "for 0812****7890"]
+
+
+def test_made_up_trace_ids_are_32_hex_digits_and_differ() -> None:
+    made = {new_trace_id() for _ in range(100)}
+    assert len(made) == 100
+    for trace_id in made:
+        assert trace_id_of(f"00-{trace_id}-{PARENT_ID}-01") == trace_id
+
+
+@pytest.mark.parametrize("flags", ["00", "01", "ff"])
+def test_a_valid_traceparent_gives_its_trace_id(flags: str) -> None:
+    assert trace_id_of(f"00-{TRACE_ID}-{PARENT_ID}-{flags}") == TRACE_ID
+
+
+def test_surrounding_blanks_are_allowed() -> None:
+    assert trace_id_of(f" 00-{TRACE_ID}-{PARENT_ID}-01\t") == TRACE_ID
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(f"00-{'0' * 32}-{PARENT_ID}-01", id="all-zero-trace-id"),
+        pytest.param(f"00-{TRACE_ID}-{'0' * 16}-01", id="all-zero-parent-id"),
+        pytest.param(f"01-{TRACE_ID}-{PARENT_ID}-01", id="another-version"),
+        pytest.param(f"ff-{TRACE_ID}-{PARENT_ID}-01", id="forbidden-version"),
+        pytest.param(f"00-{TRACE_ID.upper()}-{PARENT_ID}-01", id="upper-case"),
+        pytest.param(f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01", id="short-trace-id"),
+        pytest.param(f"00-{TRACE_ID}0-{PARENT_ID}-01", id="long-trace-id"),
+        pytest.param(f"00-{TRACE_ID}-{PARENT_ID[:-1]}-01", id="short-parent-id"),
+        pytest.param(f"00-{TRACE_ID}-{PARENT_ID}-1", id="short-flags"),
+        pytest.param(f"00-{TRACE_ID}-{PARENT_ID}-01-extra", id="extra-part"),
+        pytest.param(f"00-{TRACE_ID[:-1]}g-{PARENT_ID}-01", id="not-hex"),
+        pytest.param(f"00_{TRACE_ID}_{PARENT_ID}_01", id="wrong-separator"),
+        pytest.param(TRACE_ID, id="bare-trace-id"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_an_invalid_traceparent_gives_none(value: str) -> None:
+    assert trace_id_of(value) is None
 
 
 # Masking.

@@ -42,6 +42,22 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 current_caller: ContextVar[Caller] = ContextVar("current_caller")
 
+# What the call log names as the caller of a call whose credentials were refused.
+NO_CREDENTIALS = "no credentials"
+UNKNOWN_TOKEN = "unknown token"
+UNKNOWN_CERTIFICATE = "unknown certificate"
+NO_CERTIFICATE = "no certificate"
+
+
+class Unauthenticated(WalletError):
+    """UNAUTHENTICATED; ``presented`` names, for the call log, what the call presented:
+    one of the words above, or the callers of a token and a certificate that disagree.
+    Never the token itself, nor a part of it."""
+
+    def __init__(self, presented: str, message: str) -> None:
+        super().__init__(Reason.UNAUTHENTICATED, message)
+        self.presented = presented
+
 
 class Authenticator:
     """Resolves a call's credentials to a caller and checks its roles.
@@ -79,12 +95,12 @@ class Authenticator:
         by_token = self._token_caller(metadata)
         if not self._by_common_name:
             if by_token is None:
-                raise WalletError(Reason.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
+                raise Unauthenticated(NO_CREDENTIALS, "send 'authorization: Bearer <token>'")
             return by_token
         by_certificate = self._certificate_caller(common_names)
         if by_token is not None and by_token != by_certificate:
-            raise WalletError(
-                Reason.UNAUTHENTICATED,
+            raise Unauthenticated(
+                f"token of {by_token.name}, certificate of {by_certificate.name}",
                 "the bearer token and the client certificate belong to different callers",
             )
         return by_certificate
@@ -95,21 +111,21 @@ class Authenticator:
         if not values:
             return None
         if len(values) != 1 or not isinstance(values[0], str):
-            raise WalletError(Reason.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
+            raise Unauthenticated(UNKNOWN_TOKEN, "send 'authorization: Bearer <token>'")
         scheme, _, token = values[0].partition(" ")
         if scheme.lower() != "bearer":
-            raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
+            raise Unauthenticated(UNKNOWN_TOKEN, "unknown bearer token")
         caller = self._by_digest.get(_digest(token.strip()))
         if caller is None:
-            raise WalletError(Reason.UNAUTHENTICATED, "unknown bearer token")
+            raise Unauthenticated(UNKNOWN_TOKEN, "unknown bearer token")
         return caller
 
     def _certificate_caller(self, common_names: Sequence[str]) -> Caller:
         caller = self._by_common_name.get(common_names[0]) if len(common_names) == 1 else None
         if caller is None:
             shown = ", ".join(repr(name[:64]) for name in common_names) or "none"
-            raise WalletError(
-                Reason.UNAUTHENTICATED,
+            raise Unauthenticated(
+                UNKNOWN_CERTIFICATE if common_names else NO_CERTIFICATE,
                 f"the client certificate's common name ({shown}) is not a known caller",
             )
         return caller

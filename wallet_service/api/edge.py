@@ -1,5 +1,5 @@
 """The edge interceptor: overload, authentication, permissions, the money deadline guard,
-the bounds on watch streams, error mapping and the call log.
+the bounds on watch streams, error mapping, and the call log with each call's trace id.
 
 Servicer methods contain only the happy path; everything they raise is turned into
 a status here, in one place.
@@ -17,10 +17,16 @@ from typing import Any, TypeAlias, cast
 import grpc
 from google.protobuf.message import Message
 
-from wallet_service.api.auth import PUBLIC_PREFIXES, Authenticator, current_caller
+from wallet_service.api.auth import (
+    PUBLIC_PREFIXES,
+    Authenticator,
+    Unauthenticated,
+    current_caller,
+)
 from wallet_service.api.errors import STATUS_DETAILS_KEY, internal_status, to_status
 from wallet_service.api.fields import edge_violations, nul_characters
 from wallet_service.domain.errors import DatabaseBusy, Reason, WalletError
+from wallet_service.logs import Trace, current_trace, new_trace_id, trace_id_of
 
 log = logging.getLogger("wallet_service.calls")
 
@@ -28,6 +34,14 @@ ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Unary: TypeAlias = Callable[[Any, ServicerContext], Awaitable[Any]]
 Streaming: TypeAlias = Callable[[Any, ServicerContext], AsyncIterator[Any]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Metadata: TypeAlias = tuple[tuple[str, str | bytes], ...]
+
+# The caller's W3C trace context (docs/api.md, "Tracing"), and the trailing metadata key
+# that tells every caller the trace id its call was logged under.
+TRACEPARENT_KEY = "traceparent"
+TRACE_ID_KEY = "x-trace-id"
+# Refusals of a caller's credentials or rights: the lines an auditor looks for.
+_REFUSALS = frozenset({Reason.UNAUTHENTICATED, Reason.PERMISSION_DENIED})
 
 # The RPCs that may start a KasPro money call: they get the deadline guard.
 MONEY_METHODS = frozenset(
@@ -87,7 +101,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, behaviour: Unary) -> Unary:
         async def wrapped(request: Any, context: ServicerContext) -> Any:
-            call = _Call(method)
+            metadata: Metadata = tuple(context.invocation_metadata() or ())
+            call = _Call(method, _start_trace(metadata, context))
             self._calls += 1
             try:
                 if self._calls > self._max_calls:
@@ -98,8 +113,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         retry_after_seconds=0.1,
                         metadata={"limit": "concurrent_rpcs"},
                     )
-                caller = self._admit(method, context)
-                call.caller = caller.name
+                caller = self._admit(method, context, metadata, call)
                 current_caller.set(caller)
                 if method in MONEY_METHODS:
                     self._guard_deadline(context)
@@ -121,10 +135,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
     def _streaming(self, method: str, behaviour: Streaming) -> Streaming:
         async def wrapped(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
-            call = _Call(method)
+            metadata: Metadata = tuple(context.invocation_metadata() or ())
+            call = _Call(method, _start_trace(metadata, context))
             try:
-                caller = self._admit(method, context)
-                call.caller = caller.name
+                caller = self._admit(method, context, metadata, call)
                 current_caller.set(caller)
                 self._watch_streams.open(caller.name)
                 # Given back by grpc's done callback, which runs however the call ends
@@ -146,9 +160,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _admit(self, method: str, context: ServicerContext) -> Any:
+    def _admit(self, method: str, context: ServicerContext, metadata: Metadata, call: _Call) -> Any:
         common_names = _common_names(context) if self._auth.uses_certificates else ()
-        caller = self._auth.authenticate(tuple(context.invocation_metadata() or ()), common_names)
+        caller = self._auth.authenticate(metadata, common_names)
+        call.caller = caller.name  # named in the call log even if refused the method
         self._auth.authorize(caller, method)
         return caller
 
@@ -218,14 +233,33 @@ def _common_names(context: ServicerContext) -> Sequence[str]:
     return tuple(name.decode("utf-8", "replace") for name in auth.get("x509_common_name", ()))
 
 
+def _start_trace(metadata: Metadata, context: ServicerContext) -> Trace:
+    """The call's trace: the caller's W3C trace id when it sent a valid ``traceparent``,
+    else a new one; current for everything the call logs, and told in its trailers.
+
+    Set without a reset: grpc.aio runs each call in a task of its own, whose context ends
+    with it (as current_caller's does)."""
+    sent = [value for key, value in metadata if key == TRACEPARENT_KEY]
+    trace_id = trace_id_of(sent[0]) if len(sent) == 1 and isinstance(sent[0], str) else None
+    trace = Trace(trace_id or new_trace_id())
+    current_trace.set(trace)
+    context.set_trailing_metadata(((TRACE_ID_KEY, trace.trace_id),))
+    if sent and trace_id is None:
+        shown = [str(value)[:64] for value in sent[:3]]
+        log.debug("invalid traceparent %r: a new trace id is made up", shown)
+    return trace
+
+
 class _Call:
     """Book-keeping for one call's log line."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, trace: Trace) -> None:
         self.method = method
+        self.trace = trace
         self.caller = "-"
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | None = None
+        self.reason: Reason | None = None
         self.incident: str | None = None
 
     def fail(self, exc: Exception, context: ServicerContext) -> None:
@@ -237,7 +271,10 @@ class _Call:
         """
         if isinstance(exc, DatabaseBusy):
             exc = WalletError(Reason.DATABASE_BUSY, str(exc), retry_after_seconds=1.0)
+        if isinstance(exc, Unauthenticated):
+            self.caller = exc.presented  # what was presented, never the token itself
         if isinstance(exc, WalletError):
+            self.reason = exc.reason
             code, message, details = to_status(exc)
         elif isinstance(exc, NotImplementedError):
             code, message, details = grpc.StatusCode.UNIMPLEMENTED, "not implemented yet", b""
@@ -254,13 +291,18 @@ class _Call:
         context.set_code(code)
         context.set_details(message)
         if details:
-            context.set_trailing_metadata(((STATUS_DETAILS_KEY, details),))
+            context.set_trailing_metadata(
+                ((STATUS_DETAILS_KEY, details), (TRACE_ID_KEY, self.trace.trace_id))
+            )
 
     def log(self, context: ServicerContext) -> None:
-        if not log.isEnabledFor(logging.INFO):
+        # A refused caller is a warning: kept at WALLET_LOG_LEVEL=WARNING too, for audit.
+        level = logging.WARNING if self.reason in _REFUSALS else logging.INFO
+        if not log.isEnabledFor(level):
             return  # the line is not wanted: skip building it (the hot path of every call)
         code = self.code or grpc.StatusCode.OK
-        log.info(
+        log.log(
+            level,
             "%s %s %s",
             self.method,
             self.caller,
@@ -269,7 +311,9 @@ class _Call:
                 "method": self.method,
                 "caller": self.caller,
                 "code": code.name,
+                "reason": None if self.reason is None else self.reason.value,
                 "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
                 "incident": self.incident,
+                "kaspro_request_ids": list(self.trace.kaspro_request_ids) or None,
             },
         )

@@ -66,6 +66,9 @@ class Attempt:
     # no call in flight); see Engine._one_flight.
     flight_holder: str | None = None
     flight_until: float | None = None
+    # The trace id of the RPC or worker pass that created it: later work on the attempt,
+    # on any replica, logs under it ("" for attempts older than the column).
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)

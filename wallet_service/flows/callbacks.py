@@ -6,7 +6,8 @@ reference we do not know yet is parked and tried again; one stored but never app
 (its receiver failed) is applied by a later pass. One that cannot be verified is
 not stored, trusted or acknowledged: a bounded sample of them is kept, and KasPro is
 asked for the status instead, at most once per reference and period (MONEY-RULES rule 5,
-docs/operations.md "The callback port").
+docs/operations.md "The callback port"). Each delivery logs under a trace id of its own,
+and its apply under the trace id of the attempt it settles.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from wallet_service.kaspro import (
     parse_callback,
     verify_callback,
 )
+from wallet_service.logs import current_trace_id, new_trace_id, traced
 from wallet_service.metrics import Metrics
-from wallet_service.store.attempts import check_attempt_at
+from wallet_service.store.attempts import attempt_trace_id, check_attempt_at
 from wallet_service.store.callbacks import (
     TopUpCheck,
     claim_parked_callback,
@@ -120,7 +122,11 @@ class CallbackReceiver:
         self._dropped_log = SparseLog(log, logging.ERROR)
 
     async def receive(self, raw: bytes, timestamp: str | None, signature: str | None) -> Reply:
-        """Handle one delivery."""
+        """Handle one delivery, under a new trace id."""
+        with traced(new_trace_id()):
+            return await self._receive(raw, timestamp, signature)
+
+    async def _receive(self, raw: bytes, timestamp: str | None, signature: str | None) -> Reply:
         if not verify_callback(
             raw, timestamp, signature, self._secrets, self._clock(), SIGNATURE_WINDOW_SECONDS
         ):
@@ -271,10 +277,19 @@ class CallbackReceiver:
                 detail=callback.detail or "unknown status",
             )
             return "rejected", Reply.ACCEPTED
-        applied = await self._engine.apply(callback.request_id, result)
-        if applied is not Applied.UNKNOWN_REFERENCE:
-            await self._mark(callback_id, applied.value, reference=callback.request_id)
-            return applied.value, Reply.ACCEPTED
+        # Under the trace of the RPC that created the attempt: one grep follows it here.
+        trace_id = await attempt_trace_id(self._engine.db, callback.request_id)
+        with traced(trace_id or current_trace_id()):
+            applied = await self._engine.apply(callback.request_id, result)
+            if applied is not Applied.UNKNOWN_REFERENCE:
+                log.info(
+                    "callback %d for attempt %s: %s",
+                    callback_id,
+                    callback.request_id,
+                    applied.value,
+                )
+                await self._mark(callback_id, applied.value, reference=callback.request_id)
+                return applied.value, Reply.ACCEPTED
         log.warning("callback %d for unknown reference %s parked", callback_id, callback.request_id)
         # Backing off, but never giving up: the attempt may still be committed.
         delay = backoff_seconds(tries, PARK_RETRY_SECONDS, PARK_RETRY_MAX_SECONDS)

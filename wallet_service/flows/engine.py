@@ -37,6 +37,7 @@ from wallet_service.kaspro import (
     StatusReply,
     TransferState,
 )
+from wallet_service.logs import current_trace_id
 from wallet_service.store.attempts import (
     attempts_of,
     claim_flight,
@@ -270,6 +271,7 @@ class Engine:
             # Created claimed by the request creating it: its first send needs no claim.
             flight_holder=self.db.incarnation,
             flight_until=now + self.timing.flight_lease_seconds,
+            trace_id=current_trace_id(),
         )
 
     async def send(self, attempt: Attempt, *, timeout: float | None) -> Result:

@@ -1,4 +1,5 @@
-"""The KasPro HTTP client: token, signature, deadlines, and one log line per call.
+"""The KasPro HTTP client: token, signature, deadlines, and one log line per call (under
+the trace id of the work that caused it, which keeps the call's requestId).
 
 Calls go through one aiohttp session: its connection pool, at most ``max_connections``
 open (docs/decisions/0004-kaspro-http-aiohttp.md, 0005-kaspro-connection-pool.md).
@@ -36,6 +37,7 @@ from wallet_service.kaspro.endpoints import (
 )
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
 from wallet_service.kaspro.signing import HmacSigner, Signer
+from wallet_service.logs import current_trace
 
 logger = logging.getLogger("wallet_service.kaspro")
 
@@ -521,11 +523,15 @@ def _log_call(
     seconds: float,
     problem: str,
 ) -> None:
+    request_id = _request_id(request)
+    trace = current_trace.get()
+    if trace is not None and request_id:
+        # Listed on the RPC's call-log line, whatever the level of this one.
+        trace.note_kaspro_request(request_id)
     failed = bool(problem) or status is None or status >= HTTPStatus.BAD_REQUEST
     level = logging.WARNING if failed else logging.INFO
     if not logger.isEnabledFor(level):
         return
-    request_id = _request_id(request)
     logger.log(
         level,
         "kaspro %s %s status=%s code=%s duration_ms=%d mobile=%s%s%s",

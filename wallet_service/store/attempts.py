@@ -36,6 +36,12 @@ async def load_attempt(source: Source, reference: str) -> Attempt | None:
     return None if row is None else _attempt(row)
 
 
+async def attempt_trace_id(source: Source, reference: str) -> str:
+    """The trace id attempt ``reference`` was created under ("" when unknown or none)."""
+    row = await source.fetch_one("SELECT trace_id FROM attempts WHERE reference = ?", (reference,))
+    return "" if row is None else str(row["trace_id"])
+
+
 async def record_send(
     db: Database, reference: str, holder: str, clock: Callable[[], float], lease_seconds: float
 ) -> str | None:

@@ -1,6 +1,7 @@
 """The reconciler: settles every open KasPro attempt, retries parked callbacks, and voids
 holds past their lifetime. It works from the database alone, so it resumes after a
-restart exactly where the last process stopped (MONEY-RULES rules 3, 5, 7)."""
+restart exactly where the last process stopped (MONEY-RULES rules 3, 5, 7). Each pass logs
+under a trace id of its own, and the work on an attempt under the one stored with it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from wallet_service.domain.records import Attempt
 from wallet_service.flows.engine import Engine
 from wallet_service.flows.rides import RidePayments
+from wallet_service.logs import current_trace_id, new_trace_id, traced
 from wallet_service.store.attempts import due_attempts, open_attempt_stats
 from wallet_service.store.transactions import frozen_count
 
@@ -52,18 +54,24 @@ class Reconciler:
         self._overdue_after = overdue_after_seconds
 
     async def run_once(self) -> int:
-        """One pass; returns how many attempts it asked KasPro about."""
+        """One pass, under a new trace id; returns how many attempts it asked KasPro about."""
+        with traced(new_trace_id()):
+            return await self._pass()
+
+    async def _pass(self) -> int:
         due = await due_attempts(self._engine.db, self._engine.now(), ATTEMPTS_PER_PASS)
 
         async def settle(attempt: Attempt) -> None:
             async with self._slots:
                 # A callback may settle it meanwhile: apply() then finds it final.
-                await self._engine.inquire(attempt, timeout=self._inquiry_timeout)
+                with traced(attempt.trace_id or current_trace_id()):
+                    await self._engine.inquire(attempt, timeout=self._inquiry_timeout)
 
         results = await asyncio.gather(*(settle(a) for a in due), return_exceptions=True)
         for attempt, result in zip(due, results, strict=True):
             if isinstance(result, Exception):
-                log.error("reconciling %s failed", attempt.reference, exc_info=result)
+                with traced(attempt.trace_id or current_trace_id()):
+                    log.error("reconciling %s failed", attempt.reference, exc_info=result)
         await self._retry_parked()
         await self._rides.expire_holds()
         return len(due)
