@@ -74,12 +74,21 @@ async def events_of(h: Harness, transaction_id: str) -> list[common_pb2.Event]:
 
 
 async def stored_raw(h: Harness, reff_id: str) -> bytes:
-    """The body KasPro sent, byte for byte, as our receiver stored it."""
-    row = await h.running.db.fetch_one(
-        "SELECT raw FROM callbacks WHERE reference = ? ORDER BY id LIMIT 1", (reff_id,)
-    )
-    assert row is not None, "the top-up callback was not stored"
-    return bytes(row["raw"])
+    """The body KasPro sent, byte for byte, as our receiver stored it. The callback's row
+    is marked with the reference after the top-up it applied committed (a transaction of
+    its own): wait for the mark, not only for the top-up."""
+    found: list[bytes] = []
+
+    async def stored() -> bool:
+        row = await h.running.db.fetch_one(
+            "SELECT raw FROM callbacks WHERE reference = ? ORDER BY id LIMIT 1", (reff_id,)
+        )
+        if row is not None:
+            found.append(bytes(row["raw"]))
+        return row is not None
+
+    await wait_for(stored)
+    return found[0]
 
 
 async def assert_recorded_once(
