@@ -35,6 +35,7 @@ from wallet.v1 import (
 )
 
 from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
+from kaspro_sandbox.config import QUICK_CALLBACK_RETRY_DELAYS
 from wallet_service.config import Caller, Config
 from wallet_service.http import CALLBACK_PATH
 from wallet_service.server import WalletService, start
@@ -497,7 +498,12 @@ class SandboxThread:
         )
         self._thread.start()
         self.sandbox = self._run(
-            start_sandbox(SandboxConfig(clock=clock), host="127.0.0.1", port=0)
+            start_sandbox(
+                # Callbacks a test makes fail are tried again within seconds, not hours.
+                SandboxConfig(clock=clock, callback_retry_delays=QUICK_CALLBACK_RETRY_DELAYS),
+                host="127.0.0.1",
+                port=0,
+            )
         )
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
