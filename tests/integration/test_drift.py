@@ -212,6 +212,28 @@ async def test_no_comparison_while_a_stored_callback_is_not_applied(h: Harness) 
     assert await list_drifts(h.running.db) == []
 
 
+async def test_a_top_up_booked_while_kaspro_is_asked_is_no_difference(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    h.clock.advance(SETTLED)
+    await h.control("DELETE", "/requests")
+    # KasPro reads the balance as the inquiry arrives, and answers two seconds later.
+    await h.arm_fault(INQUIRY_PATH, "latency", delay_seconds=2.0)
+    checking = asyncio.create_task(h.check_drift())
+
+    async def asked() -> bool:
+        return bool(await h.kaspro_requests(INQUIRY_PATH))
+
+    await wait_for(asked)
+    # Credited and booked after KasPro read 100,000: our books say 150,000 by its answer.
+    await h.top_up(LOCAL, 50_000)
+    report = await checking
+    assert (report.skipped, report.compared, report.differences) == ([ACCOUNT], [], {})
+
+    h.clock.advance(SETTLED)
+    again = await h.check_drift()
+    assert (again.compared, again.differences) == ([ACCOUNT], {})
+
+
 async def test_a_wallet_without_new_activity_is_not_asked_about(h: Harness) -> None:
     await h.onboard(OTHER_LOCAL, 30_000)
     h.clock.advance(3600)
@@ -279,6 +301,31 @@ async def test_two_replicas_never_ask_about_one_wallet_in_one_pass(h: Harness) -
         assert len(await h.kaspro_requests(INQUIRY_PATH)) == 3
         # Escrow's check ran once for both.
         assert [mine.escrow_checked, theirs.escrow_checked].count(True) == 1
+
+
+async def test_a_pass_whose_claim_lapsed_writes_nothing(h: Harness) -> None:
+    await h.onboard(LOCAL, 100_000)
+    h.clock.advance(SETTLED)
+    await h.arm_fault(INQUIRY_PATH, "latency", delay_seconds=2.0)
+    await h.control("DELETE", "/requests")
+    slow = asyncio.create_task(h.check_drift())
+
+    async def asked() -> bool:
+        return bool(await h.kaspro_requests(INQUIRY_PATH))
+
+    await wait_for(asked)
+    # Its claim lapses while KasPro is slow: another replica takes the wallet over.
+    h.clock.advance(3600)
+    async with another_replica(h) as other:
+        taken = await other.run_once()
+    assert taken.compared == [ACCOUNT]
+    late = await slow
+    assert (late.compared, late.skipped) == ([], [ACCOUNT])
+    row = await h.running.db.fetch_one(
+        "SELECT checked_at, claimed_by FROM drift_checks WHERE account = ?", (ACCOUNT,)
+    )
+    assert row is not None
+    assert (row["checked_at"], row["claimed_by"]) == (h.clock.now, None)
 
 
 async def test_escrow_is_held_against_the_open_holds(h: Harness) -> None:
