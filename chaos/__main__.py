@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from chaos import audit, faults, plan
+from chaos import drift as chaos_drift
 from chaos.stack import Replica, Settings, Stack
 from chaos.store import DEFAULT_POSTGRES_URL, PostgresStore, SqliteStore, Store
 from chaos.watch import Watcher
@@ -399,6 +400,8 @@ async def exercise(
         await watching
     run.watcher_connections = watcher.followed
     await asyncio.to_thread(stack.stop_replicas)
+    # The drift check over every wallet, while the sandbox still answers.
+    drift = await chaos_drift.sweep(stack.service_env(stack.replicas[0]), stack.sandbox_url)
 
     async def get(path: str) -> Any:
         answer = await control.get(path)
@@ -426,6 +429,7 @@ async def exercise(
     )
     books = audit.Books(await stack.store.tables())
     checks = audit.audit(books, sandbox, callers.records, watcher, run.crash_findings)
+    checks.append(drift)
     if args.terminations:
         checks.append(reconnects(run))
     if run.onboarding_problems:

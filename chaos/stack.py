@@ -95,12 +95,15 @@ class Stack:
 
     def start_sandbox(self) -> None:
         seed, delay = str(self.seed), str(self.settings.async_delay_seconds)
+        # Time runs fast here: a callback to a killed replica is tried again within
+        # seconds, as KasPro's hours of retries would reach a restarted one.
         options = ("--seed", seed, "--fault-seed", seed, "--async-delay", delay)
+        retries = ("--callback-retries", "quick")
         faults = ("--faults", str(self.faults_file))
         # The sandbox's helper builds the callback URL from a port on loopback.
         port = self.router.port if self.router else self.replicas[0].http_port
         self.sandbox = procs.start_sandbox_process(
-            self.workdir, self.sandbox_port, port, *options, *faults
+            self.workdir, self.sandbox_port, port, *options, *retries, *faults
         )
 
     def service_env(self, replica: Replica) -> dict[str, str]:

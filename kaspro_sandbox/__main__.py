@@ -64,6 +64,22 @@ def _count(value: str) -> int:
     return count
 
 
+def _retry_delays(value: str) -> tuple[float, ...]:
+    """``quick``, ``realistic``, or the waits between a callback's tries, ``10,30,60``."""
+    named = {
+        "quick": defaults.QUICK_CALLBACK_RETRY_DELAYS,
+        "realistic": defaults.REALISTIC_CALLBACK_RETRY_DELAYS,
+    }
+    if value in named:
+        return named[value]
+    try:
+        return tuple(_seconds(part) for part in value.split(",") if part.strip())
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"not quick, realistic or a list of seconds >= 0: {value}"
+        ) from None
+
+
 def _fault_file(value: str) -> tuple[Mapping[str, Any], ...]:
     """A JSON file holding a list of fault rules, checked as the sandbox would arm them."""
     try:
@@ -108,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=defaults.SandboxConfig.async_delay_seconds,
         help="seconds before an async transfer completes by itself (default 0.5)",
+    )
+    parser.add_argument(
+        "--callback-retries",
+        type=_retry_delays,
+        default=defaults.SandboxConfig.callback_retry_delays,
+        metavar="DELAYS",
+        help="the waits between a callback's tries: 'realistic' (default: 10 s, 30 s, 1 min, "
+        "… 8 h, about a day in all), 'quick' (0.2,0.4,0.8,1.6) or seconds, comma-separated",
     )
     parser.add_argument(
         "--faults",
@@ -161,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         seed=args.seed,
         callback_url=args.callback_url,
         async_delay_seconds=args.async_delay,
+        callback_retry_delays=args.callback_retries,
         faults=args.faults,
         fault_seed=args.fault_seed,
         request_log_size=args.request_log_size,
@@ -178,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         f"callbacks to {config.callback_url or '(none yet)'}, "
         f"async transfers complete after {config.async_delay_seconds:g} s"
     )
+    delays = config.callback_retry_delays
+    print(f"a callback is tried up to {len(delays) + 1} times over {sum(delays):g} s until a 2xx")
     if config.faults:
         seed = config.fault_seed if config.fault_seed is not None else config.seed
         print(f"{len(config.faults)} fault rule(s) armed, fault seed {seed}")

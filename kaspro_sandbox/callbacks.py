@@ -39,11 +39,6 @@ def encode_body(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def retry_delays(base_seconds: float, attempts: int) -> list[float]:
-    """The waits between tries: base, 2 * base, 4 * base, … (one fewer than the tries)."""
-    return [base_seconds * 2**n for n in range(max(attempts - 1, 0))]
-
-
 @dataclass(frozen=True)
 class Delivery:
     """One callback to deliver: where, what, and how to sign and retry it."""
@@ -52,8 +47,7 @@ class Delivery:
     request_id: str
     body: dict[str, Any]
     secret: str
-    max_attempts: int
-    retry_base_seconds: float
+    retry_delays: tuple[float, ...]  # the waits between tries: one fewer than the tries
     timeout_seconds: float
     signing: Signing = "valid"
     fault: str | None = None  # for the callback log
@@ -64,14 +58,15 @@ async def deliver(
     clock: Callable[[], float],
     record: Callable[[CallbackAttempt], None],
 ) -> bool:
-    """POST the callback until a 2xx or the tries run out; `record` gets every try.
+    """POST the callback until a 2xx or the tries run out (one more than the retry
+    delays); `record` gets every try.
 
     True when a try was answered 2xx. Cancellation stops it between or during tries.
     """
     raw_body = encode_body(delivery.body)
-    delays = retry_delays(delivery.retry_base_seconds, delivery.max_attempts)
+    delays = delivery.retry_delays
     async with httpx.AsyncClient(timeout=delivery.timeout_seconds, trust_env=False) as client:
-        for attempt in range(1, delivery.max_attempts + 1):
+        for attempt in range(1, len(delays) + 2):
             timestamp = str(int(clock()))
             headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
             if delivery.signing != "none":

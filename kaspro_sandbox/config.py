@@ -17,6 +17,26 @@ ESCROW_ACCOUNT = "888000000000001"
 MERCHANT_ACCOUNT = "888000000000002"
 CORPORATE_ACCOUNT = "888000000000003"
 
+# The waits between a callback's tries until one is answered 2xx: a provider's schedule,
+# backing off from seconds to hours and giving up after about a day: 10 s, 30 s, 1 min,
+# 5 min, 15 min, 30 min, 1 h, 2 h, 4 h, 8 h, 8 h (12 tries, the last 23 h 52 min after the
+# first; docs/kaspro.md § Callbacks says why we assume it).
+REALISTIC_CALLBACK_RETRY_DELAYS: tuple[float, ...] = (
+    10,
+    30,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    7200,
+    14_400,
+    28_800,
+    28_800,
+)
+# The same shape in seconds, for tests and chaos runs (5 tries within 3 s).
+QUICK_CALLBACK_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.4, 0.8, 1.6)
+
 
 def service_environment(base_url: str) -> dict[str, str]:
     """The wallet service's WALLET_KASPRO_* variables for a standalone sandbox at
@@ -69,8 +89,8 @@ class SandboxConfig:
     # Callbacks of final statuses and top-ups.
     callback_url: str | None = None
     callback_secret: str = DEV_CALLBACK_SECRET
-    callback_max_attempts: int = 5
-    callback_retry_base_seconds: float = 0.2
+    # The waits between tries (one fewer than the tries).
+    callback_retry_delays: tuple[float, ...] = REALISTIC_CALLBACK_RETRY_DELAYS
     callback_timeout_seconds: float = 5.0
     # Fault injection.
     faults: tuple[Mapping[str, Any], ...] = ()

@@ -103,6 +103,13 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _switch(text: str) -> bool:
+    value = text.lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"must be true or false, got {text!r}")
+    return value == "true"
+
+
 def _postgres_url(text: str) -> str:
     if not text.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be a postgresql://user:password@host:port/database URL")
@@ -530,6 +537,35 @@ class Config:
         "WALLET_RECONCILE_OVERDUE_SECONDS",
         3600.0,
         "an attempt unresolved this long raises the overdue alert metric",
+    )
+    # The drift check (workers/drift.py; docs/operations.md, "Drift").
+    drift_check_enabled: bool = setting(
+        "WALLET_DRIFT_CHECK_ENABLED",
+        True,
+        "`true` or `false`: whether this replica compares KasPro's balances with the ledger "
+        "and escrow with the open holds",
+        parse=_switch,
+        shown="`true`",
+    )
+    drift_check_interval_seconds: float = setting(
+        "WALLET_DRIFT_CHECK_INTERVAL_SECONDS",
+        60.0,
+        "how often the drift check makes a pass (escrow's check runs once per interval "
+        "across replicas)",
+        minimum=0.01,
+    )
+    drift_check_batch: int = setting(
+        "WALLET_DRIFT_CHECK_BATCH",
+        100,
+        "customer wallets with new ledger activity one pass compares at most (one KasPro "
+        "account inquiry each)",
+        minimum=1,
+    )
+    drift_confirm_seconds: float = setting(
+        "WALLET_DRIFT_CONFIRM_SECONDS",
+        900.0,
+        "a difference is recorded as a drift only when the same difference is seen again "
+        "this long after (a top-up's callback may be that late: KasPro retries it)",
     )
     idempotency_ttl_hours: float = setting(
         "WALLET_IDEMPOTENCY_TTL_HOURS",

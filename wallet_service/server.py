@@ -50,6 +50,7 @@ from wallet_service.http import create_app as create_http_app
 from wallet_service.kaspro import KasProClient
 from wallet_service.metrics import Metrics
 from wallet_service.store.database import Database
+from wallet_service.workers.drift import DriftCheck
 from wallet_service.workers.housekeeping import run_housekeeping
 from wallet_service.workers.reconciler import Reconciler
 
@@ -80,6 +81,7 @@ class WalletService:
     db: Database
     reconciler: Reconciler
     metrics: Metrics
+    drift_check: DriftCheck
     # Closes what start opened, the newest first: the workers, the HTTP port, the
     # KasPro client, the embedded sandbox, the database.
     _resources: contextlib.AsyncExitStack
@@ -137,6 +139,15 @@ async def start(
             inquiry_timeout_seconds=config.kaspro_timeout_seconds,
             overdue_after_seconds=config.reconcile_overdue_seconds,
         )
+        drift_check = DriftCheck(
+            db,
+            kaspro,
+            clock,
+            interval_seconds=config.drift_check_interval_seconds,
+            batch=config.drift_check_batch,
+            confirm_seconds=config.drift_confirm_seconds,
+            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
+        )
         serving = asyncio.Event()  # set while serving; /healthz reads it
         reachable = asyncio.Event()  # set while the database answers
         reachable.set()
@@ -156,6 +167,10 @@ async def start(
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         _start_workers(resources, reconciler, db, clock, config)
+        if config.drift_check_enabled:
+            resources.push_async_callback(
+                _cancel, asyncio.create_task(drift_check.run_forever(), name="drift-check")
+            )
         resources.push_async_callback(
             _cancel,
             asyncio.create_task(
@@ -179,6 +194,7 @@ async def start(
             db=db,
             reconciler=reconciler,
             metrics=metrics,
+            drift_check=drift_check,
             _resources=resources.pop_all(),
         )
 

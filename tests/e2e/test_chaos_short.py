@@ -13,7 +13,17 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-INVARIANTS = ("once", "known", "balances", "ledger", "settled", "events", "crash", "answers")
+INVARIANTS = (
+    "once",
+    "known",
+    "balances",
+    "ledger",
+    "settled",
+    "events",
+    "crash",
+    "answers",
+    "drift",
+)
 
 
 def test_short_seed_keeps_every_invariant(tmp_path: Path) -> None:

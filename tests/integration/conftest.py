@@ -35,9 +35,11 @@ from wallet.v1 import (
 )
 
 from kaspro_sandbox import RunningSandbox, SandboxConfig, start_sandbox
+from kaspro_sandbox.config import QUICK_CALLBACK_RETRY_DELAYS
 from wallet_service.config import Caller, Config
 from wallet_service.http import CALLBACK_PATH
 from wallet_service.server import WalletService, start
+from wallet_service.workers.drift import PassReport
 
 APP_TOKEN = "app-token-123"
 DISPATCH_TOKEN = "dispatch-token-1"
@@ -398,6 +400,10 @@ class Harness:
         self.clock.advance(advance_seconds)
         return await self.running.reconciler.run_once()
 
+    async def check_drift(self, *, every_wallet: bool = False) -> PassReport:
+        """One pass of the drift check, now."""
+        return await self.running.drift_check.run_once(every_wallet=every_wallet)
+
     async def events(self, after: int = 0, *, idle_seconds: float = 0.3) -> list[common_pb2.Event]:
         """Every event after ``after``, read from WatchEvents until it goes quiet."""
         found: list[common_pb2.Event] = []
@@ -476,8 +482,10 @@ def make_config(tmp_path: Path, **changes: Any) -> Config:
         db_path=str(tmp_path / "wallet.db"),
         callers=CALLERS,
         grace_period_seconds=1.0,
-        # Tests drive the reconciler themselves (Harness.settle), one pass at a time.
+        # Tests drive the reconciler themselves (Harness.settle), one pass at a time,
+        # and the drift check (Harness.check_drift).
         reconcile_interval_seconds=3600.0,
+        drift_check_enabled=False,
     )
     return dataclasses.replace(base, **changes)
 
@@ -497,7 +505,12 @@ class SandboxThread:
         )
         self._thread.start()
         self.sandbox = self._run(
-            start_sandbox(SandboxConfig(clock=clock), host="127.0.0.1", port=0)
+            start_sandbox(
+                # Callbacks a test makes fail are tried again within seconds, not hours.
+                SandboxConfig(clock=clock, callback_retry_delays=QUICK_CALLBACK_RETRY_DELAYS),
+                host="127.0.0.1",
+                port=0,
+            )
         )
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:

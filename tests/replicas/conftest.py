@@ -47,7 +47,14 @@ async def stack(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with fresh_database(DATABASE_PREFIX) as url:
         sandbox = cluster.spawn(
             "sandbox",
-            cluster.sandbox_args(sandbox_port, first.callback_url, "--no-access-log"),
+            cluster.sandbox_args(
+                # A callback to a replica a test killed is tried again within seconds.
+                sandbox_port,
+                first.callback_url,
+                "--no-access-log",
+                "--callback-retries",
+                "quick",
+            ),
             cluster.without_wallet_settings(os.environ),
             tmp_path / "sandbox.log",
         )

@@ -374,7 +374,7 @@ def fast_money_config(clock: FakeClock, **overrides: Any) -> SandboxConfig:
         "seed": 7,
         "clock": clock,
         "async_delay_seconds": 0.05,
-        "callback_retry_base_seconds": 0.02,
+        "callback_retry_delays": (0.02, 0.04, 0.08, 0.16),
         **overrides,
     }
     return SandboxConfig(**settings)

@@ -19,7 +19,11 @@ from kaspro_sandbox.callbacks import (
     Delivery,
     callback_signature,
     deliver,
-    retry_delays,
+)
+from kaspro_sandbox.config import (
+    QUICK_CALLBACK_RETRY_DELAYS,
+    REALISTIC_CALLBACK_RETRY_DELAYS,
+    SandboxConfig,
 )
 from kaspro_sandbox.mobile import mask, to_international_number, to_local
 from kaspro_sandbox.money import CallbackAttempt, parse_amount, withdrawal_code
@@ -146,9 +150,13 @@ def test_callback_signature_vector() -> None:
     assert callback_signature("wallet-dev-callback-secret", "1700000000", body) == CALLBACK_VECTOR
 
 
-def test_callback_retry_delays() -> None:
-    assert retry_delays(0.2, 5) == [0.2, 0.4, 0.8, 1.6]
-    assert retry_delays(0.2, 1) == []
+def test_the_default_callback_retries_back_off_for_about_a_day() -> None:
+    delays = SandboxConfig().callback_retry_delays
+    assert delays == REALISTIC_CALLBACK_RETRY_DELAYS
+    assert delays[:4] == (10, 30, 60, 300)
+    assert list(delays) == sorted(delays)
+    assert 23 * 3600 < sum(delays) <= 24 * 3600
+    assert sum(QUICK_CALLBACK_RETRY_DELAYS) < 5
 
 
 @pytest.mark.parametrize(
@@ -224,8 +232,7 @@ async def test_a_try_that_fails_in_any_way_is_tried_again(monkeypatch: pytest.Mo
         request_id="TOPUP1",
         body={"requestId": "TOPUP1"},
         secret="s",
-        max_attempts=3,
-        retry_base_seconds=0.001,
+        retry_delays=(0.001, 0.002),
         timeout_seconds=1.0,
     )
 

@@ -13,6 +13,7 @@ import pytest
 
 from kaspro_sandbox import SandboxConfig, start_sandbox
 from kaspro_sandbox.__main__ import build_parser, config_from_args
+from kaspro_sandbox.config import QUICK_CALLBACK_RETRY_DELAYS, REALISTIC_CALLBACK_RETRY_DELAYS
 from kaspro_sandbox.paths import ACCOUNT_INQUIRY_PATH as INQUIRY
 from kaspro_sandbox.runner import bind_socket
 from kaspro_sandbox.transport import WATCH_LONGER_WAITS_THAN_SECONDS, hold
@@ -221,12 +222,23 @@ def test_command_line_refuses_a_negative_delay(capsys: pytest.CaptureFixture[str
     assert "--async-delay" in capsys.readouterr().err
 
 
+def test_command_line_callback_retries() -> None:
+    def parsed(*argv: str) -> tuple[float, ...]:
+        return config_from_args(build_parser().parse_args(list(argv))).callback_retry_delays
+
+    assert parsed() == REALISTIC_CALLBACK_RETRY_DELAYS
+    assert parsed("--callback-retries", "quick") == QUICK_CALLBACK_RETRY_DELAYS
+    assert parsed("--callback-retries", "1,2.5,60") == (1.0, 2.5, 60.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--callback-retries", "1,-2"])
+
+
 async def test_stop_with_pending_completions_and_callbacks_does_not_hang() -> None:
     probe = bind_socket("127.0.0.1", 0)
     dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}/callbacks/kaspro"
     probe.close()
     config = SandboxConfig(
-        async_delay_seconds=30, callback_url=dead_url, callback_retry_base_seconds=10
+        async_delay_seconds=30, callback_url=dead_url, callback_retry_delays=(10, 20)
     )
     sandbox = await start_sandbox(config)
     async with MoneyPartner.connect(sandbox.base_url) as partner:

@@ -219,6 +219,25 @@ def test_the_receive_limit_is_the_largest_valid_request_and_a_little(cap: int) -
     assert largest.ByteSize() <= config.max_message_bytes <= largest.ByteSize() + 64 * 1024
 
 
+def test_the_drift_check_runs_by_default_and_is_configurable() -> None:
+    default = load({})
+    assert default.drift_check_enabled
+    assert (default.drift_check_interval_seconds, default.drift_check_batch) == (60.0, 100)
+    assert default.drift_confirm_seconds == 900.0
+    config = load(
+        {
+            "WALLET_DRIFT_CHECK_ENABLED": "FALSE",
+            "WALLET_DRIFT_CHECK_INTERVAL_SECONDS": "5",
+            "WALLET_DRIFT_CHECK_BATCH": "7",
+            "WALLET_DRIFT_CONFIRM_SECONDS": "0",
+        }
+    )
+    assert not config.drift_check_enabled
+    assert (config.drift_check_interval_seconds, config.drift_check_batch) == (5.0, 7)
+    assert config.drift_confirm_seconds == 0.0
+    assert load({"WALLET_DRIFT_CHECK_ENABLED": "true"}).drift_check_enabled
+
+
 def test_watch_streams_are_bounded_by_default_and_configurable() -> None:
     assert (load({}).max_watch_streams, load({}).max_watch_streams_per_caller) == (100, 20)
     config = load({"WALLET_MAX_WATCH_STREAMS": "7", "WALLET_MAX_WATCH_STREAMS_PER_CALLER": "3"})
@@ -250,6 +269,13 @@ def test_watch_streams_are_bounded_by_default_and_configurable() -> None:
         ("WALLET_MAX_CONCURRENT_RPCS", "1e3"),
         ("WALLET_MAX_WATCH_STREAMS", "0"),
         ("WALLET_MAX_WATCH_STREAMS_PER_CALLER", "0"),
+        ("WALLET_DRIFT_CHECK_ENABLED", "yes"),
+        ("WALLET_DRIFT_CHECK_ENABLED", "1"),
+        ("WALLET_DRIFT_CHECK_INTERVAL_SECONDS", "0"),
+        ("WALLET_DRIFT_CHECK_INTERVAL_SECONDS", "nan"),
+        ("WALLET_DRIFT_CHECK_BATCH", "0"),
+        ("WALLET_DRIFT_CHECK_BATCH", "ten"),
+        ("WALLET_DRIFT_CONFIRM_SECONDS", "-1"),
     ],
 )
 def test_malformed_or_too_small_values_are_config_errors(variable: str, value: str) -> None:
