@@ -32,6 +32,14 @@ async def test_a_watcher_sees_every_replicas_events_in_order(stack: Cluster) -> 
     a, b = await stack.start_replicas(2)
     await stack.onboard(a, FIRST, 100_000)
     await stack.onboard(b, SECOND, 100_000)
+
+    async def all_numbered() -> bool:
+        waiting = await stack.db.fetchval("SELECT count(*) FROM events WHERE sequence IS NULL")
+        return bool(waiting == 0)
+
+    # Events are numbered after their commit: the onboarding's last ones may not be yet,
+    # and would be numbered after ``start`` (an extra top-up among the transfers).
+    await until(all_numbered)
     start = int(await stack.db.fetchval("SELECT COALESCE(MAX(sequence), 0) FROM events"))
 
     # A watcher on a, connected before the writes; it hangs up halfway through them.
@@ -43,11 +51,6 @@ async def test_a_watcher_sees_every_replicas_events_in_order(stack: Cluster) -> 
     done = await asyncio.gather(*writes)
     assert {t.status for t in done} == {common_pb2.TRANSACTION_STATUS_SUCCEEDED}
     seen = await first_half
-
-    async def all_numbered() -> bool:
-        waiting = await stack.db.fetchval("SELECT count(*) FROM events WHERE sequence IS NULL")
-        return bool(waiting == 0)
-
     await until(all_numbered)
     rows = await stack.db.fetch(
         "SELECT sequence, event_id FROM events WHERE sequence > $1 ORDER BY sequence", start
