@@ -89,6 +89,17 @@ class Transaction(abc.ABC):
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
 
 
+class Observer:
+    """What a database tells of its transactions; nobody listens until the service's
+    metrics replace it (``Metrics.watch_database``)."""
+
+    def transaction_ended(self, seconds: float) -> None:
+        """A ``run`` ended (committed or not) after ``seconds``, waits and retries included."""
+
+    def retried(self, cause: str) -> None:
+        """A transaction body runs again, for ``cause`` (store/postgres.py)."""
+
+
 class Database(abc.ABC):
     """One engine's database; ``Database.open`` picks the engine from its target."""
 
@@ -99,6 +110,7 @@ class Database(abc.ABC):
         # This opening of the database: rows a request or worker claims name it.
         self.incarnation = incarnation
         self._events_written = asyncio.Event()
+        self.observer = Observer()
 
     @staticmethod
     async def open(target: str, *, pool_size: int = 10) -> Database:
@@ -149,6 +161,10 @@ class Database(abc.ABC):
     async def healthy(self) -> bool:
         """Whether the database answers now (health checks)."""
         return True
+
+    @abc.abstractmethod
+    def connections_in_use(self) -> int:
+        """Connections of this process busy with a statement or transaction now."""
 
     @abc.abstractmethod
     async def after_rewrite(self) -> None:

@@ -149,8 +149,12 @@ class SqliteDatabase(Database):
             self._wake_watchers()
 
     async def run(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
-        async with self.transaction() as tx:
-            return await body(tx)
+        started = time.monotonic()
+        try:
+            async with self.transaction() as tx:
+                return await body(tx)
+        finally:
+            self.observer.transaction_ended(time.monotonic() - started)
 
     async def after_rewrite(self) -> None:
         # Old pages may still be in the WAL: copy it back and empty it (the connection
@@ -162,6 +166,9 @@ class SqliteDatabase(Database):
         """True while a transaction is open: its coroutine is suspended inside it, and a
         plain read on this shared connection would see its uncommitted rows."""
         return self._conn.in_transaction
+
+    def connections_in_use(self) -> int:
+        return int(self._lock.locked())
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         args = tuple(params)

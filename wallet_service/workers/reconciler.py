@@ -13,6 +13,7 @@ from wallet_service.domain.records import Attempt
 from wallet_service.flows.engine import Engine
 from wallet_service.flows.rides import RidePayments
 from wallet_service.store.attempts import due_attempts, open_attempt_stats
+from wallet_service.store.database import Database
 from wallet_service.store.transactions import frozen_count
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class Reconciler:
         await self._retry_parked()
         await self._rides.expire_holds()
         return len(due)
+
+    @property
+    def db(self) -> Database:
+        return self._engine.db
 
     async def backlog(self) -> Backlog:
         count, oldest = await open_attempt_stats(self._engine.db)
