@@ -244,7 +244,7 @@ class Metrics:
         # Database (store/sqlite.py, store/postgres.py).
         self.db_transaction_seconds = Histogram(
             "wallet_db_transaction_seconds",
-            "How long a database transaction took, waits and retries included.",
+            "How long a committed database transaction took, waits and retries included.",
             buckets=DB_BUCKETS,
             registry=r,
         )

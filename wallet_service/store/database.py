@@ -94,7 +94,8 @@ class Observer:
     metrics replace it (``Metrics.watch_database``)."""
 
     def transaction_ended(self, seconds: float) -> None:
-        """A ``run`` ended (committed or not) after ``seconds``, waits and retries included."""
+        """A transaction committed ``seconds`` after it was asked for, waits and retries
+        included (one that failed is the caller's error, and its log's)."""
 
     def retried(self, cause: str) -> None:
         """A transaction body runs again, for ``cause`` (store/postgres.py)."""

@@ -256,12 +256,6 @@ class PostgresDatabase(Database):
 
     async def run(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
         started = time.monotonic()
-        try:
-            return await self._run(body, started)
-        finally:
-            self.observer.transaction_ended(time.monotonic() - started)
-
-    async def _run(self, body: Callable[[Transaction], Awaitable[T]], started: float) -> T:
         tries = 0
         while True:
             tries += 1
@@ -281,6 +275,7 @@ class PostgresDatabase(Database):
                 await _pause(started, tries, exc.__cause__ or exc, "lost its connection")
                 self.observer.retried("connection_lost")
                 continue
+            self.observer.transaction_ended(time.monotonic() - started)
             if wrote_events:
                 self._numbering_wanted.set()  # numbered by the numbering task, not here
             return result

@@ -129,25 +129,23 @@ class SqliteDatabase(Database):
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; DatabaseBusy, with
         nothing written, when another process keeps the write lock LOCK_WAIT_SECONDS."""
         asked = time.monotonic()  # the wait behind a transaction of ours counts too
-        try:
-            async with self._lock:
-                await retry_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), asked)
-                tx = SqliteTransaction(self._conn, self.incarnation)
-                try:
-                    yield tx
-                except BaseException:
+        async with self._lock:
+            await retry_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), asked)
+            tx = SqliteTransaction(self._conn, self.incarnation)
+            try:
+                yield tx
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (disk full, I/O error, a deferred constraint)
+                # may leave the transaction open: later reads would see its rows.
+                if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                    raise
-                try:
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    # A COMMIT that failed (disk full, I/O error, a deferred constraint)
-                    # may leave the transaction open: later reads would see its rows.
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-        finally:
-            self.observer.transaction_ended(time.monotonic() - asked)
+                raise
+        self.observer.transaction_ended(time.monotonic() - asked)
         if tx.wrote_events:
             self._wake_watchers()
 
