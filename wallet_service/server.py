@@ -29,6 +29,7 @@ from wallet.v1 import (
 from wallet_service import descriptors
 from wallet_service.api.account import AccountServicer, reduce_stored_answers
 from wallet_service.api.auth import Authenticator
+from wallet_service.api.call_metrics import CallMetricsInterceptor
 from wallet_service.api.edge import EdgeInterceptor
 from wallet_service.api.funding import FundingServicer
 from wallet_service.api.payment import PaymentServicer
@@ -64,6 +65,18 @@ SERVICE_NAMES = (
     funding_service_pb2.DESCRIPTOR.services_by_name["FundingService"].full_name,
     payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
     transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
+)
+# The methods the call metrics count (their series exist from the start).
+METERED_METHODS = tuple(
+    f"/{service.full_name}/{method.name}"
+    for service in (
+        account_service_pb2.DESCRIPTOR.services_by_name["AccountService"],
+        funding_service_pb2.DESCRIPTOR.services_by_name["FundingService"],
+        payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"],
+        transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+    )
+    for method in service.methods
 )
 
 
@@ -121,15 +134,16 @@ async def start(
     async with contextlib.AsyncExitStack() as resources:
         db = await Database.open(config.database, pool_size=config.db_pool_size)
         resources.push_async_callback(db.close)
+        metrics.watch_database(db)
         sandbox = None
         if kaspro_base_url is None and config.embedded_sandbox:
             sandbox = await _start_sandbox(config)
             resources.push_async_callback(sandbox.stop)
         base_url = sandbox.base_url if sandbox else kaspro_base_url or config.kaspro_base_url
-        kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
+        kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock, metrics=metrics)
         resources.push_async_callback(kaspro.aclose)
-        server, health_servicer = _grpc_server(config)
-        engine, rides = await _add_services(server, config, db, kaspro, clock)
+        server, health_servicer = _grpc_server(config, metrics)
+        engine, rides = await _add_services(server, config, db, kaspro, clock, metrics)
         receiver = CallbackReceiver(engine, TopUps(engine), kaspro, config, clock, metrics)
         reconciler = Reconciler(
             engine,
@@ -221,8 +235,11 @@ async def _start_sandbox(config: Config) -> RunningSandbox:
     )
 
 
-def _grpc_server(config: Config) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The gRPC server behind the edge interceptor, with health and reflection."""
+def _grpc_server(
+    config: Config, metrics: Metrics
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server behind the call metrics and the edge interceptor, with health and
+    reflection."""
     authenticator = Authenticator(
         config.callers, config.tls.client_callers if config.tls is not None else None
     )
@@ -234,7 +251,7 @@ def _grpc_server(config: Config) -> tuple[grpc.aio.Server, health.aio.HealthServ
         max_watch_streams_per_caller=config.max_watch_streams_per_caller,
     )
     server = grpc.aio.server(
-        interceptors=[edge],
+        interceptors=[CallMetricsInterceptor(metrics, METERED_METHODS), edge],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -257,15 +274,20 @@ async def _add_services(
     db: Database,
     kaspro: KasProClient,
     clock: Callable[[], float],
+    metrics: Metrics,
 ) -> tuple[Engine, RidePayments]:
     """The use cases, and the wallet's gRPC services over them on ``server``."""
-    onboarding = Onboarding(db, kaspro, config.otp, clock)
-    idempotency = Idempotency(db, clock)
+    onboarding = Onboarding(db, kaspro, config.otp, clock, metrics=metrics)
+    idempotency = Idempotency(db, clock, metrics=metrics)
     # Before any retry can be answered: no full KTP identity stays in the database.
     if reduced := await reduce_stored_answers(idempotency):
         log.info("reduced %d stored UpgradeKyc answers to what retries need", reduced)
     engine = Engine(
-        db, kaspro, clock, Timing(unanswered_grace_seconds=config.reconcile_grace_seconds)
+        db,
+        kaspro,
+        clock,
+        Timing(unanswered_grace_seconds=config.reconcile_grace_seconds),
+        metrics=metrics,
     )
     operations = Operations(
         engine,
@@ -295,7 +317,7 @@ async def _add_services(
         PaymentServicer(rides, Transfers(operations), external), server
     )
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
-        TransactionServicer(operations, History(db)), server
+        TransactionServicer(operations, History(db), metrics), server
     )
     return engine, rides
 

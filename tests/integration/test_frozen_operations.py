@@ -154,6 +154,10 @@ async def test_an_unfrozen_cash_out_kaspro_never_saw_is_sent_again_with_its_refe
     assert len(await executed(h, ref)) == 1
     assert (await attempt_row(h, ref))["status"] in ("processing", "succeeded")
     assert not await frozen(h, transaction_id)
+    resends = h.running.metrics.registry.get_sample_value(
+        "wallet_kaspro_resends_total", {"reason": "not_found"}
+    )
+    assert resends == 1
 
 
 async def test_not_found_while_the_first_send_may_be_on_its_way_sends_nothing(

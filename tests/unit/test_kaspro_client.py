@@ -36,6 +36,7 @@ from wallet_service.kaspro import (
     TransferState,
 )
 from wallet_service.kaspro.signing import signature
+from wallet_service.metrics import Metrics
 
 MOBILE = MobileNumber("81234567890")
 HMAC_KEY = "partner-key"
@@ -297,6 +298,28 @@ async def test_refused_token_is_refreshed_once_and_the_call_retried(gateway: Fak
         "Bearer token-1",
         "Bearer token-2",
     ]
+
+
+async def test_a_refused_token_is_counted_with_its_refresh_and_the_call_sent_again(
+    gateway: FakeGateway,
+) -> None:
+    metrics = Metrics()
+    async with KasProClient(settings(gateway.url), metrics=metrics) as client:
+        await client.account_inquiry(MOBILE)
+        gateway.revoked.add("token-1")
+        await client.account_inquiry(MOBILE)
+
+    def count(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert count("wallet_kaspro_token_refreshes_total", reason="due") == 1
+    assert count("wallet_kaspro_token_refreshes_total", reason="refused") == 1
+    assert count("wallet_kaspro_resends_total", reason="token_refused") == 1
+    inquiry = {"endpoint": "account_inquiry"}
+    assert count("wallet_kaspro_calls_total", **inquiry, outcome="code_succeeded") == 2
+    assert count("wallet_kaspro_calls_total", **inquiry, outcome="code_gateway_refused") == 1
+    assert count("wallet_kaspro_calls_total", endpoint="token", outcome="http_2xx") == 2
+    assert count("wallet_kaspro_call_seconds_count", **inquiry) == 3
 
 
 async def test_concurrent_refusals_share_one_refresh(gateway: FakeGateway) -> None:

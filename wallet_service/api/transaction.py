@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import grpc
 from wallet.v1 import common_pb2
@@ -20,6 +20,7 @@ from wallet_service.domain.records import RidePayment, Transaction
 from wallet_service.flows.history import Event, History
 from wallet_service.flows.onboarding import ACCOUNT_LINKED, KYC_UPGRADED
 from wallet_service.flows.operations import Operations
+from wallet_service.metrics import Metrics
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -35,9 +36,10 @@ _ACCOUNT_EVENTS = {
 
 
 class TransactionServicer(pb_grpc.TransactionServiceServicer):
-    def __init__(self, operations: Operations, history: History) -> None:
+    def __init__(self, operations: Operations, history: History, metrics: Metrics) -> None:
         self._operations = operations
         self._history = history
+        self._metrics = metrics
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: ServicerContext
@@ -92,8 +94,16 @@ class TransactionServicer(pb_grpc.TransactionServiceServicer):
         if request.after_sequence < 0:
             f.bad("after_sequence", "after_sequence must not be negative")
         f.done()
+        watchers, lag = self._metrics.event_watchers, self._metrics.event_lag
+        watchers.inc()
+        # Given back by grpc's done callback, which runs however the stream ends (the
+        # edge's WatchStreams says why not a finally). (cast: see there.)
+        context.add_done_callback(cast(Any, lambda _: watchers.dec()))
+        engine = self._operations.engine
         async for event in self._history.events(request.after_sequence):
             yield pb.WatchEventsResponse(event=_event(event))
+            # Back here once grpc took the message: it is on its way to the watcher.
+            lag.observe(max(engine.now() - event.occurred_at, 0.0))
 
 
 def _event(event: Event) -> common_pb2.Event:

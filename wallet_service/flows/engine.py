@@ -38,6 +38,7 @@ from wallet_service.kaspro import (
     TransferState,
 )
 from wallet_service.logs import current_trace_id
+from wallet_service.metrics import Metrics
 from wallet_service.store.attempts import (
     attempts_of,
     claim_flight,
@@ -208,12 +209,13 @@ def _party(text: str) -> Party:
 
 
 class Notes:
-    """The log lines a transaction body decided on. A body may run more than once (on
-    PostgreSQL a conflict runs it again), so it only collects them; they are logged
-    from its result, once it committed."""
+    """The log lines a transaction body decided on, and the operations it ended. A body
+    may run more than once (on PostgreSQL a conflict runs it again), so it only collects
+    them; they are logged and counted from its result, once it committed."""
 
     def __init__(self) -> None:
         self._lines: list[tuple[int, str, tuple[object, ...]]] = []
+        self.ended: list[Transaction] = []
 
     def add(self, level: int, message: str, *args: object) -> None:
         self._lines.append((level, message, args))
@@ -232,16 +234,30 @@ class _Flight:
 
 
 class Engine:
-    def __init__(self, db: Database, kaspro: KasProClient, clock: Clock, timing: Timing) -> None:
+    def __init__(
+        self,
+        db: Database,
+        kaspro: KasProClient,
+        clock: Clock,
+        timing: Timing,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.db = db
         self._kaspro = kaspro
         self._clock = clock
         self.timing = timing
+        # An engine of its own (tests) counts into a registry nobody serves.
+        self._metrics = metrics or Metrics()
         # The send or inquiry of each attempt running in this process (see _one_flight).
         self._flights: dict[str, asyncio.Future[Result]] = {}
 
     def now(self) -> float:
         return self._clock()
+
+    def operation_ended(self, transaction: Transaction) -> None:
+        """Count an operation that reached its final status; after its commit."""
+        self._metrics.operations.labels(transaction.type.value, transaction.status.value).inc()
 
     def new_attempt(
         self,
@@ -387,6 +403,7 @@ class Engine:
             if await self._not_found(before, result):
                 # KasPro never executed it: the same step goes again, same reference.
                 log.info("attempt %s unknown to KasPro: sending it again", attempt.reference)
+                self._metrics.kaspro_resends.labels("not_found").inc()
                 return await self._send(before, flight, timeout)
             return result
         await self.apply(attempt.reference, result, flight=flight)
@@ -462,6 +479,8 @@ class Engine:
 
         outcome, notes = await self.db.run(noted, isolation)
         notes.emit()
+        for transaction in notes.ended:
+            self.operation_ended(transaction)
         return outcome
 
     async def _dispatch(self, attempt: Attempt, timeout: float | None) -> MoneyReply:
@@ -662,6 +681,7 @@ class Engine:
         moved = await move_transaction(tx, transaction.id, TxStatus.SUCCEEDED, now, **fields)
         if moved is None:
             return
+        notes.ended.append(moved)
         await self.event(tx, moved, now)
         ride = await ride_of_transaction(tx, transaction)
         if ride is None:
@@ -706,6 +726,7 @@ class Engine:
         )
         if moved is None:
             return
+        notes.ended.append(moved)
         await self.event(tx, moved, now)
         ride = await ride_of_transaction(tx, transaction)
         if ride is not None and transaction.type is TxType.RIDE_HOLD:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from wallet_service.domain.errors import DatabaseBusy, FieldViolation, Reason, WalletError
+from wallet_service.metrics import Metrics
 from wallet_service.store import idempotency
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
@@ -86,9 +87,13 @@ class KeyTaken(Exception):
 
 
 class Idempotency:
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], float], *, metrics: Metrics | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
+        # Idempotency of its own (tests) counts into a registry nobody serves.
+        self._metrics = metrics or Metrics()
         self._ending: set[asyncio.Task[None]] = set()
 
     async def run(
@@ -116,7 +121,7 @@ class Idempotency:
                 await self._end(lambda: idempotency.release(self._db, key, holder))
             raise
         if claim.kind is not idempotency.ClaimKind.NEW:
-            return _answer(claim, replay)
+            return self._answer(claim, replay)
         try:
             result = await work(Held(request, holder))
         except KeyTaken:
@@ -124,7 +129,7 @@ class Idempotency:
             now = await idempotency.look(self._db, key, request_hash, self._clock())
             if now is None:
                 raise _in_progress() from None
-            return _answer(now, replay)
+            return self._answer(now, replay)
         except WalletError as exc:
             if exc.reason in _TRANSIENT:
                 await self._end(lambda: idempotency.release(self._db, key, holder))
@@ -139,6 +144,11 @@ class Idempotency:
         outcome = None if kept is None else _ANSWER + kept
         await self._end(lambda: idempotency.complete(self._db, key, holder, outcome))
         return result
+
+    def _answer(self, claim: idempotency.Claim, replay: Callable[[Decision], T]) -> T:
+        if claim.kind is idempotency.ClaimKind.REPLAY:
+            self._metrics.idempotent_replays.inc()
+        return _answer(claim, replay)
 
     async def _end(self, write: Callable[[], Awaitable[None]]) -> None:
         """Write a key's end in a task of its own, which a cancelled caller does not stop.

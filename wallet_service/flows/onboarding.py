@@ -22,6 +22,7 @@ from wallet_service.kaspro import (
     Rejection,
     kaspro_request_id,
 )
+from wallet_service.metrics import Metrics
 from wallet_service.store import onboarding as rows
 from wallet_service.store.database import Database, Transaction
 from wallet_service.store.events import append_event
@@ -84,11 +85,21 @@ class KycResult:
 class Onboarding:
     """The onboarding use cases. Holds no state of its own besides its collaborators."""
 
-    def __init__(self, db: Database, kaspro: KasProClient, limits: OtpLimits, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        kaspro: KasProClient,
+        limits: OtpLimits,
+        clock: Clock,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._db = db
         self._kaspro = kaspro
         self._limits = limits
         self._clock = clock
+        # Onboarding of its own (tests) counts into a registry nobody serves.
+        self._metrics = metrics or Metrics()
 
     async def register(
         self, caller: str, request_id: str, customer: NewCustomer, *, timeout: float | None
@@ -139,7 +150,12 @@ class Onboarding:
             if state.last_sent_at == now:
                 await rows.save_otp_state(tx, mobile, replace(state, last_sent_at=None))
 
-        await self._db.run(reserve)
+        try:
+            await self._db.run(reserve)
+        except WalletError as exc:
+            if exc.reason is Reason.OTP_RATE_LIMITED:
+                self._metrics.otp_rate_limited.inc()
+            raise
         try:
             expiry = await self._kaspro.request_otp(mobile, timeout=timeout)
         except KasProRejected as exc:
@@ -150,6 +166,7 @@ class Onboarding:
             # Maybe sent: the slot stays taken, so a flaky KasPro cannot be used to
             # flood a customer with messages.
             raise provider_error(exc) from None
+        self._metrics.otp_sent.inc()
 
         async def note_expiry(tx: Transaction) -> None:
             state = await rows.load_otp_state(tx, mobile)
@@ -225,7 +242,11 @@ class Onboarding:
             await rows.save_otp_state(tx, mobile, state)
             return locked
 
-        if await self._db.run(end):
+        locked = await self._db.run(end)
+        if rejection is Rejection.OTP_INVALID:
+            self._metrics.otp_wrong_guesses.inc()
+        if locked:
+            self._metrics.otp_lockouts.inc()
             log.warning("wallet %s locked after too many wrong OTPs", mobile.masked)
 
     async def upgrade_kyc(

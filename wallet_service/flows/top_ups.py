@@ -28,9 +28,9 @@ class TopUps:
     ) -> bool:
         """Record a credited top-up; whether this call recorded it (False: it was before)."""
 
-        async def record_once(tx: DbTx) -> bool:
+        async def record_once(tx: DbTx) -> Transaction | None:
             if await topup_exists(tx, kaspro_reference) is not None:
-                return False
+                return None
             now = self._engine.now()
             source = money.EXTERNAL_VA if channel == "VA" else money.EXTERNAL_RETAIL
             t = Transaction(
@@ -53,6 +53,10 @@ class TopUps:
                 now,
             )
             await self._engine.event(tx, t, now)
-            return True
+            return t
 
-        return await self._engine.db.run(record_once)
+        recorded = await self._engine.db.run(record_once)
+        if recorded is None:
+            return False
+        self._engine.operation_ended(recorded)
+        return True

@@ -26,7 +26,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from wallet_service.domain.account import Account, KycIdentity
 from wallet_service.domain.phone import MobileNumber
 from wallet_service.kaspro import endpoints
-from wallet_service.kaspro.codes import INVALID_TOKEN, Outcome
+from wallet_service.kaspro.codes import GATEWAY_REFUSALS, INVALID_TOKEN, Outcome, classify
 from wallet_service.kaspro.endpoints import (
     HttpRequest,
     MoneyReply,
@@ -38,6 +38,7 @@ from wallet_service.kaspro.endpoints import (
 from wallet_service.kaspro.errors import KasProAuthError, KasProUnavailable
 from wallet_service.kaspro.signing import HmacSigner, Signer
 from wallet_service.logs import current_trace
+from wallet_service.metrics import Metrics
 
 logger = logging.getLogger("wallet_service.kaspro")
 
@@ -52,6 +53,24 @@ TOKEN_REFRESH_MARGIN_SECONDS: Final = 60.0
 # An idle connection is closed a little before common servers drop theirs (uvicorn: 5 s),
 # so a request rarely meets a connection the server is just closing.
 KEEPALIVE_SECONDS: Final = 4.0
+
+# How an exchange ended, for wallet_kaspro_calls_total{outcome}: the class of the KasPro
+# code in the answer (codes.py), the HTTP status class when there is none (or a redirect
+# or 5xx, whatever its body says), else no answer.
+OUTCOMES: Final = (
+    "code_succeeded",
+    "code_in_process",
+    "code_rejected",
+    "code_unknown",
+    "code_gateway_refused",
+    "http_2xx",
+    "http_3xx",
+    "http_4xx",
+    "http_5xx",
+    "timeout",
+    "connection_error",
+    "interrupted",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +104,18 @@ class KasProClient:
     asyncio.timeout so that the token fetch, the retry and the exchange share one budget.
     """
 
-    def __init__(self, settings: KasProSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: KasProSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._settings = settings
+        # A client of its own (tests) counts into a registry nobody serves.
+        self._metrics = metrics or Metrics()
+        self._metrics.known_kaspro(endpoints.ENDPOINT_NAMES.values(), OUTCOMES)
+        self._metrics.known_inquiry_states(state.value for state in TransferState)
         self._clock = clock
         self._signer: Signer = HmacSigner(settings.hmac_key, settings.hmac_secret, clock=clock)
         self._base_url = settings.base_url.rstrip("/")
@@ -310,10 +339,12 @@ class KasProClient:
         try:
             body = await self._fetch(request, mobile=None, seconds=timeout)
         except KasProUnavailable as exc:
-            return StatusReply.unknown(exc.reason)
-        reply = endpoints.parse_transaction_status(body, request_id)
-        if reply.state is TransferState.UNKNOWN:
-            _log_unknown(request, reply.detail)
+            reply = StatusReply.unknown(exc.reason)
+        else:
+            reply = endpoints.parse_transaction_status(body, request_id)
+            if reply.state is TransferState.UNKNOWN:
+                _log_unknown(request, reply.detail)
+        self._metrics.kaspro_status_inquiries.labels(reply.state.value).inc()
         return reply
 
     # Plumbing.
@@ -381,6 +412,7 @@ class KasProClient:
             if code is not None and code != INVALID_TOKEN:
                 raise self._auth_error(code)
             token = await self._bearer(deadline, refused=token)
+            self._metrics.kaspro_resends.labels("token_refused").inc()
             status, body = await self._send(request, mobile, deadline, token)
             if status == HTTPStatus.UNAUTHORIZED:
                 raise self._auth_error(endpoints.peek_code(body))
@@ -408,6 +440,9 @@ class KasProClient:
             if token is not None and self._usable(token, refused):
                 return token.value
             self._token = await self._fetch_token(deadline)
+            self._metrics.kaspro_token_refreshes.labels(
+                "due" if refused is None else "refused"
+            ).inc()
             return self._token.value
 
     def _usable(self, token: _CachedToken, refused: str | None) -> bool:
@@ -497,6 +532,31 @@ class KasProClient:
             raise KasProUnavailable(f"transport error: {problem}") from exc
         finally:
             _log_call(request, mobile, status, code, loop.time() - started, problem)
+            self._count(request, _outcome(status, code, problem), loop.time(), started, deadline)
+
+    def _count(
+        self, request: HttpRequest, outcome: str, now: float, started: float, deadline: float
+    ) -> None:
+        if outcome == "interrupted" and now >= deadline:
+            outcome = "timeout"  # cut off by the call's own deadline (_fetch's timeout)
+        endpoint = endpoints.ENDPOINT_NAMES[request.path]
+        self._metrics.kaspro_calls.labels(endpoint, outcome).inc()
+        self._metrics.kaspro_call_seconds.labels(endpoint).observe(now - started)
+
+
+def _outcome(status: int | None, code: int | None, problem: str) -> str:
+    """One of OUTCOMES for an exchange (``problem``: the _exchange's word for no answer)."""
+    if problem == "timeout":
+        return "timeout"
+    if problem == "interrupted":
+        return "interrupted"
+    if problem or status is None:
+        return "connection_error"
+    if code is None or status >= HTTPStatus.INTERNAL_SERVER_ERROR or 300 <= status < 400:
+        return f"http_{min(max(status // 100, 2), 5)}xx"  # past 599: a server's error too
+    if code in GATEWAY_REFUSALS:
+        return "code_gateway_refused"
+    return f"code_{classify(code)[0].value}"
 
 
 def _subscriber(party: Party) -> MobileNumber | None:

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
 from wallet_service.domain.account import (
@@ -50,6 +51,23 @@ P2P_PATH: Final = "/p2p-transaction/"
 BANK_TRANSFER_PATH: Final = "/bank-transfer/"
 QRIS_PAYMENT_PATH: Final = "/qris-issuer/"
 TRANSACTION_STATUS_PATH: Final = "/transaction-status/"
+# Each path's name in metrics (wallet_kaspro_calls_total{endpoint}): bank transfers and
+# retail withdrawals share a path, so they share a name.
+ENDPOINT_NAMES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        TOKEN_PATH: "token",
+        REGISTER_CUSTOMER_PATH: "register_customer",
+        GET_OTP_PATH: "get_otp",
+        VALIDATE_OTP_PATH: "validate_otp",
+        EKYC_UPGRADE_PATH: "ekyc_upgrade",
+        ACCOUNT_INQUIRY_PATH: "account_inquiry",
+        PAYMENT_TO_MERCHANT_PATH: "payment_to_merchant",
+        P2P_PATH: "p2p_transfer",
+        BANK_TRANSFER_PATH: "bank_transfer",
+        QRIS_PAYMENT_PATH: "qris_payment",
+        TRANSACTION_STATUS_PATH: "transaction_status",
+    }
+)
 
 # The retail outlets where a customer can take cash out of the wallet.
 RETAIL_CHANNELS: Final = frozenset({"ALFAMART", "INDOMARET"})

@@ -113,6 +113,18 @@ class Transaction(abc.ABC):
         another transaction locking or writing them waits for this one's end."""
 
 
+class Observer:
+    """What a database tells of its transactions; nobody listens until the service's
+    metrics replace it (``Metrics.watch_database``)."""
+
+    def transaction_ended(self, seconds: float) -> None:
+        """A transaction committed ``seconds`` after it was asked for, waits and retries
+        included (one that failed is the caller's error, and its log's)."""
+
+    def retried(self, cause: str) -> None:
+        """A transaction body runs again, for ``cause`` (store/postgres.py)."""
+
+
 class Database(abc.ABC):
     """One engine's database; ``Database.open`` picks the engine from its target."""
 
@@ -123,6 +135,7 @@ class Database(abc.ABC):
         # This opening of the database: rows a request or worker claims name it.
         self.incarnation = incarnation
         self._events_written = asyncio.Event()
+        self.observer = Observer()
 
     @staticmethod
     async def open(target: str, *, pool_size: int = 10) -> Database:
@@ -177,6 +190,10 @@ class Database(abc.ABC):
     async def healthy(self) -> bool:
         """Whether the database answers now (health checks)."""
         return True
+
+    @abc.abstractmethod
+    def connections_in_use(self) -> int:
+        """Connections of this process busy with a statement or transaction now."""
 
     @abc.abstractmethod
     async def after_rewrite(self) -> None:

@@ -273,15 +273,19 @@ class PostgresDatabase(Database):
                 result, wrote_events = await self._run_once(body, isolation)
             except _CONFLICTS as exc:
                 await _pause(started, tries, exc, "refused for a conflict")
+                self.observer.retried("conflict")
                 continue
             except asyncpg.UniqueViolationError as exc:
                 if tries > UNIQUE_RETRIES:
                     raise
                 await _pause(started, tries, exc, "met a key another transaction took")
+                self.observer.retried("unique_key")
                 continue
             except _ConnectionLost as exc:
                 await _pause(started, tries, exc.__cause__ or exc, "lost its connection")
+                self.observer.retried("connection_lost")
                 continue
+            self.observer.transaction_ended(time.monotonic() - started)
             if wrote_events:
                 self._numbering_wanted.set()  # numbered by the numbering task, not here
             return result
@@ -354,6 +358,9 @@ class PostgresDatabase(Database):
             except _LOST as exc:  # no connection to be had (the server away)
                 lost = exc
             await _pause(started, tries, lost, "lost its connection")
+
+    def connections_in_use(self) -> int:
+        return int(self._pool.get_size() - self._pool.get_idle_size())
 
     async def healthy(self) -> bool:
         """Whether the server answered the listening connection lately (asked every

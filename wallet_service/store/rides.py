@@ -70,3 +70,17 @@ async def expired_holds(db: Database, now: float, limit: int) -> list[RidePaymen
         (now, limit),
     )
     return [_ride(row) for row in rows]
+
+
+# The statuses whose hold is still in escrow, whole or in part (rule 7).
+_HOLDING = (RideStatus.AUTHORIZED, RideStatus.CAPTURING, RideStatus.VOIDING)
+
+
+async def open_holds(source: Source) -> tuple[int, int]:
+    """(how many ride payments hold money in escrow, the rupiah they were authorized for)."""
+    row = await source.fetch_one(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(held_amount_idr), 0) AS idr FROM ride_payments "
+        f"WHERE status IN ({', '.join('?' * len(_HOLDING))})",
+        [status.value for status in _HOLDING],
+    )
+    return (0, 0) if row is None else (int(row["n"]), int(row["idr"]))

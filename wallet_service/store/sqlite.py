@@ -146,6 +146,7 @@ class SqliteDatabase(Database):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+        self.observer.transaction_ended(time.monotonic() - asked)
         if tx.wrote_events:
             self._wake_watchers()
 
@@ -168,6 +169,9 @@ class SqliteDatabase(Database):
         """True while a transaction is open: its coroutine is suspended inside it, and a
         plain read on this shared connection would see its uncommitted rows."""
         return self._conn.in_transaction
+
+    def connections_in_use(self) -> int:
+        return int(self._lock.locked())
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         args = tuple(params)

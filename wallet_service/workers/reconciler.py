@@ -15,6 +15,7 @@ from wallet_service.flows.engine import Engine
 from wallet_service.flows.rides import RidePayments
 from wallet_service.logs import current_trace_id, new_trace_id, traced
 from wallet_service.store.attempts import due_attempts, open_attempt_stats
+from wallet_service.store.database import Database
 from wallet_service.store.transactions import frozen_count
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class Reconciler:
         await self._retry_parked()
         await self._rides.expire_holds()
         return len(due)
+
+    @property
+    def db(self) -> Database:
+        return self._engine.db
 
     async def backlog(self) -> Backlog:
         count, oldest = await open_attempt_stats(self._engine.db)
