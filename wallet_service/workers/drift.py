@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from wallet_service.domain.phone import MobileNumber, parse_mobile_number
 from wallet_service.kaspro import KasProCallbackInvalid, KasProClient, KasProError, parse_callback
+from wallet_service.logs import new_trace_id, traced
 from wallet_service.store.database import Database
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.drift_checks import (
@@ -144,7 +145,8 @@ class DriftCheck:
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.run_once()
+                with traced(new_trace_id()):  # each pass's lines under a trace of its own
+                    await self.run_once()
             except Exception:
                 log.exception("drift check pass failed; trying again next interval")
             await asyncio.sleep(self._interval)
