@@ -18,6 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from wallet.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
     funding_service_pb2,
     funding_service_pb2_grpc,
     payment_service_pb2,
@@ -28,12 +30,14 @@ from wallet.v1 import (
 
 from wallet_service import descriptors
 from wallet_service.api.account import AccountServicer, reduce_stored_answers
+from wallet_service.api.admin import AdminServicer
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.edge import EdgeInterceptor
 from wallet_service.api.funding import FundingServicer
 from wallet_service.api.payment import PaymentServicer
 from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
+from wallet_service.flows.admin import Admin
 from wallet_service.flows.callbacks import CallbackReceiver
 from wallet_service.flows.engine import Engine, Timing
 from wallet_service.flows.external import ExternalPayments
@@ -63,6 +67,7 @@ SERVICE_NAMES = (
     funding_service_pb2.DESCRIPTOR.services_by_name["FundingService"].full_name,
     payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
     transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -127,8 +132,11 @@ async def start(
         kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock)
         resources.push_async_callback(kaspro.aclose)
         server, health_servicer = _grpc_server(config)
-        engine, rides = await _add_services(server, config, db, kaspro, clock)
+        engine, rides, idempotency = await _add_services(server, config, db, kaspro, clock)
         receiver = CallbackReceiver(engine, TopUps(engine), kaspro, config, clock, metrics)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(Admin(engine, idempotency, receiver), db, clock), server
+        )
         reconciler = Reconciler(
             engine,
             rides,
@@ -241,7 +249,7 @@ async def _add_services(
     db: Database,
     kaspro: KasProClient,
     clock: Callable[[], float],
-) -> tuple[Engine, RidePayments]:
+) -> tuple[Engine, RidePayments, Idempotency]:
     """The use cases, and the wallet's gRPC services over them on ``server``."""
     onboarding = Onboarding(db, kaspro, config.otp, clock)
     idempotency = Idempotency(db, clock)
@@ -281,7 +289,7 @@ async def _add_services(
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
         TransactionServicer(operations, History(db)), server
     )
-    return engine, rides
+    return engine, rides, idempotency
 
 
 def _start_workers(

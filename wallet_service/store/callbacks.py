@@ -69,6 +69,48 @@ async def claim_parked_callback(db: Database, callback_id: int, now: float, unti
     )
 
 
+async def load_callback(db: Database, callback_id: int) -> Row | None:
+    """A stored callback's state (not its raw body): id, status, reference, tries,
+    received_at, next_try_at."""
+    return await db.fetch_one(
+        "SELECT id, status, reference, tries, received_at, next_try_at FROM callbacks WHERE id = ?",
+        (callback_id,),
+    )
+
+
+async def list_parked_callbacks(
+    db: Database, *, reference: str, after_id: int, limit: int
+) -> list[Row]:
+    """Parked callbacks in arrival order after ``after_id`` (a page token), optionally only
+    those naming ``reference``."""
+    where = "status = 'parked' AND id > ?"
+    params: list[object] = [after_id]
+    if reference:
+        where += " AND reference = ?"
+        params.append(reference)
+    return await db.fetch_all(
+        "SELECT id, status, reference, tries, received_at, next_try_at FROM callbacks "
+        f"WHERE {where} ORDER BY id LIMIT ?",
+        (*params, limit),
+    )
+
+
+async def claim_parked_callback_now(
+    db: Database, callback_id: int, next_try_at: float, until: float
+) -> Row | None:
+    """Claim parked callback ``callback_id`` for a retry out of its turn (an operator's),
+    as a reconciler pass claims a due one: its next try put off to ``until``, if it is
+    still parked with the ``next_try_at`` the operator's read found (else None: a pass
+    took it, or it was handled meanwhile). Its raw body and tries, claimed."""
+    return await db.run(
+        lambda tx: tx.fetch_one(
+            "UPDATE callbacks SET next_try_at = ? "
+            "WHERE id = ? AND status = 'parked' AND next_try_at = ? RETURNING raw, tries",
+            (until, callback_id, next_try_at),
+        )
+    )
+
+
 # Stored but never applied (still 'received'): its receiver failed after storing it. From
 # their partial index, in arrival order (``+id`` as above).
 UNAPPLIED_CALLBACKS_SQL = (
