@@ -4,6 +4,8 @@ it changes; cleared when the books agree again."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from wallet_service.store.drifts import (
@@ -73,9 +75,15 @@ async def test_a_drift_whose_books_agree_again_is_cleared(h: Harness) -> None:
 async def test_drifts_are_listed_in_pages_and_filtered(h: Harness) -> None:
     db = h.running.db
     for n in range(5):
+        account = f"subscriber:62812345678{n:02d}"
         await db.run(
-            lambda tx, n=n: record_drift(
-                tx, f"subscriber:62812345678{n:02d}", DriftKind.BALANCE, 0, n + 1, float(n)
+            partial(
+                record_drift,
+                account=account,
+                kind=DriftKind.BALANCE,
+                ours_idr=0,
+                theirs_idr=n + 1,
+                now=float(n),
             )
         )
     first = await list_drifts(db, limit=2)
