@@ -5,11 +5,15 @@ real server and the sandbox, on both engines."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Awaitable
 from functools import partial
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from wallet.v1 import admin_service_pb2 as pb
 from wallet.v1 import admin_service_pb2_grpc, common_pb2, payment_service_pb2
 
@@ -29,6 +33,7 @@ from .conftest import (
     assert_failure,
     closed_port,
     expect_failure,
+    failure_of,
     wait_for,
 )
 from .helpers import (
@@ -602,3 +607,186 @@ async def test_a_parked_callback_still_unknown_is_parked_again(h: Harness) -> No
     assert again.tries == 2
     (row,) = await actions_of(h.running.db, f"callback:{listed.callback_id}")
     assert row.detail == "handled again: parked"
+
+
+# Hostile input: whatever comes in, a documented answer (never INTERNAL), and every field
+# a documented rule refuses named in the BadRequest (docs/api.md, "The AdminService").
+
+HOSTILE = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+TEXTS = st.one_of(
+    st.sampled_from(
+        ["", " ", "ok", "a" * 64, "a" * 65, "x" * 500, "x" * 501, "a\x00b", "\u200bok", "ok\n"]
+    ),
+    st.text(max_size=80),
+)
+IDS = st.one_of(st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63)]), st.integers(-(2**63), 2**63 - 1))
+_ID_RULE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# What an action may answer besides OK when its input is well formed.
+_ACTION_CODES = {NOT_FOUND, PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
+
+
+def _bad_id(value: str) -> bool:
+    return not _ID_RULE.fullmatch(value)
+
+
+def _invisible(value: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in value)
+
+
+def _bad_reason(value: str) -> bool:
+    return not value.strip() or len(value) > 500 or _invisible(value)
+
+
+async def judge(call: Awaitable[object], bad: set[str]) -> None:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        failure = failure_of(error)
+        assert failure.domain == "wallet.v1", failure
+        if bad:
+            assert failure.reason == "INVALID_FIELD", failure
+            assert bad <= set(failure.fields), failure
+        else:
+            assert failure.code in _ACTION_CODES, failure
+        return
+    assert not bad
+
+
+@HOSTILE
+@given(request_id=TEXTS, reference=TEXTS, reason=TEXTS)
+async def test_hostile_inquiries(h: Harness, request_id: str, reference: str, reason: str) -> None:
+    bad = {
+        name
+        for name, is_bad in (
+            ("request_id", _bad_id(request_id)),
+            ("reference", _bad_id(reference)),
+            ("reason", _bad_reason(reason)),
+        )
+        if is_bad
+    }
+    request = pb.InquireAttemptRequest(request_id=request_id, reference=reference, reason=reason)
+    await judge(admin(h).InquireAttempt(request, metadata=ADMIN, timeout=DEADLINE), bad)
+
+
+@HOSTILE
+@given(
+    request_id=TEXTS,
+    transaction_id=TEXTS,
+    outcome=st.integers(-5, 5),
+    reference=TEXTS,
+    reason=TEXTS,
+)
+async def test_hostile_resolutions(
+    h: Harness, request_id: str, transaction_id: str, outcome: int, reference: str, reason: str
+) -> None:
+    bad = {
+        name
+        for name, is_bad in (
+            ("request_id", _bad_id(request_id)),
+            ("transaction_id", _bad_id(transaction_id)),
+            ("outcome", outcome not in (1, 2)),
+            ("reference", bool(reference) and _bad_id(reference)),
+            ("reason", _bad_reason(reason)),
+        )
+        if is_bad
+    }
+    request = resolve(transaction_id, outcome, request_id, reference=reference, reason=reason)
+    await judge(admin(h).ResolveFrozenOperation(request, metadata=ADMIN, timeout=DEADLINE), bad)
+
+
+@HOSTILE
+@given(request_id=TEXTS, target=IDS, reason=TEXTS, drift=st.booleans())
+async def test_hostile_callback_retries_and_drift_acknowledgements(
+    h: Harness, request_id: str, target: int, reason: str, drift: bool
+) -> None:
+    bad = {
+        name
+        for name, is_bad in (
+            ("request_id", _bad_id(request_id)),
+            ("drift_id" if drift else "callback_id", target < 1),
+            ("reason", _bad_reason(reason)),
+        )
+        if is_bad
+    }
+    stub = admin(h)
+    call: Awaitable[object]
+    if drift:
+        call = stub.AcknowledgeDrift(
+            pb.AcknowledgeDriftRequest(request_id=request_id, drift_id=target, reason=reason),
+            metadata=ADMIN,
+            timeout=DEADLINE,
+        )
+    else:
+        call = stub.RetryParkedCallback(
+            pb.RetryParkedCallbackRequest(request_id=request_id, callback_id=target, reason=reason),
+            metadata=ADMIN,
+            timeout=DEADLINE,
+        )
+    await judge(call, bad)
+
+
+@HOSTILE
+@given(page_size=st.integers(-(2**31), 2**31 - 1), token=TEXTS, text=TEXTS, enum=st.integers(-3, 9))
+async def test_hostile_lists(h: Harness, page_size: int, token: str, text: str, enum: int) -> None:
+    stub = admin(h)
+    common: set[str] = set()
+    if not 0 <= page_size <= 100:
+        common.add("page_size")
+    if token:
+        common.add("page_token")  # none was issued
+    calls: list[tuple[Awaitable[object], set[str], set[str]]] = [
+        (
+            stub.ListUnresolvedAttempts(
+                pb.ListUnresolvedAttemptsRequest(
+                    page_size=page_size,
+                    page_token=token,
+                    status=enum,  # type: ignore[arg-type]
+                    transaction_id=text,
+                ),
+                metadata=ADMIN,
+            ),
+            {"status"} if enum not in (0, 1, 2) else set(),
+            {"transaction_id"} if text and _bad_id(text) else set(),
+        ),
+        (
+            stub.ListFrozenOperations(
+                pb.ListFrozenOperationsRequest(
+                    page_size=page_size,
+                    page_token=token,
+                    type=enum,  # type: ignore[arg-type]
+                ),
+                metadata=ADMIN,
+            ),
+            {"type"} if not 0 <= enum <= 9 else set(),
+            set(),
+        ),
+        (
+            stub.ListDrifts(
+                pb.ListDriftsRequest(
+                    page_size=page_size,
+                    page_token=token,
+                    status=enum,  # type: ignore[arg-type]
+                    account=text,
+                ),
+                metadata=ADMIN,
+            ),
+            {"status"} if not 0 <= enum <= 3 else set(),
+            {"account"} if len(text) > 100 or _invisible(text) else set(),
+        ),
+        (
+            stub.ListParkedCallbacks(
+                pb.ListParkedCallbacksRequest(
+                    page_size=page_size, page_token=token, reference=text
+                ),
+                metadata=ADMIN,
+            ),
+            set(),
+            {"reference"} if text and _bad_id(text) else set(),
+        ),
+    ]
+    for call, bad_enum, bad_text in calls:
+        await judge(call, common | bad_enum | bad_text)

@@ -12,7 +12,9 @@ transactions, as when the reconciler makes them; their row follows them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.flows.callbacks import CallbackReceiver
@@ -59,6 +61,37 @@ def refusal(action: AdminAction) -> WalletError:
     )
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """One action as asked: the request holding its key, what, on which target, why."""
+
+    held: Held
+    kind: ActionType
+    target: str
+    reason: str
+
+    def done(
+        self, now: float, detail: str, result: Mapping[str, object] | None = None
+    ) -> AdminAction:
+        return self._row(now, Outcome.DONE, detail, result=dict(result or {}))
+
+    def refused(self, now: float, error: WalletError) -> AdminAction:
+        return self._row(now, Outcome.REFUSED, error.message, error_reason=error.reason.value)
+
+    def _row(self, now: float, outcome: Outcome, detail: str, **more: Any) -> AdminAction:
+        return AdminAction(
+            caller=self.held.request.caller,
+            action=self.kind,
+            target=self.target,
+            reason=self.reason,
+            request_id=self.held.request.request_id,
+            outcome=outcome,
+            occurred_at=now,
+            detail=detail,
+            **more,
+        )
+
+
 class Admin:
     def __init__(
         self, engine: Engine, idempotency: Idempotency, callbacks: CallbackReceiver
@@ -74,111 +107,78 @@ class Admin:
         """Ask KasPro about open attempt ``reference`` now, through the reconciler's path
         (``Engine.inquire``: under the attempt's flight claim; while another replica holds
         it, KasPro is not asked and the action says so)."""
-        target = attempt_target(reference)
 
-        async def work(held: Held) -> int:
+        async def work(asked: _Asked) -> int:
             attempt = await load_attempt(self._db, reference)
             if attempt is None:
                 return await self._refuse(
-                    held,
-                    ActionType.INQUIRE_ATTEMPT,
-                    target,
-                    reason,
-                    Reason.ATTEMPT_NOT_FOUND,
-                    "no attempt with this reference",
+                    asked, Reason.ATTEMPT_NOT_FOUND, "no attempt with this reference"
                 )
             if not attempt.status.is_open:
                 return await self._refuse(
-                    held,
-                    ActionType.INQUIRE_ATTEMPT,
-                    target,
-                    reason,
+                    asked,
                     Reason.INVALID_STATE,
                     f"attempt {reference} already {attempt.status.value}: nothing to ask",
                 )
             result = await self._engine.inquire(attempt, timeout=timeout)
-            asked = result.detail not in _NOT_ASKED
+            kaspro_asked = result.detail not in _NOT_ASKED
             said = result.detail or result.message
             after = await load_attempt(self._db, reference)
             assert after is not None
             detail = (
-                f"KasPro said {result.state.value}" if asked else f"KasPro not asked: {said}"
+                f"KasPro said {result.state.value}" if kaspro_asked else f"KasPro not asked: {said}"
             ) + f"; the attempt is {after.status.value}"
+            found = {
+                "asked": kaspro_asked,
+                "kaspro_state": result.state.value,
+                "kaspro_detail": said[:500],
+            }
+            return await self._record(asked, lambda now: asked.done(now, detail, found))
 
-            async def write(tx: DbTx, now: float) -> AdminAction:
-                return self._action(
-                    held,
-                    ActionType.INQUIRE_ATTEMPT,
-                    target,
-                    reason,
-                    now,
-                    detail=detail,
-                    result={
-                        "asked": asked,
-                        "kaspro_state": result.state.value,
-                        "kaspro_detail": said[:500],
-                    },
-                )
-
-            return await self._record(held, write)
-
-        return await self._act(request, work)
+        return await self._act(
+            request, ActionType.INQUIRE_ATTEMPT, attempt_target(reference), reason, work
+        )
 
     async def resolve_frozen_operation(
         self, request: Request, transaction_id: str, state: State, reference: str, reason: str
     ) -> AdminAction:
         """Apply the outcome KasPro confirmed to a frozen operation (``Engine.resolve_frozen``),
         with its audit row in the same database transaction."""
-        target = transaction_target(transaction_id)
 
-        async def work(held: Held) -> int:
+        async def work(asked: _Asked) -> int:
             async def record(tx: DbTx, resolution: Resolution, now: float) -> int:
                 if resolution.refusal is not None:
-                    action = self._refused(
-                        held,
-                        ActionType.RESOLVE_FROZEN_OPERATION,
-                        target,
-                        reason,
-                        now,
-                        resolution.refusal,
-                    )
-                else:
-                    action = self._action(
-                        held,
-                        ActionType.RESOLVE_FROZEN_OPERATION,
-                        target,
-                        reason,
-                        now,
-                        detail=_resolved(state, resolution),
-                        result={
-                            "outcome": state.value,
-                            "applied": list(resolution.applied),
-                            "confirmed": list(resolution.confirmed),
-                        },
-                    )
-                return await self._attach(tx, held, action)
+                    return await self._attach(tx, asked, asked.refused(now, resolution.refusal))
+                found = {
+                    "outcome": state.value,
+                    "applied": list(resolution.applied),
+                    "confirmed": list(resolution.confirmed),
+                }
+                return await self._attach(
+                    tx, asked, asked.done(now, _resolved(state, resolution), found)
+                )
 
             return await self._engine.resolve_frozen(transaction_id, state, reference, record)
 
-        return await self._act(request, work)
+        return await self._act(
+            request,
+            ActionType.RESOLVE_FROZEN_OPERATION,
+            transaction_target(transaction_id),
+            reason,
+            work,
+        )
 
     async def retry_parked_callback(
         self, request: Request, callback_id: int, reason: str
     ) -> AdminAction:
         """Handle a parked callback now, as the reconciler's retry would
         (``CallbackReceiver.retry_now``)."""
-        target = callback_target(callback_id)
 
-        async def work(held: Held) -> int:
+        async def work(asked: _Asked) -> int:
             row = await load_callback(self._db, callback_id)
             if row is None:
                 return await self._refuse(
-                    held,
-                    ActionType.RETRY_PARKED_CALLBACK,
-                    target,
-                    reason,
-                    Reason.CALLBACK_NOT_FOUND,
-                    "no stored callback with this id",
+                    asked, Reason.CALLBACK_NOT_FOUND, "no stored callback with this id"
                 )
             verdict = None
             if row["status"] == "parked":
@@ -186,148 +186,93 @@ class Admin:
             if verdict is None:
                 status = row["status"] if row["status"] != "parked" else "taken by a pass"
                 return await self._refuse(
-                    held,
-                    ActionType.RETRY_PARKED_CALLBACK,
-                    target,
-                    reason,
+                    asked,
                     Reason.INVALID_STATE,
                     f"callback {callback_id} is not parked ({status})",
                 )
+            return await self._record(
+                asked,
+                lambda now: asked.done(now, f"handled again: {verdict}", {"verdict": verdict}),
+            )
 
-            async def write(tx: DbTx, now: float) -> AdminAction:
-                return self._action(
-                    held,
-                    ActionType.RETRY_PARKED_CALLBACK,
-                    target,
-                    reason,
-                    now,
-                    detail=f"handled again: {verdict}",
-                    result={"verdict": verdict},
-                )
-
-            return await self._record(held, write)
-
-        return await self._act(request, work)
+        return await self._act(
+            request, ActionType.RETRY_PARKED_CALLBACK, callback_target(callback_id), reason, work
+        )
 
     async def acknowledge_drift(self, request: Request, drift_id: int, reason: str) -> AdminAction:
         """Acknowledge open drift ``drift_id`` (``store.drifts.acknowledge_drift``), with its
         audit row in the same database transaction."""
-        target = drift_target(drift_id)
 
-        async def work(held: Held) -> int:
-            async def write(tx: DbTx, now: float) -> AdminAction:
-                drift = await load_drift(tx, drift_id)
-                if drift is None:
-                    error = WalletError(Reason.DRIFT_NOT_FOUND, "no drift with this id")
-                    return self._refused(
-                        held, ActionType.ACKNOWLEDGE_DRIFT, target, reason, now, error
-                    )
-                if drift.status is not DriftStatus.OPEN:
-                    error = WalletError(
-                        Reason.INVALID_STATE,
-                        f"drift {drift_id} is {drift.status.value}, not open",
-                    )
-                    return self._refused(
-                        held, ActionType.ACKNOWLEDGE_DRIFT, target, reason, now, error
-                    )
-                done = await acknowledge_drift(tx, drift_id, held.request.caller, reason, now)
-                assert done is not None  # it was open in this transaction
-                return self._action(
-                    held,
-                    ActionType.ACKNOWLEDGE_DRIFT,
-                    target,
-                    reason,
-                    now,
-                    detail=f"acknowledged: {done.account} ({done.kind.value}), ours "
-                    f"{done.ours_idr} IDR, theirs {done.theirs_idr} IDR",
+        async def work(asked: _Asked) -> int:
+            async def decide(tx: DbTx) -> int:
+                return await self._attach(tx, asked, await acknowledged(tx, asked))
+
+            return await self._db.run(decide)
+
+        async def acknowledged(tx: DbTx, asked: _Asked) -> AdminAction:
+            now = self._engine.now()
+            drift = await load_drift(tx, drift_id)
+            if drift is None:
+                return asked.refused(
+                    now, WalletError(Reason.DRIFT_NOT_FOUND, "no drift with this id")
                 )
+            if drift.status is not DriftStatus.OPEN:
+                return asked.refused(
+                    now,
+                    WalletError(
+                        Reason.INVALID_STATE, f"drift {drift_id} is {drift.status.value}, not open"
+                    ),
+                )
+            done = await acknowledge_drift(tx, drift_id, asked.held.request.caller, reason, now)
+            assert done is not None  # it was open in this transaction
+            return asked.done(
+                now,
+                f"acknowledged: {done.account} ({done.kind.value}), ours {done.ours_idr} IDR, "
+                f"theirs {done.theirs_idr} IDR",
+            )
 
-            return await self._record(held, write)
-
-        return await self._act(request, work)
+        return await self._act(
+            request, ActionType.ACKNOWLEDGE_DRIFT, drift_target(drift_id), reason, work
+        )
 
     # The machinery every action shares.
 
-    async def _act(self, request: Request, work: Callable[[Held], Awaitable[int]]) -> AdminAction:
+    async def _act(
+        self,
+        request: Request,
+        kind: ActionType,
+        target: str,
+        reason: str,
+        work: Callable[[_Asked], Awaitable[int]],
+    ) -> AdminAction:
         """Run ``work`` once per key; the audit row it decided (a refusal is raised, the
         first time as on every retry)."""
-        action_id = await self._idempotency.run(request, work, keep=_nothing, replay=_action_id)
+        action_id = await self._idempotency.run(
+            request,
+            lambda held: work(_Asked(held, kind, target, reason)),
+            keep=_nothing,
+            replay=_action_id,
+        )
         action = await load_action(self._db, action_id)
         assert action is not None
         if action.outcome is Outcome.REFUSED:
             raise refusal(action)
         return action
 
-    async def _record(
-        self, held: Held, write: Callable[[DbTx, float], Awaitable[AdminAction]]
-    ) -> int:
-        """``write`` decides an action in a database transaction of its own; its row is
-        stored and attached to the key there."""
+    async def _record(self, asked: _Asked, row: Callable[[float], AdminAction]) -> int:
+        """Store the ``row`` of an action decided outside the database (at the time of the
+        write) in a transaction of its own, attached to the key there."""
+        return await self._db.run(lambda tx: self._attach(tx, asked, row(self._engine.now())))
 
-        async def body(tx: DbTx) -> int:
-            return await self._attach(tx, held, await write(tx, self._engine.now()))
-
-        return await self._db.run(body)
-
-    async def _attach(self, tx: DbTx, held: Held, action: AdminAction) -> int:
+    async def _attach(self, tx: DbTx, asked: _Asked, action: AdminAction) -> int:
         stored = await record_action(tx, action)
-        await self._idempotency.attach(tx, held, f"{_KEY_PREFIX}{stored.id}")
+        await self._idempotency.attach(tx, asked.held, f"{_KEY_PREFIX}{stored.id}")
         return stored.id
 
-    async def _refuse(
-        self, held: Held, kind: ActionType, target: str, reason: str, why: Reason, message: str
-    ) -> int:
+    async def _refuse(self, asked: _Asked, why: Reason, message: str) -> int:
         """Record a refusal decided before any effect (the target is missing or its state
         does not allow the action)."""
-
-        async def write(tx: DbTx, now: float) -> AdminAction:
-            return self._refused(held, kind, target, reason, now, WalletError(why, message))
-
-        return await self._record(held, write)
-
-    def _action(
-        self,
-        held: Held,
-        kind: ActionType,
-        target: str,
-        reason: str,
-        now: float,
-        *,
-        detail: str,
-        result: dict[str, object] | None = None,
-    ) -> AdminAction:
-        return AdminAction(
-            caller=held.request.caller,
-            action=kind,
-            target=target,
-            reason=reason,
-            request_id=held.request.request_id,
-            outcome=Outcome.DONE,
-            occurred_at=now,
-            detail=detail,
-            result=result or {},
-        )
-
-    def _refused(
-        self,
-        held: Held,
-        kind: ActionType,
-        target: str,
-        reason: str,
-        now: float,
-        error: WalletError,
-    ) -> AdminAction:
-        return AdminAction(
-            caller=held.request.caller,
-            action=kind,
-            target=target,
-            reason=reason,
-            request_id=held.request.request_id,
-            outcome=Outcome.REFUSED,
-            occurred_at=now,
-            detail=error.message,
-            error_reason=error.reason.value,
-        )
+        return await self._record(asked, lambda now: asked.refused(now, WalletError(why, message)))
 
 
 def _resolved(state: State, resolution: Resolution) -> str:
