@@ -135,7 +135,7 @@ async def start(
         engine, rides, idempotency = await _add_services(server, config, db, kaspro, clock)
         receiver = CallbackReceiver(engine, TopUps(engine), kaspro, config, clock, metrics)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(Admin(engine, idempotency, receiver), db, clock), server
+            AdminServicer(Admin(engine, idempotency, receiver), clock), server
         )
         reconciler = Reconciler(
             engine,

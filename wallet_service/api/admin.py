@@ -22,11 +22,8 @@ from wallet_service.domain.money import TxType
 from wallet_service.domain.records import Attempt, AttemptStatus
 from wallet_service.flows.admin import Admin
 from wallet_service.flows.engine import State
-from wallet_service.store.attempts import attempts_of, list_open_attempts, load_attempt
-from wallet_service.store.callbacks import list_parked_callbacks
-from wallet_service.store.database import Database, Row
-from wallet_service.store.drifts import Drift, DriftKind, DriftStatus, list_drifts, load_drift
-from wallet_service.store.transactions import list_frozen, load_transaction
+from wallet_service.store.callbacks import StoredCallback
+from wallet_service.store.drifts import Drift, DriftKind, DriftStatus
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -56,9 +53,8 @@ _TX_TYPES = {v: k for k, v in convert.TX_TYPES.items()}
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, admin: Admin, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, admin: Admin, clock: Callable[[], float]) -> None:
         self._admin = admin
-        self._db = db
         self._clock = clock
 
     # Reads.
@@ -80,15 +76,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         scope = _scope("attempts", request.status, request.transaction_id)
         after = _cursor(f, request.page_token, scope, (float, str))
         f.done()
-        found = await list_open_attempts(
-            self._db,
+        page, more = await self._admin.unresolved_attempts(
             status=status,
             transaction_id=request.transaction_id,
             after=None if after is None else (float(after[0]), str(after[1])),
-            limit=size + 1,
+            size=size,
         )
-        page = found[:size]
-        token = _token([page[-1].create_time, page[-1].reference], scope) if found[size:] else ""
+        token = _token([page[-1].create_time, page[-1].reference], scope) if more else ""
         return pb.ListUnresolvedAttemptsResponse(
             attempts=[self._attempt(a) for a in page], next_page_token=token
         )
@@ -106,22 +100,20 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         scope = _scope("frozen", request.type)
         after = _cursor(f, request.page_token, scope, (float, str))
         f.done()
-        found = await list_frozen(
-            self._db,
+        page, more = await self._admin.frozen_operations(
             type_=type_,
             after=None if after is None else (float(after[0]), str(after[1])),
-            limit=size + 1,
+            size=size,
         )
-        page = found[:size]
         operations = [
             pb.FrozenOperation(
                 transaction=convert.transaction(t),
                 frozen_reason=t.frozen,
-                attempts=[self._attempt(a) for a in await attempts_of(self._db, t.id)],
+                attempts=[self._attempt(a) for a in attempts],
             )
-            for t in page
+            for t, attempts in page
         ]
-        token = _token([page[-1].create_time, page[-1].id], scope) if found[size:] else ""
+        token = _token([page[-1][0].create_time, page[-1][0].id], scope) if more else ""
         return pb.ListFrozenOperationsResponse(operations=operations, next_page_token=token)
 
     async def ListDrifts(
@@ -138,15 +130,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         scope = _scope("drifts", request.status, request.account)
         after = _cursor(f, request.page_token, scope, (int,))
         f.done()
-        found = await list_drifts(
-            self._db,
+        page, more = await self._admin.drifts(
             status=status,
             account=request.account,
             after_id=0 if after is None else int(after[0]),
-            limit=size + 1,
+            size=size,
         )
-        page = found[:size]
-        token = _token([page[-1].id], scope) if found[size:] else ""
+        token = _token([page[-1].id], scope) if more else ""
         return pb.ListDriftsResponse(drifts=[_drift(d) for d in page], next_page_token=token)
 
     async def ListParkedCallbacks(
@@ -158,16 +148,14 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         scope = _scope("callbacks", request.reference)
         after = _cursor(f, request.page_token, scope, (int,))
         f.done()
-        found = await list_parked_callbacks(
-            self._db,
+        page, more = await self._admin.parked_callbacks(
             reference=request.reference,
             after_id=0 if after is None else int(after[0]),
-            limit=size + 1,
+            size=size,
         )
-        page = found[:size]
-        token = _token([int(page[-1]["id"])], scope) if found[size:] else ""
+        token = _token([page[-1].id], scope) if more else ""
         return pb.ListParkedCallbacksResponse(
-            callbacks=[_parked(row) for row in page], next_page_token=token
+            callbacks=[_parked(c) for c in page], next_page_token=token
         )
 
     # Actions.
@@ -186,7 +174,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             request.reason,
             timeout=time_left(context),
         )
-        attempt = await load_attempt(self._db, request.reference)
+        attempt = await self._admin.attempt(request.reference)
         assert attempt is not None
         return pb.InquireAttemptResponse(
             action=convert.admin_action(action),
@@ -216,12 +204,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             request.reference,
             request.reason,
         )
-        transaction = await load_transaction(self._db, request.transaction_id)
-        assert transaction is not None
+        operation = await self._admin.operation(request.transaction_id)
+        assert operation is not None
+        transaction, attempts = operation
         return pb.ResolveFrozenOperationResponse(
             action=convert.admin_action(action),
             transaction=convert.transaction(transaction),
-            attempts=[self._attempt(a) for a in await attempts_of(self._db, transaction.id)],
+            attempts=[self._attempt(a) for a in attempts],
         )
 
     async def RetryParkedCallback(
@@ -252,7 +241,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         action = await self._admin.acknowledge_drift(
             keyed("AcknowledgeDrift", request, request_id), request.drift_id, request.reason
         )
-        drift = await load_drift(self._db, request.drift_id)
+        drift = await self._admin.drift(request.drift_id)
         assert drift is not None
         return pb.AcknowledgeDriftResponse(action=convert.admin_action(action), drift=_drift(drift))
 
@@ -297,15 +286,15 @@ def _drift(d: Drift) -> pb.Drift:
     return message
 
 
-def _parked(row: Row) -> pb.ParkedCallback:
+def _parked(callback: StoredCallback) -> pb.ParkedCallback:
     message = pb.ParkedCallback(
-        callback_id=int(row["id"]),
-        reference=str(row["reference"]),
-        receive_time=convert.timestamp(row["received_at"]),
-        tries=int(row["tries"]),
+        callback_id=callback.id,
+        reference=callback.reference,
+        receive_time=convert.timestamp(callback.received_at),
+        tries=callback.tries,
     )
-    if row["next_try_at"] is not None:
-        message.next_try_time.CopyFrom(convert.timestamp(row["next_try_at"]))
+    if callback.next_try_at is not None:
+        message.next_try_time.CopyFrom(convert.timestamp(callback.next_try_at))
     return message
 
 

@@ -1,5 +1,5 @@
-"""Operators' actions (AdminService): each idempotent by request_id, audited done or
-refused, and acting only through the paths KasPro's own signals take.
+"""Operators' lists and actions (AdminService): each action idempotent by request_id,
+audited done or refused, and acting only through the paths KasPro's own signals take.
 
 An action runs once per idempotency key (``flows/idempotency.py``, as every mutating
 RPC). Its audit row (``store/audit.py``) is attached to the key in the transaction that
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wallet_service.domain.errors import Reason, WalletError
+from wallet_service.domain.money import TxType
+from wallet_service.domain.records import Attempt, AttemptStatus, Transaction
 from wallet_service.flows.callbacks import CallbackReceiver
 from wallet_service.flows.engine import (
     ANOTHER_CALL,
@@ -26,11 +28,18 @@ from wallet_service.flows.engine import (
     State,
 )
 from wallet_service.flows.idempotency import Decision, Held, Idempotency, Request
-from wallet_service.store.attempts import load_attempt
+from wallet_service.store.attempts import attempts_of, list_open_attempts, load_attempt
 from wallet_service.store.audit import ActionType, AdminAction, Outcome, load_action, record_action
-from wallet_service.store.callbacks import load_callback
+from wallet_service.store.callbacks import StoredCallback, list_parked_callbacks, load_callback
 from wallet_service.store.database import Transaction as DbTx
-from wallet_service.store.drifts import DriftStatus, acknowledge_drift, load_drift
+from wallet_service.store.drifts import (
+    Drift,
+    DriftStatus,
+    acknowledge_drift,
+    list_drifts,
+    load_drift,
+)
+from wallet_service.store.transactions import list_frozen, load_transaction
 
 # The idempotency key of an action names its audit row so.
 _KEY_PREFIX = "admin:"
@@ -100,6 +109,58 @@ class Admin:
         self._db = engine.db
         self._idempotency = idempotency
         self._callbacks = callbacks
+
+    # Reads: a page (one more is fetched to tell whether another page follows).
+
+    async def unresolved_attempts(
+        self,
+        *,
+        status: AttemptStatus | None,
+        transaction_id: str,
+        after: tuple[float, str] | None,
+        size: int,
+    ) -> tuple[list[Attempt], bool]:
+        found = await list_open_attempts(
+            self._db, status=status, transaction_id=transaction_id, after=after, limit=size + 1
+        )
+        return found[:size], len(found) > size
+
+    async def frozen_operations(
+        self, *, type_: TxType | None, after: tuple[float, str] | None, size: int
+    ) -> tuple[list[tuple[Transaction, list[Attempt]]], bool]:
+        found = await list_frozen(self._db, type_=type_, after=after, limit=size + 1)
+        page = [(t, await attempts_of(self._db, t.id)) for t in found[:size]]
+        return page, len(found) > size
+
+    async def drifts(
+        self, *, status: DriftStatus | None, account: str, after_id: int, size: int
+    ) -> tuple[list[Drift], bool]:
+        found = await list_drifts(
+            self._db, status=status, account=account, after_id=after_id, limit=size + 1
+        )
+        return found[:size], len(found) > size
+
+    async def parked_callbacks(
+        self, *, reference: str, after_id: int, size: int
+    ) -> tuple[list[StoredCallback], bool]:
+        found = await list_parked_callbacks(
+            self._db, reference=reference, after_id=after_id, limit=size + 1
+        )
+        return found[:size], len(found) > size
+
+    async def attempt(self, reference: str) -> Attempt | None:
+        return await load_attempt(self._db, reference)
+
+    async def operation(self, transaction_id: str) -> tuple[Transaction, list[Attempt]] | None:
+        transaction = await load_transaction(self._db, transaction_id)
+        if transaction is None:
+            return None
+        return transaction, await attempts_of(self._db, transaction_id)
+
+    async def drift(self, drift_id: int) -> Drift | None:
+        return await load_drift(self._db, drift_id)
+
+    # Actions.
 
     async def inquire_attempt(
         self, request: Request, reference: str, reason: str, *, timeout: float | None
@@ -181,10 +242,10 @@ class Admin:
                     asked, Reason.CALLBACK_NOT_FOUND, "no stored callback with this id"
                 )
             verdict = None
-            if row["status"] == "parked":
-                verdict = await self._callbacks.retry_now(callback_id, row["next_try_at"])
+            if row.status == "parked" and row.next_try_at is not None:
+                verdict = await self._callbacks.retry_now(callback_id, row.next_try_at)
             if verdict is None:
-                status = row["status"] if row["status"] != "parked" else "taken by a pass"
+                status = row.status if row.status != "parked" else "taken by a pass"
                 return await self._refuse(
                     asked,
                     Reason.INVALID_STATE,

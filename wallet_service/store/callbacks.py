@@ -69,18 +69,35 @@ async def claim_parked_callback(db: Database, callback_id: int, now: float, unti
     )
 
 
-async def load_callback(db: Database, callback_id: int) -> Row | None:
-    """A stored callback's state (not its raw body): id, status, reference, tries,
-    received_at, next_try_at."""
-    return await db.fetch_one(
-        "SELECT id, status, reference, tries, received_at, next_try_at FROM callbacks WHERE id = ?",
-        (callback_id,),
+@dataclass(frozen=True)
+class StoredCallback:
+    """A stored callback's state, without its raw body (the operators' view)."""
+
+    id: int
+    status: str
+    reference: str
+    tries: int
+    received_at: float
+    next_try_at: float | None
+
+
+_STORED_COLUMNS = "id, status, reference, tries, received_at, next_try_at"
+
+
+def _stored(row: Row) -> StoredCallback:
+    return StoredCallback(**row)
+
+
+async def load_callback(db: Database, callback_id: int) -> StoredCallback | None:
+    row = await db.fetch_one(
+        f"SELECT {_STORED_COLUMNS} FROM callbacks WHERE id = ?", (callback_id,)
     )
+    return None if row is None else _stored(row)
 
 
 async def list_parked_callbacks(
     db: Database, *, reference: str, after_id: int, limit: int
-) -> list[Row]:
+) -> list[StoredCallback]:
     """Parked callbacks in arrival order after ``after_id`` (a page token), optionally only
     those naming ``reference``."""
     where = "status = 'parked' AND id > ?"
@@ -88,11 +105,11 @@ async def list_parked_callbacks(
     if reference:
         where += " AND reference = ?"
         params.append(reference)
-    return await db.fetch_all(
-        "SELECT id, status, reference, tries, received_at, next_try_at FROM callbacks "
-        f"WHERE {where} ORDER BY id LIMIT ?",
+    rows = await db.fetch_all(
+        f"SELECT {_STORED_COLUMNS} FROM callbacks WHERE {where} ORDER BY id LIMIT ?",
         (*params, limit),
     )
+    return [_stored(row) for row in rows]
 
 
 async def claim_parked_callback_now(
