@@ -289,6 +289,55 @@ async def test_a_resolution_the_state_does_not_allow_is_refused(h: Harness) -> N
     assert outcomes == ["refused", "refused", "done"]
 
 
+async def test_a_frozen_capture_cannot_be_stated_failed_nor_succeeded_past_a_refused_leg(
+    h: Harness,
+) -> None:
+    """KasPro refused the payout out of escrow (escrow emptied at the sandbox): the capture
+    is frozen with that leg failed and the others never sent. The ride payment has no way
+    back from CAPTURING, so "failed" is refused; "succeeded" contradicts the failed leg."""
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard("085712345678", name="Sari")
+    await h.payments.AuthorizeRidePayment(
+        payment_service_pb2.AuthorizeRidePaymentRequest(
+            request_id="auth-1", ride_id="ride-1", passenger_mobile_number=LOCAL, amount_idr=50_000
+        ),
+        metadata=DISPATCH,
+        timeout=DEADLINE,
+    )
+    await h.control("POST", "/wallets/888000000000001/balance", json={"balance": 0})
+    await h.payments.CaptureRidePayment(
+        payment_service_pb2.CaptureRidePaymentRequest(
+            request_id="capture-1",
+            ride_id="ride-1",
+            final_fare_idr=42_000,
+            driver_mobile_number="085712345678",
+            platform_fee_idr=8_000,
+        ),
+        metadata=DISPATCH,
+        timeout=DEADLINE,
+    )
+    row = await h.running.db.fetch_one("SELECT id FROM transactions WHERE type = 'RIDE_CAPTURE'")
+    assert row is not None
+    capture_id = str(row["id"])
+    why = await frozen(h, capture_id)
+    assert why
+    ledger = await h.ledger()
+
+    for n, outcome in enumerate((pb.CONFIRMED_OUTCOME_FAILED, pb.CONFIRMED_OUTCOME_SUCCEEDED)):
+        failure = await expect_failure(
+            admin(h).ResolveFrozenOperation(
+                resolve(capture_id, outcome, f"resolve-{n}"), metadata=ADMIN
+            )
+        )
+        assert_failure(failure, PRECONDITION, "INVALID_STATE")
+    assert (
+        "out of escrow" in (await actions_of(h.running.db, f"transaction:{capture_id}"))[0].detail
+    )
+    assert "already failed, not succeeded" in failure.message
+    assert await frozen(h, capture_id) == why
+    assert await h.ledger() == ledger
+
+
 async def test_bad_input_is_named_field_by_field_and_not_audited(h: Harness) -> None:
     stub = admin(h)
     failure = await expect_failure(

@@ -510,6 +510,13 @@ class Engine:
                 WalletError(Reason.INVALID_STATE, f"transaction {transaction_id} is not frozen")
             )
         attempts = await attempts_of(tx, transaction_id)
+        if not attempts:
+            return Resolution(
+                WalletError(
+                    Reason.INVALID_STATE,
+                    f"transaction {transaction_id} has no KasPro attempt to resolve",
+                )
+            )
         targets = [a for a in attempts if a.reference == reference] if reference else attempts
         if not targets:
             return Resolution(
