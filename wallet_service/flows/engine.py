@@ -461,122 +461,6 @@ class Engine:
 
         return await self._run(decide)
 
-    async def resolve_frozen(
-        self,
-        transaction_id: str,
-        state: State,
-        reference: str,
-        record: Callable[[DbTx, Resolution, float], Awaitable[T]],
-    ) -> T:
-        """Apply the outcome an operator states KasPro confirmed (``state``, SUCCEEDED or
-        FAILED) to frozen transaction ``transaction_id``'s attempt ``reference`` (all of
-        them when empty), and ``record`` what that did, in one database transaction.
-
-        The outcome goes through ``_apply``, the transition every KasPro answer takes once
-        ``_decide`` let it through: the leg is booked, the transaction and its ride payment
-        move along their tables, their events are written. Only ``_decide``'s two gates
-        are not asked: the operation is frozen (that is what the operator resolves), and
-        there is no KasPro answer to compare with what we asked (the operator states the
-        call succeeded or failed as asked). The operation is unfrozen first; its other
-        open attempts are asked about at once, under the ordinary rules again (a new
-        contradiction freezes it again). Refused, changing nothing, when it is not frozen,
-        when an attempt already ended otherwise than stated (statuses move forward only),
-        or when a leg out of escrow is stated failed (a ride payment has no way back from
-        CAPTURING or VOIDING)."""
-
-        async def decide(tx: DbTx, notes: Notes) -> T:
-            now = self.now()
-            resolution = await self._resolve(tx, notes, transaction_id, state, reference, now)
-            return await record(tx, resolution, now)
-
-        return await self._run(decide)
-
-    async def _resolve(
-        self,
-        tx: DbTx,
-        notes: Notes,
-        transaction_id: str,
-        state: State,
-        reference: str,
-        now: float,
-    ) -> Resolution:
-        transaction = await load_transaction(tx, transaction_id)
-        if transaction is None:
-            return Resolution(
-                WalletError(Reason.TRANSACTION_NOT_FOUND, "no transaction with this id")
-            )
-        if not transaction.frozen:
-            return Resolution(
-                WalletError(Reason.INVALID_STATE, f"transaction {transaction_id} is not frozen")
-            )
-        attempts = await attempts_of(tx, transaction_id)
-        if not attempts:
-            return Resolution(
-                WalletError(
-                    Reason.INVALID_STATE,
-                    f"transaction {transaction_id} has no KasPro attempt to resolve",
-                )
-            )
-        targets = [a for a in attempts if a.reference == reference] if reference else attempts
-        if not targets:
-            return Resolution(
-                WalletError(
-                    Reason.ATTEMPT_NOT_FOUND,
-                    f"transaction {transaction_id} has no attempt {reference}",
-                )
-            )
-        for attempt in targets:
-            if not attempt.status.is_open and State(attempt.status.value) is not state:
-                return Resolution(
-                    WalletError(
-                        Reason.INVALID_STATE,
-                        f"attempt {attempt.reference} already {attempt.status.value}, not "
-                        f"{state.value}: statuses move forward only; make the correction "
-                        "with a new operation",
-                    )
-                )
-            if state is State.FAILED and transaction.type in (
-                TxType.RIDE_CAPTURE,
-                TxType.RIDE_VOID,
-            ):
-                return Resolution(
-                    WalletError(
-                        Reason.INVALID_STATE,
-                        f"leg {attempt.leg} of {transaction.type.value} moves money out of "
-                        "escrow and cannot be resolved as failed: the ride payment has no "
-                        "way back",
-                    )
-                )
-        # Unfrozen first, so the events the transition writes show the operation as it is.
-        await set_transaction_fields(tx, transaction_id, now, frozen="")
-        notes.add(
-            logging.WARNING,
-            "transaction %s unfrozen: an operator stated %s (was frozen: %s)",
-            transaction_id,
-            state.value,
-            transaction.frozen,
-        )
-        result = Result(
-            state,
-            message=STATED_BY_OPERATOR,
-            reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
-        )
-        applied, confirmed = [], []
-        for attempt in targets:
-            if not attempt.status.is_open:
-                confirmed.append(attempt.reference)
-                continue
-            current = await load_transaction(tx, transaction_id)
-            assert current is not None
-            await self._apply(
-                tx, notes, attempt, current, replace(result, fee_idr=attempt.fee_idr), now
-            )
-            applied.append(attempt.reference)
-        for attempt in attempts:
-            if attempt.status.is_open and attempt.reference not in applied:
-                await check_attempt_at(tx, attempt.reference, now)
-        return Resolution(applied=tuple(applied), confirmed=tuple(confirmed))
-
     async def _run(self, body: Callable[[DbTx, Notes], Awaitable[T]]) -> T:
         """``body`` in one transaction (``Database.run``), then what it noted, logged."""
 
@@ -861,6 +745,122 @@ class Engine:
                 update_time=now,
             ),
         )
+
+    async def resolve_frozen(
+        self,
+        transaction_id: str,
+        state: State,
+        reference: str,
+        record: Callable[[DbTx, Resolution, float], Awaitable[T]],
+    ) -> T:
+        """Apply the outcome an operator states KasPro confirmed (``state``, SUCCEEDED or
+        FAILED) to frozen transaction ``transaction_id``'s attempt ``reference`` (all of
+        them when empty), and ``record`` what that did, in one database transaction.
+
+        The outcome goes through ``_apply``, the transition every KasPro answer takes once
+        ``_decide`` let it through: the leg is booked, the transaction and its ride payment
+        move along their tables, their events are written. Only ``_decide``'s two gates
+        are not asked: the operation is frozen (that is what the operator resolves), and
+        there is no KasPro answer to compare with what we asked (the operator states the
+        call succeeded or failed as asked). The operation is unfrozen first; its other
+        open attempts are asked about at once, under the ordinary rules again (a new
+        contradiction freezes it again). Refused, changing nothing, when it is not frozen,
+        when an attempt already ended otherwise than stated (statuses move forward only),
+        or when a leg out of escrow is stated failed (a ride payment has no way back from
+        CAPTURING or VOIDING)."""
+
+        async def decide(tx: DbTx, notes: Notes) -> T:
+            now = self.now()
+            resolution = await self._resolve(tx, notes, transaction_id, state, reference, now)
+            return await record(tx, resolution, now)
+
+        return await self._run(decide)
+
+    async def _resolve(
+        self,
+        tx: DbTx,
+        notes: Notes,
+        transaction_id: str,
+        state: State,
+        reference: str,
+        now: float,
+    ) -> Resolution:
+        transaction = await load_transaction(tx, transaction_id)
+        if transaction is None:
+            return Resolution(
+                WalletError(Reason.TRANSACTION_NOT_FOUND, "no transaction with this id")
+            )
+        if not transaction.frozen:
+            return Resolution(
+                WalletError(Reason.INVALID_STATE, f"transaction {transaction_id} is not frozen")
+            )
+        attempts = await attempts_of(tx, transaction_id)
+        if not attempts:
+            return Resolution(
+                WalletError(
+                    Reason.INVALID_STATE,
+                    f"transaction {transaction_id} has no KasPro attempt to resolve",
+                )
+            )
+        targets = [a for a in attempts if a.reference == reference] if reference else attempts
+        if not targets:
+            return Resolution(
+                WalletError(
+                    Reason.ATTEMPT_NOT_FOUND,
+                    f"transaction {transaction_id} has no attempt {reference}",
+                )
+            )
+        for attempt in targets:
+            if not attempt.status.is_open and State(attempt.status.value) is not state:
+                return Resolution(
+                    WalletError(
+                        Reason.INVALID_STATE,
+                        f"attempt {attempt.reference} already {attempt.status.value}, not "
+                        f"{state.value}: statuses move forward only; make the correction "
+                        "with a new operation",
+                    )
+                )
+            if state is State.FAILED and transaction.type in (
+                TxType.RIDE_CAPTURE,
+                TxType.RIDE_VOID,
+            ):
+                return Resolution(
+                    WalletError(
+                        Reason.INVALID_STATE,
+                        f"leg {attempt.leg} of {transaction.type.value} moves money out of "
+                        "escrow and cannot be resolved as failed: the ride payment has no "
+                        "way back",
+                    )
+                )
+        # Unfrozen first, so the events the transition writes show the operation as it is.
+        await set_transaction_fields(tx, transaction_id, now, frozen="")
+        notes.add(
+            logging.WARNING,
+            "transaction %s unfrozen: an operator stated %s (was frozen: %s)",
+            transaction_id,
+            state.value,
+            transaction.frozen,
+        )
+        result = Result(
+            state,
+            message=STATED_BY_OPERATOR,
+            reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
+        )
+        applied, confirmed = [], []
+        for attempt in targets:
+            if not attempt.status.is_open:
+                confirmed.append(attempt.reference)
+                continue
+            current = await load_transaction(tx, transaction_id)
+            assert current is not None
+            await self._apply(
+                tx, notes, attempt, current, replace(result, fee_idr=attempt.fee_idr), now
+            )
+            applied.append(attempt.reference)
+        for attempt in attempts:
+            if attempt.status.is_open and attempt.reference not in applied:
+                await check_attempt_at(tx, attempt.reference, now)
+        return Resolution(applied=tuple(applied), confirmed=tuple(confirmed))
 
     async def move_ride(
         self, tx: DbTx, ride: RidePayment, to: RideStatus, now: float, **fields: Any
