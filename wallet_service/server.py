@@ -18,6 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from wallet.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
     funding_service_pb2,
     funding_service_pb2_grpc,
     payment_service_pb2,
@@ -28,6 +30,7 @@ from wallet.v1 import (
 
 from wallet_service import descriptors
 from wallet_service.api.account import AccountServicer, reduce_stored_answers
+from wallet_service.api.admin import AdminServicer
 from wallet_service.api.auth import Authenticator
 from wallet_service.api.call_metrics import CallMetricsInterceptor
 from wallet_service.api.edge import EdgeInterceptor
@@ -35,6 +38,7 @@ from wallet_service.api.funding import FundingServicer
 from wallet_service.api.payment import PaymentServicer
 from wallet_service.api.transaction import TransactionServicer
 from wallet_service.config import Config
+from wallet_service.flows.admin import Admin
 from wallet_service.flows.callbacks import CallbackReceiver
 from wallet_service.flows.engine import Engine, Timing
 from wallet_service.flows.external import ExternalPayments
@@ -65,6 +69,7 @@ SERVICE_NAMES = (
     funding_service_pb2.DESCRIPTOR.services_by_name["FundingService"].full_name,
     payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
     transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 # The methods the call metrics count (their series exist from the start).
 METERED_METHODS = tuple(
@@ -143,8 +148,11 @@ async def start(
         kaspro = KasProClient(config.kaspro_settings(base_url), clock=clock, metrics=metrics)
         resources.push_async_callback(kaspro.aclose)
         server, health_servicer = _grpc_server(config, metrics)
-        engine, rides = await _add_services(server, config, db, kaspro, clock, metrics)
+        engine, rides, idempotency = await _add_services(server, config, db, kaspro, clock, metrics)
         receiver = CallbackReceiver(engine, TopUps(engine), kaspro, config, clock, metrics)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(Admin(engine, idempotency, receiver), clock), server
+        )
         reconciler = Reconciler(
             engine,
             rides,
@@ -275,7 +283,7 @@ async def _add_services(
     kaspro: KasProClient,
     clock: Callable[[], float],
     metrics: Metrics,
-) -> tuple[Engine, RidePayments]:
+) -> tuple[Engine, RidePayments, Idempotency]:
     """The use cases, and the wallet's gRPC services over them on ``server``."""
     onboarding = Onboarding(db, kaspro, config.otp, clock, metrics=metrics)
     idempotency = Idempotency(db, clock, metrics=metrics)
@@ -319,7 +327,7 @@ async def _add_services(
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
         TransactionServicer(operations, History(db), metrics), server
     )
-    return engine, rides
+    return engine, rides, idempotency
 
 
 def _start_workers(

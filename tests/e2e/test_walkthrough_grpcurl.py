@@ -39,6 +39,7 @@ class Running:
     process: subprocess.Popen[str]
     address: str
     sandbox: str
+    http: str
 
     def grpcurl(
         self, *args: str, data: object | None = None, token: str | None = TOKEN
@@ -69,10 +70,11 @@ class Running:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Running]:
-    grpc_port, sandbox_port = _free_port(), _free_port()
+    grpc_port, sandbox_port, http_port = _free_port(), _free_port(), _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("WALLET_")},
         "WALLET_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+        "WALLET_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "WALLET_SANDBOX_LISTEN": f"127.0.0.1:{sandbox_port}",
         "WALLET_DB_PATH": str(tmp_path / "wallet.db"),
     }
@@ -80,7 +82,12 @@ def service(tmp_path: Path) -> Iterator[Running]:
     process = subprocess.Popen(
         [SERVICE, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
     )
-    running = Running(process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{sandbox_port}")
+    running = Running(
+        process,
+        f"127.0.0.1:{grpc_port}",
+        f"http://127.0.0.1:{sandbox_port}",
+        f"http://127.0.0.1:{http_port}",
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -212,15 +219,21 @@ def test_sigterm_stops_cleanly(service: Running) -> None:
     assert service.process.wait(timeout=15) == 0
 
 
-def test_readme_walkthroughs_run_as_written(service: Running) -> None:
-    """The README's shell blocks, run by bash (only the ports are swapped for free ones)."""
+# The README's shell blocks, by how each begins: onboarding, a ride, an operator's tools.
+ONBOARDING, RIDE, OPERATOR = "```sh\ng() {", '```sh\ng -d \'{"request_id":"reg-d"', "```sh\nJ() {"
+
+
+def run_readme(service: Running, *markers: str) -> str:
+    """The README's shell blocks that begin so, run by bash in order (only the ports are
+    swapped for free ones); what they printed."""
     readme = (ROOT / "README.md").read_text()
     blocks = []
-    for marker in ("```sh\ng() {", '```sh\ng -d \'{"request_id":"reg-d"'):
+    for marker in markers:
         start = readme.index(marker)
         blocks.append(readme[start + len("```sh\n") : readme.index("```\n", start + 5)])
     script = "\n".join(blocks).replace("127.0.0.1:50051", service.address)
     script = script.replace("http://127.0.0.1:8090", service.sandbox)
+    script = script.replace("http://127.0.0.1:8081", service.http)
     result = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],
         cwd=ROOT,
@@ -230,7 +243,12 @@ def test_readme_walkthroughs_run_as_written(service: Running) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_readme_walkthroughs_run_as_written(service: Running) -> None:
+    """The README's shell blocks, run by bash (only the ports are swapped for free ones)."""
+    out = run_readme(service, ONBOARDING, RIDE)
     assert '"kyc_status": "KYC_STATUS_VERIFIED"' in out
     assert '"linked": true' in out
     assert '"sufficient": false' in out
@@ -242,6 +260,21 @@ def test_readme_walkthroughs_run_as_written(service: Running) -> None:
     assert balances["subscribers"] == {"081234567890": 103_000, "085712345678": 19_000}
     assert balances["platform"]["corporate"] == 8_000
     assert balances["platform"]["escrow"] == 0
+
+
+def test_readme_operator_walkthrough_runs_as_written(service: Running) -> None:
+    """After the two walkthroughs, the operator's: a cash-out frozen, then resolved."""
+    out = run_readme(service, ONBOARDING, RIDE, OPERATOR)
+    operator = out[out.index('"auto_complete":false') :]
+    assert '"frozen_reason": "KasPro reported 99999 for attempt' in operator
+    assert '"kaspro_state": "KASPRO_STATE_SUCCEEDED"' in operator
+    assert '"action": "ADMIN_ACTION_TYPE_RESOLVE_FROZEN_OPERATION"' in operator
+    assert '"outcome": "ADMIN_ACTION_OUTCOME_DONE"' in operator
+    resolved = operator[operator.index('"request_id": "resolve-1"') :]
+    assert '"status": "TRANSACTION_STATUS_SUCCEEDED"' in resolved
+    balances = json.loads(resolved[resolved.index('{"subscribers"') :].splitlines()[0])
+    # The driver's 19,000 after the ride walkthrough, less the 10,000 cash-out.
+    assert balances["subscribers"]["085712345678"] == 9_000
 
 
 @pytest.mark.parametrize(

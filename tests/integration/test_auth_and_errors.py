@@ -251,6 +251,7 @@ async def test_health_and_reflection_need_no_token(h: Harness) -> None:
         services |= {s.name for s in response.list_services_response.service}
     assert {
         "wallet.v1.AccountService",
+        "wallet.v1.AdminService",
         "wallet.v1.FundingService",
         "wallet.v1.PaymentService",
         "wallet.v1.TransactionService",

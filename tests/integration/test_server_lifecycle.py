@@ -38,6 +38,7 @@ SERVICES = (
     "wallet.v1.FundingService",
     "wallet.v1.PaymentService",
     "wallet.v1.TransactionService",
+    "wallet.v1.AdminService",
 )
 
 

@@ -26,6 +26,9 @@ EXPECTED_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.CUSTOMER_NOT_FOUND: C.NOT_FOUND,
     Reason.RIDE_PAYMENT_NOT_FOUND: C.NOT_FOUND,
     Reason.TRANSACTION_NOT_FOUND: C.NOT_FOUND,
+    Reason.ATTEMPT_NOT_FOUND: C.NOT_FOUND,
+    Reason.CALLBACK_NOT_FOUND: C.NOT_FOUND,
+    Reason.DRIFT_NOT_FOUND: C.NOT_FOUND,
     Reason.CUSTOMER_ALREADY_REGISTERED: C.ALREADY_EXISTS,
     Reason.IDEMPOTENCY_KEY_REUSED: C.ALREADY_EXISTS,
     Reason.REQUEST_IN_PROGRESS: C.ABORTED,
@@ -241,6 +244,14 @@ KIND = {
     "TransactionService/GetTransaction": "read",
     "TransactionService/ListTransactions": "read",
     "TransactionService/WatchEvents": "events",
+    "AdminService/ListUnresolvedAttempts": "operator",
+    "AdminService/ListFrozenOperations": "operator",
+    "AdminService/ListDrifts": "operator",
+    "AdminService/ListParkedCallbacks": "operator",
+    "AdminService/InquireAttempt": "operator",
+    "AdminService/ResolveFrozenOperation": "operator",
+    "AdminService/RetryParkedCallback": "operator",
+    "AdminService/AcknowledgeDrift": "operator",
 }
 RIGHTS = {
     "app": {"onboarding", "funding", "cash-out", "P2P", "QRIS", "read", "funds read"},
@@ -257,6 +268,7 @@ def may_call(role: str, method: str) -> bool:
 def test_the_generated_descriptors_are_found() -> None:
     services = {path.split("/")[1] for path in METHODS}
     assert services == {
+        "wallet.v1.AdminService",
         "wallet.v1.AccountService",
         "wallet.v1.FundingService",
         "wallet.v1.PaymentService",

@@ -13,6 +13,7 @@ from wallet_service.domain.errors import Reason, WalletError
 _READS = frozenset({"app", "dispatch", "admin"})
 _APP = frozenset({"app", "admin"})
 _DISPATCH = frozenset({"dispatch", "admin"})
+_ADMIN = frozenset({"admin"})
 
 # Fully qualified method → roles allowed to call it (ARCHITECTURE.md, "Callers").
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -35,6 +36,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "/wallet.v1.TransactionService/GetTransaction": _READS,
     "/wallet.v1.TransactionService/ListTransactions": _READS,
     "/wallet.v1.TransactionService/WatchEvents": _DISPATCH,
+    "/wallet.v1.AdminService/ListUnresolvedAttempts": _ADMIN,
+    "/wallet.v1.AdminService/ListFrozenOperations": _ADMIN,
+    "/wallet.v1.AdminService/ListDrifts": _ADMIN,
+    "/wallet.v1.AdminService/ListParkedCallbacks": _ADMIN,
+    "/wallet.v1.AdminService/InquireAttempt": _ADMIN,
+    "/wallet.v1.AdminService/ResolveFrozenOperation": _ADMIN,
+    "/wallet.v1.AdminService/RetryParkedCallback": _ADMIN,
+    "/wallet.v1.AdminService/AcknowledgeDrift": _ADMIN,
 }
 
 # Infrastructure services open to anyone who can reach the port.

@@ -18,6 +18,7 @@ from wallet_service.domain.account import (
 )
 from wallet_service.domain.money import RideStatus, TxStatus, TxType
 from wallet_service.domain.records import RidePayment, Transaction
+from wallet_service.store.audit import AdminAction
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -161,3 +162,19 @@ def account_event(data: dict[str, Any]) -> pb.Account:
     if data.get("kyc_status") == "VERIFIED":
         message.kyc_status = pb.KYC_STATUS_VERIFIED
     return message
+
+
+def admin_action(action: AdminAction) -> pb.AdminAction:
+    """An audit row of an operator's action (AdminService answers, ADMIN_ACTION events)."""
+    return pb.AdminAction(
+        action_id=action.id,
+        caller=action.caller,
+        action=getattr(pb, f"ADMIN_ACTION_TYPE_{action.action.name}"),
+        target=action.target,
+        reason=action.reason,
+        request_id=action.request_id,
+        outcome=getattr(pb, f"ADMIN_ACTION_OUTCOME_{action.outcome.name}"),
+        detail=action.detail,
+        error_reason=action.error_reason,
+        occur_time=timestamp(action.occurred_at),
+    )

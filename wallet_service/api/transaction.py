@@ -21,6 +21,7 @@ from wallet_service.flows.history import Event, History
 from wallet_service.flows.onboarding import ACCOUNT_LINKED, KYC_UPGRADED
 from wallet_service.flows.operations import Operations
 from wallet_service.metrics import Metrics
+from wallet_service.store.audit import ADMIN_ACTION, action_from_snapshot
 
 ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -122,6 +123,9 @@ def _event(event: Event) -> common_pb2.Event:
     elif event.type in _ACCOUNT_EVENTS:
         message.type = _ACCOUNT_EVENTS[event.type]
         message.account.CopyFrom(convert.account_event(subject))
+    elif event.type == ADMIN_ACTION:
+        message.type = common_pb2.EVENT_TYPE_ADMIN_ACTION
+        message.admin_action.CopyFrom(convert.admin_action(action_from_snapshot(subject)))
     return message
 
 

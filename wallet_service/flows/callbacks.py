@@ -40,6 +40,7 @@ from wallet_service.store.attempts import attempt_trace_id, check_attempt_at
 from wallet_service.store.callbacks import (
     TopUpCheck,
     claim_parked_callback,
+    claim_parked_callback_now,
     claim_top_up_check,
     claim_unapplied_callback,
     due_top_up_checks,
@@ -182,6 +183,22 @@ class CallbackReceiver:
                 log.error("confirming top-up %s failed", check.reference, exc_info=outcome)
         await forget_top_up_checks(db, now - self._config.unverified_inquiry_period_seconds)
         return tried + len(checks)
+
+    async def retry_now(self, callback_id: int, next_try_at: float) -> str | None:
+        """Handle parked callback ``callback_id`` now, out of its turn (an operator's
+        retry), as a reconciler pass would: the word for what was done, or None when it is
+        no longer parked with ``next_try_at`` (a pass took it, or it was handled)."""
+        until = self._clock() + self._config.kaspro_timeout_seconds + CLAIM_MARGIN_SECONDS
+        row = await claim_parked_callback_now(self._engine.db, callback_id, next_try_at, until)
+        if row is None:
+            return None
+        try:
+            callback = parse_callback(bytes(row["raw"]))
+        except KasProCallbackInvalid as exc:
+            await self._mark(callback_id, "rejected", detail=str(exc))
+            return "rejected"
+        verdict, _ = await self._handle(callback_id, callback, tries=int(row["tries"]))
+        return verdict
 
     async def _again(self, row: Row) -> None:
         """Handle a stored callback again, as its receiver did (or would have). What fails

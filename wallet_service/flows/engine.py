@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from wallet_service.domain.errors import Reason
+from wallet_service.domain.errors import Reason, WalletError
 from wallet_service.domain.money import (
     KASPRO_FEES,
     Line,
@@ -41,6 +41,7 @@ from wallet_service.logs import current_trace_id
 from wallet_service.metrics import Metrics
 from wallet_service.store.attempts import (
     attempts_of,
+    check_attempt_at,
     claim_flight,
     end_flight,
     load_attempt,
@@ -53,7 +54,9 @@ from wallet_service.store.events import append_event, snapshot
 from wallet_service.store.ledger import book
 from wallet_service.store.rides import move_ride, ride_of_transaction
 from wallet_service.store.transactions import (
+    load_transaction,
     lock_operation,
+    lock_transaction,
     move_transaction,
     set_transaction_fields,
 )
@@ -167,6 +170,9 @@ class Result:
 FLIGHT_MARGIN_SECONDS = 10.0
 
 ANOTHER_CALL = "another replica is calling KasPro about this attempt"
+NO_LONGER_OPEN = "the attempt is no longer open"
+# What the transition function is told of an outcome an operator states (AdminService).
+STATED_BY_OPERATOR = "stated by an operator: KasPro confirmed it"
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,17 @@ def account_party(account: str) -> str:
 def _party(text: str) -> Party:
     kind, _, value = text.partition(":")
     return parse_mobile_number(value) if kind == "mobile" else value
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What an operator's statement of a frozen operation's outcome did: the attempts it
+    applied the outcome to and those already ended so; or why it was refused (nothing
+    changed)."""
+
+    refusal: WalletError | None = None
+    applied: tuple[str, ...] = ()
+    confirmed: tuple[str, ...] = ()
 
 
 class Notes:
@@ -396,7 +413,7 @@ class Engine:
     async def _inquire(self, attempt: Attempt, flight: _Flight, timeout: float | None) -> Result:
         before = await load_attempt(self.db, attempt.reference)
         if before is None or not before.status.is_open:
-            return Result(State.UNKNOWN, detail="the attempt is no longer open")
+            return Result(State.UNKNOWN, detail=NO_LONGER_OPEN)
         status = await self._kaspro.transaction_status(attempt.reference, timeout=timeout)
         result = Result.of_status(status)
         if result.state is State.NOT_FOUND:
@@ -763,6 +780,123 @@ class Engine:
                 update_time=now,
             ),
         )
+
+    async def resolve_frozen(
+        self,
+        transaction_id: str,
+        state: State,
+        reference: str,
+        record: Callable[[DbTx, Resolution, float], Awaitable[T]],
+    ) -> T:
+        """Apply the outcome an operator states KasPro confirmed (``state``, SUCCEEDED or
+        FAILED) to frozen transaction ``transaction_id``'s attempt ``reference`` (all of
+        them when empty), and ``record`` what that did, in one database transaction.
+
+        The outcome goes through ``_apply``, the transition every KasPro answer takes once
+        ``_decide`` let it through: the leg is booked, the transaction and its ride payment
+        move along their tables, their events are written. Only ``_decide``'s two gates
+        are not asked: the operation is frozen (that is what the operator resolves), and
+        there is no KasPro answer to compare with what we asked (the operator states the
+        call succeeded or failed as asked). The operation is unfrozen first; its other
+        open attempts are asked about at once, under the ordinary rules again (a new
+        contradiction freezes it again). Refused, changing nothing, when it is not frozen,
+        when an attempt already ended otherwise than stated (statuses move forward only),
+        or when a leg out of escrow is stated failed (a ride payment has no way back from
+        CAPTURING or VOIDING)."""
+
+        async def decide(tx: DbTx, notes: Notes) -> T:
+            now = self.now()
+            resolution = await self._resolve(tx, notes, transaction_id, state, reference, now)
+            return await record(tx, resolution, now)
+
+        return await self._run(decide, Isolation.READ_COMMITTED)
+
+    async def _resolve(
+        self,
+        tx: DbTx,
+        notes: Notes,
+        transaction_id: str,
+        state: State,
+        reference: str,
+        now: float,
+    ) -> Resolution:
+        # Behind the operation's lock, as ``apply``: it changes its attempts and its row.
+        transaction = await lock_transaction(tx, transaction_id)
+        if transaction is None:
+            return Resolution(
+                WalletError(Reason.TRANSACTION_NOT_FOUND, "no transaction with this id")
+            )
+        if not transaction.frozen:
+            return Resolution(
+                WalletError(Reason.INVALID_STATE, f"transaction {transaction_id} is not frozen")
+            )
+        attempts = await attempts_of(tx, transaction_id)
+        if not attempts:
+            return Resolution(
+                WalletError(
+                    Reason.INVALID_STATE,
+                    f"transaction {transaction_id} has no KasPro attempt to resolve",
+                )
+            )
+        targets = [a for a in attempts if a.reference == reference] if reference else attempts
+        if not targets:
+            return Resolution(
+                WalletError(
+                    Reason.ATTEMPT_NOT_FOUND,
+                    f"transaction {transaction_id} has no attempt {reference}",
+                )
+            )
+        for attempt in targets:
+            if not attempt.status.is_open and State(attempt.status.value) is not state:
+                return Resolution(
+                    WalletError(
+                        Reason.INVALID_STATE,
+                        f"attempt {attempt.reference} already {attempt.status.value}, not "
+                        f"{state.value}: statuses move forward only; make the correction "
+                        "with a new operation",
+                    )
+                )
+            if state is State.FAILED and transaction.type in (
+                TxType.RIDE_CAPTURE,
+                TxType.RIDE_VOID,
+            ):
+                return Resolution(
+                    WalletError(
+                        Reason.INVALID_STATE,
+                        f"leg {attempt.leg} of {transaction.type.value} moves money out of "
+                        "escrow and cannot be resolved as failed: the ride payment has no "
+                        "way back",
+                    )
+                )
+        # Unfrozen first, so the events the transition writes show the operation as it is.
+        await set_transaction_fields(tx, transaction_id, now, frozen="")
+        notes.add(
+            logging.WARNING,
+            "transaction %s unfrozen: an operator stated %s (was frozen: %s)",
+            transaction_id,
+            state.value,
+            transaction.frozen,
+        )
+        result = Result(
+            state,
+            message=STATED_BY_OPERATOR,
+            reason=Reason.PROVIDER_REJECTED if state is State.FAILED else None,
+        )
+        applied, confirmed = [], []
+        for attempt in targets:
+            if not attempt.status.is_open:
+                confirmed.append(attempt.reference)
+                continue
+            current = await load_transaction(tx, transaction_id)
+            assert current is not None
+            await self._apply(
+                tx, notes, attempt, current, replace(result, fee_idr=attempt.fee_idr), now
+            )
+            applied.append(attempt.reference)
+        for attempt in attempts:
+            if attempt.status.is_open and attempt.reference not in applied:
+                await check_attempt_at(tx, attempt.reference, now)
+        return Resolution(applied=tuple(applied), confirmed=tuple(confirmed))
 
     async def move_ride(
         self, tx: DbTx, ride: RidePayment, to: RideStatus, now: float, **fields: Any

@@ -86,8 +86,8 @@ async def record_send(
     return "its claim to call KasPro lapsed"
 
 
-async def attempts_of(tx: DbTx, transaction_id: str) -> list[Attempt]:
-    rows = await tx.fetch_all(
+async def attempts_of(source: Source, transaction_id: str) -> list[Attempt]:
+    rows = await source.fetch_all(
         f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE transaction_id = ? "
         "ORDER BY create_time, leg, reference",
         (transaction_id,),
@@ -194,3 +194,32 @@ async def open_attempt_stats(db: Database) -> tuple[int, float | None]:
     )
     assert row is not None
     return int(row["n"]), row["oldest"]
+
+
+async def list_open_attempts(
+    db: Database,
+    *,
+    status: AttemptStatus | None,
+    transaction_id: str,
+    after: tuple[float, str] | None,
+    limit: int,
+) -> list[Attempt]:
+    """Open attempts, oldest first, after the cursor ``after`` (create_time, reference);
+    only those in ``status`` and of ``transaction_id`` when given (the operators' list)."""
+    clauses = ["status IN ('pending', 'processing')"]
+    params: list[object] = []
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status.value)
+    if transaction_id:
+        clauses.append("transaction_id = ?")
+        params.append(transaction_id)
+    if after is not None:
+        clauses.append("(create_time > ? OR (create_time = ? AND reference > ?))")
+        params += [after[0], after[0], after[1]]
+    rows = await db.fetch_all(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE {' AND '.join(clauses)} "
+        "ORDER BY create_time, reference LIMIT ?",
+        (*params, limit),
+    )
+    return [_attempt(row) for row in rows]

@@ -69,6 +69,65 @@ async def claim_parked_callback(db: Database, callback_id: int, now: float, unti
     )
 
 
+@dataclass(frozen=True)
+class StoredCallback:
+    """A stored callback's state, without its raw body (the operators' view)."""
+
+    id: int
+    status: str
+    reference: str
+    tries: int
+    received_at: float
+    next_try_at: float | None
+
+
+_STORED_COLUMNS = "id, status, reference, tries, received_at, next_try_at"
+
+
+def _stored(row: Row) -> StoredCallback:
+    return StoredCallback(**row)
+
+
+async def load_callback(db: Database, callback_id: int) -> StoredCallback | None:
+    row = await db.fetch_one(
+        f"SELECT {_STORED_COLUMNS} FROM callbacks WHERE id = ?", (callback_id,)
+    )
+    return None if row is None else _stored(row)
+
+
+async def list_parked_callbacks(
+    db: Database, *, reference: str, after_id: int, limit: int
+) -> list[StoredCallback]:
+    """Parked callbacks in arrival order after ``after_id`` (a page token), optionally only
+    those naming ``reference``."""
+    where = "status = 'parked' AND id > ?"
+    params: list[object] = [after_id]
+    if reference:
+        where += " AND reference = ?"
+        params.append(reference)
+    rows = await db.fetch_all(
+        f"SELECT {_STORED_COLUMNS} FROM callbacks WHERE {where} ORDER BY id LIMIT ?",
+        (*params, limit),
+    )
+    return [_stored(row) for row in rows]
+
+
+async def claim_parked_callback_now(
+    db: Database, callback_id: int, next_try_at: float, until: float
+) -> Row | None:
+    """Claim parked callback ``callback_id`` for a retry out of its turn (an operator's),
+    as a reconciler pass claims a due one: its next try put off to ``until``, if it is
+    still parked with the ``next_try_at`` the operator's read found (else None: a pass
+    took it, or it was handled meanwhile). Its raw body and tries, claimed."""
+    return await db.run(
+        lambda tx: tx.fetch_one(
+            "UPDATE callbacks SET next_try_at = ? "
+            "WHERE id = ? AND status = 'parked' AND next_try_at = ? RETURNING raw, tries",
+            (until, callback_id, next_try_at),
+        )
+    )
+
+
 # Stored but never applied (still 'received'): its receiver failed after storing it. From
 # their partial index, in arrival order (``+id`` as above).
 UNAPPLIED_CALLBACKS_SQL = (

@@ -57,6 +57,13 @@ async def lock_operation(tx: DbTx, reference: str) -> Transaction | None:
     return None if row is None else _transaction(row)
 
 
+async def lock_transaction(tx: DbTx, transaction_id: str) -> Transaction | None:
+    """Transaction ``transaction_id``, locked as ``lock_operation`` locks it (an operator's
+    resolution of a frozen operation names it by id)."""
+    row = await tx.lock(f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?", (transaction_id,))
+    return None if row is None else _transaction(row)
+
+
 async def move_transaction(
     tx: DbTx, transaction_id: str, to: TxStatus, now: float, **fields: Any
 ) -> Transaction | None:
@@ -123,3 +130,24 @@ async def frozen_count(db: Database) -> int:
 
 # Read from the partial index transactions_frozen alone (migration 0006).
 FROZEN_COUNT_SQL = "SELECT COUNT(*) AS n FROM transactions WHERE frozen != ''"
+
+
+async def list_frozen(
+    db: Database, *, type_: TxType | None, after: tuple[float, str] | None, limit: int
+) -> list[Transaction]:
+    """Operations frozen for review, oldest first, after the cursor ``after``
+    (create_time, id); only those of ``type_`` when given (the operators' list)."""
+    clauses = ["frozen != ''"]
+    params: list[Any] = []
+    if type_ is not None:
+        clauses.append("type = ?")
+        params.append(type_.value)
+    if after is not None:
+        clauses.append("(create_time > ? OR (create_time = ? AND id > ?))")
+        params += [after[0], after[0], after[1]]
+    rows = await db.fetch_all(
+        f"SELECT {_TX_COLUMNS} FROM transactions WHERE {' AND '.join(clauses)} "
+        "ORDER BY create_time, id LIMIT ?",
+        (*params, limit),
+    )
+    return [_transaction(row) for row in rows]

@@ -102,6 +102,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     is safe: it runs the request, or answers the state of a money operation that had
     already started; google.rpc.RetryInfo says when.
     """
+    ERROR_REASON_ATTEMPT_NOT_FOUND: _ErrorReason.ValueType  # 24
+    """NOT_FOUND: no KasPro attempt with this reference (AdminService)."""
+    ERROR_REASON_CALLBACK_NOT_FOUND: _ErrorReason.ValueType  # 25
+    """NOT_FOUND: no stored callback with this id (AdminService)."""
+    ERROR_REASON_DRIFT_NOT_FOUND: _ErrorReason.ValueType  # 26
+    """NOT_FOUND: no drift with this id (AdminService)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons carried in google.rpc.ErrorInfo.reason, with the gRPC code each
@@ -173,6 +179,12 @@ locked for longer than the service waits (5 s). Retrying with the same request_i
 is safe: it runs the request, or answers the state of a money operation that had
 already started; google.rpc.RetryInfo says when.
 """
+ERROR_REASON_ATTEMPT_NOT_FOUND: ErrorReason.ValueType  # 24
+"""NOT_FOUND: no KasPro attempt with this reference (AdminService)."""
+ERROR_REASON_CALLBACK_NOT_FOUND: ErrorReason.ValueType  # 25
+"""NOT_FOUND: no stored callback with this id (AdminService)."""
+ERROR_REASON_DRIFT_NOT_FOUND: ErrorReason.ValueType  # 26
+"""NOT_FOUND: no drift with this id (AdminService)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _AccountType:
@@ -482,6 +494,10 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A wallet was linked with an OTP; `account` holds it."""
     EVENT_TYPE_KYC_UPGRADED: _EventType.ValueType  # 4
     """A customer passed eKYC; `account` holds it."""
+    EVENT_TYPE_ADMIN_ACTION: _EventType.ValueType  # 5
+    """An operator acted through the AdminService; `admin_action` holds its audit
+    record.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What an event reports."""
@@ -496,7 +512,67 @@ EVENT_TYPE_ACCOUNT_LINKED: EventType.ValueType  # 3
 """A wallet was linked with an OTP; `account` holds it."""
 EVENT_TYPE_KYC_UPGRADED: EventType.ValueType  # 4
 """A customer passed eKYC; `account` holds it."""
+EVENT_TYPE_ADMIN_ACTION: EventType.ValueType  # 5
+"""An operator acted through the AdminService; `admin_action` holds its audit
+record.
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _AdminActionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AdminActionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdminActionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ADMIN_ACTION_TYPE_UNSPECIFIED: _AdminActionType.ValueType  # 0
+    """Not used."""
+    ADMIN_ACTION_TYPE_INQUIRE_ATTEMPT: _AdminActionType.ValueType  # 1
+    """InquireAttempt: KasPro was asked about one attempt."""
+    ADMIN_ACTION_TYPE_RESOLVE_FROZEN_OPERATION: _AdminActionType.ValueType  # 2
+    """ResolveFrozenOperation: the outcome KasPro confirmed was applied."""
+    ADMIN_ACTION_TYPE_RETRY_PARKED_CALLBACK: _AdminActionType.ValueType  # 3
+    """RetryParkedCallback: a parked callback was handled again."""
+    ADMIN_ACTION_TYPE_ACKNOWLEDGE_DRIFT: _AdminActionType.ValueType  # 4
+    """AcknowledgeDrift: an open drift was acknowledged."""
+
+class AdminActionType(_AdminActionType, metaclass=_AdminActionTypeEnumTypeWrapper):
+    """An operator's action through the AdminService."""
+
+ADMIN_ACTION_TYPE_UNSPECIFIED: AdminActionType.ValueType  # 0
+"""Not used."""
+ADMIN_ACTION_TYPE_INQUIRE_ATTEMPT: AdminActionType.ValueType  # 1
+"""InquireAttempt: KasPro was asked about one attempt."""
+ADMIN_ACTION_TYPE_RESOLVE_FROZEN_OPERATION: AdminActionType.ValueType  # 2
+"""ResolveFrozenOperation: the outcome KasPro confirmed was applied."""
+ADMIN_ACTION_TYPE_RETRY_PARKED_CALLBACK: AdminActionType.ValueType  # 3
+"""RetryParkedCallback: a parked callback was handled again."""
+ADMIN_ACTION_TYPE_ACKNOWLEDGE_DRIFT: AdminActionType.ValueType  # 4
+"""AcknowledgeDrift: an open drift was acknowledged."""
+Global___AdminActionType: _TypeAlias = AdminActionType  # noqa: Y015
+
+class _AdminActionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AdminActionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdminActionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ADMIN_ACTION_OUTCOME_UNSPECIFIED: _AdminActionOutcome.ValueType  # 0
+    """Not used."""
+    ADMIN_ACTION_OUTCOME_DONE: _AdminActionOutcome.ValueType  # 1
+    """It was carried out."""
+    ADMIN_ACTION_OUTCOME_REFUSED: _AdminActionOutcome.ValueType  # 2
+    """The state did not allow it, or its target does not exist: nothing changed."""
+
+class AdminActionOutcome(_AdminActionOutcome, metaclass=_AdminActionOutcomeEnumTypeWrapper):
+    """How an operator's action ended."""
+
+ADMIN_ACTION_OUTCOME_UNSPECIFIED: AdminActionOutcome.ValueType  # 0
+"""Not used."""
+ADMIN_ACTION_OUTCOME_DONE: AdminActionOutcome.ValueType  # 1
+"""It was carried out."""
+ADMIN_ACTION_OUTCOME_REFUSED: AdminActionOutcome.ValueType  # 2
+"""The state did not allow it, or its target does not exist: nothing changed."""
+Global___AdminActionOutcome: _TypeAlias = AdminActionOutcome  # noqa: Y015
 
 @_typing.final
 class Balance(_message.Message):
@@ -903,6 +979,68 @@ class RidePayment(_message.Message):
 Global___RidePayment: _TypeAlias = RidePayment  # noqa: Y015
 
 @_typing.final
+class AdminAction(_message.Message):
+    """One row of the audit of operators' actions (the admin_actions table)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.int
+    """The audit row's id, increasing."""
+    caller: _builtins.str
+    """The caller name of the operator's token."""
+    action: Global___AdminActionType.ValueType
+    """What was done."""
+    target: _builtins.str
+    """What it was done to: `transaction:<id>`, `attempt:<reference>`,
+    `callback:<id>` or `drift:<id>`.
+    """
+    reason: _builtins.str
+    """Why, as the operator wrote it."""
+    request_id: _builtins.str
+    """The request_id of the operator's request (its idempotency key)."""
+    outcome: Global___AdminActionOutcome.ValueType
+    """Done or refused."""
+    detail: _builtins.str
+    """What it did, or why it was refused."""
+    error_reason: _builtins.str
+    """For a refusal: the ErrorReason name it was refused with."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was done."""
+
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.int = ...,
+        caller: _builtins.str = ...,
+        action: Global___AdminActionType.ValueType = ...,
+        target: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        outcome: Global___AdminActionOutcome.ValueType = ...,
+        detail: _builtins.str = ...,
+        error_reason: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "action_id", b"action_id", "caller", b"caller", "detail", b"detail", "error_reason", b"error_reason", "occur_time", b"occur_time", "outcome", b"outcome", "reason", b"reason", "request_id", b"request_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminAction: _TypeAlias = AdminAction  # noqa: Y015
+
+@_typing.final
 class Event(_message.Message):
     """A state change, from the service's outbox. Delivery is at least once: use
     event_id (or sequence) to drop duplicates.
@@ -917,6 +1055,7 @@ class Event(_message.Message):
     TRANSACTION_FIELD_NUMBER: _builtins.int
     RIDE_PAYMENT_FIELD_NUMBER: _builtins.int
     ACCOUNT_FIELD_NUMBER: _builtins.int
+    ADMIN_ACTION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in the service-wide event log: strictly increasing, no gaps."""
     event_id: _builtins.str
@@ -942,6 +1081,10 @@ class Event(_message.Message):
         the rest of the account is KasPro's, read with GetAccount.
         """
 
+    @_builtins.property
+    def admin_action(self) -> Global___AdminAction:
+        """For EVENT_TYPE_ADMIN_ACTION: the audit record of what an operator did."""
+
     def __init__(
         self,
         *,
@@ -952,12 +1095,13 @@ class Event(_message.Message):
         transaction: Global___Transaction | None = ...,
         ride_payment: Global___RidePayment | None = ...,
         account: Global___Account | None = ...,
+        admin_action: Global___AdminAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "occurred_at", b"occurred_at", "ride_payment", b"ride_payment", "subject", b"subject", "transaction", b"transaction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "admin_action", b"admin_action", "occurred_at", b"occurred_at", "ride_payment", b"ride_payment", "subject", b"subject", "transaction", b"transaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "event_id", b"event_id", "occurred_at", b"occurred_at", "ride_payment", b"ride_payment", "sequence", b"sequence", "subject", b"subject", "transaction", b"transaction", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "admin_action", b"admin_action", "event_id", b"event_id", "occurred_at", b"occurred_at", "ride_payment", b"ride_payment", "sequence", b"sequence", "subject", b"subject", "transaction", b"transaction", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["transaction", "ride_payment", "account"]  # noqa: Y015
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["transaction", "ride_payment", "account", "admin_action"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
 
