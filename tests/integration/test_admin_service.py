@@ -296,7 +296,9 @@ async def test_a_frozen_capture_cannot_be_stated_failed_nor_succeeded_past_a_ref
 ) -> None:
     """KasPro refused the payout out of escrow (escrow emptied at the sandbox): the capture
     is frozen with that leg failed and the others never sent. The ride payment has no way
-    back from CAPTURING, so "failed" is refused; "succeeded" contradicts the failed leg."""
+    back from CAPTURING, so "failed" is refused; "succeeded", of the whole operation or of
+    another leg, could never complete it (it would leave it PROCESSING and unfrozen, out
+    of every list): refused too."""
     await h.onboard(LOCAL, 100_000)
     await h.onboard("085712345678", name="Sari")
     await h.payments.AuthorizeRidePayment(
@@ -325,17 +327,24 @@ async def test_a_frozen_capture_cannot_be_stated_failed_nor_succeeded_past_a_ref
     assert why
     ledger = await h.ledger()
 
-    for n, outcome in enumerate((pb.CONFIRMED_OUTCOME_FAILED, pb.CONFIRMED_OUTCOME_SUCCEEDED)):
-        failure = await expect_failure(
-            admin(h).ResolveFrozenOperation(
-                resolve(capture_id, outcome, f"resolve-{n}"), metadata=ADMIN
-            )
-        )
-        assert_failure(failure, PRECONDITION, "INVALID_STATE")
-    assert (
-        "out of escrow" in (await actions_of(h.running.db, f"transaction:{capture_id}"))[0].detail
+    legs = await h.running.db.fetch_all(
+        "SELECT reference, status FROM attempts WHERE transaction_id = ? ORDER BY reference",
+        (capture_id,),
     )
-    assert "already failed, not succeeded" in failure.message
+    other = next(str(leg["reference"]) for leg in legs if leg["status"] != "failed")
+    tries = [
+        resolve(capture_id, pb.CONFIRMED_OUTCOME_FAILED, "resolve-0"),
+        resolve(capture_id, pb.CONFIRMED_OUTCOME_SUCCEEDED, "resolve-1"),
+        resolve(capture_id, pb.CONFIRMED_OUTCOME_SUCCEEDED, "resolve-2", reference=other),
+    ]
+    for request in tries:
+        failure = await expect_failure(admin(h).ResolveFrozenOperation(request, metadata=ADMIN))
+        assert_failure(failure, PRECONDITION, "INVALID_STATE")
+        assert "already failed" in failure.message
+        assert "cannot complete" in failure.message
+    audited = await actions_of(h.running.db, f"transaction:{capture_id}")
+    assert [a.outcome for a in audited] == ["refused"] * 3
+    assert all("out of escrow" in a.detail for a in audited)
     assert await frozen(h, capture_id) == why
     assert await h.ledger() == ledger
 

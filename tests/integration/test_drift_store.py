@@ -94,3 +94,24 @@ async def test_drifts_are_listed_in_pages_and_filtered(h: Harness) -> None:
     assert [d.theirs_idr for d in still_open] == [2, 3, 4, 5]
     one = await list_drifts(db, account="subscriber:6281234567803")
     assert [d.theirs_idr for d in one] == [4]
+
+
+async def test_an_acknowledged_difference_gone_and_back_is_a_new_drift(h: Harness) -> None:
+    """A missed top-up of 50,000 acknowledged, then put right (the books agree); months
+    later another 50,000 goes missing: a new drift, not the known one."""
+    db = h.running.db
+    drift = await db.run(lambda tx: record_drift(tx, ACCOUNT, DriftKind.BALANCE, 0, 50_000, 10.0))
+    assert drift is not None
+    await db.run(lambda tx: acknowledge_drift(tx, drift.id, "ops", "ticket 7", 11.0))
+    cleared = await db.run(lambda tx: clear_drift(tx, ACCOUNT, DriftKind.BALANCE, 12.0))
+    assert cleared is not None
+    assert cleared.status == DriftStatus.CLEARED
+    # Who acknowledged it, and why, stay.
+    assert (cleared.closed_by, cleared.reason, cleared.closed_at) == ("ops", "ticket 7", 11.0)
+    again = await db.run(
+        lambda tx: record_drift(tx, ACCOUNT, DriftKind.BALANCE, 100_000, 150_000, 99.0)
+    )
+    assert again is not None
+    assert again.id != drift.id
+    assert again.status == DriftStatus.OPEN
+    assert await open_drifts(db) == 1

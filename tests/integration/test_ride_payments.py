@@ -35,7 +35,7 @@ from .conftest import (
     failure_of,
     wait_for,
 )
-from .helpers import frozen, get_transaction, last_sequence
+from .helpers import body, frozen, get_transaction, last_sequence, post
 
 PASSENGER = LOCAL
 DRIVER = OTHER_LOCAL
@@ -1230,3 +1230,31 @@ async def test_event_stream_of_a_ride_is_ordered_without_gaps_and_resumable(h: H
     assert [(e.sequence, e.event_id) for e in resumed] == [
         (e.sequence, e.event_id) for e in events[middle:]
     ]
+
+
+async def test_a_frozen_hold_is_neither_captured_voided_nor_expired(h: Harness) -> None:
+    """KasPro says the hold failed after it had said it succeeded: the hold is frozen, and
+    money KasPro may never have moved into escrow is not paid out of it — by a capture, a
+    void or the sweeper — until an operator resolved it."""
+    await h.restart(
+        h.with_config(limits=dataclasses.replace(h.config.limits, hold_lifetime_seconds=60))
+    )
+    await authorized(h)
+    row = await h.running.db.fetch_one(
+        "SELECT hold_transaction FROM ride_payments WHERE ride_id = ?", (RIDE,)
+    )
+    assert row is not None
+    raw = body(reference("hold"), "OLSFQ9", "FAILED", amount=str(HELD), mobile=PASSENGER)
+    assert (await post(h, raw)).status_code == 200
+    assert await frozen(h, str(row["hold_transaction"]))
+    before = await books(h)
+
+    for call in (do_capture(h), do_void(h)):
+        failure = await expect_failure(call)
+        assert_failure(failure, FAILED_PRECONDITION, "INVALID_STATE")
+        assert "frozen" in failure.message
+    await h.settle(advance_seconds=120)  # past its lifetime: the sweeper leaves it
+
+    assert (await get_ride(h)).status == AUTHORIZED
+    assert await calls(h, P2P_PATH) == 0
+    assert await books(h) == before

@@ -846,6 +846,29 @@ class Engine:
                     f"transaction {transaction_id} has no attempt {reference}",
                 )
             )
+        escrow_out = transaction.type in (TxType.RIDE_CAPTURE, TxType.RIDE_VOID)
+        failed = [a for a in attempts if a.status is AttemptStatus.FAILED]
+        if escrow_out and failed:
+            # Whatever is stated of the other legs, the operation could never end: it
+            # would leave the freeze for PROCESSING forever, and out of every list.
+            return Resolution(
+                WalletError(
+                    Reason.INVALID_STATE,
+                    f"leg {failed[0].leg} of {transaction.type.value} already failed: money "
+                    "out of escrow has no way back and the operation cannot complete; make "
+                    "the correction with a new operation",
+                )
+            )
+        unsent = [a for a in targets if _never_sent(a)]
+        if reference and unsent:
+            return Resolution(
+                WalletError(
+                    Reason.INVALID_STATE,
+                    f"attempt {reference} was never sent to KasPro: there is no outcome to "
+                    "confirm; resolve the operation without naming it, and its legs not sent "
+                    "yet are sent under the ordinary rules once it is unfrozen",
+                )
+            )
         for attempt in targets:
             if not attempt.status.is_open and State(attempt.status.value) is not state:
                 return Resolution(
@@ -856,10 +879,7 @@ class Engine:
                         "with a new operation",
                     )
                 )
-            if state is State.FAILED and transaction.type in (
-                TxType.RIDE_CAPTURE,
-                TxType.RIDE_VOID,
-            ):
+            if state is State.FAILED and escrow_out:
                 return Resolution(
                     WalletError(
                         Reason.INVALID_STATE,
@@ -887,6 +907,8 @@ class Engine:
             if not attempt.status.is_open:
                 confirmed.append(attempt.reference)
                 continue
+            if _never_sent(attempt):
+                continue  # KasPro cannot have confirmed it: sent under the ordinary rules
             current = await load_transaction(tx, transaction_id)
             assert current is not None
             await self._apply(
@@ -925,6 +947,11 @@ class Engine:
 
 
 EXPIRED_REASON = "expired: not captured within its lifetime"
+
+
+def _never_sent(attempt: Attempt) -> bool:
+    """An attempt no send of ours ever left for (every send is recorded before the call)."""
+    return attempt.status is AttemptStatus.PENDING and attempt.last_sent_at is None
 
 
 def _mismatch(attempt: Attempt, result: Result) -> str:

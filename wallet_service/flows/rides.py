@@ -38,6 +38,7 @@ from wallet_service.store.attempts import has_unanswered_attempt
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.events import append_event, snapshot
 from wallet_service.store.rides import expired_holds, insert_ride, load_ride, ride_operation
+from wallet_service.store.transactions import load_transaction
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class RidePayments:
     async def _start_capture(
         self, tx: DbTx, now: float, ride: RidePayment, driver: MobileNumber, split: money.Capture
     ) -> Created:
+        await _refuse_frozen_hold(tx, ride)
         ride_id = ride.ride_id
         passenger = parse_mobile_number(ride.passenger)
         capture = self._ops.new_transaction(
@@ -189,6 +191,7 @@ class RidePayments:
             ride = await self._ride_in(ride_id, RideStatus.AUTHORIZED, "voided")
 
             async def create(tx: DbTx, now: float) -> Created:
+                await _refuse_frozen_hold(tx, ride)
                 created = await self._start_void(tx, now, ride, reason)
                 if created is None:  # a concurrent capture or void got there first
                     raise WalletError(Reason.INVALID_STATE, "the ride payment changed meanwhile")
@@ -211,6 +214,8 @@ class RidePayments:
 
     async def _expire(self, ride: RidePayment) -> Created | None:
         async def start(tx: DbTx) -> Created | None:
+            if await _hold_frozen(tx, ride):
+                return None  # left AUTHORIZED until an operator resolves its hold
             return await self._start_void(tx, self._engine.now(), ride, EXPIRED_REASON)
 
         return await self._ops.db.run(start)
@@ -276,3 +281,19 @@ class RidePayments:
                 f"a ride payment can be {verb} only when {status.value}; it is {ride.status.value}",
             )
         return ride
+
+
+async def _hold_frozen(tx: DbTx, ride: RidePayment) -> bool:
+    """Whether KasPro's answers about the ride's hold disagree (frozen for review): money
+    KasPro may never have moved into escrow must not be paid out of it."""
+    hold = await load_transaction(tx, ride.hold_transaction)
+    return hold is not None and bool(hold.frozen)
+
+
+async def _refuse_frozen_hold(tx: DbTx, ride: RidePayment) -> None:
+    if await _hold_frozen(tx, ride):
+        raise WalletError(
+            Reason.INVALID_STATE,
+            "the ride's hold is frozen for review (KasPro's answers about it disagree): "
+            "it can be captured or voided once an operator resolved it",
+        )

@@ -56,8 +56,8 @@ async def record_drift(
 ) -> Drift | None:
     """Record that ``account`` differs now: the open drift, renewed with these figures, or
     a new one. None when the difference is the one an operator acknowledged last for this
-    account and kind (known, and in someone's hands): it is not opened again until the
-    difference changes."""
+    account and kind, and the books have not agreed since (known, and in someone's
+    hands): it is not opened again until the difference changes."""
     if ours_idr == theirs_idr:
         raise ValueError("a drift needs two different figures")
     open_row = await tx.fetch_one(
@@ -90,11 +90,14 @@ async def record_drift(
 
 
 async def clear_drift(tx: DbTx, account: str, kind: DriftKind, now: float) -> Drift | None:
-    """The books of ``account`` agree again: its open drift (if any) is cleared."""
+    """The books of ``account`` agree again: its open drift (if any) is cleared. So is an
+    acknowledged one, keeping who acknowledged it and why: the difference it stood for
+    is gone, and the same difference seen later is a new drift, not the known one."""
     row = await tx.fetch_one(
-        "UPDATE drifts SET status = 'cleared', closed_at = ?, closed_by = 'drift check', "
-        "reason = 'the figures agree again' "
-        "WHERE account = ? AND kind = ? AND status = 'open' RETURNING id",
+        "UPDATE drifts SET status = 'cleared', closed_at = COALESCE(closed_at, ?), "
+        "closed_by = CASE WHEN status = 'open' THEN 'drift check' ELSE closed_by END, "
+        "reason = CASE WHEN status = 'open' THEN 'the figures agree again' ELSE reason END "
+        "WHERE account = ? AND kind = ? AND status IN ('open', 'acknowledged') RETURNING id",
         (now, account, kind.value),
     )
     return None if row is None else await load_drift(tx, int(row["id"]))
