@@ -41,6 +41,11 @@ class Isolation(enum.Enum):
     # As if the transactions had run one after the other: a body may decide on anything
     # it read. The server refuses one of two that conflict, and the body runs again.
     SERIALIZABLE = "serializable"
+    # One snapshot for the whole body, and no predicate locks: for a body that only needs
+    # its reads consistent with each other and writes nothing it decided on from rows
+    # others write, beyond compare-and-sets and unique keys (the drift check). Refused
+    # when a row it updates changed since its snapshot (40001), and run again.
+    SNAPSHOT = "repeatable_read"
     # Each statement sees what is committed when it starts. Only for a body whose first
     # statement is a ``Transaction.lock`` of the one row that every writer of what it
     # decides on locks first: the lock makes those writers take turns, and past it every

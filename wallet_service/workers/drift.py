@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from wallet_service.domain.phone import MobileNumber, parse_mobile_number
 from wallet_service.kaspro import KasProCallbackInvalid, KasProClient, KasProError, parse_callback
 from wallet_service.logs import new_trace_id, traced
-from wallet_service.store.database import Database
+from wallet_service.store.database import Database, Isolation
 from wallet_service.store.database import Transaction as DbTx
 from wallet_service.store.drift_checks import (
     ESCROW,
@@ -45,6 +45,12 @@ from wallet_service.store.drift_checks import (
 from wallet_service.store.drifts import Drift, DriftKind, clear_drift, record_drift
 
 log = logging.getLogger(__name__)
+
+# Every transaction of the check: its reads need only be consistent with each other, and
+# what it writes is its own rows, by compare-and-set or unique key. At SERIALIZABLE its
+# wide reads (every open attempt, ride and parked callback) would take predicate locks
+# that money transactions then conflict with.
+SNAPSHOT = Isolation.SNAPSHOT
 
 SUBSCRIBER = "subscriber:"
 # KasPro inquiries of one pass at once.
@@ -117,10 +123,11 @@ class DriftCheck:
         report = PassReport()
         await self._check_escrow(report, every=0.0 if every_wallet else self._interval)
         if every_wallet:
-            await self._db.run(lambda tx: note_every_wallet(tx, self._clock()))
+            await self._db.run(lambda tx: note_every_wallet(tx, self._clock()), SNAPSHOT)
         else:
             await self._db.run(
-                lambda tx: note_activity(tx, self._clock(), COMMIT_MARGIN_SECONDS, self._interval)
+                lambda tx: note_activity(tx, self._clock(), COMMIT_MARGIN_SECONDS, self._interval),
+                SNAPSHOT,
             )
         token = f"{self._db.incarnation}:{secrets.token_hex(6)}"
 
@@ -137,7 +144,7 @@ class DriftCheck:
                 None if every_wallet else self._batch,
             )
 
-        accounts = await self._db.run(claim)
+        accounts = await self._db.run(claim, SNAPSHOT)
         if accounts:
             await self._compare(accounts, token, report)
         return report
@@ -165,7 +172,7 @@ class DriftCheck:
             drift = await record_drift(tx, ESCROW, DriftKind.HOLDS, ours, holds, now)
             return True, ours, holds, drift, None
 
-        checked, ours, holds, recorded, cleared = await self._db.run(check)
+        checked, ours, holds, recorded, cleared = await self._db.run(check, SNAPSHOT)
         report.escrow_checked = checked
         if ours != holds:
             report.differences[ESCROW] = (ours, holds)
@@ -173,7 +180,7 @@ class DriftCheck:
 
     async def _compare(self, accounts: list[str], token: str, report: PassReport) -> None:
         compared_at = self._clock()
-        before = await self._db.run(lambda tx: _snapshot(tx, accounts))
+        before = await self._db.run(lambda tx: _snapshot(tx, accounts), SNAPSHOT)
         busy = _busy(accounts, before.flight)
         quiet = [a for a in accounts if a not in busy]
         balances = dict(
@@ -183,14 +190,16 @@ class DriftCheck:
                 strict=True,
             )
         )
-        after = await self._db.run(lambda tx: _snapshot(tx, accounts))
+        after = await self._db.run(lambda tx: _snapshot(tx, accounts), SNAPSHOT)
         busy |= _busy(accounts, after.flight)
         for account in accounts:
             theirs = balances.get(account)
             ours = after.figures[account]
             if theirs is None or account in busy or ours != before.figures[account]:
                 # Something moved (or KasPro did not answer): no comparison this time.
-                await self._db.run(functools.partial(self._release, account=account, token=token))
+                await self._db.run(
+                    functools.partial(self._release, account=account, token=token), SNAPSHOT
+                )
                 report.skipped.append(account)
                 continue
             verdict = await self._db.run(
@@ -201,7 +210,8 @@ class DriftCheck:
                     compared_at=compared_at,
                     ours=ours.balance_idr,
                     theirs=theirs,
-                )
+                ),
+                SNAPSHOT,
             )
             if verdict.lost:
                 report.skipped.append(account)
