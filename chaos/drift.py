@@ -26,15 +26,7 @@ async def sweep(service_env: Mapping[str, str], sandbox_url: str) -> Check:
     db = await Database.open(config.database, pool_size=2)
     kaspro = KasProClient(config.kaspro_settings(sandbox_url))
     try:
-        drift_check = DriftCheck(
-            db,
-            kaspro,
-            time.time,
-            interval_seconds=config.drift_check_interval_seconds,
-            batch=config.drift_check_batch,
-            confirm_seconds=0.0,
-            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
-        )
+        drift_check = DriftCheck.configured(db, kaspro, time.time, config, confirm_seconds=0.0)
         first = await drift_check.run_once(every_wallet=True)
         second = await drift_check.run_once(every_wallet=True)
         still_open = await list_drifts(db, status=DriftStatus.OPEN, limit=MAX_LISTED)

@@ -161,15 +161,7 @@ async def start(
             inquiry_timeout_seconds=config.kaspro_timeout_seconds,
             overdue_after_seconds=config.reconcile_overdue_seconds,
         )
-        drift_check = DriftCheck(
-            db,
-            kaspro,
-            clock,
-            interval_seconds=config.drift_check_interval_seconds,
-            batch=config.drift_check_batch,
-            confirm_seconds=config.drift_confirm_seconds,
-            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
-        )
+        drift_check = DriftCheck.configured(db, kaspro, clock, config)
         serving = asyncio.Event()  # set while serving; /healthz reads it
         reachable = asyncio.Event()  # set while the database answers
         reachable.set()

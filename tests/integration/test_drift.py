@@ -267,15 +267,7 @@ async def another_replica(h: Harness) -> AsyncIterator[DriftCheck]:
     db = await Database.open(config.database, pool_size=4)
     kaspro = KasProClient(config.kaspro_settings(h.sandbox_url), clock=h.clock)
     try:
-        yield DriftCheck(
-            db,
-            kaspro,
-            h.clock,
-            interval_seconds=config.drift_check_interval_seconds,
-            batch=config.drift_check_batch,
-            confirm_seconds=config.drift_confirm_seconds,
-            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
-        )
+        yield DriftCheck.configured(db, kaspro, h.clock, config)
     finally:
         await kaspro.aclose()
         await db.close()

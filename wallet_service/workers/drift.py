@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from wallet_service.config import Config
 from wallet_service.domain.phone import MobileNumber, parse_mobile_number
 from wallet_service.kaspro import KasProCallbackInvalid, KasProClient, KasProError, parse_callback
 from wallet_service.logs import new_trace_id, traced
@@ -115,6 +116,30 @@ class DriftCheck:
         rounds = -(-batch // CONCURRENT_INQUIRIES)
         self._claim_seconds = (rounds + 2) * inquiry_timeout_seconds + COMMIT_MARGIN_SECONDS
         self._slots = asyncio.Semaphore(CONCURRENT_INQUIRIES)
+
+    @classmethod
+    def configured(
+        cls,
+        db: Database,
+        kaspro: KasProClient,
+        clock: Callable[[], float],
+        config: Config,
+        *,
+        confirm_seconds: float | None = None,
+    ) -> DriftCheck:
+        """The check as ``config`` sets it (a replica's; chaos's final sweep confirms at
+        once, ``confirm_seconds=0``)."""
+        return cls(
+            db,
+            kaspro,
+            clock,
+            interval_seconds=config.drift_check_interval_seconds,
+            batch=config.drift_check_batch,
+            confirm_seconds=(
+                config.drift_confirm_seconds if confirm_seconds is None else confirm_seconds
+            ),
+            inquiry_timeout_seconds=config.kaspro_timeout_seconds,
+        )
 
     async def run_once(self, *, every_wallet: bool = False) -> PassReport:
         """One pass: escrow's holds (once per interval across replicas), then a batch of
