@@ -12,8 +12,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
-from wallet.v1 import payment_service_pb2
+from metric_labels import families, value
+from wallet.v1 import admin_service_pb2, admin_service_pb2_grpc, payment_service_pb2
 
 from wallet_service.domain.phone import parse_mobile_number
 from wallet_service.kaspro import KasProClient
@@ -23,6 +25,7 @@ from wallet_service.store.drifts import DriftKind, DriftStatus, list_drifts, ope
 from wallet_service.workers.drift import COMMIT_MARGIN_SECONDS, DriftCheck
 
 from .conftest import (
+    ADMIN,
     CANONICAL,
     DEADLINE,
     DISPATCH,
@@ -123,6 +126,17 @@ async def test_a_credit_the_service_never_heard_of_is_a_drift_until_the_books_ag
     assert drift.detected_at == drift.last_seen_at == h.clock.now
     assert await list_drifts(h.running.db) == [drift]
     assert await open_drifts(h.running.db) == 1
+    # Exported on /metrics, and listed to operators by the AdminService.
+    async with httpx.AsyncClient() as client:
+        scraped = await client.get(f"http://127.0.0.1:{h.running.http_port}/metrics")
+    assert value(families(scraped.text), "wallet_drifts_open") == 1
+    assert h.channel is not None
+    listed = await admin_service_pb2_grpc.AdminServiceStub(h.channel).ListDrifts(
+        admin_service_pb2.ListDriftsRequest(), metadata=ADMIN, timeout=DEADLINE
+    )
+    assert [(d.drift_id, d.ours_idr, d.theirs_idr) for d in listed.drifts] == [
+        (drift.id, 90_000, 140_000)
+    ]
     # Recorded, never "fixed": the check wrote no ledger line.
     assert await ledger_line_count(h) == lines
     warnings = [
