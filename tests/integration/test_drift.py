@@ -19,6 +19,7 @@ from wallet.v1 import admin_service_pb2, admin_service_pb2_grpc, payment_service
 
 from wallet_service.domain.phone import parse_mobile_number
 from wallet_service.kaspro import KasProClient
+from wallet_service.store.callbacks import store_callback
 from wallet_service.store.database import Database
 from wallet_service.store.drift_checks import difference_of
 from wallet_service.store.drifts import DriftKind, DriftStatus, list_drifts, open_drifts
@@ -36,11 +37,14 @@ from .conftest import (
     wait_for,
 )
 from .helpers import (
+    DEV_SECRET,
     SUCCEEDED,
+    body,
     callback_url,
     lost_top_up,
     pending_cash_out,
     send,
+    sign,
     transfer,
     until_status,
 )
@@ -224,6 +228,32 @@ async def test_no_comparison_while_a_stored_callback_is_not_applied(h: Harness) 
     assert done.compared == [ACCOUNT]
     assert (done.differences, done.recorded) == ({}, [])
     assert await list_drifts(h.running.db) == []
+
+
+async def test_a_stored_duplicate_of_a_booked_top_up_does_not_hold_the_wallet_back(
+    h: Harness,
+) -> None:
+    """A replica killed between storing a callback and applying it leaves it stored; if
+    KasPro's retry was applied elsewhere meanwhile, the stored one can change nothing
+    (applied a minute later as a duplicate): the wallet is compared all the same."""
+    await h.onboard(LOCAL)
+    sent = await h.top_up(LOCAL, 40_000)
+    raw = body(
+        sent["requestId"],
+        sent["reffId"],
+        amount="40000",
+        type="TOPUP",
+        channel="VA",
+        vaNumber=VA,
+    )
+    timestamp = str(int(h.clock()))
+    await store_callback(h.running.db, raw, timestamp, sign(DEV_SECRET, timestamp, raw), h.clock())
+    h.clock.advance(SETTLED)
+
+    report = await h.check_drift()
+
+    assert report.compared == [ACCOUNT]
+    assert (report.skipped, report.differences) == ([], {})
 
 
 async def test_a_top_up_booked_while_kaspro_is_asked_is_no_difference(h: Harness) -> None:

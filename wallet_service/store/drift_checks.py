@@ -205,6 +205,32 @@ async def in_flight(source: Source) -> InFlight:
     )
 
 
+async def settled_references(
+    source: Source, request_ids: Sequence[str], reff_ids: Sequence[str]
+) -> frozenset[str]:
+    """Of ``request_ids``, the attempts already final; of ``reff_ids``, the top-ups already
+    booked: a callback naming one of them can no longer change the books (a late
+    duplicate, or a contradiction that freezes an operation and books nothing)."""
+    found: set[str] = set()
+    if request_ids:
+        rows = await source.fetch_all(
+            "SELECT reference FROM attempts WHERE status IN ('succeeded', 'failed') "
+            f"AND reference IN ({', '.join('?' * len(request_ids))})",
+            tuple(request_ids),
+        )
+        found.update(str(row["reference"]) for row in rows)
+    if reff_ids:
+        rows = await source.fetch_all(
+            # From the top-ups' unique index (migration 0008's transactions_topup_reference).
+            "SELECT kaspro_reference FROM transactions "
+            "WHERE type IN ('TOP_UP', 'DRIVER_DEPOSIT') "
+            f"AND kaspro_reference IN ({', '.join('?' * len(reff_ids))})",
+            tuple(reff_ids),
+        )
+        found.update(str(row["kaspro_reference"]) for row in rows)
+    return frozenset(found)
+
+
 async def claim_escrow_check(tx: DbTx, now: float, every: float) -> bool:
     """Whether this pass checks escrow's holds: once per ``every`` across replicas."""
     await tx.execute(

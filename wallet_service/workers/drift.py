@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import secrets
@@ -42,6 +43,7 @@ from wallet_service.store.drift_checks import (
     note_activity,
     note_every_wallet,
     release_wallet,
+    settled_references,
 )
 from wallet_service.store.drifts import Drift, DriftKind, clear_drift, record_drift
 
@@ -321,7 +323,30 @@ class DriftCheck:
 
 async def _snapshot(tx: DbTx, accounts: list[str]) -> _Snapshot:
     """What is in flight and the accounts' ledger figures, in one transaction."""
-    return _Snapshot(await in_flight(tx), await ledger_figures(tx, accounts))
+    flight = await in_flight(tx)
+    live = await _live_callbacks(tx, flight.callback_bodies)
+    return _Snapshot(
+        dataclasses.replace(flight, callback_bodies=live), await ledger_figures(tx, accounts)
+    )
+
+
+async def _live_callbacks(tx: DbTx, bodies: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The stored callbacks not applied yet that may still move money: not those naming
+    an attempt already final or a top-up already booked (a replica killed between
+    storing a callback and applying it leaves one, applied a minute later as a
+    duplicate: it must not keep its wallet from being compared meanwhile)."""
+    parsed = []
+    for raw in bodies:
+        with contextlib.suppress(KasProCallbackInvalid):
+            parsed.append((raw, parse_callback(raw)))
+    if not parsed:
+        return ()
+    settled = await settled_references(
+        tx, [c.request_id for _, c in parsed], [c.reff_id for _, c in parsed]
+    )
+    return tuple(
+        raw for raw, c in parsed if c.request_id not in settled and c.reff_id not in settled
+    )
 
 
 def _busy(accounts: Iterable[str], flight: InFlight) -> set[str]:
