@@ -5,6 +5,7 @@ real server and the sandbox, on both engines."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 from collections.abc import Awaitable
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from wallet.v1 import admin_service_pb2 as pb
 from wallet.v1 import admin_service_pb2_grpc, common_pb2, payment_service_pb2
 
+from wallet_service.kaspro import kaspro_request_id
 from wallet_service.store.attempts import claim_flight
 from wallet_service.store.audit import actions_of
 from wallet_service.store.callbacks import mark_callback, store_callback
@@ -853,3 +855,74 @@ async def test_hostile_lists(h: Harness, page_size: int, token: str, text: str, 
     ]
     for call, bad_enum, bad_text in calls:
         await judge(call, common | bad_enum | bad_text)
+
+
+async def test_legs_never_sent_are_left_to_the_ordinary_rules_not_confirmed(h: Harness) -> None:
+    """A capture frozen on its payout while KasPro was still answering it (a signed
+    callback reported another amount): the fee and refund legs were never sent. Naming
+    one of them is refused (KasPro cannot have confirmed it); resolving the operation
+    confirms the payout only, and the unsent legs are then sent as usual."""
+    await h.onboard(LOCAL, 100_000)
+    await h.onboard("085712345678", name="Sari")
+    await h.payments.AuthorizeRidePayment(
+        payment_service_pb2.AuthorizeRidePaymentRequest(
+            request_id="auth-1", ride_id="ride-1", passenger_mobile_number=LOCAL, amount_idr=50_000
+        ),
+        metadata=DISPATCH,
+        timeout=DEADLINE,
+    )
+    payout = kaspro_request_id("ride", "ride-1", "payout")
+    fee = kaspro_request_id("ride", "ride-1", "fee")
+    await h.arm_fault("/p2p-transaction/", "delay", delay_seconds=1.0)
+    capturing = asyncio.ensure_future(
+        h.payments.CaptureRidePayment(
+            payment_service_pb2.CaptureRidePaymentRequest(
+                request_id="capture-1",
+                ride_id="ride-1",
+                final_fare_idr=42_000,
+                driver_mobile_number="085712345678",
+                platform_fee_idr=8_000,
+            ),
+            metadata=DISPATCH,
+            timeout=DEADLINE,
+        )
+    )
+
+    async def payout_sent() -> bool:
+        return any(r["requestId"] == payout for r in await h.kaspro_requests("/p2p-transaction/"))
+
+    await wait_for(payout_sent)
+    assert (await post(h, body(payout, "OLSFQ7", amount="34001"))).status_code == 200
+    await capturing
+    row = await h.running.db.fetch_one("SELECT id FROM transactions WHERE type = 'RIDE_CAPTURE'")
+    assert row is not None
+    capture_id = str(row["id"])
+    assert await frozen(h, capture_id)
+    unsent = await h.running.db.fetch_all(
+        "SELECT reference FROM attempts WHERE transaction_id = ? AND last_sent_at IS NULL",
+        (capture_id,),
+    )
+    assert fee in {str(r["reference"]) for r in unsent}
+    ledger = await h.ledger()
+
+    refused = await expect_failure(
+        admin(h).ResolveFrozenOperation(
+            resolve(capture_id, request_id="resolve-fee", reference=fee), metadata=ADMIN
+        )
+    )
+    assert_failure(refused, PRECONDITION, "INVALID_STATE")
+    assert "never sent" in refused.message
+    assert await h.ledger() == ledger
+
+    answer = await admin(h).ResolveFrozenOperation(
+        resolve(capture_id, request_id="resolve-all"), metadata=ADMIN, timeout=DEADLINE
+    )
+    assert answer.action.outcome == DONE
+    statuses = {a.reference: a.status for a in answer.attempts}
+    assert statuses[payout] == pb.ATTEMPT_STATUS_SUCCEEDED
+    assert statuses[fee] == pb.ATTEMPT_STATUS_PENDING  # not confirmed: sent as usual
+    assert not await frozen(h, capture_id)
+
+    await h.settle(advance_seconds=120)  # the reconciler asks, then sends the other legs
+    assert (await get_transaction(h, capture_id)).status == SUCCEEDED
+    await h.assert_books_agree()
