@@ -15,6 +15,40 @@ from prometheus_client.parser import text_string_to_metric_families
 _SUSPICIOUS = re.compile(r"(\d[\s.+-]?){7,}|(?i:[0-9a-f]{12,})|\btxn_|\bride:|\btopup:")
 
 
+# Every family issue 16 asks for (docs/operations.md, "Metrics and alerts").
+FAMILIES = (
+    "wallet_grpc_calls",
+    "wallet_grpc_call_seconds",
+    "wallet_grpc_calls_in_flight",
+    "wallet_grpc_refused",
+    "wallet_kaspro_calls",
+    "wallet_kaspro_call_seconds",
+    "wallet_kaspro_token_refreshes",
+    "wallet_kaspro_status_inquiries",
+    "wallet_kaspro_resends",
+    "wallet_operations",
+    "wallet_idempotent_replays",
+    "wallet_unresolved_attempts",
+    "wallet_oldest_unresolved_attempt_seconds",
+    "wallet_unresolved_attempts_overdue",
+    "wallet_frozen_operations",
+    "wallet_holds_open",
+    "wallet_holds_escrow_idr",
+    "wallet_drifts_open",
+    "wallet_serving",
+    "wallet_callbacks",
+    "wallet_otp_sent",
+    "wallet_otp_rate_limited",
+    "wallet_otp_wrong_guesses",
+    "wallet_otp_lockouts",
+    "wallet_event_watchers",
+    "wallet_event_lag_seconds",
+    "wallet_db_transaction_seconds",
+    "wallet_db_connections_in_use",
+    "wallet_db_transaction_retries",
+)
+
+
 def families(text: str) -> dict[str, Metric]:
     """The exposition's families by name (counters without their ``_total``)."""
     return {family.name: family for family in text_string_to_metric_families(text)}

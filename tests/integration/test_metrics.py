@@ -10,7 +10,7 @@ import time
 
 import grpc
 import httpx
-from metric_labels import families, suspicious_labels, value
+from metric_labels import FAMILIES, families, suspicious_labels, value
 from prometheus_client.metrics_core import Metric
 from wallet.v1 import (
     account_service_pb2,
@@ -44,39 +44,6 @@ INQUIRY_PATH = "/customer-account-inquiry/"
 ACCOUNT = "wallet.v1.AccountService"
 PAYMENT = "wallet.v1.PaymentService"
 TRANSACTION = "wallet.v1.TransactionService"
-
-# Every family issue 16 asks for (docs/operations.md, "Metrics and alerts").
-FAMILIES = (
-    "wallet_grpc_calls",
-    "wallet_grpc_call_seconds",
-    "wallet_grpc_calls_in_flight",
-    "wallet_grpc_refused",
-    "wallet_kaspro_calls",
-    "wallet_kaspro_call_seconds",
-    "wallet_kaspro_token_refreshes",
-    "wallet_kaspro_status_inquiries",
-    "wallet_kaspro_resends",
-    "wallet_operations",
-    "wallet_idempotent_replays",
-    "wallet_unresolved_attempts",
-    "wallet_oldest_unresolved_attempt_seconds",
-    "wallet_unresolved_attempts_overdue",
-    "wallet_frozen_operations",
-    "wallet_holds_open",
-    "wallet_holds_escrow_idr",
-    "wallet_drifts_open",
-    "wallet_serving",
-    "wallet_callbacks",
-    "wallet_otp_sent",
-    "wallet_otp_rate_limited",
-    "wallet_otp_wrong_guesses",
-    "wallet_otp_lockouts",
-    "wallet_event_watchers",
-    "wallet_event_lag_seconds",
-    "wallet_db_transaction_seconds",
-    "wallet_db_connections_in_use",
-    "wallet_db_transaction_retries",
-)
 
 
 async def scrape(h: Harness) -> dict[str, Metric]:
