@@ -100,8 +100,9 @@ async def test_slow_kaspro_is_answered_within_the_callers_deadline(h: Harness) -
 
 
 async def test_slow_kaspro_beyond_the_kaspro_timeout_is_provider_unavailable(h: Harness) -> None:
-    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
     await h.register()
+    # The short KasPro timeout only once set up: onboarding at 0.3 s fails on a loaded machine.
+    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
     await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
 
     # Without the timeout the call would succeed after the 1 s delay.
@@ -113,8 +114,9 @@ async def test_slow_kaspro_beyond_the_kaspro_timeout_is_provider_unavailable(h: 
 async def test_kaspro_timeout_applies_under_a_longer_caller_deadline(h: Harness) -> None:
     # Callers normally set deadlines; a generous one must not switch off the configured
     # KasPro timeout (the answer should be PROVIDER_UNAVAILABLE after ~0.3 s).
-    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
     await h.register()
+    # The short KasPro timeout only once set up: onboarding at 0.3 s fails on a loaded machine.
+    await h.restart(h.with_config(kaspro_timeout_seconds=0.3))
     await h.arm_fault(INQUIRY_PATH, "delay", delay_seconds=1.0)
 
     started = time.monotonic()

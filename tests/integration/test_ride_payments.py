@@ -979,8 +979,9 @@ async def test_hold_within_default_lifetime_is_not_swept(h: Harness) -> None:
 
 
 async def test_hold_with_lost_answer_is_settled_by_status_inquiry(h: Harness) -> None:
-    await h.restart(h.with_config(kaspro_timeout_seconds=SHORT_TIMEOUT))
     await parties(h)
+    # The short KasPro timeout only once set up: onboarding at 0.3 s fails on a loaded machine.
+    await h.restart(h.with_config(kaspro_timeout_seconds=SHORT_TIMEOUT))
     # KasPro executes the payment, then answers after our timeout.
     await h.arm_fault(HOLD_PATH, "delay", delay_seconds=DELAY)
     faulted_at = asyncio.get_running_loop().time()
@@ -1017,8 +1018,9 @@ async def test_hold_with_lost_answer_is_settled_by_status_inquiry(h: Harness) ->
 
 
 async def test_refused_hold_with_lost_answer_fails_the_ride_after_inquiry(h: Harness) -> None:
-    await h.restart(h.with_config(kaspro_timeout_seconds=SHORT_TIMEOUT))
     await parties(h, passenger_balance=10_000)
+    # The short KasPro timeout only once set up: onboarding at 0.3 s fails on a loaded machine.
+    await h.restart(h.with_config(kaspro_timeout_seconds=SHORT_TIMEOUT))
     before = await books(h)
     # KasPro refuses the payment (insufficient balance), but the answer is lost.
     await h.arm_fault(HOLD_PATH, "delay", delay_seconds=DELAY)
@@ -1123,8 +1125,9 @@ async def test_restart_between_authorize_and_capture(h: Harness) -> None:
 
 
 async def test_capture_leg_with_lost_answer_resumes_after_a_crash(h: Harness) -> None:
-    await h.restart(h.with_config(kaspro_timeout_seconds=SHORT_TIMEOUT))
     await authorized(h)
+    # The short KasPro timeout only once set up: onboarding at 0.3 s fails on a loaded machine.
+    await h.restart(h.with_config(kaspro_timeout_seconds=SHORT_TIMEOUT))
     # The first leg executes at KasPro, but its answer comes after our timeout.
     await h.arm_fault(P2P_PATH, "delay", times=1, delay_seconds=DELAY)
     faulted_at = asyncio.get_running_loop().time()
